@@ -1,0 +1,316 @@
+"""Build the embedded multi-task speech corpus as a `datasets` folder.
+
+Five configs cover the paper's eight tasks; every config has the same four splits:
+
+| config        | tasks      | columns (besides `id`, `speaker`, `duration`)                           |
+|---------------|------------|-------------------------------------------------------------------------|
+| `speech`      | ASR, TTS   | audio, text, language                                                   |
+| `style`       | SER        | audio, text, style, answer                                              |
+| `qa`          | SQA, SC    | audio (passage), passage, question, question_audio, answer, answer_audio |
+| `translation` | S2TT, T2ST | audio (English), text, language, translation, translation_audio,        |
+|               |            | translation_speaker                                                     |
+| `vc`          | VC         | audio (source), text, target_audio, target_speaker                      |
+
+Splits: `train`, `validation`, `test` (sentences never in train) and `test_unseen_voice` (the
+test sentences spoken by a voice never in train). `duration` is the length of `audio` in seconds.
+
+The folder holds one parquet file per config and split, a README.md whose YAML declares the
+configs (so `datasets.load_dataset(folder, "speech")` and `push_to_hub` work as on the Hub) and
+`manifest.json` (generator version, voices, every utterance's text, voice and duration).
+Same seed and sizes give the same bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import datasets
+from tqdm.auto import tqdm
+
+from . import grammar
+from .espeak import SAMPLING_RATE, Voice, check_voice, encode_flac, espeak_binary, synthesize
+from .voices import STYLE_DESCRIPTIONS, TRAIN_VOICES, TRANSLATION_VOICES, UNSEEN_VOICE, styled
+
+GENERATOR_VERSION = "1.0.0"
+SPLITS = ("train", "validation", "test", "test_unseen_voice")
+CONFIG_TASKS = {
+    "speech": ("asr", "tts"),
+    "style": ("ser",),
+    "qa": ("sqa", "sc"),
+    "translation": ("s2tt", "t2st"),
+    "vc": ("vc",),
+}
+# Audio columns of each config; every other column is a string except `duration`.
+AUDIO_COLUMNS = {
+    "speech": ("audio",),
+    "style": ("audio",),
+    "qa": ("audio", "question_audio", "answer_audio"),
+    "translation": ("audio", "translation_audio"),
+    "vc": ("audio", "target_audio"),
+}
+
+
+@dataclass
+class CorpusConfig:
+    """What to build. `sizes[config] = (train, validation, test)`; `test_unseen_voice` mirrors test."""
+
+    seed: int = 0
+    sizes: dict[str, tuple[int, int, int]] = field(
+        default_factory=lambda: {
+            "speech": (3200, 200, 200),
+            "style": (1200, 120, 120),
+            "qa": (600, 60, 60),
+            "translation": (1000, 100, 100),
+            "vc": (600, 60, 60),
+        }
+    )
+    workers: int = 2
+
+    def scaled(self, factor: float) -> "CorpusConfig":
+        """The same corpus with every split `factor` times as large (at least 2 rows each)."""
+        sizes = {name: tuple(max(2, round(n * factor)) for n in split) for name, split in self.sizes.items()}
+        return CorpusConfig(seed=self.seed, sizes=sizes, workers=self.workers)
+
+
+def _split_pools(items: list, counts: tuple[int, int, int]) -> dict[str, list]:
+    """Cut a list of distinct items into disjoint train / validation / test pools."""
+    train, validation, test = counts
+    return {
+        "train": items[:train],
+        "validation": items[train : train + validation],
+        "test": items[train + validation : train + validation + test],
+    }
+
+
+def _voice_for(split: str, index: int) -> Voice:
+    """Round-robin over the training voices (balanced per-voice counts); the unseen voice alone
+    speaks `test_unseen_voice`."""
+    return UNSEEN_VOICE if split == "test_unseen_voice" else TRAIN_VOICES[index % len(TRAIN_VOICES)]
+
+
+def _plan(config: CorpusConfig) -> dict[str, dict[str, list[dict]]]:
+    """Every row of every config and split, with `(text, Voice)` pairs where audio goes."""
+    rng = random.Random(config.seed)
+    sizes = config.sizes
+    english_needs = [max(sizes[c][i] for c in ("speech", "style", "vc")) for i in range(3)]
+    english = _split_pools(grammar.unique_sentences(rng, sum(english_needs)), tuple(english_needs))
+    translations = _split_pools(
+        grammar.unique_sentences(rng, sum(sizes["translation"]), make=grammar.translation_example),
+        sizes["translation"],
+    )
+    # one question per passage, so no passage is heard in two splits
+    passages = grammar.unique_sentences(rng, sum(sizes["qa"]), make=grammar.question_answer, key=lambda qa: qa[0])
+    questions = _split_pools(passages, sizes["qa"])
+
+    plan: dict[str, dict[str, list[dict]]] = {name: {} for name in CONFIG_TASKS}
+    for split in SPLITS:
+        pool_split = "test" if split == "test_unseen_voice" else split
+        index = ("train", "validation", "test").index(pool_split)
+        sentences = english[pool_split]
+        plan["speech"][split] = [
+            {"audio": (text, _voice_for(split, i)), "text": text, "language": "en"}
+            for i, text in enumerate(sentences[: sizes["speech"][index]])
+        ]
+        style_names = sorted(STYLE_DESCRIPTIONS)
+        plan["style"][split] = []
+        for i, text in enumerate(rng.sample(sentences, sizes["style"][index])):
+            style = style_names[i % len(style_names)]
+            plan["style"][split].append({
+                "audio": (text, styled(_voice_for(split, i // len(style_names)), style)),
+                "text": text, "style": style, "answer": STYLE_DESCRIPTIONS[style],
+            })
+        plan["qa"][split] = [
+            {"audio": (passage, voice), "passage": passage, "question": question,
+             "question_audio": (question, voice), "answer": answer, "answer_audio": (answer, voice)}
+            for i, (passage, question, answer) in enumerate(questions[pool_split])
+            for voice in [_voice_for(split, i)]
+        ]
+        plan["translation"][split] = [
+            {"audio": (text, _voice_for(split, i)), "text": text, "language": language,
+             "translation": translation, "translation_audio": (translation, target_voice)}
+            for i, (text, translation, language) in enumerate(translations[pool_split])
+            for target_voice in [TRANSLATION_VOICES[language][i % len(TRANSLATION_VOICES[language])]]
+        ]
+        plan["vc"][split] = []
+        for i, text in enumerate(rng.sample(sentences, sizes["vc"][index])):
+            # an offset of 1..n-1 voices away from the source, so source and target always differ
+            target = TRAIN_VOICES[(i + 1 + rng.randrange(len(TRAIN_VOICES) - 1)) % len(TRAIN_VOICES)]
+            plan["vc"][split].append(
+                {"audio": (text, _voice_for(split, i)), "text": text, "target_audio": (text, target)}
+            )
+    return plan
+
+
+# The speaker column that names the voice of each audio column besides `audio` itself.
+SPEAKER_COLUMNS = {"audio": "speaker", "target_audio": "target_speaker", "translation_audio": "translation_speaker"}
+
+
+def _features(config_name: str, columns: list[str]) -> datasets.Features:
+    audio = set(AUDIO_COLUMNS[config_name])
+    return datasets.Features({
+        column: datasets.Audio(sampling_rate=SAMPLING_RATE) if column in audio
+        else datasets.Value("float32") if column == "duration" else datasets.Value("string")
+        for column in columns
+    })
+
+
+def _synthesize_all(jobs: list[tuple[str, Voice]], workers: int) -> dict[tuple[str, Voice], tuple[bytes, float]]:
+    """FLAC bytes and duration for each distinct `(text, voice)`; espeak-ng runs in subprocesses,
+    so threads keep both cores busy."""
+    def run(job):
+        audio = synthesize(*job)
+        return encode_flac(audio), len(audio) / SAMPLING_RATE
+
+    with ThreadPoolExecutor(workers) as pool:
+        results = list(tqdm(pool.map(run, jobs), total=len(jobs), desc="espeak-ng", unit="utt"))
+    return dict(zip(jobs, results))
+
+
+def _finalize(config_name: str, split: str, index: int, planned: dict, audio) -> dict:
+    """A planned row with its audio filled in, plus id, speakers and duration."""
+    row_id = f"{config_name}-{split}-{index:05d}"
+    row = {"id": row_id}
+    for column, value in planned.items():
+        if column in AUDIO_COLUMNS[config_name]:
+            flac, duration = audio[value]
+            row[column] = {"bytes": flac, "path": f"{row_id}-{column}.flac"}
+            if column == "audio":
+                row["duration"] = duration
+            if column in SPEAKER_COLUMNS:
+                row[SPEAKER_COLUMNS[column]] = value[1].name
+        else:
+            row[column] = value
+    return row
+
+
+def _dataset_card(config: CorpusConfig, counts: dict, hours: float) -> str:
+    yaml_configs = "\n".join(
+        f"- config_name: {name}\n  data_files:\n"
+        + "\n".join(f"  - split: {split}\n    path: {name}/{split}-*.parquet" for split in SPLITS)
+        for name in CONFIG_TASKS
+    )
+    table = "\n".join(
+        f"| `{name}` | {', '.join(t.upper() for t in CONFIG_TASKS[name])} | "
+        + " | ".join(str(counts[name][split]) for split in SPLITS) + " |"
+        for name in CONFIG_TASKS
+    )
+    voices = ", ".join(f"`{v.name}` ({v.language}+{v.variant}, {v.rate} wpm, pitch {v.pitch})" for v in TRAIN_VOICES)
+    return f"""---
+license: cc0-1.0
+language: [en, es, fr]
+task_categories: [automatic-speech-recognition, text-to-speech]
+pretty_name: DualSpeechLM embedded espeak-ng corpus
+configs:
+{yaml_configs}
+---
+
+# DualSpeechLM embedded corpus
+
+Synthetic multi-task speech made offline with espeak-ng by `dualspeechlm-data build`
+(generator {GENERATOR_VERSION}, seed {config.seed}): {hours:.2f} hours of 16 kHz mono audio.
+
+| config | tasks | {' | '.join(SPLITS)} |
+|---|---|{'---|' * len(SPLITS)}
+{table}
+
+`test` holds sentences never seen in `train`; `test_unseen_voice` holds them spoken by
+`{UNSEEN_VOICE.name}` ({UNSEEN_VOICE.language}+{UNSEEN_VOICE.variant}), a voice never in `train`.
+Training voices: {voices}.
+
+```python
+from datasets import load_dataset
+speech = load_dataset("path/to/corpus", "speech")
+```
+"""
+
+
+def build_corpus(output_dir: str | Path, config: CorpusConfig | None = None, force: bool = False) -> dict:
+    """Synthesize the corpus into `output_dir` and return its manifest (also saved as manifest.json).
+
+    A corpus already there from the same generator version, seed and sizes is reused unless
+    `force`; a new one is written to a staging folder first, so a failed build never leaves half
+    a corpus behind.
+    """
+    config = config or CorpusConfig()
+    output_dir = Path(output_dir)
+    existing = output_dir / "manifest.json"
+    if existing.is_file() and not force:
+        manifest = json.loads(existing.read_text())
+        wanted = {"generator_version": GENERATOR_VERSION, "seed": config.seed,
+                  "sizes": {k: list(v) for k, v in config.sizes.items()}}
+        if all(manifest.get(k) == v for k, v in wanted.items()):
+            print(f"corpus at {output_dir} is up to date (generator {GENERATOR_VERSION}, seed {config.seed})")
+            return manifest
+    started = time.perf_counter()
+    espeak_binary()
+    for voice in (*TRAIN_VOICES, UNSEEN_VOICE, *(v for vs in TRANSLATION_VOICES.values() for v in vs)):
+        check_voice(voice)
+    plan = _plan(config)
+    jobs = list(dict.fromkeys(
+        value for splits in plan.values() for rows in splits.values() for row in rows
+        for value in row.values() if isinstance(value, tuple)
+    ))
+    audio = _synthesize_all(jobs, config.workers)
+
+    staging = output_dir.with_name(output_dir.name + ".partial")
+    if staging.exists():
+        shutil.rmtree(staging)
+    utterances, counts = [], {}
+    datasets.disable_progress_bars()  # one bar per parquet file would drown the synthesis bar
+    for name, splits in plan.items():
+        counts[name] = {}
+        for split, planned_rows in splits.items():
+            rows = [_finalize(name, split, i, planned, audio) for i, planned in enumerate(planned_rows)]
+            columns = list(rows[0])
+            dataset = datasets.Dataset.from_dict(
+                {c: [row[c] for row in rows] for c in columns}, features=_features(name, columns)
+            )
+            (staging / name).mkdir(parents=True, exist_ok=True)
+            dataset.to_parquet(str(staging / name / f"{split}-00000-of-00001.parquet"))
+            counts[name][split] = len(rows)
+            utterances += [
+                {"id": row["id"], "config": name, "split": split, "speaker": row["speaker"],
+                 "text": planned["audio"][0], "duration": round(row["duration"], 4)}
+                for row, planned in zip(rows, planned_rows)
+            ]
+    datasets.enable_progress_bars()
+    hours = sum(duration for _, duration in audio.values()) / 3600
+    manifest = {
+        "generator_version": GENERATOR_VERSION,
+        "espeak_ng_version": subprocess.run([espeak_binary(), "--version"], capture_output=True, text=True).stdout.strip(),
+        "seed": config.seed,
+        "sizes": {name: list(split) for name, split in config.sizes.items()},
+        "sampling_rate": SAMPLING_RATE,
+        "configs": {name: {"tasks": list(CONFIG_TASKS[name]), "splits": counts[name]} for name in CONFIG_TASKS},
+        "voices": {"train": [asdict(v) for v in TRAIN_VOICES], "unseen": asdict(UNSEEN_VOICE),
+                   "translation": {k: [asdict(v) for v in vs] for k, vs in TRANSLATION_VOICES.items()}},
+        "vocabulary_size": len(grammar.english_vocabulary()),
+        "synthesized_clips": len(audio),
+        "hours": round(hours, 4),
+        "utterances": utterances,
+    }
+    (staging / "README.md").write_text(_dataset_card(config, counts, hours))
+    (staging / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    if output_dir.exists():
+        shutil.rmtree(output_dir)
+    staging.rename(output_dir)
+    rows = sum(sum(split_counts.values()) for split_counts in counts.values())
+    print(f"built {rows} rows ({len(audio)} clips, {hours:.2f} h of audio) in "
+          f"{time.perf_counter() - started:.0f} s -> {output_dir}")
+    return manifest
+
+
+def load_corpus(path: str | Path, config: str = "speech") -> datasets.DatasetDict:
+    """The built corpus' `config` as a DatasetDict with the four splits."""
+    if config not in CONFIG_TASKS:
+        raise ValueError(f"unknown corpus config {config!r}; choose one of {sorted(CONFIG_TASKS)}")
+    if not (Path(path) / "README.md").is_file():
+        raise FileNotFoundError(f"no corpus at {path}: build it with `dualspeechlm-data build --output-dir {path}`")
+    return datasets.load_dataset(str(path), config)

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Set up a fresh Debian machine: system packages, a virtual environment, the package with its
+# dev extra. Safe to rerun; each step is skipped when already done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+PYTHON=${PYTHON:-python3}
+
+missing=()
+command -v espeak-ng >/dev/null || missing+=(espeak-ng)
+command -v ffmpeg >/dev/null || missing+=(ffmpeg)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing system packages: ${missing[*]}"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
+fi
+
+"$PYTHON" - <<'PY'
+import sys
+if sys.version_info < (3, 10):
+    sys.exit(f"Python >= 3.10 is required, found {sys.version.split()[0]}")
+PY
+[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+start=$(date +%s)
+"$VENV/bin/python" -m pip install -q --upgrade pip
+"$VENV/bin/python" -m pip install -q -e ".[dev]"
+echo "python environment ready in $VENV ($(( $(date +%s) - start )) s)"

