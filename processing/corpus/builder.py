@@ -47,7 +47,8 @@ CONFIG_TASKS = {
     "translation": ("s2tt", "t2st"),
     "vc": ("vc",),
 }
-# Audio columns of each config; every other column is a string except `duration`.
+# Audio columns of each config (mono 16 kHz, the same feature as `hub_datasets`, so the two
+# concatenate); every other column is a string except `duration`.
 AUDIO_COLUMNS = {
     "speech": ("audio",),
     "style": ("audio",),
@@ -155,7 +156,7 @@ SPEAKER_COLUMNS = {"audio": "speaker", "target_audio": "target_speaker", "transl
 def _features(config_name: str, columns: list[str]) -> datasets.Features:
     audio = set(AUDIO_COLUMNS[config_name])
     return datasets.Features({
-        column: datasets.Audio(sampling_rate=SAMPLING_RATE) if column in audio
+        column: datasets.Audio(sampling_rate=SAMPLING_RATE, num_channels=1) if column in audio
         else datasets.Value("float32") if column == "duration" else datasets.Value("string")
         for column in columns
     })
