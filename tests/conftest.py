@@ -29,3 +29,11 @@ def tiny_corpus(tmp_path_factory, espeak):
     path = tmp_path_factory.mktemp("corpus") / "corpus"
     build_corpus(path, CorpusConfig(seed=0).scaled(0.01))
     return path
+
+
+@pytest.fixture(scope="session")
+def whisper_dir(tmp_path_factory):
+    """OpenAI Whisper tiny.en converted to a transformers folder, once per session (a few seconds)."""
+    from dualspeechlm.convert_ctranslate2_whisper import convert_ctranslate2_whisper
+
+    return convert_ctranslate2_whisper(tmp_path_factory.mktemp("whisper") / "whisper-tiny.en")
