@@ -171,3 +171,11 @@ def test_cli_build_and_summary(tmp_path, capsys, espeak):
     assert "| vc | vc |" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         data_cli(["build", "--size", "music=1,1,1"])
+
+
+def test_corpora_in_same_named_folders_do_not_share_a_cache(tiny_corpus, tmp_path):
+    """datasets keys `load_dataset(folder, config)`'s cache on the folder name; load_corpus must not."""
+    other = tmp_path / tiny_corpus.name
+    build_corpus(other, CorpusConfig(seed=0).scaled(0.002))
+    assert len(load_corpus(other, "speech")["train"]) == 6
+    assert len(load_corpus(tiny_corpus, "speech")["train"]) == 32

@@ -309,9 +309,15 @@ def build_corpus(output_dir: str | Path, config: CorpusConfig | None = None, for
 
 
 def load_corpus(path: str | Path, config: str = "speech") -> datasets.DatasetDict:
-    """The built corpus' `config` as a DatasetDict with the four splits."""
+    """The built corpus' `config` as a DatasetDict with the four splits.
+
+    Loads the parquet files by explicit `data_files`, whose cache key covers the files themselves:
+    `load_dataset(folder, config)` keys its cache on the folder's *name* and the config name only,
+    so two corpora in folders of the same name would silently share one cache.
+    """
     if config not in CONFIG_TASKS:
         raise ValueError(f"unknown corpus config {config!r}; choose one of {sorted(CONFIG_TASKS)}")
     if not (Path(path) / "README.md").is_file():
         raise FileNotFoundError(f"no corpus at {path}: build it with `dualspeechlm-data build --output-dir {path}`")
-    return datasets.load_dataset(str(path), config)
+    files = {split: str(Path(path) / config / f"{split}-*.parquet") for split in SPLITS}
+    return datasets.load_dataset("parquet", data_files=files)
