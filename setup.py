@@ -12,6 +12,7 @@ from setuptools import setup
 
 PACKAGE_DIR = {
     "dualspeechlm": "modeling_dualspeechlm",
+    "dualspeechlm.codecs": "modeling_dualspeechlm/codecs",
     "dualspeechlm.processing": "processing",
     "dualspeechlm.processing.corpus": "processing/corpus",
     "dualspeechlm.training": "training",

@@ -1,0 +1,127 @@
+"""The acoustic codec interface DualSpeechLM writes through.
+
+A codec turns 1-D waveforms into discrete codes `[batch, num_codebooks, frames]` and back. Every
+implementation (the embedded mel codec, the adapters for transformers' codecs) subclasses
+`SpeechCodecMixin`, states its four numbers and implements `_encode` / `_decode` on padded,
+validated tensors; padding, lengths and input checks live here once.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from transformers.utils import ModelOutput
+
+
+@dataclass
+class CodecEncoderOutput(ModelOutput):
+    """codes: `[batch, num_codebooks, frames]` (long); lengths: valid frames per item `[batch]`."""
+
+    codes: torch.LongTensor | None = None
+    lengths: torch.LongTensor | None = None
+
+
+@dataclass
+class CodecDecoderOutput(ModelOutput):
+    """waveforms: `[batch, samples]` (float, zero past each length); lengths: valid samples `[batch]`."""
+
+    waveforms: torch.FloatTensor | None = None
+    lengths: torch.LongTensor | None = None
+
+
+def validate_waveforms(
+    waveforms, lengths=None, sampling_rate: int | None = None, expected_rate: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Check and normalise codec input.
+
+    Accepts one waveform `[samples]` or a padded batch `[batch, samples]` (a list of 1-D arrays is
+    padded here). Returns float32 `[batch, samples]` and lengths `[batch]`. Raises ValueError with a
+    clear message on: a wrong sampling rate, stereo/multi-channel input, an empty waveform, NaN or
+    infinite samples, lengths that do not fit the batch.
+    """
+    if sampling_rate is not None and expected_rate is not None and sampling_rate != expected_rate:
+        raise ValueError(
+            f"audio is at {sampling_rate} Hz but this codec expects {expected_rate} Hz; resample first "
+            f"(e.g. torchaudio.functional.resample(waveform, {sampling_rate}, {expected_rate}))"
+        )
+    if isinstance(waveforms, (list, tuple)):
+        items = [torch.as_tensor(w, dtype=torch.float32) for w in waveforms]
+        if any(item.ndim != 1 for item in items):
+            raise ValueError("each waveform in a list must be 1-D [samples]; downmix stereo audio to mono first")
+        if lengths is None:
+            lengths = [item.shape[0] for item in items]
+        waveforms = torch.nn.utils.rnn.pad_sequence(items, batch_first=True) if items else torch.zeros(0, 0)
+    waveforms = torch.as_tensor(waveforms, dtype=torch.float32)
+    if waveforms.ndim == 1:
+        waveforms = waveforms[None]
+    if waveforms.ndim != 2:
+        raise ValueError(
+            f"expected mono waveforms [batch, samples], got shape {tuple(waveforms.shape)}; "
+            "downmix stereo / multi-channel audio to mono first"
+        )
+    if waveforms.shape[0] == 0 or waveforms.shape[1] == 0:
+        raise ValueError("cannot encode empty audio")
+    lengths = (
+        torch.full((waveforms.shape[0],), waveforms.shape[1], dtype=torch.long)
+        if lengths is None else torch.as_tensor(lengths, dtype=torch.long).reshape(-1)
+    )
+    if lengths.shape[0] != waveforms.shape[0] or (lengths < 1).any() or (lengths > waveforms.shape[1]).any():
+        raise ValueError(f"lengths {lengths.tolist()} do not fit waveforms of shape {tuple(waveforms.shape)}")
+    if not torch.isfinite(waveforms).all():
+        raise ValueError("audio contains NaN or infinite samples")
+    mask = torch.arange(waveforms.shape[1]) < lengths[:, None]
+    return waveforms * mask, lengths
+
+
+class SpeechCodecMixin:
+    """Shared `encode` / `decode` for codecs. Subclasses set the four properties and implement
+    `_encode(waveforms [B, T], lengths [B]) -> codes [B, n_q, F]` and
+    `_decode(codes [B, n_q, F], frame_lengths [B]) -> waveforms [B, T']`."""
+
+    sampling_rate: int
+    frame_rate: float
+    codebook_size: int
+    num_codebooks: int
+
+    def frames_for(self, num_samples: torch.Tensor) -> torch.Tensor:
+        """Code frames that cover `num_samples` samples (ceil)."""
+        return torch.ceil(torch.as_tensor(num_samples) * self.frame_rate / self.sampling_rate).long()
+
+    def samples_for(self, num_frames: torch.Tensor) -> torch.Tensor:
+        return torch.round(torch.as_tensor(num_frames) * self.sampling_rate / self.frame_rate).long()
+
+    @torch.no_grad()
+    def encode(self, waveforms, lengths=None, sampling_rate: int | None = None) -> CodecEncoderOutput:
+        """waveforms `[batch, samples]` (or `[samples]`, or a list of 1-D arrays) at `self.sampling_rate`."""
+        waveforms, lengths = validate_waveforms(waveforms, lengths, sampling_rate, self.sampling_rate)
+        frame_lengths = self.frames_for(lengths)
+        codes = self._encode(waveforms.to(self.device), lengths.to(self.device))
+        codes = codes[..., : int(frame_lengths.max())]
+        mask = torch.arange(codes.shape[-1], device=codes.device) < frame_lengths.to(codes.device)[:, None]
+        return CodecEncoderOutput(codes=codes * mask[:, None], lengths=frame_lengths)
+
+    @torch.no_grad()
+    def decode(self, codes, lengths=None) -> CodecDecoderOutput:
+        """codes `[batch, num_codebooks, frames]` (or `[num_codebooks, frames]`) -> waveforms."""
+        codes = torch.as_tensor(codes, dtype=torch.long)
+        if codes.ndim == 2:
+            codes = codes[None]
+        if codes.ndim != 3 or codes.shape[1] != self.num_codebooks or codes.shape[-1] == 0:
+            raise ValueError(
+                f"expected codes [batch, {self.num_codebooks}, frames>0], got shape {tuple(codes.shape)}"
+            )
+        if codes.min() < 0 or codes.max() >= self.codebook_size:
+            raise ValueError(f"codes must lie in [0, {self.codebook_size}), got [{codes.min()}, {codes.max()}]")
+        lengths = (
+            torch.full((codes.shape[0],), codes.shape[-1], dtype=torch.long)
+            if lengths is None else torch.as_tensor(lengths, dtype=torch.long).reshape(-1)
+        )
+        if lengths.shape[0] != codes.shape[0] or (lengths < 1).any() or (lengths > codes.shape[-1]).any():
+            raise ValueError(f"lengths {lengths.tolist()} do not fit codes of shape {tuple(codes.shape)}")
+        waveforms = self._decode(codes.to(self.device), lengths.to(self.device)).float().cpu()
+        sample_lengths = torch.clamp(self.samples_for(lengths), max=waveforms.shape[-1])
+        waveforms = waveforms[:, : int(sample_lengths.max())]
+        mask = torch.arange(waveforms.shape[-1]) < sample_lengths[:, None]
+        return CodecDecoderOutput(waveforms=waveforms * mask, lengths=sample_lengths)

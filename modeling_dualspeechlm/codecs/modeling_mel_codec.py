@@ -1,0 +1,166 @@
+"""The embedded acoustic codec: log-mel -> conv encoder -> residual VQ -> conv decoder -> vocoder.
+
+Every layer is masked by each item's length, so a padded batch encodes and decodes exactly like
+its items one by one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModel, PreTrainedModel
+from transformers import initialization as init
+from transformers.utils import ModelOutput
+from vector_quantize_pytorch import ResidualVQ
+
+from .base import SpeechCodecMixin
+from .configuration_mel_codec import MelCodecConfig
+from .spectral import LogMelSpectrogram, griffin_lim
+from .vocoder import NeuralVocoder
+
+
+class ResidualConvBlock(nn.Module):
+    def __init__(self, channels: int, kernel_size: int, dilation: int):
+        super().__init__()
+        self.conv = nn.Conv1d(channels, channels, kernel_size, dilation=dilation, padding=dilation * (kernel_size - 1) // 2)
+        self.mix = nn.Conv1d(channels, channels, 1)
+
+    def forward(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return (hidden + self.mix(nn.functional.gelu(self.conv(nn.functional.gelu(hidden))))) * mask
+
+
+class ConvStack(nn.Module):
+    """`[batch, in_channels, frames]` -> `[batch, out_channels, frames]`: input conv, residual blocks
+    with dilations 1, 2, 4, ... (context grows without striding), output conv."""
+
+    def __init__(self, in_channels: int, hidden: int, out_channels: int, layers: int, kernel_size: int):
+        super().__init__()
+        self.input = nn.Conv1d(in_channels, hidden, kernel_size, padding=kernel_size // 2)
+        self.blocks = nn.ModuleList(ResidualConvBlock(hidden, kernel_size, 2 ** (i % 4)) for i in range(layers))
+        self.output = nn.Conv1d(hidden, out_channels, 1)
+
+    def forward(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.input(hidden * mask) * mask
+        for block in self.blocks:
+            hidden = block(hidden, mask)
+        return self.output(nn.functional.gelu(hidden)) * mask
+
+
+@dataclass
+class MelCodecOutput(ModelOutput):
+    """Training forward: `loss` = mel reconstruction (L1) + commitment; mels `[batch, n_mels, frames]`,
+    codes `[batch, num_quantizers, frames]`."""
+
+    loss: torch.FloatTensor | None = None
+    reconstruction_loss: torch.FloatTensor | None = None
+    commitment_loss: torch.FloatTensor | None = None
+    target_mel: torch.FloatTensor | None = None
+    reconstructed_mel: torch.FloatTensor | None = None
+    codes: torch.LongTensor | None = None
+
+
+class MelCodecPreTrainedModel(PreTrainedModel):
+    config_class = MelCodecConfig
+    base_model_prefix = "codec"
+    main_input_name = "waveforms"
+
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        if isinstance(module, (LogMelSpectrogram, NeuralVocoder)):  # constants, not weights: rebuild them
+            for name, value in module.spectral_buffers().items():
+                init.copy_(getattr(module, name), value)
+
+
+class MelCodecModel(MelCodecPreTrainedModel, SpeechCodecMixin):
+    """Encode 16 kHz waveforms into `num_quantizers` codes per 20 ms frame and decode them back."""
+
+    def __init__(self, config: MelCodecConfig):
+        super().__init__(config)
+        self.mel = LogMelSpectrogram(config.sampling_rate, config.n_fft, config.hop_length, config.n_mels, config.f_min, config.f_max)
+        self.encoder = ConvStack(config.n_mels, config.hidden_size, config.latent_size, config.encoder_layers, config.kernel_size)
+        self.quantizer = ResidualVQ(
+            dim=config.latent_size, num_quantizers=config.num_quantizers, codebook_size=config.codebook_size,
+            decay=config.codebook_decay, commitment_weight=config.commitment_weight, kmeans_init=True,
+            threshold_ema_dead_code=config.dead_code_threshold,
+        )
+        self.decoder = ConvStack(config.latent_size, config.hidden_size, config.n_mels, config.decoder_layers, config.kernel_size)
+        self.vocoder = NeuralVocoder(
+            config.n_mels, config.vocoder_hidden_size, config.vocoder_intermediate_size, config.vocoder_layers,
+            config.n_fft, config.hop_length,
+        )
+        self.post_init()
+
+    # the codec interface
+    @property
+    def sampling_rate(self) -> int:
+        return self.config.sampling_rate
+
+    @property
+    def frame_rate(self) -> float:
+        return self.config.frame_rate
+
+    @property
+    def codebook_size(self) -> int:
+        return self.config.codebook_size
+
+    @property
+    def num_codebooks(self) -> int:
+        return self.config.num_quantizers
+
+    def _frame_mask(self, frame_lengths: torch.Tensor, frames: int) -> torch.Tensor:
+        return (torch.arange(frames, device=frame_lengths.device) < frame_lengths[:, None])[:, None].float()
+
+    def log_mel(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """waveforms `[batch, samples]` -> log-mel `[batch, n_mels, frames]` and frame lengths `[batch]`
+        (one frame per started hop, as `frames_for`)."""
+        frame_lengths = self.frames_for(lengths)
+        return self.mel(waveforms)[..., : int(frame_lengths.max())], frame_lengths
+
+    def quantize(self, log_mel: torch.Tensor, frame_lengths: torch.Tensor):
+        """log-mel `[batch, n_mels, frames]` -> (quantized latents `[batch, latent, frames]`,
+        codes `[batch, num_quantizers, frames]`, commitment loss)."""
+        mask = self._frame_mask(frame_lengths, log_mel.shape[-1])
+        latents = self.encoder(log_mel, mask).transpose(1, 2)
+        quantized, codes, commitment = self.quantizer(latents, mask=mask[:, 0].bool())
+        return quantized.transpose(1, 2) * mask, codes.transpose(1, 2), commitment.sum()
+
+    def decode_mel(self, codes: torch.Tensor, frame_lengths: torch.Tensor) -> torch.Tensor:
+        """codes `[batch, num_quantizers, frames]` -> log-mel `[batch, n_mels, frames]`."""
+        mask = self._frame_mask(frame_lengths, codes.shape[-1])
+        quantized = self.quantizer.get_output_from_indices(codes.transpose(1, 2)).transpose(1, 2)
+        return self.decoder(quantized * mask, mask)
+
+    def vocode(self, log_mel: torch.Tensor, frame_lengths: torch.Tensor) -> torch.Tensor:
+        """log-mel `[batch, n_mels, frames]` -> waveforms `[batch, frames * hop_length]`."""
+        if self.config.vocoder == "griffin_lim":
+            return griffin_lim(
+                self.mel.mel_to_magnitude(log_mel), frame_lengths, self.config.n_fft, self.config.hop_length,
+                self.mel.window, self.config.griffin_lim_iterations,
+            )
+        return self.vocoder(log_mel, frame_lengths)
+
+    def _encode(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return self.quantize(*self.log_mel(waveforms, lengths))[1]
+
+    def _decode(self, codes: torch.Tensor, frame_lengths: torch.Tensor) -> torch.Tensor:
+        return self.vocode(self.decode_mel(codes, frame_lengths), frame_lengths)
+
+    def forward(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> MelCodecOutput:
+        """Teacher-forced autoencoding for training: waveforms `[batch, samples]`, lengths `[batch]`."""
+        target, frame_lengths = self.log_mel(waveforms, lengths)
+        quantized, codes, commitment = self.quantize(target, frame_lengths)
+        mask = self._frame_mask(frame_lengths, target.shape[-1])
+        reconstructed = self.decoder(quantized, mask)
+        reconstruction = ((reconstructed - target).abs() * mask).sum() / (mask.sum() * target.shape[1])
+        return MelCodecOutput(
+            loss=reconstruction + commitment, reconstruction_loss=reconstruction, commitment_loss=commitment,
+            target_mel=target, reconstructed_mel=reconstructed, codes=codes,
+        )
+
+
+MelCodecConfig.register_for_auto_class()
+MelCodecModel.register_for_auto_class("AutoModel")
+AutoConfig.register(MelCodecConfig.model_type, MelCodecConfig)
+AutoModel.register(MelCodecConfig, MelCodecModel)

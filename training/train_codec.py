@@ -1,0 +1,225 @@
+"""Train the embedded mel codec on the corpus, then judge its round trips.
+
+Two stages, both on random crops of the `speech` training audio:
+1. the autoencoder: conv encoder -> residual VQ -> conv decoder, L1 on log-mel + commitment;
+2. the neural vocoder, on the *decoded* (quantized) mels of stage 1, so it learns to undo the
+   codec's smoothing: multi-resolution STFT loss + log-mel L1 against the original audio.
+Then both vocoders (neural, Griffin-Lim) are judged on the test splits against the original
+audio, and the better one is saved as the codec's default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from dualspeechlm.codecs.configuration_mel_codec import MelCodecConfig
+from dualspeechlm.codecs.modeling_mel_codec import MelCodecModel
+from dualspeechlm.codecs.spectral import stft
+
+from .judge import format_markdown_table, judge, PocketsphinxJudge, WhisperJudge
+
+STFT_RESOLUTIONS = ((512, 128), (1024, 256), (2048, 512))
+
+
+def corpus_waveforms(corpus_dir: str | Path, split: str, limit: int | None = None) -> tuple[list[torch.Tensor], list[str], list[str]]:
+    """Audio `[samples]` tensors, texts and speakers of the corpus' `speech` config split."""
+    from dualspeechlm.processing.corpus import load_corpus
+
+    rows = load_corpus(corpus_dir, "speech")[split]
+    if limit:
+        rows = rows.select(range(min(limit, len(rows))))
+    waveforms = [row["audio"].get_all_samples().data[0] for row in tqdm(rows, desc=f"decoding {split}", unit="utt")]
+    return waveforms, rows["text"], rows["speaker"]
+
+
+def random_crops(waveforms: list[torch.Tensor], batch_size: int, samples: int, generator: torch.Generator):
+    """A batch `[batch, samples]` of random crops (zero padded, with lengths) from random utterances."""
+    picks = torch.randint(len(waveforms), (batch_size,), generator=generator).tolist()
+    batch, lengths = torch.zeros(batch_size, samples), torch.zeros(batch_size, dtype=torch.long)
+    for row, index in enumerate(picks):
+        audio = waveforms[index]
+        start = torch.randint(max(1, len(audio) - samples + 1), (1,), generator=generator).item()
+        crop = audio[start : start + samples]
+        batch[row, : len(crop)], lengths[row] = crop, len(crop)
+    return batch, lengths
+
+
+def multi_resolution_stft_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Spectral convergence + log-magnitude L1, averaged over three STFT resolutions."""
+    total = 0.0
+    for n_fft, hop in STFT_RESOLUTIONS:
+        window = torch.hann_window(n_fft)
+        predicted, wanted = (stft(x, n_fft, hop, window).abs() for x in (prediction, target))
+        convergence = (wanted - predicted).norm() / wanted.norm().clamp(min=1e-8)
+        log_l1 = (predicted.clamp(min=1e-5).log() - wanted.clamp(min=1e-5).log()).abs().mean()
+        total = total + convergence + log_l1
+    return total / len(STFT_RESOLUTIONS)
+
+
+def _cosine_lr(optimizer, step: int, steps: int, peak: float) -> None:
+    """Linear warm-up over the first 10% of steps (at most 100), then cosine decay to zero."""
+    warmup = max(1, min(100, steps // 10))
+    lr = peak * min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * step / steps))
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def train_autoencoder(model: MelCodecModel, waveforms, steps: int, batch_size: int, segment: int, lr: float, generator) -> list[float]:
+    parameters = [p for name, p in model.named_parameters() if not name.startswith("vocoder.")]
+    optimizer = torch.optim.AdamW(parameters, lr=lr, betas=(0.9, 0.99), weight_decay=0.0)
+    losses = []
+    model.train()
+    for step in (bar := tqdm(range(steps), desc="codec autoencoder", unit="step")):
+        batch, lengths = random_crops(waveforms, batch_size, segment, generator)
+        output = model(batch, lengths)
+        _cosine_lr(optimizer, step, steps, lr)
+        optimizer.zero_grad()
+        output.loss.backward()
+        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+        optimizer.step()
+        losses.append(output.reconstruction_loss.item())
+        bar.set_postfix(mel_l1=f"{losses[-1]:.3f}")
+    return losses
+
+
+def vocoder_loss(model: MelCodecModel, batch: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Multi-resolution STFT + log-mel L1 of the vocoder fed the codec's decoded mels of `batch`."""
+    with torch.no_grad():
+        log_mel, frame_lengths = model.log_mel(batch, lengths)
+        decoded = model.decode_mel(model.quantize(log_mel, frame_lengths)[1], frame_lengths)
+    audio = model.vocoder(decoded, frame_lengths)[:, : batch.shape[1]]
+    target = batch[:, : audio.shape[1]]
+    return multi_resolution_stft_loss(audio, target) + (model.mel(audio) - model.mel(target)).abs().mean()
+
+
+def train_vocoder(model: MelCodecModel, waveforms, steps: int, batch_size: int, segment: int, lr: float, generator) -> list[float]:
+    optimizer = torch.optim.AdamW(model.vocoder.parameters(), lr=lr, betas=(0.8, 0.99))
+    losses = []
+    model.eval()
+    model.vocoder.train()
+    for step in (bar := tqdm(range(steps), desc="codec vocoder", unit="step")):
+        loss = vocoder_loss(model, *random_crops(waveforms, batch_size, segment, generator))
+        _cosine_lr(optimizer, step, steps, lr)
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.vocoder.parameters(), 1.0)
+        optimizer.step()
+        losses.append(loss.item())
+        bar.set_postfix(loss=f"{losses[-1]:.3f}")
+    model.vocoder.eval()
+    return losses
+
+
+def round_trip(model: MelCodecModel, waveforms: list[torch.Tensor], batch_size: int = 16) -> list[torch.Tensor]:
+    """Encode and decode every waveform (batched); returns the decoded audio trimmed to each input's length."""
+    decoded = []
+    for start in range(0, len(waveforms), batch_size):
+        chunk = waveforms[start : start + batch_size]
+        codes = model.encode(chunk)
+        output = model.decode(codes.codes, codes.lengths)
+        decoded += [audio[: len(source)] for audio, source in zip(output.waveforms, chunk)]
+    return decoded
+
+
+def evaluate_round_trips(model: MelCodecModel, corpus_dir, splits, limit: int, judges: dict) -> dict:
+    """Judges' WER on the original audio and on each vocoder's round trip, per split and voice."""
+    report = {}
+    for split in splits:
+        originals, texts, speakers = corpus_waveforms(corpus_dir, split, limit)
+        conditions = {"original": originals}
+        for vocoder in ("neural", "griffin_lim"):
+            model.config.vocoder = vocoder
+            started = time.perf_counter()
+            conditions[vocoder] = round_trip(model, originals)
+            seconds = sum(len(w) for w in originals) / model.sampling_rate
+            report.setdefault("real_time_factor", {})[f"{split}/{vocoder}"] = (time.perf_counter() - started) / seconds
+        report[split] = {
+            name: judge(texts, [w.numpy() for w in audio], model.sampling_rate, judges=judges, groups=speakers)
+            for name, audio in conditions.items()
+        }
+    return report
+
+
+def summary_table(report: dict, splits) -> str:
+    """Markdown: WER per judge for original audio and each vocoder, with the ratio to the original."""
+    judges = list(report[splits[0]]["original"]["judges"])
+    lines = ["| split | audio | " + " | ".join(f"{j} WER (x original)" for j in judges) + " |",
+             "|---|---|" + "---|" * len(judges)]
+    for split in splits:
+        for condition, result in report[split].items():
+            cells = []
+            for name in judges:
+                wer, base = result["judges"][name]["wer"], report[split]["original"]["judges"][name]["wer"]
+                cells.append(f"{100 * wer:.1f}% ({wer / base:.2f}x)" if base else f"{100 * wer:.1f}%")
+            lines.append(f"| {split} | {condition} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(prog="dualspeechlm-train-codec", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--corpus", default="data/corpus", type=Path)
+    parser.add_argument("--output-dir", default="models/mel-codec", type=Path)
+    parser.add_argument("--whisper", default="models/whisper-tiny.en", type=Path, help="the judge's Whisper folder")
+    parser.add_argument("--num-quantizers", type=int, default=MelCodecConfig().num_quantizers)
+    parser.add_argument("--codebook-size", type=int, default=MelCodecConfig().codebook_size)
+    parser.add_argument("--autoencoder-steps", type=int, default=800)
+    parser.add_argument("--vocoder-steps", type=int, default=1000)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--train-limit", type=int, default=None, help="use only the first N training utterances")
+    parser.add_argument("--eval-limit", type=int, default=100, help="utterances judged per test split")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    torch.manual_seed(args.seed)
+    generator = torch.Generator().manual_seed(args.seed)
+    config = MelCodecConfig(num_quantizers=args.num_quantizers, codebook_size=args.codebook_size)
+    model = MelCodecModel(config)
+    waveforms, _, _ = corpus_waveforms(args.corpus, "train", args.train_limit)
+    started = time.perf_counter()
+    with torch.no_grad():  # k-means codebook init on many frames, not just the first batch's
+        model.train()
+        model.quantize(*model.log_mel(*random_crops(waveforms, 8 * args.batch_size, 2 * config.sampling_rate, generator)))
+    autoencoder_losses = train_autoencoder(model, waveforms, args.autoencoder_steps, args.batch_size,
+                                           2 * config.sampling_rate, args.lr, generator)
+    vocoder_losses = train_vocoder(model, waveforms, args.vocoder_steps, args.batch_size,
+                                   config.sampling_rate, args.lr, generator)
+    training_seconds = time.perf_counter() - started
+    model.eval()
+
+    splits = ("test", "test_unseen_voice")
+    judges = {"whisper": WhisperJudge(args.whisper), "pocketsphinx": PocketsphinxJudge()}
+    report = evaluate_round_trips(model, args.corpus, splits, args.eval_limit, judges)
+    ratios = {v: max(report[s][v]["judges"][j]["wer"] / max(report[s]["original"]["judges"][j]["wer"], 1e-9)
+                     for s in splits for j in judges) for v in ("neural", "griffin_lim")}
+    model.config.vocoder = min(ratios, key=ratios.get)
+    model.save_pretrained(args.output_dir)
+
+    table = summary_table(report, splits)
+    results = {
+        "config": config.to_dict(), "training_seconds": training_seconds,
+        "autoencoder_loss": autoencoder_losses, "vocoder_loss": vocoder_losses,
+        "worst_wer_ratio": ratios, "default_vocoder": model.config.vocoder,
+        "real_time_factor": report.pop("real_time_factor"),
+        "evaluation": {s: {c: {j: {k: v for k, v in r["judges"][j].items() if k != "hypotheses"} for j in judges}
+                           for c, r in report[s].items()} for s in splits},
+    }
+    (args.output_dir / "training_report.json").write_text(json.dumps(results, indent=1) + "\n")
+    (args.output_dir / "training_report.md").write_text(
+        f"# Mel codec round trips\n\ntrained {training_seconds / 60:.1f} min; default vocoder: "
+        f"{model.config.vocoder}\n\n{table}\n")
+    print(table)
+    print(f"worst WER ratio per vocoder: {ratios}; saved {args.output_dir} (default vocoder {model.config.vocoder})")
+    return results
+
+
+if __name__ == "__main__":
+    main()
