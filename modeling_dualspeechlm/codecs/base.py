@@ -98,6 +98,9 @@ class SpeechCodecMixin:
         waveforms, lengths = validate_waveforms(waveforms, lengths, sampling_rate, self.sampling_rate)
         frame_lengths = self.frames_for(lengths)
         codes = self._encode(waveforms.to(self.device), lengths.to(self.device))
+        if codes.shape[-1] < int(frame_lengths.max()):
+            raise RuntimeError(f"{type(self).__name__} returned {codes.shape[-1]} frames for "
+                               f"{int(lengths.max())} samples; the interface promises {int(frame_lengths.max())}")
         codes = codes[..., : int(frame_lengths.max())]
         mask = torch.arange(codes.shape[-1], device=codes.device) < frame_lengths.to(codes.device)[:, None]
         return CodecEncoderOutput(codes=codes * mask[:, None], lengths=frame_lengths)
