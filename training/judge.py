@@ -247,6 +247,9 @@ def main(argv=None) -> int:
     from dualspeechlm.processing.corpus import load_corpus
 
     corpus = load_corpus(args.corpus, args.config)
+    missing = [split for split in args.splits if split not in corpus]
+    if missing:
+        parser.error(f"corpus {args.corpus} ({args.config}) has no split {missing}; it has {list(corpus)}")
     judges = {}
     for name in args.judges:
         judges[name] = (WhisperJudge(args.whisper, batch_size=args.batch_size) if name == "whisper"
@@ -272,4 +275,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
