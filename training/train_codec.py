@@ -194,6 +194,7 @@ def main(argv=None) -> dict:
                                    config.sampling_rate, args.lr, generator)
     training_seconds = time.perf_counter() - started
     model.eval()
+    model.save_pretrained(args.output_dir)  # saved before the (long) judging; re-saved with the chosen vocoder
 
     splits = ("test", "test_unseen_voice")
     judges = {"whisper": WhisperJudge(args.whisper), "pocketsphinx": PocketsphinxJudge()}
