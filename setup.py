@@ -67,7 +67,7 @@ setup(
             "dualspeechlm-convert-whisper=dualspeechlm.convert_ctranslate2_whisper:main",
             "dualspeechlm-judge=dualspeechlm.training.judge:main",
             "dualspeechlm-train-codec=dualspeechlm.training.train_codec:main",
-            "dualspeechlm-train-speaker=dualspeechlm.training.train_speaker_encoder:main",
+            "dualspeechlm-train-speaker-encoder=dualspeechlm.training.train_speaker_encoder:main",
         ]
     },
 )

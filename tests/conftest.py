@@ -15,6 +15,18 @@ def require_tool(name: str, package: str) -> None:
                     f"`apt-get install {package}` (`make setup` does this)")
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models gain nothing from intra-op threads, and on a busy 2-core machine threads spin
+    (10-100x slower); `pytestmark = pytest.mark.usefixtures("one_thread")` in a module opts in."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def espeak():
     require_tool("espeak-ng", "espeak-ng")

@@ -7,6 +7,8 @@ from dualspeechlm.codecs.modeling_mel_codec import MelCodecModel
 from dualspeechlm.processing.corpus import TRAIN_VOICES, synthesize
 from dualspeechlm.training.train_codec import multi_resolution_stft_loss, random_crops, train_autoencoder, train_vocoder, vocoder_loss
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 TINY = dict(hidden_size=32, latent_size=16, encoder_layers=2, decoder_layers=2, codebook_size=32,
             vocoder_hidden_size=32, vocoder_intermediate_size=64, vocoder_layers=2)
 
@@ -125,3 +127,11 @@ def test_random_crops_have_lengths(speech):
     assert batch.shape == (6, 40000) and (lengths <= 40000).all()
     for row, length in zip(batch, lengths):
         assert row[length:].abs().sum() == 0
+
+
+def test_loaded_codec_has_its_constant_buffers(codec, tmp_path):
+    codec.save_pretrained(tmp_path)
+    loaded = MelCodecModel.from_pretrained(tmp_path)
+    for (name, original), (_, restored) in zip(codec.named_buffers(), loaded.named_buffers()):
+        if name.endswith(("window", "filters", "pseudo_inverse", ".zero")):
+            assert torch.equal(original, restored), name

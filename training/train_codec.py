@@ -30,13 +30,10 @@ STFT_RESOLUTIONS = ((512, 128), (1024, 256), (2048, 512))
 
 def corpus_waveforms(corpus_dir: str | Path, split: str, limit: int | None = None) -> tuple[list[torch.Tensor], list[str], list[str]]:
     """Audio `[samples]` tensors, texts and speakers of the corpus' `speech` config split."""
-    from dualspeechlm.processing.corpus import load_corpus
+    from dualspeechlm.processing.corpus import corpus_audio
 
-    rows = load_corpus(corpus_dir, "speech")[split]
-    if limit:
-        rows = rows.select(range(min(limit, len(rows))))
-    waveforms = [row["audio"].get_all_samples().data[0] for row in tqdm(rows, desc=f"decoding {split}", unit="utt")]
-    return waveforms, rows["text"], rows["speaker"]
+    rows = corpus_audio(corpus_dir, split, limit=limit)
+    return [torch.from_numpy(audio) for audio in rows["audio"]], rows["text"], rows["speaker"]
 
 
 def random_crops(waveforms: list[torch.Tensor], batch_size: int, samples: int, generator: torch.Generator):

@@ -13,7 +13,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
-from vector_quantize_pytorch import ResidualVQ
+from vector_quantize_pytorch import ResidualVQ, VectorQuantize
 
 from .base import SpeechCodecMixin
 from .configuration_mel_codec import MelCodecConfig
@@ -71,6 +71,8 @@ class MelCodecPreTrainedModel(PreTrainedModel):
         if isinstance(module, (LogMelSpectrogram, NeuralVocoder)):  # constants, not weights: rebuild them
             for name, value in module.spectral_buffers().items():
                 init.copy_(getattr(module, name), value)
+        elif isinstance(module, VectorQuantize):  # its non-persistent `zero` is left unset by a meta-device load
+            init.zeros_(module.zero)
 
 
 class MelCodecModel(MelCodecPreTrainedModel, SpeechCodecMixin):

@@ -321,3 +321,13 @@ def load_corpus(path: str | Path, config: str = "speech") -> datasets.DatasetDic
         raise FileNotFoundError(f"no corpus at {path}: build it with `dualspeechlm-data build --output-dir {path}`")
     files = {split: str(Path(path) / config / f"{split}-*.parquet") for split in SPLITS}
     return datasets.load_dataset("parquet", data_files=files)
+
+
+def corpus_audio(path: str | Path, split: str, config: str = "speech", limit: int | None = None) -> dict[str, list]:
+    """One split's `audio` (float32 `[samples]` arrays at 16 kHz), `text` and `speaker` lists
+    (the first `limit` rows when given), decoded once with a progress bar."""
+    rows = load_corpus(path, config)[split]
+    if limit:
+        rows = rows.select(range(min(limit, len(rows))))
+    audio = [row["audio"].get_all_samples().data[0].numpy() for row in tqdm(rows, desc=f"decoding {split}", unit="utt")]
+    return {"audio": audio, "text": rows["text"], "speaker": rows["speaker"]}
