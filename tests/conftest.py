@@ -2,6 +2,9 @@
 
 import os
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -49,3 +52,29 @@ def whisper_dir(tmp_path_factory):
     from dualspeechlm.convert_ctranslate2_whisper import convert_ctranslate2_whisper
 
     return convert_ctranslate2_whisper(tmp_path_factory.mktemp("whisper") / "whisper-tiny.en")
+
+
+WITHOUT_PACKAGE = """
+import sys
+sys.meta_path = [f for f in sys.meta_path if not getattr(f, "__module__", "").startswith("__editable__")]
+sys.path_hooks = [h for h in sys.path_hooks if not getattr(h, "__module__", "").startswith("__editable__")]
+sys.path_importer_cache.clear()
+repo = sys.argv.pop()
+sys.path = [p for p in sys.path if p.startswith(sys.prefix) or not p.startswith(repo)]  # keep the venv
+try:
+    import dualspeechlm
+except ModuleNotFoundError:
+    pass
+else:
+    raise SystemExit("dualspeechlm is importable: the test would prove nothing")
+"""
+
+
+def run_without_package(script: str, *args, tmp_path: Path) -> subprocess.CompletedProcess:
+    """Run `script` (after WITHOUT_PACKAGE) in a fresh `python -I` where `dualspeechlm` cannot be
+    imported: what a user of a saved model folder with `trust_remote_code=True` has."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"), OMP_NUM_THREADS="1")
+    repo = str(Path(__file__).resolve().parents[1])
+    return subprocess.run([sys.executable, "-I", "-c", WITHOUT_PACKAGE + script, *map(str, args), repo],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)

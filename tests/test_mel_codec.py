@@ -1,4 +1,6 @@
+import numpy as np
 import pytest
+from conftest import run_without_package
 import torch
 from transformers import AutoModel
 
@@ -135,3 +137,19 @@ def test_loaded_codec_has_its_constant_buffers(codec, tmp_path):
     for (name, original), (_, restored) in zip(codec.named_buffers(), loaded.named_buffers()):
         if name.endswith(("window", "filters", "pseudo_inverse", ".zero")):
             assert torch.equal(original, restored), name
+
+
+def test_trust_remote_code_in_a_fresh_process_without_the_package(codec, speech, tmp_path):
+    codec.save_pretrained(tmp_path / "codec")
+    np.save(tmp_path / "audio.npy", speech[0].numpy())
+    script = """
+import numpy as np, torch
+from transformers import AutoModel
+folder, audio = sys.argv[1:3]
+model = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
+assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+np.save(audio + ".codes.npy", model.encode(torch.from_numpy(np.load(audio))).codes.numpy())
+"""
+    result = run_without_package(script, tmp_path / "codec", tmp_path / "audio.npy", tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert np.array_equal(np.load(tmp_path / "audio.npy.codes.npy"), codec.encode(speech[0]).codes.numpy())

@@ -1,11 +1,10 @@
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_without_package
 import torch
 from transformers import AutoFeatureExtractor, AutoModel, WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration
 
@@ -18,7 +17,6 @@ TINY_ENCODER = dict(d_model=64, encoder_layers=2, encoder_attention_heads=4, enc
                     decoder_layers=1, decoder_attention_heads=4, decoder_ffn_dim=128)
 TINY = dict(encoder_config=TINY_ENCODER, conv_hidden_size=48, codebook_dim=16, codebook_size=64, llm_hidden_size=32)
 LONG_TEXT = "the quick brown fox jumps over the lazy dog while the cat sleeps on the warm mat " * 4
-REPO = Path(__file__).resolve().parents[1]
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -139,17 +137,6 @@ def test_save_load_and_auto_classes(batch, tmp_path):
 
 
 FRESH_PROCESS = """
-import sys
-sys.meta_path = [f for f in sys.meta_path if not getattr(f, "__module__", "").startswith("__editable__")]
-sys.path_hooks = [h for h in sys.path_hooks if not getattr(h, "__module__", "").startswith("__editable__")]
-sys.path_importer_cache.clear()
-sys.path = [p for p in sys.path if p.startswith(sys.prefix) or not p.startswith(sys.argv[3])]  # keep the venv
-try:
-    import dualspeechlm
-except ModuleNotFoundError:
-    pass
-else:
-    raise SystemExit("dualspeechlm is importable: the test would prove nothing")
 import numpy as np
 from transformers import AutoFeatureExtractor, AutoModel
 folder = sys.argv[1]
@@ -169,10 +156,7 @@ def test_trust_remote_code_in_a_fresh_process_without_the_package(speech, batch,
     USTokenizerFeatureExtractor().save_pretrained(folder)
     audio = tmp_path / "audio.npz"
     np.savez(audio, **{f"clip{index}": clip for index, clip in enumerate(speech)})
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"), OMP_NUM_THREADS="1")
-    result = subprocess.run([sys.executable, "-I", "-c", FRESH_PROCESS, str(folder), str(audio), str(REPO)],
-                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    result = run_without_package(FRESH_PROCESS, folder, audio, tmp_path=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     expected = model.encode(batch.input_features, batch.attention_mask).ids.numpy()
     assert np.array_equal(np.load(f"{audio}.ids.npy"), expected)
