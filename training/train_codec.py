@@ -159,7 +159,7 @@ def summary_table(report: dict, splits) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> dict:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="dualspeechlm-train-codec", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--corpus", default="data/corpus", type=Path)
@@ -216,7 +216,6 @@ def main(argv=None) -> dict:
         f"{model.config.vocoder}\n\n{table}\n")
     print(table)
     print(f"worst WER ratio per vocoder: {ratios}; saved {args.output_dir} (default vocoder {model.config.vocoder})")
-    return results
 
 
 if __name__ == "__main__":

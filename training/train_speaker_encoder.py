@@ -412,7 +412,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv=None) -> dict:
+def main(argv=None) -> None:
     args = parse_args(argv)
     started = time.perf_counter()
     torch.set_num_threads(args.threads)
@@ -483,7 +483,6 @@ def main(argv=None) -> dict:
     (output_dir / "report.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
     (output_dir / "report.md").write_text(format_markdown(report))
     print(format_markdown(report))
-    return report
 
 
 if __name__ == "__main__":
