@@ -31,6 +31,11 @@ class CodecDecoderOutput(ModelOutput):
     lengths: torch.LongTensor | None = None
 
 
+def lengths_to_mask(lengths: torch.Tensor, size: int) -> torch.Tensor:
+    """Boolean `[batch, size]`: True at the first `lengths[b]` positions of each row."""
+    return torch.arange(size, device=lengths.device) < lengths[:, None]
+
+
 def validate_waveforms(
     waveforms, lengths=None, sampling_rate: int | None = None, expected_rate: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -71,7 +76,7 @@ def validate_waveforms(
         raise ValueError(f"lengths {lengths.tolist()} do not fit waveforms of shape {tuple(waveforms.shape)}")
     if not torch.isfinite(waveforms).all():
         raise ValueError("audio contains NaN or infinite samples")
-    mask = torch.arange(waveforms.shape[1]) < lengths[:, None]
+    mask = lengths_to_mask(lengths, waveforms.shape[1])
     return waveforms * mask, lengths
 
 
@@ -102,7 +107,7 @@ class SpeechCodecMixin:
             raise RuntimeError(f"{type(self).__name__} returned {codes.shape[-1]} frames for "
                                f"{int(lengths.max())} samples; the interface promises {int(frame_lengths.max())}")
         codes = codes[..., : int(frame_lengths.max())]
-        mask = torch.arange(codes.shape[-1], device=codes.device) < frame_lengths.to(codes.device)[:, None]
+        mask = lengths_to_mask(frame_lengths.to(codes.device), codes.shape[-1])
         return CodecEncoderOutput(codes=codes * mask[:, None], lengths=frame_lengths)
 
     @torch.no_grad()
@@ -126,5 +131,5 @@ class SpeechCodecMixin:
         waveforms = self._decode(codes.to(self.device), lengths.to(self.device)).float().cpu()
         sample_lengths = torch.clamp(self.samples_for(lengths), max=waveforms.shape[-1])
         waveforms = waveforms[:, : int(sample_lengths.max())]
-        mask = torch.arange(waveforms.shape[-1]) < sample_lengths[:, None]
+        mask = lengths_to_mask(sample_lengths, waveforms.shape[-1])
         return CodecDecoderOutput(waveforms=waveforms * mask, lengths=sample_lengths)

@@ -15,7 +15,7 @@ from transformers import initialization as init
 from transformers.utils import ModelOutput
 from vector_quantize_pytorch import ResidualVQ, VectorQuantize
 
-from .base import SpeechCodecMixin
+from .base import SpeechCodecMixin, lengths_to_mask
 from .configuration_mel_codec import MelCodecConfig
 from .spectral import LogMelSpectrogram, griffin_lim
 from .vocoder import NeuralVocoder
@@ -112,7 +112,7 @@ class MelCodecModel(MelCodecPreTrainedModel, SpeechCodecMixin):
         return self.config.num_quantizers
 
     def _frame_mask(self, frame_lengths: torch.Tensor, frames: int) -> torch.Tensor:
-        return (torch.arange(frames, device=frame_lengths.device) < frame_lengths[:, None])[:, None].float()
+        return lengths_to_mask(frame_lengths, frames)[:, None].float()
 
     def log_mel(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """waveforms `[batch, samples]` -> log-mel `[batch, n_mels, frames]` and frame lengths `[batch]`

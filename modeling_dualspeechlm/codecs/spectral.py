@@ -12,6 +12,8 @@ import torch.nn.functional as F
 import torchaudio
 from torch import nn
 
+from .base import lengths_to_mask
+
 
 def stft(waveforms: torch.Tensor, n_fft: int, hop_length: int, window: torch.Tensor) -> torch.Tensor:
     """Centered STFT with zero padding (not reflect: zeros are also what batch padding holds).
@@ -30,7 +32,7 @@ def masked_istft(
     would make an item's last samples depend on the batch's padding.
     """
     batch, _, frames = spectrum.shape
-    frame_mask = (torch.arange(frames, device=spectrum.device) < frame_lengths[:, None]).to(window.dtype)
+    frame_mask = lengths_to_mask(frame_lengths, frames).to(window.dtype)
     segments = torch.fft.irfft(spectrum, n=n_fft, dim=1) * window[:, None] * frame_mask[:, None]
     total = n_fft + hop_length * (frames - 1)
     fold = dict(output_size=(1, total), kernel_size=(1, n_fft), stride=(1, hop_length))
@@ -38,7 +40,7 @@ def masked_istft(
     envelope = F.fold((window**2)[None, :, None] * frame_mask[:, None], **fold).reshape(batch, total)
     signal = signal / torch.where(envelope > 1e-8, envelope, torch.ones_like(envelope))
     signal = signal[:, n_fft // 2 : n_fft // 2 + frames * hop_length]
-    sample_mask = torch.arange(signal.shape[1], device=signal.device) < (frame_lengths * hop_length)[:, None]
+    sample_mask = lengths_to_mask(frame_lengths * hop_length, signal.shape[1])
     return signal * sample_mask
 
 

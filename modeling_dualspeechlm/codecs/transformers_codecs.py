@@ -20,7 +20,7 @@ import torch
 from transformers import AutoModel
 from transformers.utils import cached_file
 
-from .base import SpeechCodecMixin
+from .base import SpeechCodecMixin, lengths_to_mask
 
 ADAPTER_CONFIG_NAME = "dualspeechlm_codec.json"
 _HUB_KWARGS = ("cache_dir", "revision", "token", "local_files_only", "subfolder")
@@ -175,7 +175,7 @@ class TransformersCodec(torch.nn.Module, SpeechCodecMixin):
         num_samples = -(-int(lengths.max()) // self.hop_length) * self.hop_length
         waveforms = waveforms[:, :num_samples]
         waveforms = torch.nn.functional.pad(waveforms, (0, num_samples - waveforms.shape[1]))
-        mask = torch.arange(num_samples, device=waveforms.device) < lengths[:, None]
+        mask = lengths_to_mask(lengths.to(waveforms.device), num_samples)
         dtype = next(self.model.parameters()).dtype
         codes = self.spec.encode(self.model, waveforms[:, None].to(dtype), mask[:, None], **self.encode_kwargs)
         return codes.long()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .base import lengths_to_mask
 from .spectral import masked_istft
 
 
@@ -44,7 +45,7 @@ class NeuralVocoder(nn.Module):
 
     def forward(self, log_mel: torch.Tensor, frame_lengths: torch.Tensor) -> torch.Tensor:
         """log_mel `[batch, n_mels, frames]` -> waveforms `[batch, frames * hop_length]`."""
-        mask = (torch.arange(log_mel.shape[-1], device=log_mel.device) < frame_lengths[:, None])[:, None].to(log_mel.dtype)
+        mask = lengths_to_mask(frame_lengths, log_mel.shape[-1])[:, None].to(log_mel.dtype)
         hidden = self.input(log_mel * mask)
         hidden = self.norm(hidden.transpose(1, 2)).transpose(1, 2) * mask
         for block in self.blocks:
