@@ -260,11 +260,23 @@ class USTokenizerModel(PreTrainedModel):
             quantized, ids, _ = self.quantizer(latents.float(), mask=mask, freeze_codebook=not update_codebook)
         return quantized.to(latents.dtype), ids.masked_fill(~mask, self.config.ids_pad_value)
 
+    def adapt(self, quantized: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Training only: quantized latents `[batch, tokens, codebook_dim]` -> LLM input embeddings
+        `[batch, tokens, llm_hidden_size]` (Linear, then Conv1d over time), zero past each length."""
+        valid = mask[..., None]
+        hidden = self.adapter_linear(quantized) * valid
+        return self.adapter_conv(hidden.transpose(1, 2)).transpose(1, 2) * valid
+
     @torch.no_grad()
     def encode(self, input_features: torch.Tensor, attention_mask: torch.Tensor | None = None) -> USTokenizerEncoderOutput:
         """input_features `[batch, n_mels, mel_frames]`, attention_mask `[batch, mel_frames]` ->
         ids `[batch, ceil(max mel_frames / 4)]` and lengths `[batch]` (ceil(mel_frames / 4) each)."""
-        latents, lengths, mask = self.latents(*self.run_encoder(input_features, attention_mask))
+        return self.encode_cached(*self.run_encoder(input_features, attention_mask))
+
+    @torch.no_grad()
+    def encode_cached(self, encoder_hidden_states: torch.Tensor, encoder_lengths: torch.Tensor) -> USTokenizerEncoderOutput:
+        """`encode` from an encoder output `[batch, frames_50hz, d_model]` + lengths `[batch]` (a cache)."""
+        latents, lengths, mask = self.latents(encoder_hidden_states, encoder_lengths)
         return USTokenizerEncoderOutput(ids=self.quantize(latents, mask, update_codebook=False)[1], lengths=lengths)
 
     def forward(
@@ -298,8 +310,7 @@ class USTokenizerModel(PreTrainedModel):
         target = encoder_hidden_states.detach().float()
         reconstruction = ((reconstructed.float() - target) ** 2 * valid_50).sum() / (valid_50.sum() * target.shape[-1])
 
-        adapter = self.adapter_linear(quantized) * valid
-        adapter = self.adapter_conv(adapter.transpose(1, 2)).transpose(1, 2) * valid
+        adapter = self.adapt(quantized, mask)
         loss = self.config.commitment_weight * commitment + self.config.reconstruction_weight * reconstruction
         return USTokenizerOutput(
             loss=loss, commitment_loss=commitment, reconstruction_loss=reconstruction, codes=codes,

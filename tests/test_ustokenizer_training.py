@@ -1,0 +1,171 @@
+"""Stage 1: the encoder cache, the understanding objective, and the recipe end to end on a tiny corpus."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoFeatureExtractor, AutoModel, LlamaConfig, LlamaForCausalLM, TrainingArguments
+
+from dualspeechlm.configuration_ustokenizer import USTokenizerConfig
+from dualspeechlm.feature_extraction_ustokenizer import USTokenizerFeatureExtractor
+from dualspeechlm.modeling_ustokenizer import RealLengthWhisperEncoder, USTokenizerModel
+from dualspeechlm.processing.corpus import corpus_audio
+from dualspeechlm.training import encoder_cache
+from dualspeechlm.training.plots import plot_losses
+from dualspeechlm.training.train_ustokenizer import USTokenizerRecipe, codebook_usage, train_ustokenizer
+from dualspeechlm.training.trainer import LossTermsTrainer
+from dualspeechlm.training.understanding import IGNORE_INDEX, UnderstandingCollator, USTokenizerForUnderstanding
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+D_MODEL, LLM_WIDTH, VOCAB, PAD = 32, 24, 40, 0
+
+
+def tiny_understanding(seed: int = 0) -> USTokenizerForUnderstanding:
+    """A frozen random LLM with large weights (initializer_range 0.5): with the usual 0.02 its logits
+    are nearly uniform whatever the input, so no adapter could lower its loss (a trained LLM is sharp)."""
+    torch.manual_seed(seed)
+    encoder = dict(d_model=D_MODEL, encoder_layers=1, encoder_attention_heads=2, encoder_ffn_dim=64,
+                   decoder_layers=1, decoder_attention_heads=2, decoder_ffn_dim=64)
+    tokenizer = USTokenizerModel(USTokenizerConfig(encoder_config=encoder, conv_hidden_size=32, codebook_dim=16,
+                                                   codebook_size=32, llm_hidden_size=LLM_WIDTH))
+    llm = LlamaForCausalLM(LlamaConfig(vocab_size=VOCAB, hidden_size=LLM_WIDTH, intermediate_size=48,
+                                       num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
+                                       pad_token_id=PAD, bos_token_id=1, eos_token_id=2, initializer_range=0.5))
+    return USTokenizerForUnderstanding(tokenizer, llm)
+
+
+def cached_rows(lengths=(10, 7, 13), seed=0) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    return [{"encoder_hidden_states": rng.standard_normal(n * D_MODEL).astype(np.float16), "num_frames": n,
+             "before_ids": [1, 5, 6], "after_ids": list(range(7, 7 + i + 1)), "answer_ids": [10 + i, 11, 2]}
+            for i, n in enumerate(lengths)]
+
+
+def test_collator_pads_and_keeps_lengths():
+    rows = cached_rows()
+    batch = UnderstandingCollator(PAD)(rows)
+    assert batch["encoder_hidden_states"].shape == (3, 13, D_MODEL)
+    assert batch["encoder_lengths"].tolist() == [10, 7, 13]
+    assert np.array_equal(batch["encoder_hidden_states"][1, :7].half().flatten().numpy(), rows[1]["encoder_hidden_states"])
+    assert batch["encoder_hidden_states"][1, 7:].abs().sum() == 0
+    assert batch["after_lengths"].tolist() == [1, 2, 3] and batch["after_ids"][0].tolist() == [7, PAD, PAD]
+
+
+def test_sequences_mask_everything_but_the_answer_and_left_pad_for_generation():
+    model = tiny_understanding()
+    batch = UnderstandingCollator(PAD)(cached_rows())
+    out = model.ustokenizer(encoder_hidden_states=batch["encoder_hidden_states"], encoder_lengths=batch["encoder_lengths"])
+    parts = {k: v for k, v in batch.items() if k.split("_")[0] in ("before", "after", "answer")}
+    embeds, mask, labels = model.sequences(out.adapter_embeddings, out.token_lengths, **parts)
+    tokens = out.token_lengths.tolist()  # ceil(ceil(frames/1)/2): the cached frames are already 50 Hz
+    assert tokens == [5, 4, 7]
+    for i in range(3):
+        prompt = 3 + tokens[i] + (i + 1)
+        assert mask[i].sum() == prompt + 3
+        assert (labels[i, :prompt] == IGNORE_INDEX).all() and labels[i, prompt : prompt + 3].tolist() == [10 + i, 11, 2]
+    assert torch.allclose(embeds[1, 3 : 3 + 4], out.adapter_embeddings[1, :4])
+    no_answer = {k: v for k, v in parts.items() if not k.startswith("answer")}
+    left, left_mask, none = model.sequences(out.adapter_embeddings, out.token_lengths, **no_answer, left_padding=True)
+    assert none is None and left_mask[:, -1].all()  # every prompt ends in the last column
+    shortest = int(left_mask[1].sum())
+    assert torch.allclose(left[1, -shortest:], embeds[1, :shortest])
+
+
+def test_training_lowers_the_understanding_loss_and_leaves_the_llm_frozen():
+    model = tiny_understanding()
+    llm_before = {k: v.clone() for k, v in model.llm.state_dict().items()}
+    batch = UnderstandingCollator(PAD)(cached_rows())
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(trainable, lr=1e-2)
+    model.train()
+    losses = []
+    for _ in range(60):
+        out = model(**batch)
+        optimizer.zero_grad()
+        out.loss.backward()
+        optimizer.step()
+        losses.append(out.understanding_loss.item())
+    assert not model.llm.training and all(p.grad is None for p in model.llm.parameters())
+    assert all(torch.equal(v, model.llm.state_dict()[k]) for k, v in llm_before.items())
+    assert np.mean(losses[-5:]) < 0.6 * losses[0], losses[::10]
+    answers = model.eval().answer(**{k: v for k, v in batch.items() if not k.startswith("answer")}, max_new_tokens=3)
+    assert answers.shape[0] == 3
+
+
+def test_width_mismatch_is_a_clear_error():
+    model = tiny_understanding()
+    with pytest.raises(ValueError, match="llm_hidden_size"):
+        USTokenizerForUnderstanding(model.ustokenizer, LlamaForCausalLM(LlamaConfig(
+            vocab_size=VOCAB, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2)))
+
+
+def test_codebook_usage_on_known_codes():
+    usage = codebook_usage(np.array([0, 0, 1, 3]), codebook_size=8)
+    assert usage["codes_used"] == 3 and usage["usage"] == 3 / 8
+    assert usage["perplexity"] == pytest.approx(np.exp(-(0.5 * np.log(0.5) + 2 * 0.25 * np.log(0.25))))
+    assert codebook_usage(np.arange(8), 8)["perplexity"] == pytest.approx(8)
+
+
+def test_loss_terms_are_logged_and_plotted(tmp_path):
+    model = tiny_understanding()
+    rows = cached_rows() * 4
+    args = TrainingArguments(output_dir=str(tmp_path / "run"), max_steps=4, per_device_train_batch_size=3,
+                             logging_steps=2, report_to=[], save_strategy="no", remove_unused_columns=False,
+                             label_names=[], use_cpu=True, disable_tqdm=True)
+    trainer = LossTermsTrainer(model=model, args=args, train_dataset=rows, data_collator=UnderstandingCollator(PAD))
+    trainer.train()
+    logged = [entry for entry in trainer.state.log_history if "loss" in entry]
+    assert len(logged) == 2
+    for entry in logged:
+        assert {"commitment_loss", "reconstruction_loss", "understanding_loss"} <= set(entry)
+    png = plot_losses(trainer.state.log_history, tmp_path / "loss.png", ("loss", "understanding_loss", "never"))
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ValueError, match="nothing to plot"):
+        plot_losses(trainer.state.log_history, tmp_path / "none.png", ("never",))
+
+
+def test_encoder_cache_matches_the_encoder_and_is_reused(tiny_corpus, whisper_dir, tmp_path, monkeypatch):
+    encoder = RealLengthWhisperEncoder.from_whisper(whisper_dir).eval()
+    extractor = USTokenizerFeatureExtractor()
+    cached = encoder_cache.cached_encoder_outputs(tiny_corpus, "speech", "test", encoder, extractor, tmp_path)
+    audio = corpus_audio(tiny_corpus, "test")["audio"]
+    assert "audio" not in cached.column_names and len(cached) == len(audio)
+    features = extractor(audio[:1], sampling_rate=16000, return_tensors="pt")
+    with torch.no_grad():
+        direct = encoder(features.input_features).last_hidden_state[0]
+    row = cached.with_format("numpy")[0]
+    stored = torch.from_numpy(np.asarray(row["encoder_hidden_states"]).astype(np.float32)).view(row["num_frames"], -1)
+    assert stored.shape == direct.shape
+    assert torch.allclose(stored, direct, atol=2e-2 * direct.abs().max().item())  # float16 storage
+
+    monkeypatch.setattr(encoder_cache, "encode_batch", lambda *a, **k: pytest.fail("the cache was recomputed"))
+    again = encoder_cache.cached_encoder_outputs(tiny_corpus, "speech", "test", encoder, extractor, tmp_path)
+    assert again["num_frames"] == cached["num_frames"]
+
+
+def test_recipe_end_to_end_on_the_tiny_corpus(tiny_corpus, whisper_dir, tmp_path):
+    recipe = USTokenizerRecipe.tiny(corpus=str(tiny_corpus), whisper=str(whisper_dir), output_dir=str(tmp_path / "ust"),
+                                    cache_dir=str(tmp_path / "cache"), text_vocab_size=400,
+                                    llm_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1),
+                                    tokenizer_config=dict(conv_hidden_size=32, codebook_dim=16, codebook_size=64),
+                                    llm_steps=4, steps=4, batch_size=4, logging_steps=2, warmup_steps=1, eval_limit=2,
+                                    whisper_baseline=False)
+    results = train_ustokenizer(recipe)
+    out = tmp_path / "ust"
+    for name in ("config.json", "model.safetensors", "preprocessor_config.json", "evaluation.json", "evaluation.md",
+                 "loss.png", "text_llm/config.json", "text_llm/tokenizer.json"):
+        assert (out / name).is_file(), name
+    for split in ("test", "test_unseen_voice"):
+        report = results["splits"][split]
+        assert 0 <= report["asr_wer"] and 0 < report["codes_used"] <= 64 and report["asr_examples"] == 2
+        assert {"ser_accuracy", "sqa_accuracy"} <= set(report)
+    assert json.loads((out / "evaluation.json").read_text())["splits"]["test"]["asr_wer"] == results["splits"]["test"]["asr_wer"]
+
+    model = AutoModel.from_pretrained(out).eval()
+    extractor = AutoFeatureExtractor.from_pretrained(out)
+    audio = corpus_audio(tiny_corpus, "test", limit=2)["audio"]
+    ids = model.encode(**extractor(audio, sampling_rate=16000, return_tensors="pt"))
+    assert [abs(n - 25 * len(a) / 16000) <= 1 for n, a in zip(ids.lengths.tolist(), audio)] == [True, True]
+    assert (ids.ids[0, : ids.lengths[0]] >= 0).all()

@@ -1,0 +1,80 @@
+"""The frozen Whisper encoder's outputs, computed once per corpus split and kept on disk.
+
+The USTokenizer's encoder is frozen, so every training epoch would recompute the same 50 Hz
+features; a cache turns training into running only the small parts. A cached split is the corpus
+split without its audio plus `encoder_hidden_states` (`[frames_50hz, d_model]` flattened row-major,
+float16, Arrow on disk, memory-mapped) and `num_frames`, saved with `save_to_disk` and reused while the corpus manifest and
+the encoder weights are unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import datasets
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from dualspeechlm.feature_extraction_ustokenizer import USTokenizerFeatureExtractor
+from dualspeechlm.modeling_ustokenizer import RealLengthWhisperEncoder
+from dualspeechlm.processing.corpus import load_corpus
+from dualspeechlm.processing.corpus.builder import AUDIO_COLUMNS
+
+CACHE_INFO = "cache_info.json"
+
+
+def encoder_fingerprint(encoder: RealLengthWhisperEncoder) -> str:
+    """A short hash of the encoder's weights: a different checkpoint never reuses a cache."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(encoder.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().float().cpu().numpy().tobytes()[:4096])
+    return digest.hexdigest()[:16]
+
+
+@torch.no_grad()
+def encode_batch(encoder: RealLengthWhisperEncoder, feature_extractor: USTokenizerFeatureExtractor,
+                 waveforms: list[np.ndarray]) -> list[np.ndarray]:
+    """Waveforms (16 kHz mono) -> encoder outputs `[frames_50hz, d_model]` float16, one per item."""
+    features = feature_extractor(waveforms, sampling_rate=feature_extractor.sampling_rate, return_tensors="pt")
+    hidden = encoder(features.input_features, features.attention_mask).last_hidden_state
+    lengths = encoder.output_lengths(features.attention_mask.sum(-1))
+    return [hidden[i, :length].to(torch.float16).numpy() for i, length in enumerate(lengths.tolist())]
+
+
+def cached_encoder_outputs(corpus_dir: str | Path, config: str, split: str, encoder: RealLengthWhisperEncoder,
+                           feature_extractor: USTokenizerFeatureExtractor, cache_dir: str | Path,
+                           batch_size: int = 16) -> datasets.Dataset:
+    """The corpus `config`/`split` with `encoder_hidden_states` and `num_frames` in place of its audio
+    columns (only the main `audio` is an understanding input), from `cache_dir` when a matching cache
+    exists there."""
+    corpus_dir, path = Path(corpus_dir), Path(cache_dir) / f"{config}-{split}"
+    manifest = json.loads((corpus_dir / "manifest.json").read_text())
+    info = {"corpus_generator": manifest.get("generator_version"), "corpus_seed": manifest.get("seed"),
+            "corpus_sizes": manifest.get("sizes"), "encoder": encoder_fingerprint(encoder),
+            "features": {k: v for k, v in feature_extractor.to_dict().items() if k not in ("mel_filters", "window")}}
+    if (path / CACHE_INFO).is_file() and json.loads((path / CACHE_INFO).read_text()) == json.loads(json.dumps(info)):
+        return datasets.load_from_disk(str(path))
+
+    source = load_corpus(corpus_dir, config)[split]
+    audio = source.select_columns(["audio"])
+    rows = source.remove_columns(list(AUDIO_COLUMNS[config]))
+    encoder.eval()
+    states = []
+    for start in tqdm(range(0, len(source), batch_size), desc=f"encoder cache {config}/{split}", unit="batch"):
+        batch = audio[start : start + batch_size]["audio"]
+        states.extend(encode_batch(encoder, feature_extractor, [item["array"] for item in batch]))
+    # flattened: Arrow builds 1-D float16 lists straight from numpy, and they read back as one array
+    flat = datasets.List(datasets.Value("float16"))
+    dataset = rows.add_column("encoder_hidden_states", [s.ravel() for s in states], feature=flat)
+    dataset = dataset.add_column("num_frames", [len(s) for s in states])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    dataset.save_to_disk(str(path))
+    (path / CACHE_INFO).write_text(json.dumps(info, indent=2))
+    return datasets.load_from_disk(str(path))
+
+
+__all__ = ["cached_encoder_outputs", "encode_batch", "encoder_fingerprint"]

@@ -1,0 +1,81 @@
+"""A small text LLM trained on the corpus text: the stand-in for a pretrained LLM offline.
+
+The paper trains the USTokenizer through a frozen pretrained LLM (Llama-3.2-1B). With no Hub, the
+tiny preset first trains a small Llama on the training text in the very prompts the tokenizer will
+be trained with, the speech span holding the words as text ("USER: <audio>the cat sat</audio>
+Transcribe the speech.\nASSISTANT: the cat sat"). The frozen LLM then knows the task formats and
+how to answer from the span, and the tokenizer must learn speech embeddings the LLM reads like text.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import datasets
+from transformers import (DataCollatorForLanguageModeling, LlamaConfig, LlamaForCausalLM, PreTrainedModel,
+                          PreTrainedTokenizerBase, TrainingArguments)
+
+from dualspeechlm.processing.corpus import load_corpus
+from dualspeechlm.processing.tasks import answer_text, prompt_parts
+
+from .trainer import LossTermsTrainer
+
+
+def understanding_examples(corpus_dir: str | Path, split: str = "train") -> list[dict]:
+    """The understanding examples of the corpus `split` (ASR from `speech`, SER from `style`, SQA from
+    `qa`): dicts with `config`, `index` (the row), `task`, `transcript` (the words spoken),
+    `before` / `after` (the prompt around the speech span, `prompt_parts`) and `answer`."""
+    examples = []
+    for config, task in (("speech", "asr"), ("style", "ser"), ("qa", "sqa")):
+        rows = load_corpus(corpus_dir, config)[split]
+        rows = rows.remove_columns([c for c in rows.column_names if "audio" in c])
+        for index, row in enumerate(rows):
+            fields = {"question": row["question"]} if task == "sqa" else {}
+            before, after = prompt_parts(task, **fields)
+            spoken = row["passage"] if task == "sqa" else row["text"]
+            answer = {"asr": row.get("text"), "ser": row.get("style"), "sqa": row.get("answer")}[task]
+            examples.append(dict(config=config, index=index, task=task, transcript=spoken, before=before,
+                                 after=after, answer=answer))
+    return examples
+
+
+def text_llm_corpus(examples: list[dict]) -> list[str]:
+    """Text-only training documents: each example's prompt with its transcript in the speech span,
+    plus the answer; SER answers are left out (text carries no speaking style)."""
+    return [ex["before"] + ex["transcript"] + ex["after"] + (answer_text(ex["answer"]) if ex["task"] != "ser" else "")
+            for ex in examples]
+
+
+def small_llm_config(tokenizer: PreTrainedTokenizerBase, **overrides) -> LlamaConfig:
+    """A 4-layer, 256-wide Llama (about 3M parameters besides the embeddings) for `tokenizer`."""
+    defaults = dict(vocab_size=len(tokenizer), hidden_size=256, intermediate_size=768, num_hidden_layers=4,
+                    num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=1024,
+                    tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id,
+                    eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    return LlamaConfig(**{**defaults, **overrides})
+
+
+def train_text_llm(documents: list[str], tokenizer: PreTrainedTokenizerBase, config: LlamaConfig,
+                   output_dir: str | Path, steps: int = 1500, batch_size: int = 32, learning_rate: float = 1e-3,
+                   seed: int = 0) -> PreTrainedModel:
+    """Train a `LlamaForCausalLM` of `config` from scratch on `documents` (next-token loss, EOS
+    appended) with the HF Trainer; saves model + tokenizer to `output_dir` and returns the model."""
+    eos = tokenizer.eos_token
+    data = datasets.Dataset.from_dict({"text": [doc + eos for doc in documents]})
+    data = data.map(lambda batch: tokenizer(batch["text"]), batched=True, remove_columns=["text"])
+    args = TrainingArguments(
+        output_dir=str(output_dir), max_steps=steps, per_device_train_batch_size=batch_size,
+        learning_rate=learning_rate, lr_scheduler_type="cosine", warmup_steps=min(100, steps // 10),
+        weight_decay=0.01, logging_steps=max(1, steps // 20), save_strategy="no", report_to=[], seed=seed,
+        dataloader_num_workers=0, dataloader_pin_memory=False,
+    )
+    model = LlamaForCausalLM(config)
+    trainer = LossTermsTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer,
+                               data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False))
+    trainer.train()
+    model.save_pretrained(output_dir)
+    tokenizer.save_pretrained(output_dir)
+    return model
+
+
+__all__ = ["understanding_examples", "text_llm_corpus", "small_llm_config", "train_text_llm"]

@@ -1,0 +1,261 @@
+"""Stage 1: train the USTokenizer through a frozen text LLM on ASR, SER and SQA, then evaluate it.
+
+    1. text LLM: a pretrained causal LM (`--llm`), or, offline, a byte-level BPE + a small Llama
+       trained on the corpus' training text (training/text_llm.py), then frozen;
+    2. the frozen Whisper encoder's outputs, cached once per corpus split (training/encoder_cache.py);
+    3. the tokenizer's small parts trained with the HF Trainer on the cached features, loss =
+       1 * commitment + 45 * reconstruction + 5 * understanding (training/understanding.py);
+    4. evaluation on `test` (sentences never in training) and `test_unseen_voice`: codebook use and
+       perplexity, ASR WER / SER and SQA accuracy of the LLM reading the tokens, and Whisper
+       tiny.en's own WER on the same audio; written as evaluation.json + evaluation.md + loss.png.
+
+The output folder holds the tokenizer (`USTokenizerModel` + its feature extractor, loadable with
+`AutoModel` / `AutoFeatureExtractor`, `trust_remote_code=True` included) and `text_llm/`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import datasets
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments
+
+from dualspeechlm.configuration_ustokenizer import USTokenizerConfig
+from dualspeechlm.feature_extraction_ustokenizer import USTokenizerFeatureExtractor
+from dualspeechlm.modeling_ustokenizer import USTokenizerModel
+from dualspeechlm.processing.corpus import corpus_audio
+from dualspeechlm.processing.tasks import answer_text
+from dualspeechlm.processing.text_tokenizer import train_text_tokenizer
+
+from .encoder_cache import cached_encoder_outputs
+from .metrics import normalize_text, word_error_rate
+from .plots import plot_losses
+from .text_llm import small_llm_config, text_llm_corpus, train_text_llm, understanding_examples
+from .trainer import LossTermsTrainer
+from .understanding import UnderstandingCollator, USTokenizerForUnderstanding
+
+EVAL_SPLITS = ("test", "test_unseen_voice")
+
+
+@dataclass
+class USTokenizerRecipe:
+    """Every setting of stage 1; `tiny()` runs on 2 CPU cores, `paper()` is the paper's setup."""
+
+    corpus: str = "data/corpus"
+    whisper: str = "models/whisper-tiny.en"
+    output_dir: str = "models/ustokenizer"
+    cache_dir: str = "data/encoder_cache"
+    llm: str | None = None  # a pretrained causal LM (folder or Hub id); None: train a small one here
+    text_vocab_size: int = 1024
+    llm_config: dict = field(default_factory=dict)  # overrides of small_llm_config
+    llm_steps: int = 1500
+    llm_batch_size: int = 32
+    llm_learning_rate: float = 1e-3
+    tokenizer_config: dict = field(default_factory=dict)  # USTokenizerConfig fields
+    tokenizer_preset: str = "tiny"
+    freeze_llm: bool = True
+    steps: int = 2000
+    batch_size: int = 16
+    learning_rate: float = 1e-3
+    warmup_steps: int = 100
+    logging_steps: int = 50
+    eval_limit: int | None = None  # utterances per evaluated split (None: all)
+    whisper_baseline: bool = True
+    seed: int = 0
+
+    @classmethod
+    def tiny(cls, **overrides) -> USTokenizerRecipe:
+        return cls(**overrides)
+
+    @classmethod
+    def paper(cls, **overrides) -> USTokenizerRecipe:
+        """Whisper-medium and Llama-3.2-1B, both frozen (needs the Hub and a GPU)."""
+        defaults = dict(whisper="openai/whisper-medium", llm="meta-llama/Llama-3.2-1B", tokenizer_preset="paper",
+                        batch_size=32, learning_rate=1e-4, steps=60000, warmup_steps=1000)
+        return cls(**{**defaults, **overrides})
+
+
+def text_llm(recipe: USTokenizerRecipe, train_examples: list[dict]):
+    """(LLM, text tokenizer): the pretrained one, the one trained by an earlier run, or a new one."""
+    folder = Path(recipe.output_dir) / "text_llm"
+    source = recipe.llm or (str(folder) if (folder / "config.json").is_file() else None)
+    if source is not None:
+        return AutoModelForCausalLM.from_pretrained(source), AutoTokenizer.from_pretrained(source)
+    documents = text_llm_corpus(train_examples)
+    tokenizer = train_text_tokenizer(documents, recipe.text_vocab_size)
+    config = small_llm_config(tokenizer, **recipe.llm_config)
+    model = train_text_llm(documents, tokenizer, config, folder, steps=recipe.llm_steps,
+                           batch_size=recipe.llm_batch_size, learning_rate=recipe.llm_learning_rate, seed=recipe.seed)
+    return model, tokenizer
+
+
+def understanding_dataset(recipe: USTokenizerRecipe, split: str, examples: list[dict], text_tokenizer, encoder,
+                          feature_extractor) -> datasets.Dataset:
+    """Cached encoder outputs of every understanding example of `split` + its tokenized prompt parts."""
+    parts = []
+    for config in ("speech", "style", "qa"):
+        rows = [ex for ex in examples if ex["config"] == config]
+        cache = cached_encoder_outputs(recipe.corpus, config, split, encoder, feature_extractor, recipe.cache_dir)
+        cache = cache.select([ex["index"] for ex in rows]).select_columns(["encoder_hidden_states", "num_frames"])
+
+        def ids(texts):
+            return text_tokenizer(texts, add_special_tokens=False).input_ids
+
+        eos = text_tokenizer.eos_token
+        columns = {
+            "task": [ex["task"] for ex in rows],
+            "before_ids": [[text_tokenizer.bos_token_id] + i for i in ids([ex["before"] for ex in rows])],
+            "after_ids": ids([ex["after"] for ex in rows]),
+            "answer_ids": ids([answer_text(ex["answer"]) + eos for ex in rows]),
+            "answer": [ex["answer"] for ex in rows],
+        }
+        for name, values in columns.items():
+            cache = cache.add_column(name, values)
+        parts.append(cache)
+    return datasets.concatenate_datasets(parts).with_format("numpy")
+
+
+def codebook_usage(codes: np.ndarray, codebook_size: int) -> dict:
+    """Share of the codebook used by `codes` (1-D, valid ids only) and the codes' perplexity."""
+    counts = np.bincount(codes, minlength=codebook_size)
+    probabilities = counts[counts > 0] / counts.sum()
+    return {"codes_used": int((counts > 0).sum()), "codebook_size": codebook_size,
+            "usage": float((counts > 0).mean()), "perplexity": float(np.exp(-(probabilities * np.log(probabilities)).sum()))}
+
+
+@torch.no_grad()
+def evaluate_split(model: USTokenizerForUnderstanding, dataset: datasets.Dataset, text_tokenizer,
+                   batch_size: int = 16) -> dict:
+    """Greedy answers for every row, scored per task (ASR: WER; SER, SQA: exact-match accuracy), and
+    the codebook use of the ASR rows. Returns also the hypotheses for inspection."""
+    model.eval()
+    collate = UnderstandingCollator(text_tokenizer.pad_token_id)
+    hypotheses, codes = [], []
+    for start in tqdm(range(0, len(dataset), batch_size), desc="evaluate", unit="batch"):
+        rows = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
+        batch = collate([{k: v for k, v in row.items() if k != "answer_ids"} for row in rows])
+        hypotheses += text_tokenizer.batch_decode(model.answer(**batch), skip_special_tokens=True)
+        encoded = model.ustokenizer.encode_cached(batch["encoder_hidden_states"], batch["encoder_lengths"])
+        codes += [ids[:n].numpy() for ids, n in zip(encoded.ids, encoded.lengths)]
+    tasks, answers = dataset["task"], list(dataset["answer"])
+    report = {}
+    for task in sorted(set(tasks)):
+        picked = [i for i, t in enumerate(tasks) if t == task]
+        refs, hyps = [answers[i] for i in picked], [hypotheses[i].strip() for i in picked]
+        if task == "asr":
+            report["asr_wer"] = word_error_rate(refs, hyps)
+            report.update(codebook_usage(np.concatenate([codes[i] for i in picked]), model.ustokenizer.config.codebook_size))
+        else:
+            report[f"{task}_accuracy"] = float(np.mean([normalize_text(r) == normalize_text(h) for r, h in zip(refs, hyps)]))
+        report[f"{task}_examples"] = len(picked)
+    report["samples"] = [{"task": tasks[i], "reference": answers[i], "hypothesis": hypotheses[i].strip()}
+                         for i in range(0, len(tasks), max(1, len(tasks) // 12))]
+    return report
+
+
+def whisper_wer(recipe: USTokenizerRecipe, split: str, limit: int | None) -> float:
+    """Whisper tiny.en's own WER on the same `speech` audio (greedy, the foundation's judge)."""
+    from .judge import WhisperJudge
+
+    rows = corpus_audio(recipe.corpus, split, limit=limit)
+    hypotheses = WhisperJudge(recipe.whisper).transcribe(rows["audio"], 16000)
+    return word_error_rate(rows["text"], hypotheses)
+
+
+def markdown_report(results: dict) -> str:
+    lines = ["| split | ASR WER (tokens -> LLM) | Whisper tiny.en WER | SER accuracy | SQA accuracy | codes used | perplexity |",
+             "|---|---|---|---|---|---|---|"]
+    for split, r in results["splits"].items():
+        whisper = f"{r['whisper_wer']:.1%}" if "whisper_wer" in r else "-"
+        lines.append(f"| {split} | {r['asr_wer']:.1%} | {whisper} | {r.get('ser_accuracy', float('nan')):.1%} | "
+                     f"{r.get('sqa_accuracy', float('nan')):.1%} | {r['codes_used']} / {r['codebook_size']} | "
+                     f"{r['perplexity']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def limit_rows(examples: list[dict], limit: int | None) -> list[dict]:
+    """The first `limit` examples of each task (all when None)."""
+    if limit is None:
+        return examples
+    seen: dict[str, int] = {}
+    kept = []
+    for ex in examples:
+        seen[ex["task"]] = seen.get(ex["task"], 0) + 1
+        if seen[ex["task"]] <= limit:
+            kept.append(ex)
+    return kept
+
+
+def train_ustokenizer(recipe: USTokenizerRecipe) -> dict:
+    """Run stage 1 end to end (see the module docstring); returns the evaluation results."""
+    torch.manual_seed(recipe.seed)
+    output_dir = Path(recipe.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    train_examples = understanding_examples(recipe.corpus, "train")
+    llm, text_tokenizer = text_llm(recipe, train_examples)
+
+    preset = USTokenizerConfig.tiny if recipe.tokenizer_preset == "tiny" else USTokenizerConfig.paper
+    config = preset(**{"llm_hidden_size": llm.config.hidden_size, **recipe.tokenizer_config})
+    ustokenizer = USTokenizerModel.from_whisper(recipe.whisper, config)
+    feature_extractor = USTokenizerFeatureExtractor()
+    model = USTokenizerForUnderstanding(ustokenizer, llm, freeze_llm=recipe.freeze_llm)
+
+    train_data = understanding_dataset(recipe, "train", train_examples, text_tokenizer, ustokenizer.encoder,
+                                       feature_extractor)
+    args = TrainingArguments(
+        output_dir=str(output_dir / "checkpoints"), max_steps=recipe.steps,
+        per_device_train_batch_size=recipe.batch_size, learning_rate=recipe.learning_rate,
+        lr_scheduler_type="cosine", warmup_steps=recipe.warmup_steps, weight_decay=0.0,
+        logging_steps=recipe.logging_steps, save_strategy="no", report_to=[], seed=recipe.seed,
+        remove_unused_columns=False, dataloader_num_workers=0, dataloader_pin_memory=False, label_names=[],
+    )
+    trainer = LossTermsTrainer(model=model, args=args, train_dataset=train_data,
+                               data_collator=UnderstandingCollator(text_tokenizer.pad_token_id))
+    trainer.train()
+    ustokenizer.save_pretrained(output_dir)
+    feature_extractor.save_pretrained(output_dir)
+    plot_losses(trainer.state.log_history, output_dir / "loss.png",
+                ("loss", "commitment_loss", "reconstruction_loss", "understanding_loss"))
+
+    results = {"recipe": dataclasses.asdict(recipe), "train_examples": len(train_data), "splits": {}}
+    for split in EVAL_SPLITS:
+        examples = limit_rows(understanding_examples(recipe.corpus, split), recipe.eval_limit)
+        data = understanding_dataset(recipe, split, examples, text_tokenizer, ustokenizer.encoder, feature_extractor)
+        results["splits"][split] = evaluate_split(model, data, text_tokenizer)
+        if recipe.whisper_baseline:
+            results["splits"][split]["whisper_wer"] = whisper_wer(recipe, split, recipe.eval_limit)
+    (output_dir / "evaluation.json").write_text(json.dumps(results, indent=2))
+    (output_dir / "evaluation.md").write_text(markdown_report(results))
+    print(markdown_report(results))
+    return results
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", choices=("tiny", "paper"), default="tiny")
+    defaults = USTokenizerRecipe()
+    for f in dataclasses.fields(USTokenizerRecipe):
+        if f.type in ("str", "int", "float", "str | None", "int | None"):
+            kind = {"int": int, "float": float, "int | None": int}.get(f.type, str)
+            parser.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=None,
+                                help=f"default: {getattr(defaults, f.name)}")
+    parser.add_argument("--no-freeze-llm", action="store_true", help="train the LLM too (the paper keeps it frozen)")
+    parser.add_argument("--no-whisper-baseline", action="store_true")
+    args = vars(parser.parse_args(argv))
+    preset = args.pop("preset")
+    overrides = {k: v for k, v in args.items() if v is not None and not k.startswith("no_")}
+    overrides.update(freeze_llm=not args["no_freeze_llm"], whisper_baseline=not args["no_whisper_baseline"])
+    recipe = USTokenizerRecipe.tiny(**overrides) if preset == "tiny" else USTokenizerRecipe.paper(**overrides)
+    train_ustokenizer(recipe)
+
+
+if __name__ == "__main__":
+    main()

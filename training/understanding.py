@@ -1,0 +1,136 @@
+"""The USTokenizer's understanding-driven objective: its tokens, through an adapter, into a text LLM.
+
+    prompt text before the speech span  ->  LLM input embeddings  ┐
+    cached encoder output -> USTokenizer -> adapter embeddings     ├─ one sequence -> LLM -> answer CE
+    prompt text after the span, answer  ->  LLM input embeddings  ┘
+
+loss = USTokenizer loss (commitment + reconstruction, weighted by its config)
+       + understanding_weight * cross-entropy on the answer tokens.
+The LLM is frozen (the paper's setting), so the gradient shapes only the tokenizer and its adapter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pad_sequence
+from transformers import PreTrainedModel
+from transformers.utils import ModelOutput
+
+from dualspeechlm.modeling_ustokenizer import USTokenizerModel
+
+IGNORE_INDEX = -100
+
+
+@dataclass
+class UnderstandingOutput(ModelOutput):
+    """Every term beside the total; `codes` `[batch, tokens]` (ids_pad_value past each length)."""
+
+    loss: torch.FloatTensor | None = None
+    commitment_loss: torch.FloatTensor | None = None
+    reconstruction_loss: torch.FloatTensor | None = None
+    understanding_loss: torch.FloatTensor | None = None
+    codes: torch.LongTensor | None = None
+
+
+def pad_ids(sequences: list, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Lists / arrays of ids -> `[batch, longest]` long tensor padded with `pad_id` + lengths `[batch]`."""
+    tensors = [torch.tensor(np.asarray(s), dtype=torch.long) for s in sequences]
+    return pad_sequence(tensors, batch_first=True, padding_value=pad_id), torch.tensor([len(t) for t in tensors])
+
+
+class UnderstandingCollator:
+    """Rows with `encoder_hidden_states` (`[num_frames * d_model]`, see encoder_cache), `num_frames`, `before_ids`, `after_ids` and (training)
+    `answer_ids` -> the padded tensors + lengths `USTokenizerForUnderstanding.forward` takes."""
+
+    def __init__(self, pad_token_id: int):
+        self.pad_token_id = pad_token_id
+
+    def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        states = [torch.tensor(np.asarray(row["encoder_hidden_states"]), dtype=torch.float32).view(row["num_frames"], -1)
+                  for row in rows]
+        batch = {"encoder_hidden_states": pad_sequence(states, batch_first=True),
+                 "encoder_lengths": torch.tensor([len(s) for s in states])}
+        for part in ("before", "after", "answer"):
+            if f"{part}_ids" in rows[0]:
+                batch[f"{part}_ids"], batch[f"{part}_lengths"] = pad_ids([r[f"{part}_ids"] for r in rows], self.pad_token_id)
+        return batch
+
+
+class USTokenizerForUnderstanding(nn.Module):
+    """A `USTokenizerModel` feeding a causal LM (frozen unless `freeze_llm=False`)."""
+
+    def __init__(self, ustokenizer: USTokenizerModel, llm: PreTrainedModel, freeze_llm: bool = True):
+        super().__init__()
+        if ustokenizer.config.llm_hidden_size != llm.config.hidden_size:
+            raise ValueError(f"the tokenizer's llm_hidden_size ({ustokenizer.config.llm_hidden_size}) must equal "
+                             f"the LLM's hidden_size ({llm.config.hidden_size})")
+        self.ustokenizer, self.llm, self.freeze_llm = ustokenizer, llm, freeze_llm
+        if freeze_llm:
+            llm.requires_grad_(False)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.freeze_llm:
+            self.llm.eval()  # no dropout in a frozen model
+        return self
+
+    def sequences(self, speech: torch.Tensor, speech_lengths: torch.Tensor, before_ids, before_lengths,
+                  after_ids, after_lengths, answer_ids=None, answer_lengths=None, left_padding: bool = False):
+        """Per item [embed(before), speech[:length], embed(after), embed(answer)] -> padded
+        `inputs_embeds` `[batch, longest, hidden]`, `attention_mask` `[batch, longest]` and `labels`
+        (`IGNORE_INDEX` everywhere but the answer; None without answers)."""
+        embed = self.llm.get_input_embeddings()
+        rows, labels = [], []
+        for i in range(speech.shape[0]):
+            parts = [embed(before_ids[i, : before_lengths[i]]), speech[i, : speech_lengths[i]],
+                     embed(after_ids[i, : after_lengths[i]])]
+            label = torch.full((sum(len(p) for p in parts),), IGNORE_INDEX, dtype=torch.long, device=speech.device)
+            if answer_ids is not None:
+                parts.append(embed(answer_ids[i, : answer_lengths[i]]))
+                label = torch.cat([label, answer_ids[i, : answer_lengths[i]]])
+            rows.append(torch.cat(parts))
+            labels.append(label)
+        if left_padding:  # generation appends on the right, so every prompt must end at the last column
+            rows, labels = [r.flip(0) for r in rows], [lab.flip(0) for lab in labels]
+        embeds = pad_sequence(rows, batch_first=True)
+        mask = pad_sequence([torch.ones(len(r), dtype=torch.long, device=speech.device) for r in rows], batch_first=True)
+        label_tensor = pad_sequence(labels, batch_first=True, padding_value=IGNORE_INDEX)
+        if left_padding:
+            embeds, mask, label_tensor = embeds.flip(1), mask.flip(1), label_tensor.flip(1)
+        return embeds, mask, (label_tensor if answer_ids is not None else None)
+
+    def forward(self, encoder_hidden_states, encoder_lengths, before_ids, before_lengths, after_ids, after_lengths,
+                answer_ids, answer_lengths) -> UnderstandingOutput:
+        """Cached encoder output `[batch, frames_50hz, d_model]` + lengths, prompt parts and answers
+        (`[batch, longest]` ids + lengths) -> the weighted loss and each of its terms."""
+        out = self.ustokenizer(encoder_hidden_states=encoder_hidden_states, encoder_lengths=encoder_lengths)
+        embeds, mask, labels = self.sequences(out.adapter_embeddings, out.token_lengths, before_ids, before_lengths,
+                                              after_ids, after_lengths, answer_ids, answer_lengths)
+        understanding = self.llm(inputs_embeds=embeds, attention_mask=mask, labels=labels).loss
+        return UnderstandingOutput(
+            loss=out.loss + self.ustokenizer.config.understanding_weight * understanding,
+            commitment_loss=out.commitment_loss, reconstruction_loss=out.reconstruction_loss,
+            understanding_loss=understanding, codes=out.codes,
+        )
+
+    @torch.no_grad()
+    def answer(self, encoder_hidden_states, encoder_lengths, before_ids, before_lengths, after_ids, after_lengths,
+               max_new_tokens: int = 48, **_) -> torch.Tensor:
+        """Greedy answers `[batch, new_tokens]` from the *quantized* tokens (as at inference), padded
+        with the LLM's pad id after EOS."""
+        tokenizer = self.ustokenizer
+        latents, lengths, mask = tokenizer.latents(encoder_hidden_states, encoder_lengths)
+        quantized, _ = tokenizer.quantize(latents, mask, update_codebook=False)
+        embeds, attention, _ = self.sequences(tokenizer.adapt(quantized, mask), lengths, before_ids, before_lengths, after_ids, after_lengths,
+                                              left_padding=True)
+        config = self.llm.config
+        return self.llm.generate(inputs_embeds=embeds, attention_mask=attention, max_new_tokens=max_new_tokens,
+                                 do_sample=False, num_beams=1, eos_token_id=config.eos_token_id,
+                                 pad_token_id=config.pad_token_id)
+
+
+__all__ = ["USTokenizerForUnderstanding", "UnderstandingCollator", "UnderstandingOutput", "pad_ids"]
