@@ -1,0 +1,302 @@
+"""DualSpeechLM: config, losses, Chain-of-Condition, text and speech generation, wrapping an LLM, remote-code loading."""
+
+import numpy as np
+import pytest
+import torch
+from conftest import run_without_package
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from dualspeechlm.codecs import MelCodecConfig, MelCodecModel
+from dualspeechlm.configuration_dualspeechlm import COC_MODES, DualSpeechLMConfig
+from dualspeechlm.modeling_dualspeechlm import DualSpeechLMForConditionalGeneration
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+BACKBONES = ["llama", "qwen2", "phi3"]
+SYSTEM = [1, 5, 6]  # BOS + a two-token "system message": attended, never in a given condition_mask
+
+
+def tiny_model(backbone: str = "llama", seed: int = 0, **overrides) -> DualSpeechLMForConditionalGeneration:
+    torch.manual_seed(seed)
+    return DualSpeechLMForConditionalGeneration(DualSpeechLMConfig.tiny(backbone, **overrides)).eval()
+
+
+def make_batch(config: DualSpeechLMConfig, tasks, seed: int = 0) -> dict:
+    """Right-padded training items [SYSTEM, prompt, answer, EOS]: a generation task reads text and answers
+    `<audio><a_k>..</audio>`; an understanding task reads speech tokens and answers text."""
+    generator = torch.Generator().manual_seed(seed)
+    rows = []
+    for index, task in enumerate(tasks):
+        text = torch.randint(10, 64, (3 + index % 2,), generator=generator).tolist()
+        speech = [config.audio_start_token_id, *(config.speech_token_offset + torch.randint(
+            0, config.num_speech_tokens, (5,), generator=generator)).tolist(), config.audio_end_token_id]
+        prompt, answer = (text, speech) if task in config.generation_tasks else (speech + [7], text)
+        rows.append((SYSTEM + prompt + answer + [2], len(SYSTEM), len(SYSTEM) + len(prompt)))
+    width = max(len(ids) for ids, _, _ in rows)
+    batch = {key: torch.zeros(len(rows), width, dtype=torch.long) for key in ("input_ids", "attention_mask", "condition_mask")}
+    batch["labels"] = torch.full((len(rows), width), -100)
+    for row, (ids, prompt_start, answer_start) in enumerate(rows):
+        batch["input_ids"][row, : len(ids)] = torch.tensor(ids)
+        batch["attention_mask"][row, : len(ids)] = 1
+        batch["condition_mask"][row, prompt_start:answer_start] = 1
+        batch["labels"][row, answer_start: len(ids)] = torch.tensor(ids[answer_start:])
+    batch["acoustic_codes"] = torch.randint(0, config.codebook_size, (len(rows), config.num_codebooks, 6), generator=generator)
+    batch["acoustic_lengths"] = torch.tensor([6 - index % 3 for index in range(len(rows))])
+    batch["speaker_embeddings"] = torch.randn(len(rows), 512, generator=generator)
+    batch["tasks"] = list(tasks)
+    return batch
+
+
+def left_padded_prompts(lengths=(5, 3), seed: int = 0):
+    generator = torch.Generator().manual_seed(seed)
+    ids = torch.zeros(len(lengths), max(lengths), dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for row, length in enumerate(lengths):
+        ids[row, -length:] = torch.randint(10, 64, (length,), generator=generator)
+        mask[row, -length:] = 1
+    return ids, mask
+
+
+def test_config_paper_defaults_round_trip_and_errors(tmp_path):
+    config = DualSpeechLMConfig.paper()
+    assert config.text_config.model_type == "phi3" and config.text_config.hidden_size == 3072
+    assert config.text_config.vocab_size == 32064 + 1026 and config.num_speech_tokens == 1024
+    assert (config.audio_start_token_id, config.audio_end_token_id, config.speech_token_offset) == (32064, 32065, 32066)
+    assert (config.num_codebooks, config.codebook_size, config.speaker_embedding_size) == (1, 4096, 512)
+    assert config.acoustic_config.condition_size == 3072 and config.coc_modes == COC_MODES
+    assert (config.llm_loss_weight, config.acoustic_loss_weight, config.codec_frame_rate) == (1.0, 1.0, 40.0)
+    assert config.speech_token_strings()[:3] == ["<audio>", "</audio>", "<a_0>"] and len(config.speech_token_strings()) == 1026
+
+    tiny = DualSpeechLMConfig.tiny("qwen2", num_codebooks=4, coc_modes=["both"])
+    tiny.save_pretrained(tmp_path)
+    loaded = DualSpeechLMConfig.from_pretrained(tmp_path)
+    assert loaded.num_codebooks == 4 and loaded.coc_modes == ("both",) and loaded.text_config.model_type == "qwen2"
+    assert loaded.to_dict() == tiny.to_dict()
+
+    for overrides, match in [
+        (dict(audio_start_token_id=70, audio_end_token_id=65, speech_token_offset=66), "outside the USToken range"),
+        (dict(audio_start_token_id=64), "or none of them"),
+        (dict(audio_start_token_id=64, audio_end_token_id=65, speech_token_offset=90), "do not fit the text vocabulary"),
+        (dict(coc_tasks=("asr",)), "are not generation tasks"),
+        (dict(coc_modes=("sometimes",)), "coc_modes must be a non-empty subset"),
+        (dict(understanding_tasks=("asr", "tts")), "both as understanding and as generation"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            DualSpeechLMConfig.tiny(**overrides)
+
+
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_forward_returns_both_losses_and_their_sum(backbone):
+    model = tiny_model(backbone)
+    batch = make_batch(model.config, ["tts", "asr"])
+    out = model(**batch)
+    assert out.logits.shape == (*batch["input_ids"].shape, model.config.text_config.vocab_size)
+    assert torch.isfinite(out.loss) and out.llm_loss > 0 and out.acoustic_loss > 0
+    assert torch.allclose(out.loss, out.llm_loss + out.acoustic_loss)
+    assert torch.allclose(model(batch["input_ids"][:, :5]).logits, out.logits[:, :5], atol=1e-5)  # causal
+    backbone_loss = model.language_model(batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).loss
+    assert torch.allclose(out.llm_loss, backbone_loss)
+    other_speakers = dict(batch, speaker_embeddings=batch["speaker_embeddings"] * torch.tensor([[1.0], [5.0]]))
+    assert torch.equal(model(**other_speakers).acoustic_loss, out.acoustic_loss)  # understanding item: zero speaker
+    other_speakers["speaker_embeddings"] = batch["speaker_embeddings"] * torch.tensor([[5.0], [1.0]])
+    assert not torch.equal(model(**other_speakers).acoustic_loss, out.acoustic_loss)
+
+
+@pytest.mark.parametrize("tasks", [["asr", "ser"], ["tts", "vc"]], ids=["understanding", "generation"])
+def test_overfitting_one_batch_lowers_both_losses(tasks):
+    model = tiny_model().train()
+    batch = make_batch(model.config, tasks)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    history = []
+    torch.manual_seed(0)
+    for _ in range(40):
+        out = model(**batch)
+        optimizer.zero_grad()
+        out.loss.backward()
+        optimizer.step()
+        history.append((out.llm_loss.item(), out.acoustic_loss.item()))
+    assert all(np.isfinite(history).ravel())
+    assert history[-1][0] < 0.5 * history[0][0] and history[-1][1] < 0.5 * history[0][1]
+
+
+def test_chain_of_condition_uses_the_drawn_positions():
+    model = tiny_model().train()
+    batch = make_batch(model.config, ["tts", "tts", "tts", "t2st", "asr"])
+    prompt = batch["condition_mask"].bool()
+    target = model.config.is_speech_token(batch["labels"])
+    out = model(**batch, coc_modes=["prompt", "target", "both", "prompt", "target"])
+    assert out.coc_modes.tolist() == [0, 1, 2, 2, 2]  # T2ST is no CoC task and ASR has no speech: both
+    expected = torch.stack([prompt[0], target[1], prompt[2] | target[2], prompt[3] | target[3], prompt[4]])
+    assert torch.equal(out.acoustic_condition_mask, expected) and target[:4].any(-1).all()
+    unmasked = model(**{**batch, "condition_mask": None}, coc_modes=["prompt"] * 5).acoustic_condition_mask
+    default = batch["attention_mask"].bool() & (batch["labels"] == -100)  # the system tokens too
+    assert torch.equal(unmasked[[0, 1, 2, 4]], default[[0, 1, 2, 4]])
+
+    draws = []
+    for seed in (0, 0, 1):
+        torch.manual_seed(seed)
+        draws.append(torch.stack([model(**batch).coc_modes for _ in range(10)]))
+    assert torch.equal(draws[0], draws[1]) and not torch.equal(draws[0], draws[2])  # seedable
+    assert set(draws[0][:, :3].unique().tolist()) == {0, 1, 2} and (draws[0][:, 3:] == 2).all()
+    assert (model.eval()(**batch).coc_modes == 2).all()  # evaluation and inference: both
+    no_coc = tiny_model(coc_modes=("both",)).train()
+    assert (no_coc(**batch).coc_modes == 2).all()
+
+
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_text_generation_is_the_backbones_batched_and_cached(backbone):
+    model = tiny_model(backbone)
+    ids, mask = left_padded_prompts()
+    greedy = model.generate(ids, attention_mask=mask, max_new_tokens=6, do_sample=False)
+    assert torch.equal(greedy, model.language_model.generate(ids, attention_mask=mask, max_new_tokens=6, do_sample=False))
+    assert torch.equal(greedy, model.generate(ids, attention_mask=mask, max_new_tokens=6, do_sample=False, use_cache=False))
+    for row in range(2):
+        alone = model.generate(ids[row:row + 1, mask[row] == 1], max_new_tokens=6, do_sample=False)
+        assert torch.equal(alone[0, -6:], greedy[row, -6:])
+    beams = model.generate(ids, attention_mask=mask, max_new_tokens=6, num_beams=3, do_sample=False)
+    assert torch.equal(beams, model.language_model.generate(ids, attention_mask=mask, max_new_tokens=6, num_beams=3, do_sample=False))
+    sampled = []
+    for _ in range(2):
+        torch.manual_seed(1)
+        sampled.append(model.generate(ids, attention_mask=mask, max_new_tokens=6, do_sample=True, top_k=20))
+    assert torch.equal(*sampled)
+
+
+def test_speech_generation_batched_cached_and_restricted():
+    model = tiny_model()
+    config = model.config
+    with torch.no_grad():  # a random LLM never ends: make </audio> win where <a_30> would (item 0 after 2 USTokens)
+        head = model.language_model.get_output_embeddings().weight
+        head[config.audio_end_token_id] = 1.5 * head[config.speech_token_offset + 30]
+    ids, mask = left_padded_prompts()
+    speakers = torch.randn(2, 512)
+    settings = dict(do_sample=False, max_new_tokens=8, acoustic_do_sample=False, acoustic_max_new_tokens=10)
+    out = model.generate_speech(ids, mask, speaker_embeddings=speakers, **settings)
+    written = out.sequences[:, ids.shape[1]:]
+    assert (written[:, 0] == config.audio_start_token_id).all()
+    ended = (written[:, 1:] == config.audio_end_token_id).cumsum(-1) > 0
+    assert (config.is_speech_token(written[:, 1:]) | ended).all()  # USTokens, then </audio> and padding
+    assert ended.sum(-1).tolist() == [6, 0] and written.shape[1] == 9  # <audio>, 2 USTokens, </audio>, pad
+    assert out.codes.shape == (2, config.num_codebooks, int(out.code_lengths.max())) and (out.code_lengths <= 10).all()
+    plain = model.generate_speech(ids, mask, speaker_embeddings=speakers, use_cache=False, **settings)
+    assert torch.equal(plain.sequences, out.sequences) and torch.equal(plain.codes, out.codes)
+    with_audio = torch.cat([ids, torch.full_like(ids[:, :1], config.audio_start_token_id)], dim=1)
+    again = model.generate_speech(with_audio, torch.cat([mask, mask[:, :1] * 0 + 1], 1), speaker_embeddings=speakers, **settings)
+    assert torch.equal(again.codes, out.codes)
+    for row in range(2):
+        alone = model.generate_speech(ids[row:row + 1, mask[row] == 1], speaker_embeddings=speakers[row:row + 1], **settings)
+        length = int(out.code_lengths[row])
+        alone_written = alone.sequences[0, int(mask[row].sum()):]
+        assert torch.equal(alone_written, written[row, : alone_written.shape[0]])
+        assert alone.code_lengths.item() == length and torch.equal(alone.codes[0], out.codes[row, :, :length])
+
+
+def test_speech_generation_decodes_with_a_codec():
+    torch.manual_seed(0)
+    codec = MelCodecModel(MelCodecConfig(hidden_size=16, latent_size=8, encoder_layers=1, decoder_layers=1, num_quantizers=2,
+                                         codebook_size=64, vocoder="griffin_lim", griffin_lim_iterations=2)).eval()
+    model = tiny_model(**DualSpeechLMConfig.codec_kwargs(codec))
+    assert (model.config.codec_frame_rate, model.config.codec_sampling_rate) == (50.0, 16000)
+    ids, mask = left_padded_prompts()
+    out = model.generate_speech(ids, mask, codec=codec, max_new_tokens=4, acoustic_max_new_tokens=6)
+    assert torch.equal(out.waveform_lengths, out.code_lengths * 320)
+    assert out.waveforms.shape == (2, int(out.waveform_lengths.max()))
+    waveforms, lengths = model.decode_codes(codec, torch.randint(0, 64, (2, 2, 3)), torch.tensor([3, 0]))
+    assert lengths.tolist() == [960, 0] and waveforms[1].abs().max() == 0  # no-speech items get no samples
+    with pytest.raises(ValueError, match="the codec writes 2 codebooks of 64 codes, the model 3"):
+        tiny_model(num_codebooks=3).decode_codes(codec, torch.zeros(1, 3, 2, dtype=torch.long), torch.tensor([2]))
+
+
+def word_tokenizer(words: list[str]) -> PreTrainedTokenizerFast:
+    vocab = {word: index for index, word in enumerate(["<unk>", *words])}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>")
+
+
+def test_from_text_model_extends_tokenizer_and_keeps_the_weights():
+    torch.manual_seed(0)
+    llm = LlamaForCausalLM(LlamaConfig(vocab_size=24, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                       num_attention_heads=4, num_key_value_heads=2)).eval()
+    text = torch.tensor([[3, 7, 1, 12]])
+    before = llm(text).logits
+    tokenizer = word_tokenizer([f"w{index}" for index in range(19)])  # 20 ids: the model's rows 20..23 are padding
+    acoustic = DualSpeechLMConfig.tiny().acoustic_config
+    model = DualSpeechLMForConditionalGeneration.from_text_model(llm, tokenizer, num_speech_tokens=8, acoustic_config=acoustic).eval()
+    config = model.config
+    assert (config.audio_start_token_id, config.audio_end_token_id, config.speech_token_offset) == (20, 21, 22)
+    assert config.text_config.vocab_size == 30 and model.get_input_embeddings().weight.shape[0] == 30
+    assert tokenizer("w3 <audio><a_0><a_7></audio>").input_ids == [4, 20, 22, 29, 21]
+    assert torch.allclose(model(text).logits[..., :24], before, atol=1e-6)  # the pretrained weights survived
+    plain = DualSpeechLMForConditionalGeneration.from_text_model(
+        LlamaForCausalLM(LlamaConfig(vocab_size=24, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                     num_attention_heads=4)), num_speech_tokens=8, acoustic_config=acoustic)
+    assert (plain.config.audio_start_token_id, plain.config.speech_token_offset, plain.config.text_config.vocab_size) == (24, 26, 34)
+
+
+FRESH_PROCESS = """
+import numpy as np, torch
+from transformers import AutoModel
+folder, arrays = sys.argv[1], np.load(sys.argv[2])
+model = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
+assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+batch = {key: torch.from_numpy(arrays[key]) for key in arrays.files}
+out = model(**batch, tasks=["tts", "asr"])
+ids, mask = batch["input_ids"][:, :5], batch["attention_mask"][:, :5]
+speech = model.generate_speech(ids, mask, do_sample=False, max_new_tokens=4, acoustic_do_sample=False, acoustic_max_new_tokens=5)
+np.savez(sys.argv[2] + ".out.npz", logits=out.logits.detach().numpy(), acoustic_logits=out.acoustic_logits.detach().numpy(),
+         codes=speech.codes.numpy())
+"""
+
+
+def test_saved_folder_loads_in_a_fresh_process_without_the_package(tmp_path):
+    model = tiny_model("qwen2", text_overrides=dict(tie_word_embeddings=True))
+    folder = tmp_path / "model"
+    model.save_pretrained(folder)
+    files = {path.name for path in folder.iterdir()}
+    assert "model.safetensors" in files and not {name for name in files if name.endswith((".bin", ".pt", ".pth"))}
+    assert {"modeling_dualspeechlm.py", "modeling_acoustic_gpt.py", "configuration_dualspeechlm.py", "registration.py"} <= files
+    batch = make_batch(model.config, ["tts", "asr"])
+    arrays = {key: batch[key].numpy() for key in ("input_ids", "attention_mask", "labels", "condition_mask",
+                                                  "acoustic_codes", "acoustic_lengths", "speaker_embeddings")}
+    np.savez(tmp_path / "batch.npz", **arrays)
+    result = run_without_package(FRESH_PROCESS, folder, tmp_path / "batch.npz", tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    loaded = np.load(tmp_path / "batch.npz.out.npz")
+    out = model(**batch)
+    speech = model.generate_speech(batch["input_ids"][:, :5], batch["attention_mask"][:, :5], do_sample=False,
+                                   max_new_tokens=4, acoustic_do_sample=False, acoustic_max_new_tokens=5)
+    np.testing.assert_allclose(loaded["logits"], out.logits.detach().numpy(), atol=1e-5)
+    np.testing.assert_allclose(loaded["acoustic_logits"], out.acoustic_logits.detach().numpy(), atol=1e-5)
+    assert np.array_equal(loaded["codes"], speech.codes.numpy())
+
+
+def test_bad_inputs_raise_clear_errors():
+    model = tiny_model()
+    batch = make_batch(model.config, ["tts", "asr"])
+    ids, mask = left_padded_prompts()
+    cases = [
+        (dict(batch, input_ids=torch.zeros(2, 0, dtype=torch.long), attention_mask=None, labels=None,
+              condition_mask=None), "non-empty"),
+        (dict(input_ids=torch.ones(1, 300, dtype=torch.long)), "longer than the backbone's max_position_embeddings=256"),
+        (dict(batch, tasks=["tts", "karaoke"]), r"unknown task\(s\) \['karaoke'\]"),
+        (dict(batch, tasks=["tts"]), "list of 2 task names"),
+        (dict(batch, tasks=None), "acoustic_codes were given without tasks"),
+        (dict(batch, acoustic_codes=None), "generation tasks need acoustic_codes"),
+        (dict(batch, acoustic_codes=batch["acoustic_codes"][:, :1]), r"acoustic_codes must have shape \[batch=2, num_codebooks=2"),
+        (dict(batch, acoustic_lengths=torch.tensor([9, 1])), r"acoustic_lengths \[9, 1\] must lie in \[1, 6\]"),
+        (dict(batch, acoustic_codes=batch["acoustic_codes"] + 64), r"acoustic codes must lie in \[0, 64\)"),
+        (dict(batch, speaker_embeddings=torch.zeros(2, 256)), r"speaker_embeddings must have shape \[2, 512\]"),
+        (dict(batch, labels=batch["labels"][:, :-1]), "labels must have shape"),
+        (dict(batch, labels=torch.where(model.config.is_speech_token(batch["labels"]), -100, batch["labels"])),
+         "needs its target USTokens"),
+        (dict(batch, coc_modes=["prompt", "sometimes"]), "coc_modes must name one of"),
+    ]
+    for kwargs, match in cases:
+        with pytest.raises(ValueError, match=match):
+            model(**kwargs)
+    with pytest.raises(ValueError, match="left-padded"):
+        model.generate_speech(ids.flip(1), mask.flip(1))
+    with pytest.raises(ValueError, match="longer than the backbone's"):
+        model.generate_speech(ids, mask, max_new_tokens=300)
