@@ -75,25 +75,12 @@ class AcousticGPTConfig(PretrainedConfig):
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
-    @property
-    def pad_id(self) -> int:
-        return self.codebook_size
-
-    @property
-    def no_speech_id(self) -> int:
-        return self.codebook_size + 1
-
-    @property
-    def bos_id(self) -> int:
-        return self.codebook_size + 2
-
-    @property
-    def eos_id(self) -> int:
-        return self.codebook_size + 3
-
-    @property
-    def vocab_size(self) -> int:
-        return self.codebook_size + 4
+    # the special ids follow the codes of every codebook
+    pad_id = property(lambda self: self.codebook_size)
+    no_speech_id = property(lambda self: self.codebook_size + 1)
+    bos_id = property(lambda self: self.codebook_size + 2)
+    eos_id = property(lambda self: self.codebook_size + 3)
+    vocab_size = property(lambda self: self.codebook_size + 4)
 
 
 class DualSpeechLMConfig(PretrainedConfig):
@@ -160,12 +147,12 @@ class DualSpeechLMConfig(PretrainedConfig):
         vocab, k = self.text_config.vocab_size, self.num_speech_tokens
         check_positive(self, "num_speech_tokens", "codec_frame_rate", "codec_sampling_rate")
         if self.audio_start_token_id is None and self.audio_end_token_id is None and self.speech_token_offset is None:
-            self.audio_start_token_id, self.audio_end_token_id, self.speech_token_offset = vocab - k - 2, vocab - k - 1, vocab - k
+            self.audio_start_token_id, self.audio_end_token_id, self.speech_token_offset = range(vocab - k - 2, vocab - k + 1)
         ids = {"audio_start_token_id": self.audio_start_token_id, "audio_end_token_id": self.audio_end_token_id,
                "speech_token_offset": self.speech_token_offset}
         if any(value is None for value in ids.values()):
             raise ValueError(f"set all three of {list(ids)} or none of them, got {ids}")
-        if self.speech_token_offset < 0 or self.speech_token_offset + k > vocab or not all(0 <= v < vocab for v in ids.values()):
+        if self.speech_token_offset + k > vocab or not all(0 <= value < vocab for value in ids.values()):
             raise ValueError(f"speech token ids {ids} with num_speech_tokens={k} do not fit the text vocabulary "
                              f"(text_config.vocab_size={vocab})")
         if (self.audio_start_token_id == self.audio_end_token_id or self.is_speech_token(self.audio_start_token_id)
@@ -200,7 +187,8 @@ class DualSpeechLMConfig(PretrainedConfig):
 
     @staticmethod
     def codec_kwargs(codec) -> dict:
-        """The settings a `SpeechCodecMixin` codec dictates: `DualSpeechLMConfig.tiny(**DualSpeechLMConfig.codec_kwargs(codec))`."""
+        """The settings a `SpeechCodecMixin` codec dictates, e.g.
+        `DualSpeechLMConfig.tiny(**DualSpeechLMConfig.codec_kwargs(codec))`."""
         return dict(num_codebooks=codec.num_codebooks, codebook_size=codec.codebook_size,
                     codec_frame_rate=float(codec.frame_rate), codec_sampling_rate=int(codec.sampling_rate))
 

@@ -66,7 +66,8 @@ def delay_pattern(codes: torch.Tensor, lengths: torch.Tensor, config: AcousticGP
     targets shifted right behind a BOS step."""
     batch, n_q, frames = codes.shape
     steps = int(lengths.max()) + n_q
-    frame = (torch.arange(steps, device=codes.device) - torch.arange(n_q, device=codes.device)[:, None]).expand(batch, -1, -1)
+    frame = torch.arange(steps, device=codes.device) - torch.arange(n_q, device=codes.device)[:, None]
+    frame = frame.expand(batch, -1, -1)  # [batch, n_q, steps]: the frame codebook q holds at each step
     length = lengths[:, None, None]
     code = codes.gather(2, frame.clamp(0, frames - 1))
     targets = torch.where(frame < 0, config.bos_id, torch.where(
@@ -139,7 +140,8 @@ class AcousticGPT(PreTrainedModel):
     base_model_prefix = "acoustic_gpt"
     main_input_name = "codes"
     _no_split_modules = ["AcousticGPTBlock"]
-    _supports_sdpa = True
+    # attention is always torch SDPA; accepting every setting lets a composite config name the backbone's kernel
+    _supports_sdpa = _supports_flash_attn = _supports_flex_attn = True
 
     def __init__(self, config: AcousticGPTConfig):
         super().__init__(config)
@@ -183,7 +185,8 @@ class AcousticGPT(PreTrainedModel):
         key = torch.arange(keys, device=key_mask.device)
         visible = ((key < prefix_length) | (key <= query)) & key_mask[:, None]
         mask = (visible | (key == query))[:, None]  # a padded query sees itself: no fully masked softmax row
-        x = self.dropout(embeds + self.embed_positions(positions[:, keys - new:].clamp(0, self.config.max_position_embeddings - 1)))
+        positions = positions[:, keys - new:].clamp(0, self.config.max_position_embeddings - 1)  # padding: any index
+        x = self.dropout(embeds + self.embed_positions(positions))
         cache = []
         for index, block in enumerate(self.blocks):
             x, present = block(x, mask, None if past is None else past[index])
@@ -253,7 +256,8 @@ class AcousticGPT(PreTrainedModel):
             if use_cache and past is not None:
                 hidden, past = self.transformer(self.embed_steps(written[..., -1:]), key_mask, prefix_length, past)
             else:
-                hidden, past = self.transformer(torch.cat([prefix, self.embed_steps(written)], dim=1), key_mask, prefix_length)
+                embeds = torch.cat([prefix, self.embed_steps(written)], dim=1)
+                hidden, past = self.transformer(embeds, key_mask, prefix_length)
             tokens, lengths = self.next_tokens(self.code_logits(hidden[:, -1:])[:, 0], step, lengths, max_frames,
                                                warpers, generation_config.do_sample)
             written = torch.cat([written, tokens[..., None]], dim=-1)

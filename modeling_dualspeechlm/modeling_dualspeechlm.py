@@ -104,7 +104,9 @@ class DualSpeechLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
 
     def __init__(self, config: DualSpeechLMConfig, language_model: PreTrainedModel | None = None):
         super().__init__(config)
-        self.language_model = language_model if language_model is not None else AutoModelForCausalLM.from_config(config.text_config)
+        if language_model is None:
+            language_model = AutoModelForCausalLM.from_config(config.text_config)
+        self.language_model = language_model
         self.config.text_config = self.language_model.config  # one object: resizing the embeddings updates both
         self.acoustic_gpt = AcousticGPT(config.acoustic_config)
         self.post_init()
@@ -208,7 +210,8 @@ class DualSpeechLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
             acoustic_lengths = labels.new_ones(batch)
         if acoustic_lengths is None:
             acoustic_lengths = torch.full((batch,), acoustic_codes.shape[-1], device=labels.device)
-        if acoustic_codes.ndim != 3 or acoustic_codes.shape[:2] != (batch, config.num_codebooks) or acoustic_codes.shape[-1] == 0:
+        frames = acoustic_codes.shape[-1]
+        if acoustic_codes.ndim != 3 or acoustic_codes.shape[:2] != (batch, config.num_codebooks) or frames == 0:
             raise ValueError(f"acoustic_codes must have shape [batch={batch}, num_codebooks={config.num_codebooks}, "
                              f"frames>0], got {list(acoustic_codes.shape)}")
         check_shape("acoustic_lengths", acoustic_lengths, batch)
@@ -216,7 +219,7 @@ class DualSpeechLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
         if ((lengths < 1) | (lengths > acoustic_codes.shape[-1])).any():
             raise ValueError(f"acoustic_lengths {acoustic_lengths.tolist()} must lie in [1, {acoustic_codes.shape[-1]}] "
                              "for generation items")
-        valid = generation[:, None, None] & (torch.arange(acoustic_codes.shape[-1], device=labels.device) < lengths[:, None, None])
+        valid = generation[:, None, None] & (torch.arange(frames, device=labels.device) < lengths[:, None, None])
         if (((acoustic_codes < 0) | (acoustic_codes >= config.codebook_size)) & valid).any():
             raise ValueError(f"acoustic codes must lie in [0, {config.codebook_size}) within acoustic_lengths")
         no_speech = torch.full_like(acoustic_codes, config.acoustic_config.no_speech_id)
@@ -256,7 +259,8 @@ class DualSpeechLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
             for name, tensor in (("labels", labels), ("condition_mask", condition_mask)):
                 check_shape(name, tensor, *input_ids.shape)
         if position_ids is None and attention_mask is not None:
-            position_ids = positions_from_mask(attention_mask, (input_ids if input_ids is not None else inputs_embeds).shape[1])
+            length = (input_ids if input_ids is not None else inputs_embeds).shape[1]
+            position_ids = positions_from_mask(attention_mask, length)
         if labels is not None:  # the acoustic prefix needs the final hidden states: capture only those
             kwargs["output_hidden_states"] = kwargs.get("output_hidden_states") or -1
         out = self.language_model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
@@ -304,11 +308,11 @@ class DualSpeechLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
         answer; `<audio>` is appended unless every prompt already ends with it).
 
         condition_mask `[batch, L]`: prompt positions conditioning AcousticGPT (default: the whole prompt), joined by
-        the written USTokens ("both", as in training). speaker_embeddings `[batch, speaker_embedding_size]` (default
-        zeros). generation_config: USToken sampling (default `config.speech_generation`); acoustic_generation_config:
+        the written USTokens ("both", as in training). speaker_embeddings `[batch, speaker_embedding_size]`: pass the
+        target voice's (the default, zeros, is what understanding items train with, next to no-speech). generation_config: USToken sampling (default `config.speech_generation`); acoustic_generation_config:
         code sampling (default `config.acoustic_generation`); kwargs `acoustic_<name>` update the latter, the others
         the former (e.g. `do_sample=False, max_new_tokens=200, acoustic_max_new_tokens=500`). use_cache: KV caches in
-        both models. codec: a `SpeechCodecMixin`; when given, waveforms are decoded too.
+        both models. codec: a `SpeechCodecMixin`; when given, waveforms at its sampling rate are decoded too.
         """
         config = self.config
         attention_mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
@@ -319,7 +323,7 @@ class DualSpeechLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
         prompt = attention_mask.bool() & (condition_mask.bool() if condition_mask is not None else True)
         ends_with_audio = input_ids[:, -1] == config.audio_start_token_id
         if ends_with_audio.all():
-            prompt = torch.cat([prompt[:, :-1], torch.zeros_like(prompt[:, :1])], dim=1)  # <audio> is answer, as in training
+            prompt = torch.cat([prompt[:, :-1], torch.zeros_like(prompt[:, :1])], dim=1)  # <audio>: answer, as in training
         elif ends_with_audio.any():
             raise ValueError("either every prompt ends with <audio> or none does")
         else:  # the answer starts with <audio>: write it for the LLM, outside the prompt condition
@@ -330,8 +334,10 @@ class DualSpeechLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
         acoustic_kwargs = {key[len("acoustic_"):]: kwargs.pop(key) for key in list(kwargs) if key.startswith("acoustic_")}
         generation_config = copy.deepcopy(generation_config or GenerationConfig(**config.speech_generation))
         pad_id = config.text_config.pad_token_id
-        generation_config.update(eos_token_id=config.audio_end_token_id, use_cache=use_cache, **kwargs,
-                                 pad_token_id=config.audio_end_token_id if pad_id is None else pad_id)
+        if unused := generation_config.update(**{"eos_token_id": config.audio_end_token_id, "use_cache": use_cache,
+                                                 "pad_token_id": config.audio_end_token_id if pad_id is None else pad_id,
+                                                 **kwargs}):
+            raise ValueError(f"unknown generation arguments {sorted(unused)}")
         self.check_text_inputs(input_ids, attention_mask, input_ids.shape[1] + (generation_config.max_new_tokens or 0))
         sequences = self.generate(input_ids, attention_mask=attention_mask, generation_config=generation_config,
                                   logits_processor=LogitsProcessorList([SpeechTokensOnly(config)]))
@@ -343,12 +349,13 @@ class DualSpeechLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
         valid = (ended.long().cumsum(-1) - ended.long()) == 0  # up to and including the first </audio>
         full_mask = torch.cat([attention_mask, valid.long()], dim=1)
         condition = torch.cat([prompt, valid & config.is_speech_token(written)], dim=1)
-        hidden = self.language_model(sequences, attention_mask=full_mask, position_ids=positions_from_mask(full_mask, full_mask.shape[1]),
-                                     use_cache=False, output_hidden_states=-1, logits_to_keep=1).hidden_states[-1]
+        hidden = self.language_model(sequences, attention_mask=full_mask, use_cache=False, output_hidden_states=-1,
+                                     position_ids=positions_from_mask(full_mask, full_mask.shape[1]),
+                                     logits_to_keep=1).hidden_states[-1]
         if speaker_embeddings is None:
             speaker_embeddings = hidden.new_zeros(input_ids.shape[0], config.speaker_embedding_size)
         check_shape("speaker_embeddings", speaker_embeddings, input_ids.shape[0], config.speaker_embedding_size)
-        acoustic_generation_config = copy.deepcopy(acoustic_generation_config or GenerationConfig(**config.acoustic_generation))
+        acoustic_generation_config = acoustic_generation_config or GenerationConfig(**config.acoustic_generation)
         acoustic = self.acoustic_gpt.generate(speaker_embeddings.repeat_interleave(copies, 0), hidden, condition,
                                               acoustic_generation_config, use_cache=use_cache, **acoustic_kwargs)
         output = DualSpeechLMSpeechOutput(sequences=sequences, codes=acoustic.codes, code_lengths=acoustic.lengths)

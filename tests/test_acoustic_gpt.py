@@ -26,8 +26,9 @@ def prefix_inputs(seed: int = 1):
 
 def test_config_vocabulary_and_validation():
     config = AcousticGPTConfig()
-    assert (config.num_hidden_layers, config.num_attention_heads, config.hidden_size, config.codebook_size) == (6, 8, 1024, 4096)
-    assert (config.pad_id, config.no_speech_id, config.bos_id, config.eos_id, config.vocab_size) == (4096, 4097, 4098, 4099, 4100)
+    assert (config.num_hidden_layers, config.num_attention_heads, config.hidden_size) == (6, 8, 1024)
+    assert (config.codebook_size, config.pad_id, config.no_speech_id, config.bos_id, config.eos_id) == (4096, 4096, 4097, 4098, 4099)
+    assert config.vocab_size == 4100
     with pytest.raises(ValueError, match="divisible"):
         AcousticGPTConfig(hidden_size=30, num_attention_heads=4)
     with pytest.raises(ValueError, match="num_codebooks must be positive"):

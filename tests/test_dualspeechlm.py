@@ -95,8 +95,8 @@ def test_forward_returns_both_losses_and_their_sum(backbone):
     assert torch.isfinite(out.loss) and out.llm_loss > 0 and out.acoustic_loss > 0
     assert torch.allclose(out.loss, out.llm_loss + out.acoustic_loss)
     assert torch.allclose(model(batch["input_ids"][:, :5]).logits, out.logits[:, :5], atol=1e-5)  # causal
-    backbone_loss = model.language_model(batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).loss
-    assert torch.allclose(out.llm_loss, backbone_loss)
+    backbone = model.language_model(batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"])
+    assert torch.allclose(out.llm_loss, backbone.loss)
     other_speakers = dict(batch, speaker_embeddings=batch["speaker_embeddings"] * torch.tensor([[1.0], [5.0]]))
     assert torch.equal(model(**other_speakers).acoustic_loss, out.acoustic_loss)  # understanding item: zero speaker
     other_speakers["speaker_embeddings"] = batch["speaker_embeddings"] * torch.tensor([[5.0], [1.0]])
@@ -154,8 +154,8 @@ def test_text_generation_is_the_backbones_batched_and_cached(backbone):
     for row in range(2):
         alone = model.generate(ids[row:row + 1, mask[row] == 1], max_new_tokens=6, do_sample=False)
         assert torch.equal(alone[0, -6:], greedy[row, -6:])
-    beams = model.generate(ids, attention_mask=mask, max_new_tokens=6, num_beams=3, do_sample=False)
-    assert torch.equal(beams, model.language_model.generate(ids, attention_mask=mask, max_new_tokens=6, num_beams=3, do_sample=False))
+    beam = dict(attention_mask=mask, max_new_tokens=6, num_beams=3, do_sample=False)
+    assert torch.equal(model.generate(ids, **beam), model.language_model.generate(ids, **beam))
     sampled = []
     for _ in range(2):
         torch.manual_seed(1)
@@ -232,7 +232,8 @@ def test_from_text_model_extends_tokenizer_and_keeps_the_weights():
     plain = DualSpeechLMForConditionalGeneration.from_text_model(
         LlamaForCausalLM(LlamaConfig(vocab_size=24, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                                      num_attention_heads=4)), num_speech_tokens=8, acoustic_config=acoustic)
-    assert (plain.config.audio_start_token_id, plain.config.speech_token_offset, plain.config.text_config.vocab_size) == (24, 26, 34)
+    plain_config = plain.config
+    assert (plain_config.audio_start_token_id, plain_config.speech_token_offset, plain_config.text_config.vocab_size) == (24, 26, 34)
 
 
 FRESH_PROCESS = """
