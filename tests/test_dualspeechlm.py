@@ -103,7 +103,7 @@ def test_forward_returns_both_losses_and_their_sum(backbone):
     assert not torch.equal(model(**other_speakers).acoustic_loss, out.acoustic_loss)
 
 
-@pytest.mark.parametrize("tasks", [["asr", "ser"], ["tts", "vc"]], ids=["understanding", "generation"])
+@pytest.mark.parametrize("tasks", [["asr", "s2tt", "ser", "sqa"], ["tts", "vc", "t2st", "sc"]], ids=["understanding", "generation"])
 def test_overfitting_one_batch_lowers_both_losses(tasks):
     model = tiny_model().train()
     batch = make_batch(model.config, tasks)
