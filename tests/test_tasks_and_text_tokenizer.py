@@ -1,7 +1,7 @@
 import pytest
 from transformers import AutoTokenizer
 
-from dualspeechlm.processing.tasks import (GENERATION_TASKS, TASKS, UNDERSTANDING_TASKS, answer_text, get_task,
+from dualspeechlm.tasks import (GENERATION_TASKS, TASKS, UNDERSTANDING_TASKS, answer_text, get_task,
                                            prompt_parts)
 from dualspeechlm.processing.text_tokenizer import train_text_tokenizer
 

@@ -9,6 +9,7 @@ how to answer from the span, and the tokenizer must learn speech embeddings the 
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import datasets
@@ -16,7 +17,7 @@ from transformers import (DataCollatorForLanguageModeling, LlamaConfig, LlamaFor
                           PreTrainedTokenizerBase, TrainingArguments)
 
 from dualspeechlm.processing.corpus import load_corpus
-from dualspeechlm.processing.tasks import answer_text, prompt_parts
+from dualspeechlm.tasks import answer_text, prompt_parts
 
 from .trainer import LossTermsTrainer
 
@@ -39,11 +40,22 @@ def understanding_examples(corpus_dir: str | Path, split: str = "train") -> list
     return examples
 
 
-def text_llm_corpus(examples: list[dict]) -> list[str]:
+def text_llm_corpus(examples: list[dict], seed: int = 0) -> list[str]:
     """Text-only training documents: each example's prompt with its transcript in the speech span,
-    plus the answer; SER answers are left out (text carries no speaking style)."""
-    return [ex["before"] + ex["transcript"] + ex["after"] + (answer_text(ex["answer"]) if ex["task"] != "ser" else "")
-            for ex in examples]
+    plus the answer (SER answers are left out: text carries no speaking style), and as many
+    transcription prompts over random word strings from the same vocabulary. A model trained on the
+    sentences alone answers from its language prior (it rewrote a quarter of the words of unseen
+    test sentences); the random strings can only be answered by copying the span."""
+    documents = [ex["before"] + ex["transcript"] + ex["after"] + (answer_text(ex["answer"]) if ex["task"] != "ser" else "")
+                 for ex in examples]
+    rng = random.Random(seed)
+    vocabulary = sorted({word for ex in examples for word in ex["transcript"].split()})
+    asr = next(ex for ex in examples if ex["task"] == "asr")
+    for _ in range(len(documents)):
+        words = " ".join(rng.choices(vocabulary, k=rng.randint(3, 14)))
+        documents.append(asr["before"] + words + asr["after"] + answer_text(words))
+    rng.shuffle(documents)
+    return documents
 
 
 def small_llm_config(tokenizer: PreTrainedTokenizerBase, **overrides) -> LlamaConfig:

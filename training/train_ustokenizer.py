@@ -32,7 +32,7 @@ from dualspeechlm.configuration_ustokenizer import USTokenizerConfig
 from dualspeechlm.feature_extraction_ustokenizer import USTokenizerFeatureExtractor
 from dualspeechlm.modeling_ustokenizer import USTokenizerModel
 from dualspeechlm.processing.corpus import corpus_audio
-from dualspeechlm.processing.tasks import answer_text
+from dualspeechlm.tasks import answer_text
 from dualspeechlm.processing.text_tokenizer import train_text_tokenizer
 
 from .encoder_cache import cached_encoder_outputs
@@ -56,13 +56,13 @@ class USTokenizerRecipe:
     llm: str | None = None  # a pretrained causal LM (folder or Hub id); None: train a small one here
     text_vocab_size: int = 1024
     llm_config: dict = field(default_factory=dict)  # overrides of small_llm_config
-    llm_steps: int = 1500
+    llm_steps: int = 600
     llm_batch_size: int = 32
     llm_learning_rate: float = 1e-3
     tokenizer_config: dict = field(default_factory=dict)  # USTokenizerConfig fields
     tokenizer_preset: str = "tiny"
     freeze_llm: bool = True
-    steps: int = 2000
+    steps: int = 1000
     batch_size: int = 16
     learning_rate: float = 1e-3
     warmup_steps: int = 100
@@ -89,7 +89,7 @@ def text_llm(recipe: USTokenizerRecipe, train_examples: list[dict]):
     source = recipe.llm or (str(folder) if (folder / "config.json").is_file() else None)
     if source is not None:
         return AutoModelForCausalLM.from_pretrained(source), AutoTokenizer.from_pretrained(source)
-    documents = text_llm_corpus(train_examples)
+    documents = text_llm_corpus(train_examples, seed=recipe.seed)
     tokenizer = train_text_tokenizer(documents, recipe.text_vocab_size)
     config = small_llm_config(tokenizer, **recipe.llm_config)
     model = train_text_llm(documents, tokenizer, config, folder, steps=recipe.llm_steps,
@@ -216,6 +216,7 @@ def train_ustokenizer(recipe: USTokenizerRecipe) -> dict:
         lr_scheduler_type="cosine", warmup_steps=recipe.warmup_steps, weight_decay=0.0,
         logging_steps=recipe.logging_steps, save_strategy="no", report_to=[], seed=recipe.seed,
         remove_unused_columns=False, dataloader_num_workers=0, dataloader_pin_memory=False, label_names=[],
+        train_sampling_strategy="group_by_length", length_column_name="num_frames",  # little padding
     )
     trainer = LossTermsTrainer(model=model, args=args, train_dataset=train_data,
                                data_collator=UnderstandingCollator(text_tokenizer.pad_token_id))

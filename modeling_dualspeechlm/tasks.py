@@ -4,6 +4,7 @@ Every model input is "USER: {content}\nASSISTANT: {answer}" (the paper's templat
 content holds the task's speech span(s) between `<audio>` and `</audio>` and its instruction. The
 USTokenizer recipe (speech = adapter embeddings) and the DualSpeechLM processor (speech = USToken
 ids) build their sequences from the same `prompt_parts`, so training and inference cannot drift.
+It lives beside the models (importing nothing) so a saved model folder's processor can use it.
 """
 
 from __future__ import annotations
