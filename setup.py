@@ -68,6 +68,7 @@ setup(
             "dualspeechlm-judge=dualspeechlm.training.judge:main",
             "dualspeechlm-train-codec=dualspeechlm.training.train_codec:main",
             "dualspeechlm-train-speaker-encoder=dualspeechlm.training.train_speaker_encoder:main",
+            "dualspeechlm-train-ustokenizer=dualspeechlm.training.train_ustokenizer:main",
         ]
     },
 )
