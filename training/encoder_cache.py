@@ -26,10 +26,10 @@ from dualspeechlm.processing.corpus.builder import AUDIO_COLUMNS
 CACHE_INFO = "cache_info.json"
 
 
-def encoder_fingerprint(encoder: RealLengthWhisperEncoder) -> str:
-    """A short hash of the encoder's weights: a different checkpoint never reuses a cache."""
+def weights_fingerprint(model: torch.nn.Module) -> str:
+    """A short hash of a model's weights: a different checkpoint never reuses a cache."""
     digest = hashlib.sha256()
-    for name, tensor in sorted(encoder.state_dict().items()):
+    for name, tensor in sorted(model.state_dict().items()):
         digest.update(name.encode())
         digest.update(tensor.detach().float().cpu().numpy().tobytes()[:4096])
     return digest.hexdigest()[:16]
@@ -47,25 +47,25 @@ def encode_batch(encoder: RealLengthWhisperEncoder, feature_extractor: USTokeniz
 
 def cached_encoder_outputs(corpus_dir: str | Path, config: str, split: str, encoder: RealLengthWhisperEncoder,
                            feature_extractor: USTokenizerFeatureExtractor, cache_dir: str | Path,
-                           batch_size: int = 16) -> datasets.Dataset:
-    """The corpus `config`/`split` with `encoder_hidden_states` and `num_frames` in place of its audio
-    columns (only the main `audio` is an understanding input), from `cache_dir` when a matching cache
-    exists there."""
-    corpus_dir, path = Path(corpus_dir), Path(cache_dir) / f"{config}-{split}"
+                           batch_size: int = 16, column: str = "audio") -> datasets.Dataset:
+    """The corpus `config`/`split` with `encoder_hidden_states` and `num_frames` (of its audio
+    `column`) in place of its audio columns, from `cache_dir` when a matching cache exists there."""
+    name = f"{config}-{split}" if column == "audio" else f"{config}-{split}-{column}"
+    corpus_dir, path = Path(corpus_dir), Path(cache_dir) / name
     manifest = json.loads((corpus_dir / "manifest.json").read_text())
     info = {"corpus_generator": manifest.get("generator_version"), "corpus_seed": manifest.get("seed"),
-            "corpus_sizes": manifest.get("sizes"), "encoder": encoder_fingerprint(encoder),
+            "corpus_sizes": manifest.get("sizes"), "encoder": weights_fingerprint(encoder),
             "features": {k: v for k, v in feature_extractor.to_dict().items() if k not in ("mel_filters", "window")}}
     if (path / CACHE_INFO).is_file() and json.loads((path / CACHE_INFO).read_text()) == json.loads(json.dumps(info)):
         return datasets.load_from_disk(str(path))
 
     source = load_corpus(corpus_dir, config)[split]
-    audio = source.select_columns(["audio"])
+    audio = source.select_columns([column])
     rows = source.remove_columns(list(AUDIO_COLUMNS[config]))
     encoder.eval()
     states = []
-    for start in tqdm(range(0, len(source), batch_size), desc=f"encoder cache {config}/{split}", unit="batch"):
-        batch = audio[start : start + batch_size]["audio"]
+    for start in tqdm(range(0, len(source), batch_size), desc=f"encoder cache {name}", unit="batch"):
+        batch = audio[start : start + batch_size][column]
         states.extend(encode_batch(encoder, feature_extractor, [item["array"] for item in batch]))
     # flattened: Arrow builds 1-D float16 lists straight from numpy, and they read back as one array
     flat = datasets.List(datasets.Value("float16"))
@@ -77,4 +77,4 @@ def cached_encoder_outputs(corpus_dir: str | Path, config: str, split: str, enco
     return datasets.load_from_disk(str(path))
 
 
-__all__ = ["cached_encoder_outputs", "encode_batch", "encoder_fingerprint"]
+__all__ = ["cached_encoder_outputs", "encode_batch", "weights_fingerprint"]

@@ -1,9 +1,11 @@
-"""The one Trainer hook the recipes need: log each loss term the model returns beside the total."""
+"""The Trainer hooks the recipes need: log each loss term the model returns beside the total, and
+draw training batches from a batch sampler (stage 3's single-task batches)."""
 
 from __future__ import annotations
 
 from collections import defaultdict
 
+from torch.utils.data import DataLoader, Sampler
 from transformers import Trainer
 
 
@@ -30,4 +32,18 @@ class LossTermsTrainer(Trainer):
         super().log(logs, *args, **kwargs)
 
 
-__all__ = ["LossTermsTrainer"]
+class BatchSamplerTrainer(LossTermsTrainer):
+    """A `LossTermsTrainer` whose training batches come from `batch_sampler` (index lists), e.g. a
+    `TaskBatchSampler`. Under accelerate each process takes every n-th batch of it."""
+
+    def __init__(self, *args, batch_sampler: Sampler[list[int]], **kwargs):
+        super().__init__(*args, **kwargs)
+        self.batch_sampler = batch_sampler
+
+    def get_train_dataloader(self) -> DataLoader:
+        loader = DataLoader(self.train_dataset, batch_sampler=self.batch_sampler, collate_fn=self.data_collator,
+                            num_workers=self.args.dataloader_num_workers, pin_memory=self.args.dataloader_pin_memory)
+        return self.accelerator.prepare(loader)
+
+
+__all__ = ["LossTermsTrainer", "BatchSamplerTrainer"]

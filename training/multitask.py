@@ -1,0 +1,138 @@
+"""Stage 3's data: the eight tasks' examples from cached corpus rows, single-task batches, and the collator.
+
+Each cached row (training/token_cache.py) yields the examples of its config's tasks, as the dicts
+`DualSpeechLMProcessor.build_inputs` reads: `task`, the prompt's text fields, `speech_ids` (the
+input speech's USTokens), and `answer` (text) or `answer_speech_ids` + `codes` `[n_q, frames]` +
+`speaker` (512-d) for generation tasks. The paper trains on single-task batches mixed by a
+multiplexer; `TaskBatchSampler` does that with per-task weights.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import Sampler
+
+CONFIG_OF_TASK = {"asr": "speech", "tts": "speech", "ser": "style", "sqa": "qa", "sc": "qa",
+                  "s2tt": "translation", "t2st": "translation", "vc": "vc"}
+
+
+def _target(row: dict, column: str) -> dict:
+    frames = int(row[f"{column}_frames"])
+    codes = np.asarray(row[f"{column}_codes"], dtype=np.int64).reshape(-1, frames)
+    return {"answer_speech_ids": list(row[f"{column}_ustokens"]), "codes": codes,
+            "speaker": np.asarray(row[f"{column}_speaker"], dtype=np.float32)}
+
+
+def task_example(task: str, row: dict) -> dict:
+    """The `task` example of one cached row of the task's corpus config (see the module docstring)."""
+    if task == "asr":
+        return {"task": task, "speech_ids": list(row["audio_ustokens"]), "answer": row["text"]}
+    if task == "tts":
+        return {"task": task, "text": row["text"], **_target(row, "audio")}
+    if task == "ser":
+        return {"task": task, "speech_ids": list(row["audio_ustokens"]), "answer": row["style"]}
+    if task == "sqa":
+        return {"task": task, "speech_ids": list(row["audio_ustokens"]), "question": row["question"],
+                "answer": row["answer"]}
+    if task == "sc":  # the passage, then the spoken question, answered in speech
+        speech = list(row["audio_ustokens"]) + list(row["question_audio_ustokens"])
+        return {"task": task, "speech_ids": speech, **_target(row, "answer_audio"), "answer": row["answer"]}
+    if task == "s2tt":
+        return {"task": task, "speech_ids": list(row["audio_ustokens"]), "language": row["language"],
+                "answer": row["translation"]}
+    if task == "t2st":
+        return {"task": task, "text": row["text"], "language": row["language"], **_target(row, "translation_audio"),
+                "answer": row["translation"]}
+    if task == "vc":
+        return {"task": task, "speech_ids": list(row["audio_ustokens"]), **_target(row, "target_audio"),
+                "answer": row["text"]}
+    raise ValueError(f"unknown task {task!r}; choose one of {sorted(CONFIG_OF_TASK)}")
+
+
+class TaskExamples(torch.utils.data.Dataset):
+    """The examples of `tasks` over cached corpus splits `{config: datasets.Dataset}`; `task_of[i]`
+    names the task of example `i` (a row of a config shared by two tasks gives two examples)."""
+
+    def __init__(self, cached: dict, tasks: tuple[str, ...]):
+        self.cached = {config: rows.with_format("numpy") for config, rows in cached.items()}
+        self.index = [(task, i) for task in tasks for i in range(len(cached[CONFIG_OF_TASK[task]]))]
+        self.task_of = [task for task, _ in self.index]
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, item: int) -> dict:
+        task, i = self.index[item]
+        return task_example(task, self.cached[CONFIG_OF_TASK[task]][i])
+
+
+class TaskBatchSampler(Sampler[list[int]]):
+    """Batches of one task each: every batch draws its task with probability proportional to
+    `weights[task]` (default: the task's number of examples), then `batch_size` of its examples
+    (shuffled, without replacement until the task's examples run out). An epoch is
+    `len(task_of) // batch_size` batches."""
+
+    def __init__(self, task_of: list[str], batch_size: int, weights: dict[str, float] | None = None, seed: int = 0):
+        self.batch_size, self.seed, self.epoch = batch_size, seed, 0
+        self.members = {}
+        for index, task in enumerate(task_of):
+            self.members.setdefault(task, []).append(index)
+        weights = weights or {}
+        if unknown := sorted(set(weights) - set(self.members)):
+            raise ValueError(f"weights for tasks without examples: {unknown}")
+        self.tasks = sorted(self.members)
+        raw = np.array([weights.get(task, len(self.members[task])) for task in self.tasks], dtype=float)
+        if (raw < 0).any() or raw.sum() <= 0:
+            raise ValueError(f"task weights must be non-negative with a positive sum, got {dict(zip(self.tasks, raw))}")
+        self.probabilities = raw / raw.sum()
+        self.num_batches = max(1, len(task_of) // batch_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.num_batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        rng = np.random.default_rng(self.seed + self.epoch)
+        queues = {task: [] for task in self.tasks}
+        for _ in range(self.num_batches):
+            task = self.tasks[rng.choice(len(self.tasks), p=self.probabilities)]
+            if len(queues[task]) < self.batch_size:  # refill with a fresh shuffle
+                queues[task] += rng.permutation(self.members[task]).tolist() * math.ceil(
+                    self.batch_size / len(self.members[task]))
+            batch, queues[task] = queues[task][: self.batch_size], queues[task][self.batch_size :]
+            yield batch
+
+
+class DualSpeechLMCollator:
+    """Examples -> `DualSpeechLMForConditionalGeneration.forward` inputs: the processor builds the token
+    sequences; acoustic codes are padded to `[batch, n_q, frames]` + `acoustic_lengths`; speaker
+    embeddings `[batch, 512]` (zeros for understanding items)."""
+
+    def __init__(self, processor, num_codebooks: int, speaker_embedding_size: int = 512):
+        self.processor, self.num_codebooks, self.speaker_size = processor, num_codebooks, speaker_embedding_size
+
+    def __call__(self, examples: list[dict]) -> dict:
+        batch = dict(self.processor.build_inputs(examples, with_answers=True))
+        generation = [ex for ex in examples if "codes" in ex]
+        speakers = torch.zeros(len(examples), self.speaker_size)
+        if generation:
+            frames = max(ex["codes"].shape[-1] for ex in generation)
+            codes = torch.zeros(len(examples), self.num_codebooks, frames, dtype=torch.long)
+            lengths = torch.ones(len(examples), dtype=torch.long)
+            for row, ex in enumerate(examples):
+                if "codes" in ex:
+                    codes[row, :, : ex["codes"].shape[-1]] = torch.from_numpy(ex["codes"])
+                    lengths[row] = ex["codes"].shape[-1]
+                    speakers[row] = torch.from_numpy(ex["speaker"])
+            batch.update(acoustic_codes=codes, acoustic_lengths=lengths)
+        batch["speaker_embeddings"] = speakers
+        return batch
+
+
+__all__ = ["CONFIG_OF_TASK", "task_example", "TaskExamples", "TaskBatchSampler", "DualSpeechLMCollator"]

@@ -1,0 +1,98 @@
+"""Stage 3's inputs, computed once per corpus split: USTokens of every audio column, and codec codes
+and speaker embeddings of every audio a generation task must write.
+
+A cached split is the corpus split's text columns plus, per audio column `c`:
+`c_ustokens` (USToken ids, 25 per second) and, where `c` is a generation target (TTS `audio`, SC
+`answer_audio`, T2ST `translation_audio`, VC `target_audio`), `c_codes` (`[num_codebooks * frames]`
+row-major) + `c_frames` and `c_speaker` (the speaker encoder's embedding). The Whisper encoder
+outputs come from `encoder_cache` (shared with stage 1), so USTokens cost only the small convs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import datasets
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from dualspeechlm.feature_extraction_ustokenizer import USTokenizerFeatureExtractor
+from dualspeechlm.modeling_ustokenizer import USTokenizerModel
+from dualspeechlm.processing.corpus import load_corpus
+from dualspeechlm.processing.corpus.builder import AUDIO_COLUMNS
+
+from .encoder_cache import CACHE_INFO, cached_encoder_outputs, weights_fingerprint
+
+GENERATION_TARGETS = {"speech": ("audio",), "qa": ("answer_audio",), "translation": ("translation_audio",),
+                      "vc": ("target_audio",)}
+
+
+@torch.no_grad()
+def ustokens(ustokenizer: USTokenizerModel, cached: datasets.Dataset, batch_size: int = 32) -> list[list[int]]:
+    """USToken ids of every row of an encoder cache (see encoder_cache)."""
+    rows = cached.with_format("numpy")
+    ids = []
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start : start + batch_size]
+        states = [torch.from_numpy(np.asarray(s, dtype=np.float32)).view(n, -1)
+                  for s, n in zip(chunk["encoder_hidden_states"], chunk["num_frames"])]
+        padded = torch.nn.utils.rnn.pad_sequence(states, batch_first=True)
+        out = ustokenizer.encode_cached(padded, torch.tensor([len(s) for s in states]))
+        ids += [row[:n].tolist() for row, n in zip(out.ids, out.lengths.tolist())]
+    return ids
+
+
+@torch.no_grad()
+def codec_and_speaker(codec, speaker_encoder, waveforms: list[np.ndarray], batch_size: int = 16):
+    """-> (codes `[num_codebooks * frames]` int16 per item, frames per item, speaker embeddings)."""
+    codes, frames = [None] * len(waveforms), [0] * len(waveforms)
+    order = sorted(range(len(waveforms)), key=lambda i: len(waveforms[i]))  # little padding per batch
+    for start in range(0, len(order), batch_size):
+        picked = order[start : start + batch_size]
+        out = codec.encode([torch.from_numpy(np.asarray(waveforms[i], dtype=np.float32)) for i in picked],
+                           sampling_rate=codec.sampling_rate)
+        for i, row, n in zip(picked, out.codes, out.lengths.tolist()):
+            codes[i], frames[i] = row[:, :n].to(torch.int16).flatten().numpy(), n
+    speakers = speaker_encoder.embed([np.asarray(w, dtype=np.float32) for w in waveforms], sampling_rate=16000)
+    return codes, frames, speakers.float().numpy()
+
+
+def cached_tokens(corpus_dir: str | Path, config: str, split: str, ustokenizer: USTokenizerModel,
+                  feature_extractor: USTokenizerFeatureExtractor, codec, speaker_encoder,
+                  cache_dir: str | Path) -> datasets.Dataset:
+    """The corpus `config`/`split` with its audio replaced by USTokens, codes and speaker embeddings
+    (module docstring), read from `cache_dir` when the corpus and all three models are unchanged."""
+    corpus_dir = Path(corpus_dir)
+    path = Path(cache_dir) / "tokens" / f"{config}-{split}"
+    manifest = json.loads((corpus_dir / "manifest.json").read_text())
+    info = {"corpus": hashlib.sha256(json.dumps(manifest.get("sizes")).encode()).hexdigest()[:12],
+            "corpus_generator": manifest.get("generator_version"), "corpus_seed": manifest.get("seed"),
+            "ustokenizer": weights_fingerprint(ustokenizer), "codec": weights_fingerprint(codec),
+            "speaker_encoder": weights_fingerprint(speaker_encoder)}
+    if (path / CACHE_INFO).is_file() and json.loads((path / CACHE_INFO).read_text()) == info:
+        return datasets.load_from_disk(str(path))
+
+    source = load_corpus(corpus_dir, config)[split]
+    dataset = source.remove_columns(list(AUDIO_COLUMNS[config]))
+    ustokenizer.eval()
+    for column in tqdm(AUDIO_COLUMNS[config], desc=f"tokens {config}/{split}", unit="column"):
+        states = cached_encoder_outputs(corpus_dir, config, split, ustokenizer.encoder, feature_extractor,
+                                        cache_dir, column=column)
+        dataset = dataset.add_column(f"{column}_ustokens", ustokens(ustokenizer, states))
+        if column in GENERATION_TARGETS.get(config, ()):
+            waveforms = [item["array"] for item in source.select_columns([column])[column]]
+            codes, frames, speakers = codec_and_speaker(codec, speaker_encoder, waveforms)
+            dataset = dataset.add_column(f"{column}_codes", codes, feature=datasets.List(datasets.Value("int16")))
+            dataset = dataset.add_column(f"{column}_frames", frames)
+            dataset = dataset.add_column(f"{column}_speaker", list(speakers),
+                                         feature=datasets.List(datasets.Value("float32")))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    dataset.save_to_disk(str(path))
+    (path / CACHE_INFO).write_text(json.dumps(info, indent=2))
+    return datasets.load_from_disk(str(path))
+
+
+__all__ = ["cached_tokens", "GENERATION_TARGETS", "ustokens", "codec_and_speaker"]
