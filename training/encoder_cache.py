@@ -35,6 +35,13 @@ def weights_fingerprint(model: torch.nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
+def feature_settings(features: dict) -> dict:
+    """What changes the log-mel (not bookkeeping such as `auto_map`, which differs between a fresh
+    and a loaded feature extractor)."""
+    return {k: features.get(k) for k in ("feature_size", "sampling_rate", "hop_length", "n_fft", "padding_value",
+                                         "dither", "min_duration_s", "max_duration_s")}
+
+
 @torch.no_grad()
 def encode_batch(encoder: RealLengthWhisperEncoder, feature_extractor: USTokenizerFeatureExtractor,
                  waveforms: list[np.ndarray]) -> list[np.ndarray]:
@@ -55,9 +62,12 @@ def cached_encoder_outputs(corpus_dir: str | Path, config: str, split: str, enco
     manifest = json.loads((corpus_dir / "manifest.json").read_text())
     info = {"corpus_generator": manifest.get("generator_version"), "corpus_seed": manifest.get("seed"),
             "corpus_sizes": manifest.get("sizes"), "encoder": weights_fingerprint(encoder),
-            "features": {k: v for k, v in feature_extractor.to_dict().items() if k not in ("mel_filters", "window")}}
-    if (path / CACHE_INFO).is_file() and json.loads((path / CACHE_INFO).read_text()) == json.loads(json.dumps(info)):
-        return datasets.load_from_disk(str(path))
+            "features": feature_settings(feature_extractor.to_dict())}
+    if (path / CACHE_INFO).is_file():
+        stored = json.loads((path / CACHE_INFO).read_text())
+        stored["features"] = feature_settings(stored["features"])
+        if stored == json.loads(json.dumps(info)):
+            return datasets.load_from_disk(str(path))
 
     source = load_corpus(corpus_dir, config)[split]
     audio = source.select_columns([column])
