@@ -2,13 +2,18 @@
 VENV ?= .venv
 BIN := $(VENV)/bin
 CORPUS ?= data/corpus
-WHISPER ?= models/whisper-tiny.en
+CACHE ?= data/encoder_cache
+MODELS ?= models
+WHISPER ?= $(MODELS)/whisper-tiny.en
 RESULTS ?= results
 # The Hub is unreachable here and everything runs from local files; `make ... HF_HUB_OFFLINE=0`
 # lets transformers and datasets reach it where a network exists.
 export HF_HUB_OFFLINE ?= 1
+# Two cores: the independent stages run side by side on one thread each (`-j2`), which beats one
+# job on two threads for these small models.
+export OMP_NUM_THREADS ?= 1
 
-.PHONY: setup quickstart corpus whisper baseline test test-slow clean
+.PHONY: setup quickstart stages corpus whisper baseline codec speaker-encoder ustokenizer dualspeechlm test test-slow clean
 
 setup: $(VENV)/.installed
 
@@ -16,9 +21,12 @@ $(VENV)/.installed: setup.py scripts/setup.sh
 	bash scripts/setup.sh
 	touch $@
 
-# The main job on the embedded default: build the corpus, convert Whisper tiny.en, and measure
-# the judges on the reference audio (the baseline every TTS result is compared with).
-quickstart: setup corpus whisper baseline
+# The main job on the embedded default: corpus, Whisper, the judges' baseline, then every training
+# stage (codec, speaker encoder and USTokenizer in parallel, then DualSpeechLM) and its evaluation.
+quickstart: setup
+	$(MAKE) -j2 stages
+
+stages: baseline dualspeechlm
 
 corpus: setup
 	$(BIN)/dualspeechlm-data build --output-dir $(CORPUS)
@@ -26,8 +34,30 @@ corpus: setup
 whisper: setup
 	$(BIN)/dualspeechlm-convert-whisper --output-dir $(WHISPER)
 
-baseline: setup
+baseline: corpus whisper
 	$(BIN)/dualspeechlm-judge --corpus $(CORPUS) --whisper $(WHISPER) --output-dir $(RESULTS)/judge_baseline
+
+# Each training stage is a file target: it reruns only when its model folder is missing.
+codec: $(MODELS)/mel-codec/config.json
+speaker-encoder: $(MODELS)/speaker-encoder/config.json
+ustokenizer: $(MODELS)/ustokenizer/config.json
+dualspeechlm: $(MODELS)/dualspeechlm/config.json
+
+$(MODELS)/mel-codec/config.json: | corpus whisper
+	$(BIN)/dualspeechlm-train-codec --corpus $(CORPUS) --whisper $(WHISPER) --output-dir $(MODELS)/mel-codec
+
+$(MODELS)/speaker-encoder/config.json: | corpus
+	$(BIN)/dualspeechlm-train-speaker-encoder --corpus $(CORPUS) --output-dir $(MODELS)/speaker-encoder
+
+$(MODELS)/ustokenizer/config.json: | corpus whisper
+	$(BIN)/dualspeechlm-train-ustokenizer --corpus $(CORPUS) --whisper $(WHISPER) --cache-dir $(CACHE) \
+		--output-dir $(MODELS)/ustokenizer
+
+$(MODELS)/dualspeechlm/config.json: $(MODELS)/mel-codec/config.json $(MODELS)/speaker-encoder/config.json \
+		$(MODELS)/ustokenizer/config.json
+	$(BIN)/dualspeechlm-train-dualspeechlm --corpus $(CORPUS) --ustokenizer $(MODELS)/ustokenizer \
+		--codec $(MODELS)/mel-codec --speaker-encoder $(MODELS)/speaker-encoder --cache-dir $(CACHE) \
+		--output-dir $(MODELS)/dualspeechlm
 
 test: setup
 	$(BIN)/python -m pytest -m "not slow" -q
@@ -36,4 +66,5 @@ test-slow: setup
 	$(BIN)/python -m pytest -m slow -q
 
 clean:
-	rm -rf $(CORPUS) $(CORPUS).partial $(WHISPER) $(RESULTS)
+	rm -rf $(CORPUS) $(CORPUS).partial $(CACHE) $(WHISPER) $(RESULTS) $(MODELS)/mel-codec $(MODELS)/speaker-encoder \
+		$(MODELS)/ustokenizer $(MODELS)/dualspeechlm

@@ -69,6 +69,8 @@ setup(
             "dualspeechlm-train-codec=dualspeechlm.training.train_codec:main",
             "dualspeechlm-train-speaker-encoder=dualspeechlm.training.train_speaker_encoder:main",
             "dualspeechlm-train-ustokenizer=dualspeechlm.training.train_ustokenizer:main",
+            "dualspeechlm-train-dualspeechlm=dualspeechlm.training.train_dualspeechlm:main",
+            "dualspeechlm-evaluate=dualspeechlm.training.evaluate_dualspeechlm:main",
         ]
     },
 )

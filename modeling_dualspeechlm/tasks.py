@@ -76,5 +76,65 @@ def prompt_parts(task: str, **fields: str) -> tuple[str, str]:
     return USER + AUDIO_START, AUDIO_END + " " + instruction + ASSISTANT
 
 
-__all__ = ["TASKS", "Task", "answer_text", "UNDERSTANDING_TASKS", "GENERATION_TASKS", "get_task", "prompt_parts",
+__all__ = ["TASKS", "Task", "answer_text", "build_inputs", "UNDERSTANDING_TASKS", "GENERATION_TASKS", "get_task", "prompt_parts",
            "AUDIO_START", "AUDIO_END"]
+
+
+def build_inputs(tokenizer, config, examples: list[dict], with_answers: bool, padding_side: str = "right") -> dict:
+    """Token sequences of a batch of task examples, for training (`with_answers`) or generation.
+
+    Each example: `task`, the fields its prompt needs (`text`, `question`, `language`), `speech_ids`
+    (USToken ids 0..K-1 of the input speech, for tasks with speech input) and, with answers,
+    `answer` (text) or `answer_speech_ids` (USTokens, generation tasks). `config` is a
+    DualSpeechLMConfig (speech token ids). A sequence is
+        prompt  = BOS + before + <a_k>... (the speech span) + after         (`prompt_parts`)
+        answer  = answer_text(answer) + EOS,  or  <audio> <a_k>... </audio> + EOS
+    Returns `input_ids`, `attention_mask`, `condition_mask` (the prompt: what AcousticGPT is
+    conditioned on) `[batch, longest]`, `labels` (answer + EOS, -100 elsewhere) with answers, and
+    `tasks`. Generation prompts are left-padded (`padding_side="left"`) and end where the answer
+    starts.
+    """
+    import torch
+
+    if not examples:
+        raise ValueError("no examples")
+    if padding_side not in ("left", "right"):
+        raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
+    rows = []
+    for example in examples:
+        task = get_task(example["task"])
+        fields = {k: example[k] for k in ("text", "question", "language") if k in example}
+        if "text" in fields and not str(fields["text"]).strip():
+            raise ValueError(f"task {task.name!r} got an empty text")
+        before, after = prompt_parts(task.name, **fields)
+        prompt = [tokenizer.bos_token_id] + tokenizer(before, add_special_tokens=False).input_ids
+        if task.speech_input:
+            speech = example.get("speech_ids")
+            if speech is None or len(speech) == 0:
+                raise ValueError(f"task {task.name!r} needs the USTokens of its input speech (speech_ids)")
+            prompt += [config.speech_token_offset + int(i) for i in speech]
+            prompt += tokenizer(after, add_special_tokens=False).input_ids
+        answer = []
+        if with_answers:
+            if task.speech_output:
+                answer = ([config.audio_start_token_id] + [config.speech_token_offset + int(i) for i in example["answer_speech_ids"]]
+                          + [config.audio_end_token_id])
+            else:
+                answer = tokenizer(answer_text(example["answer"]), add_special_tokens=False).input_ids
+            answer.append(tokenizer.eos_token_id)
+        rows.append((prompt, answer))
+    width = max(len(p) + len(a) for p, a in rows)
+    batch = {name: torch.zeros(len(rows), width, dtype=torch.long) for name in ("input_ids", "attention_mask", "condition_mask")}
+    batch["input_ids"].fill_(tokenizer.pad_token_id)
+    labels = torch.full((len(rows), width), -100, dtype=torch.long)
+    for row, (prompt, answer) in enumerate(rows):
+        length = len(prompt) + len(answer)
+        start = width - length if padding_side == "left" else 0
+        batch["input_ids"][row, start : start + length] = torch.tensor(prompt + answer)
+        batch["attention_mask"][row, start : start + length] = 1
+        batch["condition_mask"][row, start : start + len(prompt)] = 1
+        labels[row, start + len(prompt) : start + length] = torch.tensor(answer, dtype=torch.long)
+    if with_answers:
+        batch["labels"] = labels
+    batch["tasks"] = [example["task"] for example in examples]
+    return batch

@@ -1,7 +1,7 @@
 """Stage 3's data: the eight tasks' examples from cached corpus rows, single-task batches, and the collator.
 
 Each cached row (training/token_cache.py) yields the examples of its config's tasks, as the dicts
-`DualSpeechLMProcessor.build_inputs` reads: `task`, the prompt's text fields, `speech_ids` (the
+`dualspeechlm.tasks.build_inputs` reads: `task`, the prompt's text fields, `speech_ids` (the
 input speech's USTokens), and `answer` (text) or `answer_speech_ids` + `codes` `[n_q, frames]` +
 `speaker` (512-d) for generation tasks. The paper trains on single-task batches mixed by a
 multiplexer; `TaskBatchSampler` does that with per-task weights.
@@ -15,6 +15,8 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 from torch.utils.data import Sampler
+
+from dualspeechlm.tasks import build_inputs
 
 CONFIG_OF_TASK = {"asr": "speech", "tts": "speech", "ser": "style", "sqa": "qa", "sc": "qa",
                   "s2tt": "translation", "t2st": "translation", "vc": "vc"}
@@ -110,15 +112,16 @@ class TaskBatchSampler(Sampler[list[int]]):
 
 
 class DualSpeechLMCollator:
-    """Examples -> `DualSpeechLMForConditionalGeneration.forward` inputs: the processor builds the token
-    sequences; acoustic codes are padded to `[batch, n_q, frames]` + `acoustic_lengths`; speaker
-    embeddings `[batch, 512]` (zeros for understanding items)."""
+    """Examples -> `DualSpeechLMForConditionalGeneration.forward` inputs: `tasks.build_inputs` builds
+    the token sequences (as at inference); acoustic codes are padded to `[batch, n_q, frames]` +
+    `acoustic_lengths`; speaker embeddings `[batch, 512]` (zeros for understanding items)."""
 
-    def __init__(self, processor, num_codebooks: int, speaker_embedding_size: int = 512):
-        self.processor, self.num_codebooks, self.speaker_size = processor, num_codebooks, speaker_embedding_size
+    def __init__(self, tokenizer, config):
+        self.tokenizer, self.config = tokenizer, config
+        self.num_codebooks, self.speaker_size = config.num_codebooks, config.speaker_embedding_size
 
     def __call__(self, examples: list[dict]) -> dict:
-        batch = dict(self.processor.build_inputs(examples, with_answers=True))
+        batch = build_inputs(self.tokenizer, self.config, examples, with_answers=True)
         generation = [ex for ex in examples if "codes" in ex]
         speakers = torch.zeros(len(examples), self.speaker_size)
         if generation:

@@ -1,0 +1,199 @@
+"""Evaluate a trained DualSpeechLM folder on the corpus test splits, all eight tasks.
+
+| task | scored by |
+|---|---|
+| ASR | WER of the transcript; Whisper tiny.en's own WER on the same audio beside it |
+| SER, SQA | exact-match accuracy (normalised text) |
+| S2TT | BLEU (sacrebleu) |
+| TTS, VC, SC | the judges' WER on the generated speech (Whisper tiny.en, and pocketsphinx for TTS) beside their WER on the corpus' reference audio of the same words; SIM (speaker encoder cosine) to the reference |
+| T2ST | SIM only: both judges are English-only and the targets are Spanish / French |
+
+Results land in `<model>/evaluation.json` + `evaluation.md`; a few generated waveforms in `samples/`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile
+import torch
+from tqdm.auto import tqdm
+from transformers import AutoTokenizer
+
+from dualspeechlm.codecs import load_codec
+from dualspeechlm.feature_extraction_ustokenizer import USTokenizerFeatureExtractor
+from dualspeechlm.modeling_dualspeechlm import DualSpeechLMForConditionalGeneration
+from dualspeechlm.modeling_ustokenizer import USTokenizerModel
+from dualspeechlm.speaker_encoder import SpeakerEncoderModel
+from dualspeechlm.tasks import build_inputs
+from dualspeechlm.processing.corpus import load_corpus
+
+from .judge import judge, PocketsphinxJudge, WhisperJudge
+from .metrics import normalize_text, word_error_rate
+from .multitask import CONFIG_OF_TASK, task_example
+from .token_cache import cached_tokens
+
+SPLITS = ("test", "test_unseen_voice")
+UNDERSTANDING = ("asr", "ser", "sqa", "s2tt")
+REFERENCE_AUDIO = {"tts": "audio", "vc": "target_audio", "sc": "answer_audio", "t2st": "translation_audio"}
+SPOKEN_WORDS = {"tts": "text", "vc": "text", "sc": "answer", "t2st": "translation"}
+DEFAULT_LIMITS = {"asr": 200, "ser": 120, "sqa": 60, "s2tt": 100, "tts": 100, "vc": 30, "sc": 30, "t2st": 30}
+
+
+@dataclass
+class SpeechLM:
+    """A trained model folder's parts (see train_dualspeechlm.save_model_folder)."""
+
+    model: DualSpeechLMForConditionalGeneration
+    tokenizer: object
+    ustokenizer: USTokenizerModel
+    feature_extractor: USTokenizerFeatureExtractor
+    codec: object
+    speaker_encoder: SpeakerEncoderModel
+
+    @classmethod
+    def load(cls, folder: str | Path) -> SpeechLM:
+        folder = Path(folder)
+        return cls(DualSpeechLMForConditionalGeneration.from_pretrained(folder).eval(),
+                   AutoTokenizer.from_pretrained(folder), USTokenizerModel.from_pretrained(folder / "ustokenizer").eval(),
+                   USTokenizerFeatureExtractor.from_pretrained(folder / "ustokenizer"),
+                   load_codec(folder / "codec").eval(), SpeakerEncoderModel.from_pretrained(folder / "speaker_encoder").eval())
+
+    def inputs(self, examples: list[dict]) -> dict:
+        return build_inputs(self.tokenizer, self.model.config, examples, with_answers=False, padding_side="left")
+
+
+def batches(items: list, size: int):
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+@torch.no_grad()
+def answer_text(lm: SpeechLM, examples: list[dict], batch_size: int = 16, max_new_tokens: int = 48) -> list[str]:
+    """Greedy text answers of understanding examples."""
+    texts = []
+    for chunk in batches(examples, batch_size):
+        inputs = lm.inputs(chunk)
+        generated = lm.model.generate(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
+                                   do_sample=False, num_beams=1, max_new_tokens=max_new_tokens)
+        texts += lm.tokenizer.batch_decode(generated[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+    return [text.strip() for text in texts]
+
+
+@torch.no_grad()
+def speak(lm: SpeechLM, examples: list[dict], batch_size: int = 16, seed: int = 0) -> list[np.ndarray]:
+    """Waveforms of generation examples (None where AcousticGPT wrote no speech), each in the voice of
+    its target's speaker embedding; sampling as in the paper (model.config.speech_generation /
+    acoustic_generation), seeded."""
+    torch.manual_seed(seed)
+    waveforms = []
+    for chunk in batches(examples, batch_size):
+        inputs = lm.inputs(chunk)
+        speakers = torch.from_numpy(np.stack([ex["speaker"] for ex in chunk]))
+        out = lm.model.generate_speech(inputs["input_ids"], attention_mask=inputs["attention_mask"],
+                                    condition_mask=inputs["condition_mask"], speaker_embeddings=speakers,
+                                    codec=lm.codec)
+        waveforms += [w[:n].numpy() if n > 0 else None for w, n in zip(out.waveforms, out.waveform_lengths.tolist())]
+    return waveforms
+
+
+def similarity(speaker_encoder, generated: list, references: list[np.ndarray]) -> float:
+    """Mean cosine of the speaker embeddings of generated and reference audio, over the items that
+    hold speech long enough to embed (NaN when none does)."""
+    pairs = [(g, r) for g, r in zip(generated, references) if g is not None and len(g) >= speaker_encoder.config.min_samples]
+    if not pairs:
+        return float("nan")
+    a = speaker_encoder.embed([g for g, _ in pairs], sampling_rate=16000)
+    b = speaker_encoder.embed([r for _, r in pairs], sampling_rate=16000)
+    return float(torch.nn.functional.cosine_similarity(a, b).mean())
+
+
+def evaluate_split(lm: SpeechLM, corpus: str, cache_dir: str, split: str, whisper: str, limits: dict,
+                   samples_dir: Path) -> dict:
+    parts = (lm.ustokenizer, lm.feature_extractor, lm.codec, lm.speaker_encoder)
+    results = {}
+    for task, limit in limits.items():
+        config = CONFIG_OF_TASK[task]
+        rows = cached_tokens(corpus, config, split, *parts, cache_dir).with_format("numpy")
+        count = min(limit, len(rows))
+        examples = [task_example(task, rows[i]) for i in range(count)]
+        if task in UNDERSTANDING:
+            references = [ex["answer"] for ex in examples]
+            hypotheses = answer_text(lm, examples)
+            if task == "asr":
+                score = {"wer": word_error_rate(references, hypotheses)}
+                audio = [item["array"] for item in load_corpus(corpus, "speech")[split].select(range(count))["audio"]]
+                score["whisper_wer_same_audio"] = word_error_rate(references, WhisperJudge(whisper).transcribe(audio, 16000))
+            elif task == "s2tt":
+                import sacrebleu
+
+                score = {"bleu": sacrebleu.corpus_bleu(hypotheses, [references]).score}
+            else:
+                score = {"accuracy": float(np.mean([normalize_text(r) == normalize_text(h)
+                                                    for r, h in zip(references, hypotheses)]))}
+            score["samples"] = [{"reference": r, "hypothesis": h} for r, h in list(zip(references, hypotheses))[:5]]
+        else:
+            generated = speak(lm, examples)
+            source = load_corpus(corpus, config)[split].select(range(count))
+            reference_audio = [item["array"] for item in source[REFERENCE_AUDIO[task]]]
+            words = source[SPOKEN_WORDS[task]]
+            score = {"sim": similarity(lm.speaker_encoder, generated, reference_audio),
+                     "no_speech": float(sum(g is None for g in generated) / count),
+                     "seconds_generated": float(sum(len(g) for g in generated if g is not None) / 16000)}
+            generated = [g if g is not None else np.zeros(8000, np.float32) for g in generated]  # judged as silence
+            if task != "t2st":
+                judges = [WhisperJudge(whisper)] + ([PocketsphinxJudge()] if task == "tts" else [])
+                for name, audio in (("generated", generated), ("reference", reference_audio)):
+                    judged = judge(words, audio, 16000, judges=judges)
+                    for judge_name, value in judged["judges"].items():
+                        score[f"{judge_name}_wer_{name}"] = value["wer"]
+            samples_dir.mkdir(parents=True, exist_ok=True)
+            for i in range(min(3, count)):
+                soundfile.write(samples_dir / f"{split}-{task}-{i}.wav", generated[i], 16000)
+        results[task] = {"examples": count, **score}
+    return results
+
+
+def markdown_report(results: dict) -> str:
+    lines = ["| split | task | n | result |", "|---|---|---|---|"]
+    for split, tasks in results["splits"].items():
+        for task, score in tasks.items():
+            shown = ", ".join(f"{k} {v:.3f}" for k, v in score.items() if isinstance(v, float))
+            lines.append(f"| {split} | {task.upper()} | {score['examples']} | {shown} |")
+    return "\n".join(lines) + "\n"
+
+
+def evaluate_model(folder: str | Path, corpus: str = "data/corpus", cache_dir: str = "data/encoder_cache",
+                   whisper: str = "models/whisper-tiny.en", limits: dict | None = None) -> dict:
+    """Evaluate the model folder on both test splits; writes evaluation.json / .md into it."""
+    folder = Path(folder)
+    lm = SpeechLM.load(folder)
+    limits = limits or DEFAULT_LIMITS
+    results = {"splits": {}}
+    for split in tqdm(SPLITS, desc="evaluate", unit="split"):
+        results["splits"][split] = evaluate_split(lm, corpus, cache_dir, split, whisper, limits,
+                                                  folder / "samples")
+    (folder / "evaluation.json").write_text(json.dumps(results, indent=2))
+    (folder / "evaluation.md").write_text(markdown_report(results))
+    print(markdown_report(results))
+    return results
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="models/dualspeechlm")
+    parser.add_argument("--corpus", default="data/corpus")
+    parser.add_argument("--cache-dir", default="data/encoder_cache")
+    parser.add_argument("--whisper", default="models/whisper-tiny.en")
+    parser.add_argument("--limit", type=int, default=None, help="examples per task and split (default: per task)")
+    args = parser.parse_args(argv)
+    limits = {task: args.limit for task in DEFAULT_LIMITS} if args.limit else None
+    evaluate_model(args.model, args.corpus, args.cache_dir, args.whisper, limits)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,173 @@
+"""Stage 3: train DualSpeechLM on the eight tasks with the HF Trainer, then evaluate it.
+
+    1. inputs cached once per corpus split (training/token_cache.py): USTokens of every audio, codec
+       codes + speaker embeddings of every generation target, from stage 1's tokenizer, the codec
+       and the speaker encoder;
+    2. the model: stage 1's text LLM (or `--llm`, any causal LM) wrapped by
+       `DualSpeechLMForConditionalGeneration.from_text_model` (vocabulary + `<audio>`, `</audio>`,
+       `<a_k>`), a fresh AcousticGPT; optionally PEFT LoRA on the backbone (`--lora`);
+    3. single-task batches drawn with per-task weights (training/multitask.py), loss = LLM CE
+       (text answers / target USTokens) + AcousticGPT CE, each term logged;
+    4. the model folder (model + text tokenizer; USTokenizer, codec and speaker encoder in
+       subfolders), loss plot, then the evaluation of training/evaluate_dualspeechlm.py.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments
+
+from dualspeechlm.codecs import load_codec
+from dualspeechlm.configuration_dualspeechlm import DualSpeechLMConfig
+from dualspeechlm.feature_extraction_ustokenizer import USTokenizerFeatureExtractor
+from dualspeechlm.modeling_dualspeechlm import DualSpeechLMForConditionalGeneration
+from dualspeechlm.modeling_ustokenizer import USTokenizerModel
+from dualspeechlm.speaker_encoder import SpeakerEncoderModel
+
+from .multitask import CONFIG_OF_TASK, DualSpeechLMCollator, TaskBatchSampler, TaskExamples
+from .plots import plot_losses
+from .recipe_cli import recipe_from_args, recipe_parser
+from .token_cache import cached_tokens
+from .trainer import BatchSamplerTrainer
+
+ALL_TASKS = ("asr", "tts", "ser", "sqa", "sc", "s2tt", "t2st", "vc")
+
+
+@dataclass
+class DualSpeechLMRecipe:
+    """Every setting of stage 3; `tiny()` runs on 2 CPU cores, `paper()` is the paper's setup."""
+
+    corpus: str = "data/corpus"
+    ustokenizer: str = "models/ustokenizer"
+    codec: str = "models/mel-codec"
+    speaker_encoder: str = "models/speaker-encoder"
+    llm: str | None = None  # a causal LM folder / Hub id with its tokenizer; None: stage 1's text LLM
+    output_dir: str = "models/dualspeechlm"
+    cache_dir: str = "data/encoder_cache"
+    tasks: tuple[str, ...] = ALL_TASKS
+    task_weights: dict = field(default_factory=dict)  # default: proportional to each task's examples
+    acoustic_config: dict = field(default_factory=lambda: dict(
+        hidden_size=256, num_hidden_layers=4, num_attention_heads=4, intermediate_size=768,
+        max_position_embeddings=1024, dropout=0.0))
+    lora: bool = False
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    steps: int = 2000
+    batch_size: int = 16
+    learning_rate: float = 1e-3
+    warmup_steps: int = 100
+    weight_decay: float = 0.05
+    logging_steps: int = 50
+    save_steps: int = 500
+    seed: int = 0
+
+    @classmethod
+    def tiny(cls, **overrides) -> DualSpeechLMRecipe:
+        return cls(**overrides)
+
+    @classmethod
+    def paper(cls, **overrides) -> DualSpeechLMRecipe:
+        """Phi-3.5-mini with LoRA r=16, the paper's AcousticGPT, lr 1e-4, 60K steps (needs GPUs)."""
+        defaults = dict(llm="microsoft/Phi-3.5-mini-instruct", lora=True, learning_rate=1e-4, steps=60000,
+                        batch_size=8, warmup_steps=1000, acoustic_config={})
+        return cls(**{**defaults, **overrides})
+
+
+def load_parts(recipe: DualSpeechLMRecipe):
+    """(USTokenizer model, its feature extractor, codec, speaker encoder), in eval mode."""
+    ustokenizer = USTokenizerModel.from_pretrained(recipe.ustokenizer).eval()
+    extractor = USTokenizerFeatureExtractor.from_pretrained(recipe.ustokenizer)
+    codec = load_codec(recipe.codec).eval()
+    speaker_encoder = SpeakerEncoderModel.from_pretrained(recipe.speaker_encoder).eval()
+    return ustokenizer, extractor, codec, speaker_encoder
+
+
+def cached_splits(recipe: DualSpeechLMRecipe, split: str, parts) -> dict:
+    """{corpus config: cached tokens of `split`} for the configs the recipe's tasks read."""
+    ustokenizer, extractor, codec, speaker_encoder = parts
+    configs = sorted({CONFIG_OF_TASK[task] for task in recipe.tasks})
+    return {config: cached_tokens(recipe.corpus, config, split, ustokenizer, extractor, codec, speaker_encoder,
+                                  recipe.cache_dir) for config in configs}
+
+
+def build_model(recipe: DualSpeechLMRecipe, ustokenizer, codec):
+    """(model, text tokenizer): the backbone + speech vocabulary + a fresh AcousticGPT."""
+    source = recipe.llm or str(Path(recipe.ustokenizer) / "text_llm")
+    llm, tokenizer = AutoModelForCausalLM.from_pretrained(source), AutoTokenizer.from_pretrained(source)
+    model = DualSpeechLMForConditionalGeneration.from_text_model(
+        llm, tokenizer, num_speech_tokens=ustokenizer.config.codebook_size, acoustic_config=recipe.acoustic_config,
+        **DualSpeechLMConfig.codec_kwargs(codec))
+    return model, tokenizer
+
+
+def save_model_folder(folder: Path, model, tokenizer, parts) -> None:
+    """The model and text tokenizer at the top of `folder`; the USTokenizer (+ feature extractor),
+    codec and speaker encoder in subfolders, each loadable on its own."""
+    ustokenizer, extractor, codec, speaker_encoder = parts
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    for name, part in (("ustokenizer", ustokenizer), ("ustokenizer", extractor), ("codec", codec),
+                       ("speaker_encoder", speaker_encoder)):
+        part.save_pretrained(folder / name)
+
+
+def train_dualspeechlm(recipe: DualSpeechLMRecipe) -> Path:
+    """Run stage 3's training (module docstring); returns the saved model folder."""
+    torch.manual_seed(recipe.seed)
+    output_dir = Path(recipe.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    parts = load_parts(recipe)
+    ustokenizer, extractor, codec, speaker_encoder = parts
+    train = TaskExamples(cached_splits(recipe, "train", parts), recipe.tasks)
+    model, tokenizer = build_model(recipe, ustokenizer, codec)
+    trained = model
+    if recipe.lora:
+        from .lora import apply_lora
+
+        trained = apply_lora(model, recipe.lora_r, recipe.lora_alpha, recipe.lora_dropout)
+    args = TrainingArguments(
+        output_dir=str(output_dir / "checkpoints"), max_steps=recipe.steps, per_device_train_batch_size=recipe.batch_size,
+        learning_rate=recipe.learning_rate, lr_scheduler_type="cosine", warmup_steps=recipe.warmup_steps,
+        weight_decay=recipe.weight_decay, adam_beta2=0.95, logging_steps=recipe.logging_steps,
+        save_steps=recipe.save_steps, save_total_limit=1, report_to=[], seed=recipe.seed,
+        remove_unused_columns=False, dataloader_num_workers=0, dataloader_pin_memory=False, label_names=["labels"],
+    )
+    sampler = TaskBatchSampler(train.task_of, recipe.batch_size, recipe.task_weights, seed=recipe.seed)
+    trainer = BatchSamplerTrainer(model=trained, args=args, train_dataset=train, batch_sampler=sampler,
+                                  data_collator=DualSpeechLMCollator(tokenizer, model.config))
+    checkpoints = sorted((output_dir / "checkpoints").glob("checkpoint-*"))
+    trainer.train(resume_from_checkpoint=str(checkpoints[-1]) if checkpoints else None)
+    if recipe.lora:
+        from .lora import merge_lora
+
+        model = merge_lora(trained)
+    save_model_folder(output_dir, model, tokenizer, parts)
+    plot_losses(trainer.state.log_history, output_dir / "loss.png", ("loss", "llm_loss", "acoustic_loss"))
+    (output_dir / "training_log.json").write_text(json.dumps(trainer.state.log_history, indent=1))
+    return output_dir
+
+
+def main(argv=None) -> None:
+    parser = recipe_parser(DualSpeechLMRecipe, __doc__.split("\n\n")[0])
+    parser.add_argument("--tasks", nargs="+", choices=ALL_TASKS, default=None, type=str)
+    parser.add_argument("--lora", action="store_true", default=None, help="LoRA on the backbone (the paper's setup)")
+    parser.add_argument("--skip-evaluation", action="store_true")
+    args = vars(parser.parse_args(argv))
+    skip_evaluation = args.pop("skip_evaluation")
+    if args["tasks"] is not None:
+        args["tasks"] = tuple(args["tasks"])
+    recipe = recipe_from_args(DualSpeechLMRecipe, args)
+    folder = train_dualspeechlm(recipe)
+    if not skip_evaluation:
+        from .evaluate_dualspeechlm import evaluate_model
+
+        evaluate_model(folder, recipe.corpus, recipe.cache_dir)
+
+
+if __name__ == "__main__":
+    main()
