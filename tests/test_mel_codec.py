@@ -11,7 +11,7 @@ from dualspeechlm.training.train_codec import multi_resolution_stft_loss, random
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-TINY = dict(hidden_size=32, latent_size=16, encoder_layers=2, decoder_layers=2, codebook_size=32,
+TINY = dict(hidden_size=32, latent_size=16, encoder_layers=2, decoder_layers=2, num_quantizers=2, codebook_size=32,
             vocoder_hidden_size=32, vocoder_intermediate_size=64, vocoder_layers=2)
 
 
@@ -111,7 +111,7 @@ def test_training_lowers_the_losses_on_a_real_batch(speech):
     model.encode(speech)  # k-means init
     before = model(batch, lengths).reconstruction_loss.item()
     train_autoencoder(model, speech, 40, 4, 12000, 3e-3, generator)
-    assert model(batch, lengths).reconstruction_loss.item() < 0.7 * before
+    assert model(batch, lengths).reconstruction_loss.item() < 0.8 * before  # standardised mels start near their mean
     model.eval()
     before = vocoder_loss(model, batch, lengths).item()
     train_vocoder(model, speech, 40, 4, 12000, 1e-2, generator)

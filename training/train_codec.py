@@ -91,7 +91,7 @@ def vocoder_loss(model: MelCodecModel, batch: torch.Tensor, lengths: torch.Tenso
     with torch.no_grad():
         log_mel, frame_lengths = model.log_mel(batch, lengths)
         decoded = model.decode_mel(model.quantize(log_mel, frame_lengths)[1], frame_lengths)
-    audio = model.vocoder(decoded, frame_lengths)[:, : batch.shape[1]]
+    audio = model.vocode(decoded, frame_lengths, vocoder="neural")[:, : batch.shape[1]]
     target = batch[:, : audio.shape[1]]
     return multi_resolution_stft_loss(audio, target) + (model.mel(audio) - model.mel(target)).abs().mean()
 
@@ -167,7 +167,7 @@ def main(argv=None) -> None:
     parser.add_argument("--whisper", default="models/whisper-tiny.en", type=Path, help="the judge's Whisper folder")
     parser.add_argument("--num-quantizers", type=int, default=MelCodecConfig().num_quantizers)
     parser.add_argument("--codebook-size", type=int, default=MelCodecConfig().codebook_size)
-    parser.add_argument("--autoencoder-steps", type=int, default=800)
+    parser.add_argument("--autoencoder-steps", type=int, default=600)
     parser.add_argument("--vocoder-steps", type=int, default=1000)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=2e-3)

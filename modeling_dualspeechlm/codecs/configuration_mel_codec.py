@@ -6,9 +6,10 @@ from transformers import PretrainedConfig
 class MelCodecConfig(PretrainedConfig):
     r"""The embedded codec, small enough to train on 2 CPU cores in minutes.
 
-    Audio -> log-mel (`n_mels` bins every `hop_length` samples: 50 frames/s at 16 kHz) -> a
-    residual conv encoder -> `num_quantizers` residual VQ codebooks of `codebook_size` codes
-    (EMA, k-means init, dead-code replacement) -> a residual conv decoder back to log-mel ->
+    Audio -> log-mel (`n_mels` bins every `hop_length` samples: 50 frames/s at 16 kHz), standardised
+    with `mel_mean` / `mel_std` (the corpus' log-mel statistics) -> a residual conv encoder ->
+    `num_quantizers` residual VQ codebooks of `codebook_size` codes (EMA, k-means init, dead-code
+    replacement) -> a residual conv decoder back to log-mel ->
     a vocoder: `"neural"` (a Vocos-style ConvNeXt network with an inverse-STFT head) or
     `"griffin_lim"` (no weights; the floor the neural vocoder must beat).
 
@@ -27,12 +28,14 @@ class MelCodecConfig(PretrainedConfig):
         n_mels: int = 80,
         f_min: float = 0.0,
         f_max: float = 8000.0,
+        mel_mean: float = -5.0,
+        mel_std: float = 3.0,
         hidden_size: int = 192,
         latent_size: int = 128,
         encoder_layers: int = 4,
         decoder_layers: int = 4,
         kernel_size: int = 3,
-        num_quantizers: int = 2,
+        num_quantizers: int = 4,
         codebook_size: int = 1024,
         codebook_decay: float = 0.99,
         commitment_weight: float = 0.25,
@@ -54,6 +57,8 @@ class MelCodecConfig(PretrainedConfig):
         self.n_mels = n_mels
         self.f_min = f_min
         self.f_max = f_max
+        self.mel_mean = mel_mean
+        self.mel_std = mel_std
         self.hidden_size = hidden_size
         self.latent_size = latent_size
         self.encoder_layers = encoder_layers

@@ -124,7 +124,7 @@ class MelCodecModel(MelCodecPreTrainedModel, SpeechCodecMixin):
         """log-mel `[batch, n_mels, frames]` -> (quantized latents `[batch, latent, frames]`,
         codes `[batch, num_quantizers, frames]`, commitment loss)."""
         mask = self._frame_mask(frame_lengths, log_mel.shape[-1])
-        latents = self.encoder(log_mel, mask).transpose(1, 2)
+        latents = self.encoder((log_mel - self.config.mel_mean) / self.config.mel_std, mask).transpose(1, 2)
         quantized, codes, commitment = self.quantizer(latents, mask=mask[:, 0].bool())
         return quantized.transpose(1, 2) * mask, codes.transpose(1, 2), commitment.sum()
 
@@ -132,16 +132,22 @@ class MelCodecModel(MelCodecPreTrainedModel, SpeechCodecMixin):
         """codes `[batch, num_quantizers, frames]` -> log-mel `[batch, n_mels, frames]`."""
         mask = self._frame_mask(frame_lengths, codes.shape[-1])
         quantized = self.quantizer.get_output_from_indices(codes.transpose(1, 2)).transpose(1, 2)
-        return self.decoder(quantized * mask, mask)
+        return self._decode_latents(quantized * mask, mask)
 
-    def vocode(self, log_mel: torch.Tensor, frame_lengths: torch.Tensor) -> torch.Tensor:
-        """log-mel `[batch, n_mels, frames]` -> waveforms `[batch, frames * hop_length]`."""
-        if self.config.vocoder == "griffin_lim":
+    def _decode_latents(self, quantized: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        # the conv stacks work on standardised log-mel: no layer has to learn its offset and scale
+        return self.decoder(quantized, mask) * self.config.mel_std + self.config.mel_mean * mask
+
+    def vocode(self, log_mel: torch.Tensor, frame_lengths: torch.Tensor, vocoder: str | None = None) -> torch.Tensor:
+        """log-mel `[batch, n_mels, frames]` -> waveforms `[batch, frames * hop_length]`, with `vocoder`
+        (`"neural"` or `"griffin_lim"`; default: the config's)."""
+        magnitude = self.mel.mel_to_magnitude(log_mel)
+        if (vocoder or self.config.vocoder) == "griffin_lim":
             return griffin_lim(
-                self.mel.mel_to_magnitude(log_mel), frame_lengths, self.config.n_fft, self.config.hop_length,
-                self.mel.window, self.config.griffin_lim_iterations,
+                magnitude, frame_lengths, self.config.n_fft, self.config.hop_length, self.mel.window,
+                self.config.griffin_lim_iterations,
             )
-        return self.vocoder(log_mel, frame_lengths)
+        return self.vocoder(log_mel, frame_lengths, magnitude)
 
     def _encode(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         return self.quantize(*self.log_mel(waveforms, lengths))[1]
@@ -154,7 +160,7 @@ class MelCodecModel(MelCodecPreTrainedModel, SpeechCodecMixin):
         target, frame_lengths = self.log_mel(waveforms, lengths)
         quantized, codes, commitment = self.quantize(target, frame_lengths)
         mask = self._frame_mask(frame_lengths, target.shape[-1])
-        reconstructed = self.decoder(quantized, mask)
+        reconstructed = self._decode_latents(quantized, mask)
         reconstruction = ((reconstructed - target).abs() * mask).sum() / (mask.sum() * target.shape[1])
         return MelCodecOutput(
             loss=reconstruction + commitment, reconstruction_loss=reconstruction, commitment_loss=commitment,

@@ -1,5 +1,7 @@
 """A Vocos-style neural vocoder: log-mel frames -> ConvNeXt blocks -> STFT magnitude and phase ->
-inverse STFT. It runs at the frame rate (no upsampling stack), which is what makes it fast on a CPU."""
+inverse STFT. It runs at the frame rate (no upsampling stack), which is what makes it fast on a CPU.
+The magnitude is predicted as a correction of the mel's least-squares inverse, so training spends
+its few steps on phase and fine detail rather than on relearning the mel filterbank."""
 
 from __future__ import annotations
 
@@ -43,13 +45,15 @@ class NeuralVocoder(nn.Module):
         """The constant buffers, recomputed by the model's `_init_weights` after a meta-device load."""
         return {"window": torch.hann_window(self.n_fft)}
 
-    def forward(self, log_mel: torch.Tensor, frame_lengths: torch.Tensor) -> torch.Tensor:
-        """log_mel `[batch, n_mels, frames]` -> waveforms `[batch, frames * hop_length]`."""
+    def forward(self, log_mel: torch.Tensor, frame_lengths: torch.Tensor, magnitude: torch.Tensor) -> torch.Tensor:
+        """log_mel `[batch, n_mels, frames]` and its least-squares linear magnitude `[batch, n_fft // 2 + 1,
+        frames]` -> waveforms `[batch, frames * hop_length]`."""
         mask = lengths_to_mask(frame_lengths, log_mel.shape[-1])[:, None].to(log_mel.dtype)
         hidden = self.input(log_mel * mask)
         hidden = self.norm(hidden.transpose(1, 2)).transpose(1, 2) * mask
         for block in self.blocks:
             hidden = block(hidden, mask)
-        log_magnitude, phase = self.head(self.output_norm(hidden.transpose(1, 2))).transpose(1, 2).chunk(2, dim=1)
+        correction, phase = self.head(self.output_norm(hidden.transpose(1, 2))).transpose(1, 2).chunk(2, dim=1)
+        log_magnitude = magnitude.clamp(min=1e-5).log() + correction
         spectrum = torch.polar(log_magnitude.clamp(max=10).exp(), phase)
         return masked_istft(spectrum, frame_lengths, self.n_fft, self.hop_length, self.window)
