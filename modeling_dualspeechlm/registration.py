@@ -1,6 +1,6 @@
 """Auto-class registration shared by the model files (imported relatively, so it travels with them)."""
 
-from transformers import AutoConfig, AutoModel
+from transformers import AutoConfig, AutoModel, AutoProcessor
 
 
 def register_auto_classes(config_class, model_class, auto_class=AutoModel) -> None:
@@ -15,3 +15,10 @@ def register_auto_classes(config_class, model_class, auto_class=AutoModel) -> No
     except ValueError:
         return
     auto_class.register(config_class, model_class)
+
+
+def register_processor(config_class, processor_class) -> None:
+    """Register `processor_class` with AutoProcessor for `config_class` and mark it to be saved with its code. Running
+    again as remote code registers the remote classes under their own config class, so no clash is possible."""
+    processor_class.register_for_auto_class()
+    AutoProcessor.register(config_class, processor_class)
