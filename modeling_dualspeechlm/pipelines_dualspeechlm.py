@@ -101,7 +101,8 @@ class DualSpeechLMTextToSpeechPipeline(DualSpeechLMPipeline):
                              "of texts to run several")
         inputs = self.processor(task=task, text=text, language=language)
         if voice is not None:
-            inputs["speaker_embeddings"] = self.processor.speaker_embedding(*self.audio_input(voice, voice_sampling_rate))
+            audio, sampling_rate = self.audio_input(voice, voice_sampling_rate)
+            inputs["speaker_embeddings"] = self.processor.speaker_embedding(audio, sampling_rate)
         return inputs
 
     def _forward(self, model_inputs, generate_kwargs: dict | None = None):

@@ -1,7 +1,7 @@
 """DualSpeechLMProcessor: raw audio and text in, model inputs out; generated ids and codes back to text and audio.
 
     audio ──USTokenizerFeatureExtractor──> log-mel ──USTokenizerModel.encode──> USToken ids (25 Hz)
-    ids + text fields ──build_inputs (tasks.build_inputs: the eight task prompts)──> input_ids, condition_mask, ...
+    ids + text fields ──build_inputs (tasks.build_inputs: the eight prompts)──> input_ids, condition_mask, ...
     generated text ids ──tokenizer──> text;  acoustic codes ──codec.decode──> waveforms
     reference audio ──speaker encoder──> speaker embedding (the target voice)
 
@@ -60,15 +60,15 @@ class DualSpeechLMProcessor(ProcessorMixin):
         if codec is not None and not all(hasattr(codec, name) for name in ("decode", "sampling_rate", "num_codebooks")):
             raise TypeError(f"codec must be a DualSpeechLM codec (SpeechCodecMixin), got {type(codec).__name__}; wrap "
                             "a transformers codec with dualspeechlm.codecs.load_codec and pass codec=")
-        # `tasks.build_inputs` reads these four from a DualSpeechLMConfig; the processor answers them from its tokenizer
+        # the speech token ids `tasks.build_inputs` reads from a DualSpeechLMConfig, here from the tokenizer
         self.num_speech_tokens = ustokenizer.config.codebook_size
         strings = speech_token_strings(self.num_speech_tokens)
         ids = tokenizer.convert_tokens_to_ids(strings)
         self.audio_start_token_id, self.audio_end_token_id, self.speech_token_offset = ids[:3]
         if tokenizer.unk_token_id in ids or ids[2:] != list(range(ids[2], ids[2] + self.num_speech_tokens)):
             raise ValueError(f"the tokenizer must hold {strings[0]}, {strings[1]} and {strings[2]}..{strings[-1]} (the "
-                             f"USTokenizer's {self.num_speech_tokens} codes) at consecutive ids: build it with "
-                             "DualSpeechLMForConditionalGeneration.from_text_model(llm, tokenizer, num_speech_tokens=K)")
+                             f"USTokenizer's {self.num_speech_tokens} codes) at consecutive ids: build it with Dual"
+                             "SpeechLMForConditionalGeneration.from_text_model(llm, tokenizer, num_speech_tokens=K)")
 
     @classmethod
     def get_attributes(cls) -> list[str]:
@@ -100,20 +100,21 @@ class DualSpeechLMProcessor(ProcessorMixin):
         `trust_remote_code` applies to the codec, which carries its own code in `codec/`."""
         path, hub = pretrained_model_name_or_path, {k: kwargs[k] for k in HUB_KWARGS if k in kwargs}
         parts = {name: kwargs[name] for name in ("feature_extractor", "tokenizer", *SUBFOLDERS) if name in kwargs}
+        ustokenizer_at = dict(subfolder="ustokenizer", **hub)
         # transformers finds remote code only at the top of a repo: open a local codec/ as a folder of its own
         codec_at = (dict(pretrained_model_name_or_path=os.path.join(path, "codec")) if os.path.isdir(path)
                     else dict(pretrained_model_name_or_path=path, subfolder="codec"))
         loaders = {
             "tokenizer": lambda: AutoTokenizer.from_pretrained(path, **hub),
-            "feature_extractor": lambda: USTokenizerFeatureExtractor.from_pretrained(path, subfolder="ustokenizer", **hub),
-            "ustokenizer": lambda: USTokenizerModel.from_pretrained(path, subfolder="ustokenizer", **hub).eval(),
-            "codec": lambda: AutoModel.from_pretrained(**codec_at, trust_remote_code=trust_remote_code, **hub).eval(),
-            "speaker_encoder": lambda: SpeakerEncoderModel.from_pretrained(path, subfolder="speaker_encoder", **hub).eval(),
+            "feature_extractor": lambda: USTokenizerFeatureExtractor.from_pretrained(path, **ustokenizer_at),
+            "ustokenizer": lambda: USTokenizerModel.from_pretrained(path, **ustokenizer_at),
+            "codec": lambda: AutoModel.from_pretrained(**codec_at, trust_remote_code=trust_remote_code, **hub),
+            "speaker_encoder": lambda: SpeakerEncoderModel.from_pretrained(path, subfolder="speaker_encoder", **hub),
         }
         for name, load in loaders.items():
             if name not in parts and (name not in ("codec", "speaker_encoder") or has_subfolder(path, name, **hub)):
                 parts[name] = load()
-        return cls(**parts)
+        return cls(**{name: part.eval() if isinstance(part, torch.nn.Module) else part for name, part in parts.items()})
 
     def to(self, device: str | torch.device) -> DualSpeechLMProcessor:
         """Move the sub-models (USTokenizer, codec, speaker encoder) to `device`."""
@@ -128,6 +129,7 @@ class DualSpeechLMProcessor(ProcessorMixin):
         return int(self.require("codec").sampling_rate)
 
     def require(self, name: str):
+        """The optional part `name` ("codec", "speaker_encoder"), or a clear error where there is none."""
         if getattr(self, name) is None:
             raise ValueError(f"this processor has no {name} (the `{name}/` subfolder of a model folder); load one or "
                              f"pass {name}= to DualSpeechLMProcessor")
@@ -148,7 +150,7 @@ class DualSpeechLMProcessor(ProcessorMixin):
                 if ids.size and (ids.min() < 0 or ids.max() >= self.num_speech_tokens):
                     raise ValueError(f"example {index}: {key} must be USToken ids in [0, {self.num_speech_tokens}), "
                                      f"got values in [{ids.min()}, {ids.max()}]")
-        batch = build_inputs(self.tokenizer, self, examples, with_answers=with_answers, padding_side=padding_side)
+        batch = build_inputs(self.tokenizer, self, examples, with_answers, padding_side)  # self: the speech token ids
         limit = self.tokenizer.model_max_length
         for index, length in enumerate(batch["attention_mask"].sum(-1).tolist()):
             if length > limit:
@@ -170,7 +172,7 @@ class DualSpeechLMProcessor(ProcessorMixin):
         batch: `audio` is one clip or a list of clips at `sampling_rate` (tokenized by the USTokenizer); `task`,
         `text`, `question`, `language` are one value for every item or a list with one per item."""
         if return_tensors != "pt":
-            raise ValueError(f"DualSpeechLMProcessor returns PyTorch tensors only (return_tensors='pt'), got {return_tensors!r}")
+            raise ValueError(f"the processor returns PyTorch tensors only ('pt'), got return_tensors={return_tensors!r}")
         for name in {task} if isinstance(task, str) else set(task):
             if get_task(name).speech_input and audio is None:
                 raise ValueError(f"task {name!r} reads speech: pass audio= and sampling_rate=")
@@ -184,7 +186,8 @@ class DualSpeechLMProcessor(ProcessorMixin):
         if len(set(batched.values())) > 1:
             raise ValueError(f"batched arguments must have one entry per item, got lengths {batched}")
         size = next(iter(batched.values()), 1)
-        examples = [{name: value[i] if name in batched else value for name, value in fields.items()} for i in range(size)]
+        examples = [{name: value[i] if name in batched else value for name, value in fields.items()}
+                    for i in range(size)]
         return self.build_inputs(examples, with_answers=False, padding_side="left")
 
     def speaker_embedding(self, audio, sampling_rate: int | None) -> torch.Tensor:

@@ -84,8 +84,9 @@ def test_build_inputs_masks_labels_on_answer_and_condition_on_prompt(parts):
         prompt_speech = [i - offset for i in ids[:prompt] if offset <= i < offset + K]
         assert prompt_speech == example.get("speech_ids", [])  # USTokens enter at speech_token_offset + id
         if "answer_speech_ids" in example:
-            assert ids[prompt:length] == [processor.audio_start_token_id, *(offset + i for i in example["answer_speech_ids"]),
-                                          processor.audio_end_token_id, tokenizer.eos_token_id]
+            answer = [offset + i for i in example["answer_speech_ids"]]
+            assert ids[prompt:length] == [processor.audio_start_token_id, *answer, processor.audio_end_token_id,
+                                          tokenizer.eos_token_id]
         else:
             assert processor.decode_text([ids[prompt:length]]) == [example["answer"]]
 
