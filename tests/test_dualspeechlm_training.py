@@ -88,7 +88,8 @@ def test_collator_pads_codes_and_zeroes_understanding_speakers(tokenizer):
 
 def test_recipe_trains_saves_and_evaluates_on_the_tiny_corpus(tiny_corpus, whisper_dir, tmp_path):
     """Tiny random parts stand in for stages 1 and 2; a few steps of stage 3, then the evaluation."""
-    from dualspeechlm.training.evaluate_dualspeechlm import SpeechLM, evaluate_model
+    from dualspeechlm.processing_dualspeechlm import DualSpeechLMProcessor
+    from dualspeechlm.training.evaluate_dualspeechlm import evaluate_model
 
     torch.manual_seed(0)
     ustokenizer = USTokenizerModel.from_whisper(whisper_dir, USTokenizerConfig.tiny(
@@ -117,8 +118,10 @@ def test_recipe_trains_saves_and_evaluates_on_the_tiny_corpus(tiny_corpus, whisp
         assert (folder / name).is_file(), name
     log = json.loads((folder / "training_log.json").read_text())
     assert {"llm_loss", "acoustic_loss"} <= set(log[0])
-    lm = SpeechLM.load(folder)
-    assert lm.model.config.num_codebooks == 2 and lm.model.config.num_speech_tokens == 32
+    config = json.loads((folder / "config.json").read_text())
+    assert set(config["custom_pipelines"]) >= {"automatic-speech-recognition", "text-to-speech"}
+    processor = DualSpeechLMProcessor.from_pretrained(folder)
+    assert processor.codec.num_codebooks == 2 and processor.ustokenizer.config.codebook_size == 32
 
     results = evaluate_model(folder, str(tiny_corpus), str(tmp_path / "cache"), str(whisper_dir),
                              limits={"asr": 2, "tts": 2, "ser": 2})

@@ -15,21 +15,15 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import soundfile
 import torch
 from tqdm.auto import tqdm
-from transformers import AutoTokenizer
 
-from dualspeechlm.codecs import load_codec
-from dualspeechlm.feature_extraction_ustokenizer import USTokenizerFeatureExtractor
 from dualspeechlm.modeling_dualspeechlm import DualSpeechLMForConditionalGeneration
-from dualspeechlm.modeling_ustokenizer import USTokenizerModel
-from dualspeechlm.speaker_encoder import SpeakerEncoderModel
-from dualspeechlm.tasks import build_inputs
+from dualspeechlm.processing_dualspeechlm import DualSpeechLMProcessor
 from dualspeechlm.processing.corpus import load_corpus
 
 from .judge import judge, PocketsphinxJudge, WhisperJudge
@@ -41,30 +35,7 @@ SPLITS = ("test", "test_unseen_voice")
 UNDERSTANDING = ("asr", "ser", "sqa", "s2tt")
 REFERENCE_AUDIO = {"tts": "audio", "vc": "target_audio", "sc": "answer_audio", "t2st": "translation_audio"}
 SPOKEN_WORDS = {"tts": "text", "vc": "text", "sc": "answer", "t2st": "translation"}
-DEFAULT_LIMITS = {"asr": 200, "ser": 120, "sqa": 60, "s2tt": 100, "tts": 100, "vc": 30, "sc": 30, "t2st": 30}
-
-
-@dataclass
-class SpeechLM:
-    """A trained model folder's parts (see train_dualspeechlm.save_model_folder)."""
-
-    model: DualSpeechLMForConditionalGeneration
-    tokenizer: object
-    ustokenizer: USTokenizerModel
-    feature_extractor: USTokenizerFeatureExtractor
-    codec: object
-    speaker_encoder: SpeakerEncoderModel
-
-    @classmethod
-    def load(cls, folder: str | Path) -> SpeechLM:
-        folder = Path(folder)
-        return cls(DualSpeechLMForConditionalGeneration.from_pretrained(folder).eval(),
-                   AutoTokenizer.from_pretrained(folder), USTokenizerModel.from_pretrained(folder / "ustokenizer").eval(),
-                   USTokenizerFeatureExtractor.from_pretrained(folder / "ustokenizer"),
-                   load_codec(folder / "codec").eval(), SpeakerEncoderModel.from_pretrained(folder / "speaker_encoder").eval())
-
-    def inputs(self, examples: list[dict]) -> dict:
-        return build_inputs(self.tokenizer, self.model.config, examples, with_answers=False, padding_side="left")
+DEFAULT_LIMITS = {"asr": 100, "ser": 120, "sqa": 60, "s2tt": 100, "tts": 60, "vc": 20, "sc": 20, "t2st": 20}
 
 
 def batches(items: list, size: int):
@@ -73,30 +44,30 @@ def batches(items: list, size: int):
 
 
 @torch.no_grad()
-def answer_text(lm: SpeechLM, examples: list[dict], batch_size: int = 16, max_new_tokens: int = 48) -> list[str]:
+def answer_text(model, processor, examples: list[dict], batch_size: int = 16, max_new_tokens: int = 48) -> list[str]:
     """Greedy text answers of understanding examples."""
     texts = []
     for chunk in batches(examples, batch_size):
-        inputs = lm.inputs(chunk)
-        generated = lm.model.generate(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
+        inputs = processor.build_inputs(chunk, with_answers=False, padding_side="left")
+        generated = model.generate(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
                                    do_sample=False, num_beams=1, max_new_tokens=max_new_tokens)
-        texts += lm.tokenizer.batch_decode(generated[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+        texts += processor.tokenizer.batch_decode(generated[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
     return [text.strip() for text in texts]
 
 
 @torch.no_grad()
-def speak(lm: SpeechLM, examples: list[dict], batch_size: int = 16, seed: int = 0) -> list[np.ndarray]:
+def speak(model, processor, examples: list[dict], batch_size: int = 16, seed: int = 0) -> list[np.ndarray]:
     """Waveforms of generation examples (None where AcousticGPT wrote no speech), each in the voice of
     its target's speaker embedding; sampling as in the paper (model.config.speech_generation /
     acoustic_generation), seeded."""
     torch.manual_seed(seed)
     waveforms = []
     for chunk in batches(examples, batch_size):
-        inputs = lm.inputs(chunk)
+        inputs = processor.build_inputs(chunk, with_answers=False, padding_side="left")
         speakers = torch.from_numpy(np.stack([ex["speaker"] for ex in chunk]))
-        out = lm.model.generate_speech(inputs["input_ids"], attention_mask=inputs["attention_mask"],
+        out = model.generate_speech(inputs["input_ids"], attention_mask=inputs["attention_mask"],
                                     condition_mask=inputs["condition_mask"], speaker_embeddings=speakers,
-                                    codec=lm.codec)
+                                    codec=processor.codec)
         waveforms += [w[:n].numpy() if n > 0 else None for w, n in zip(out.waveforms, out.waveform_lengths.tolist())]
     return waveforms
 
@@ -112,9 +83,9 @@ def similarity(speaker_encoder, generated: list, references: list[np.ndarray]) -
     return float(torch.nn.functional.cosine_similarity(a, b).mean())
 
 
-def evaluate_split(lm: SpeechLM, corpus: str, cache_dir: str, split: str, whisper: str, limits: dict,
+def evaluate_split(model, processor, corpus: str, cache_dir: str, split: str, whisper: str, limits: dict,
                    samples_dir: Path) -> dict:
-    parts = (lm.ustokenizer, lm.feature_extractor, lm.codec, lm.speaker_encoder)
+    parts = (processor.ustokenizer, processor.feature_extractor, processor.codec, processor.speaker_encoder)
     results = {}
     for task, limit in limits.items():
         config = CONFIG_OF_TASK[task]
@@ -123,7 +94,7 @@ def evaluate_split(lm: SpeechLM, corpus: str, cache_dir: str, split: str, whispe
         examples = [task_example(task, rows[i]) for i in range(count)]
         if task in UNDERSTANDING:
             references = [ex["answer"] for ex in examples]
-            hypotheses = answer_text(lm, examples)
+            hypotheses = answer_text(model, processor, examples)
             if task == "asr":
                 score = {"wer": word_error_rate(references, hypotheses)}
                 audio = [item["array"] for item in load_corpus(corpus, "speech")[split].select(range(count))["audio"]]
@@ -137,11 +108,11 @@ def evaluate_split(lm: SpeechLM, corpus: str, cache_dir: str, split: str, whispe
                                                     for r, h in zip(references, hypotheses)]))}
             score["samples"] = [{"reference": r, "hypothesis": h} for r, h in list(zip(references, hypotheses))[:5]]
         else:
-            generated = speak(lm, examples)
+            generated = speak(model, processor, examples)
             source = load_corpus(corpus, config)[split].select(range(count))
             reference_audio = [item["array"] for item in source[REFERENCE_AUDIO[task]]]
             words = source[SPOKEN_WORDS[task]]
-            score = {"sim": similarity(lm.speaker_encoder, generated, reference_audio),
+            score = {"sim": similarity(processor.speaker_encoder, generated, reference_audio),
                      "no_speech": float(sum(g is None for g in generated) / count),
                      "seconds_generated": float(sum(len(g) for g in generated if g is not None) / 16000)}
             generated = [g if g is not None else np.zeros(8000, np.float32) for g in generated]  # judged as silence
@@ -171,11 +142,12 @@ def evaluate_model(folder: str | Path, corpus: str = "data/corpus", cache_dir: s
                    whisper: str = "models/whisper-tiny.en", limits: dict | None = None) -> dict:
     """Evaluate the model folder on both test splits; writes evaluation.json / .md into it."""
     folder = Path(folder)
-    lm = SpeechLM.load(folder)
+    model = DualSpeechLMForConditionalGeneration.from_pretrained(folder).eval()
+    processor = DualSpeechLMProcessor.from_pretrained(folder)
     limits = limits or DEFAULT_LIMITS
     results = {"splits": {}}
     for split in tqdm(SPLITS, desc="evaluate", unit="split"):
-        results["splits"][split] = evaluate_split(lm, corpus, cache_dir, split, whisper, limits,
+        results["splits"][split] = evaluate_split(model, processor, corpus, cache_dir, split, whisper, limits,
                                                   folder / "samples")
     (folder / "evaluation.json").write_text(json.dumps(results, indent=2))
     (folder / "evaluation.md").write_text(markdown_report(results))

@@ -8,8 +8,8 @@
        `<a_k>`), a fresh AcousticGPT; optionally PEFT LoRA on the backbone (`--lora`);
     3. single-task batches drawn with per-task weights (training/multitask.py), loss = LLM CE
        (text answers / target USTokens) + AcousticGPT CE, each term logged;
-    4. the model folder (model + text tokenizer; USTokenizer, codec and speaker encoder in
-       subfolders), loss plot, then the evaluation of training/evaluate_dualspeechlm.py.
+    4. the model folder (model + processor: text tokenizer, USTokenizer, codec, speaker encoder;
+       ready for the ASR / TTS pipelines), loss plot, then training/evaluate_dualspeechlm.py.
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ from dualspeechlm.configuration_dualspeechlm import DualSpeechLMConfig
 from dualspeechlm.feature_extraction_ustokenizer import USTokenizerFeatureExtractor
 from dualspeechlm.modeling_dualspeechlm import DualSpeechLMForConditionalGeneration
 from dualspeechlm.modeling_ustokenizer import USTokenizerModel
+from dualspeechlm.pipelines_dualspeechlm import save_for_pipelines
+from dualspeechlm.processing_dualspeechlm import DualSpeechLMProcessor
 from dualspeechlm.speaker_encoder import SpeakerEncoderModel
 
 from .multitask import CONFIG_OF_TASK, DualSpeechLMCollator, TaskBatchSampler, TaskExamples
@@ -106,14 +108,12 @@ def build_model(recipe: DualSpeechLMRecipe, ustokenizer, codec):
 
 
 def save_model_folder(folder: Path, model, tokenizer, parts) -> None:
-    """The model and text tokenizer at the top of `folder`; the USTokenizer (+ feature extractor),
-    codec and speaker encoder in subfolders, each loadable on its own."""
+    """The model, its processor (text tokenizer on top; USTokenizer + feature extractor, codec and
+    speaker encoder in subfolders) and the pipeline code: the folder answers
+    `pipeline("automatic-speech-recognition" | "text-to-speech", model=folder, trust_remote_code=True)`."""
     ustokenizer, extractor, codec, speaker_encoder = parts
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    for name, part in (("ustokenizer", ustokenizer), ("ustokenizer", extractor), ("codec", codec),
-                       ("speaker_encoder", speaker_encoder)):
-        part.save_pretrained(folder / name)
+    processor = DualSpeechLMProcessor(extractor, tokenizer, ustokenizer, codec=codec, speaker_encoder=speaker_encoder)
+    save_for_pipelines(model, processor, folder)
 
 
 def train_dualspeechlm(recipe: DualSpeechLMRecipe) -> Path:
