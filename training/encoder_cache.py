@@ -35,6 +35,28 @@ def weights_fingerprint(model: torch.nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
+def corpus_identity(corpus_dir: str | Path) -> dict:
+    """What makes a corpus folder's content: its generator version, seed and sizes (manifest.json)."""
+    manifest = json.loads((Path(corpus_dir) / "manifest.json").read_text())
+    return {"corpus_generator": manifest.get("generator_version"), "corpus_seed": manifest.get("seed"),
+            "corpus_sizes": manifest.get("sizes")}
+
+
+def read_cache(path: Path, info: dict) -> datasets.Dataset | None:
+    """The dataset saved at `path` when it was built from the same `info` (JSON-comparable), else None."""
+    if (path / CACHE_INFO).is_file() and json.loads((path / CACHE_INFO).read_text()) == json.loads(json.dumps(info)):
+        return datasets.load_from_disk(str(path))
+    return None
+
+
+def write_cache(path: Path, dataset: datasets.Dataset, info: dict) -> datasets.Dataset:
+    """Save `dataset` at `path` with the `info` that `read_cache` checks; returns it memory-mapped from disk."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    dataset.save_to_disk(str(path))
+    (path / CACHE_INFO).write_text(json.dumps(info, indent=2))
+    return datasets.load_from_disk(str(path))
+
+
 def feature_settings(features: dict) -> dict:
     """What changes the log-mel (not bookkeeping such as `auto_map`, which differs between a fresh
     and a loaded feature extractor)."""
@@ -58,16 +80,11 @@ def cached_encoder_outputs(corpus_dir: str | Path, config: str, split: str, enco
     """The corpus `config`/`split` with `encoder_hidden_states` and `num_frames` (of its audio
     `column`) in place of its audio columns, from `cache_dir` when a matching cache exists there."""
     name = f"{config}-{split}" if column == "audio" else f"{config}-{split}-{column}"
-    corpus_dir, path = Path(corpus_dir), Path(cache_dir) / name
-    manifest = json.loads((corpus_dir / "manifest.json").read_text())
-    info = {"corpus_generator": manifest.get("generator_version"), "corpus_seed": manifest.get("seed"),
-            "corpus_sizes": manifest.get("sizes"), "encoder": weights_fingerprint(encoder),
+    path = Path(cache_dir) / name
+    info = {**corpus_identity(corpus_dir), "encoder": weights_fingerprint(encoder),
             "features": feature_settings(feature_extractor.to_dict())}
-    if (path / CACHE_INFO).is_file():
-        stored = json.loads((path / CACHE_INFO).read_text())
-        stored["features"] = feature_settings(stored["features"])
-        if stored == json.loads(json.dumps(info)):
-            return datasets.load_from_disk(str(path))
+    if (cached := read_cache(path, info)) is not None:
+        return cached
 
     source = load_corpus(corpus_dir, config)[split]
     audio = source.select_columns([column])
@@ -81,10 +98,8 @@ def cached_encoder_outputs(corpus_dir: str | Path, config: str, split: str, enco
     flat = datasets.List(datasets.Value("float16"))
     dataset = rows.add_column("encoder_hidden_states", [s.ravel() for s in states], feature=flat)
     dataset = dataset.add_column("num_frames", [len(s) for s in states])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    dataset.save_to_disk(str(path))
-    (path / CACHE_INFO).write_text(json.dumps(info, indent=2))
-    return datasets.load_from_disk(str(path))
+    return write_cache(path, dataset, info)
 
 
-__all__ = ["cached_encoder_outputs", "encode_batch", "weights_fingerprint"]
+__all__ = ["cached_encoder_outputs", "encode_batch", "weights_fingerprint", "corpus_identity", "read_cache",
+           "write_cache"]

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from dualspeechlm.modeling_dualspeechlm import DualSpeechLMForConditionalGeneration
 from dualspeechlm.processing_dualspeechlm import DualSpeechLMProcessor
 from dualspeechlm.processing.corpus import load_corpus
+from dualspeechlm.tasks import UNDERSTANDING_TASKS
 
 from .judge import judge, PocketsphinxJudge, WhisperJudge
 from .metrics import normalize_text, word_error_rate
@@ -32,7 +33,6 @@ from .multitask import CONFIG_OF_TASK, task_example
 from .token_cache import cached_tokens
 
 SPLITS = ("test", "test_unseen_voice")
-UNDERSTANDING = ("asr", "ser", "sqa", "s2tt")
 REFERENCE_AUDIO = {"tts": "audio", "vc": "target_audio", "sc": "answer_audio", "t2st": "translation_audio"}
 SPOKEN_WORDS = {"tts": "text", "vc": "text", "sc": "answer", "t2st": "translation"}
 DEFAULT_LIMITS = {"asr": 100, "ser": 120, "sqa": 60, "s2tt": 100, "tts": 60, "vc": 20, "sc": 20, "t2st": 20}
@@ -92,7 +92,7 @@ def evaluate_split(model, processor, corpus: str, cache_dir: str, split: str, wh
         rows = cached_tokens(corpus, config, split, *parts, cache_dir).with_format("numpy")
         count = min(limit, len(rows))
         examples = [task_example(task, rows[i]) for i in range(count)]
-        if task in UNDERSTANDING:
+        if task in UNDERSTANDING_TASKS:
             references = [ex["answer"] for ex in examples]
             hypotheses = answer_text(model, processor, examples)
             if task == "asr":

@@ -10,8 +10,6 @@ outputs come from `encoder_cache` (shared with stage 1), so USTokens cost only t
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 
 import datasets
@@ -24,7 +22,8 @@ from dualspeechlm.modeling_ustokenizer import USTokenizerModel
 from dualspeechlm.processing.corpus import load_corpus
 from dualspeechlm.processing.corpus.builder import AUDIO_COLUMNS
 
-from .encoder_cache import CACHE_INFO, cached_encoder_outputs, weights_fingerprint
+from .encoder_cache import (cached_encoder_outputs, corpus_identity, read_cache, weights_fingerprint,
+                            write_cache)
 
 GENERATION_TARGETS = {"speech": ("audio",), "qa": ("answer_audio",), "translation": ("translation_audio",),
                       "vc": ("target_audio",)}
@@ -65,15 +64,11 @@ def cached_tokens(corpus_dir: str | Path, config: str, split: str, ustokenizer: 
                   cache_dir: str | Path) -> datasets.Dataset:
     """The corpus `config`/`split` with its audio replaced by USTokens, codes and speaker embeddings
     (module docstring), read from `cache_dir` when the corpus and all three models are unchanged."""
-    corpus_dir = Path(corpus_dir)
     path = Path(cache_dir) / "tokens" / f"{config}-{split}"
-    manifest = json.loads((corpus_dir / "manifest.json").read_text())
-    info = {"corpus": hashlib.sha256(json.dumps(manifest.get("sizes")).encode()).hexdigest()[:12],
-            "corpus_generator": manifest.get("generator_version"), "corpus_seed": manifest.get("seed"),
-            "ustokenizer": weights_fingerprint(ustokenizer), "codec": weights_fingerprint(codec),
-            "speaker_encoder": weights_fingerprint(speaker_encoder)}
-    if (path / CACHE_INFO).is_file() and json.loads((path / CACHE_INFO).read_text()) == info:
-        return datasets.load_from_disk(str(path))
+    info = {**corpus_identity(corpus_dir), "ustokenizer": weights_fingerprint(ustokenizer),
+            "codec": weights_fingerprint(codec), "speaker_encoder": weights_fingerprint(speaker_encoder)}
+    if (cached := read_cache(path, info)) is not None:
+        return cached
 
     source = load_corpus(corpus_dir, config)[split]
     dataset = source.remove_columns(list(AUDIO_COLUMNS[config]))
@@ -89,10 +84,7 @@ def cached_tokens(corpus_dir: str | Path, config: str, split: str, ustokenizer: 
             dataset = dataset.add_column(f"{column}_frames", frames)
             dataset = dataset.add_column(f"{column}_speaker", list(speakers),
                                          feature=datasets.List(datasets.Value("float32")))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    dataset.save_to_disk(str(path))
-    (path / CACHE_INFO).write_text(json.dumps(info, indent=2))
-    return datasets.load_from_disk(str(path))
+    return write_cache(path, dataset, info)
 
 
 __all__ = ["cached_tokens", "GENERATION_TARGETS", "ustokens", "codec_and_speaker"]

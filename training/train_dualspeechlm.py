@@ -36,7 +36,7 @@ from .recipe_cli import recipe_from_args, recipe_parser
 from .token_cache import cached_tokens
 from .trainer import BatchSamplerTrainer
 
-ALL_TASKS = ("asr", "tts", "ser", "sqa", "sc", "s2tt", "t2st", "vc")
+ALL_TASKS = tuple(CONFIG_OF_TASK)
 
 
 @dataclass
