@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from dualspeechlm.codecs import MelCodecConfig, MelCodecModel
 from dualspeechlm.configuration_dualspeechlm import DualSpeechLMConfig
@@ -86,32 +87,48 @@ def test_collator_pads_codes_and_zeroes_understanding_speakers(tokenizer):
     assert batch["speaker_embeddings"][[0, 2]].abs().sum() == 0 and (batch["speaker_embeddings"][1] == 0.5).all()
 
 
-def test_recipe_trains_saves_and_evaluates_on_the_tiny_corpus(tiny_corpus, whisper_dir, tmp_path):
-    """Tiny random parts stand in for stages 1 and 2; a few steps of stage 3, then the evaluation."""
-    from dualspeechlm.processing_dualspeechlm import DualSpeechLMProcessor
-    from dualspeechlm.training.evaluate_dualspeechlm import evaluate_model
-
+@pytest.fixture(scope="module")
+def tiny_recipe(tiny_corpus, whisper_dir, tmp_path_factory):
+    """`tiny_recipe(output_dir, **overrides)`: stage 3 on the tiny corpus, with tiny random parts
+    standing in for stages 1 and 2 and one token cache shared by the module's runs."""
+    parts = tmp_path_factory.mktemp("stage3_parts")
     torch.manual_seed(0)
     ustokenizer = USTokenizerModel.from_whisper(whisper_dir, USTokenizerConfig.tiny(
         conv_hidden_size=16, codebook_dim=8, codebook_size=32, llm_hidden_size=32)).eval()
-    ustokenizer.save_pretrained(tmp_path / "ust")
-    USTokenizerFeatureExtractor().save_pretrained(tmp_path / "ust")
+    ustokenizer.save_pretrained(parts / "ust")
+    USTokenizerFeatureExtractor().save_pretrained(parts / "ust")
     text = ["anna saw the cat", "the speaker talks fast", "who has the red lamp?"] * 10
     tokenizer = train_text_tokenizer(text, 300)
     from transformers import LlamaForCausalLM
 
     LlamaForCausalLM(small_llm_config(tokenizer, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                                      num_attention_heads=2, num_key_value_heads=2)).save_pretrained(tmp_path / "ust" / "text_llm")
-    tokenizer.save_pretrained(tmp_path / "ust" / "text_llm")
-    MelCodecModel(MelCodecConfig(hidden_size=16, latent_size=8, num_quantizers=2, codebook_size=16,
-                                 vocoder="griffin_lim", griffin_lim_iterations=2)).eval().save_pretrained(tmp_path / "codec")
-    SpeakerEncoderModel(SpeakerEncoderConfig(hidden_size=16, stats_size=16, attention_size=8)).eval().save_pretrained(tmp_path / "spk")
+                                      num_attention_heads=2, num_key_value_heads=2)).save_pretrained(parts / "ust" / "text_llm")
+    tokenizer.save_pretrained(parts / "ust" / "text_llm")
+    codec = MelCodecModel(MelCodecConfig(hidden_size=16, latent_size=8, num_quantizers=2, codebook_size=16,
+                                         vocoder="griffin_lim", griffin_lim_iterations=2)).eval()
+    # An untrained codec k-means-initialises its codebooks on the first batch it encodes, a random
+    # change of its weights; do it here so that every run sees the same saved codec.
+    codec.encode(0.1 * torch.randn(2, 16000))
+    codec.save_pretrained(parts / "codec")
+    SpeakerEncoderModel(SpeakerEncoderConfig(hidden_size=16, stats_size=16, attention_size=8)).eval().save_pretrained(parts / "spk")
 
-    recipe = DualSpeechLMRecipe.tiny(
-        corpus=str(tiny_corpus), ustokenizer=str(tmp_path / "ust"), codec=str(tmp_path / "codec"),
-        speaker_encoder=str(tmp_path / "spk"), output_dir=str(tmp_path / "model"), cache_dir=str(tmp_path / "cache"),
-        acoustic_config=dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32),
-        steps=3, batch_size=2, logging_steps=1, warmup_steps=1, save_steps=100)
+    def recipe(output_dir, **overrides) -> DualSpeechLMRecipe:
+        settings = dict(
+            corpus=str(tiny_corpus), ustokenizer=str(parts / "ust"), codec=str(parts / "codec"),
+            speaker_encoder=str(parts / "spk"), output_dir=str(output_dir), cache_dir=str(parts / "cache"),
+            acoustic_config=dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32),
+            steps=3, batch_size=2, logging_steps=1, warmup_steps=1, save_steps=100)
+        return DualSpeechLMRecipe.tiny(**{**settings, **overrides})
+
+    return recipe
+
+
+def test_recipe_trains_saves_evaluates_and_fine_tunes_on_the_tiny_corpus(tiny_recipe, tiny_corpus, whisper_dir, tmp_path):
+    """A few steps of stage 3, the evaluation, then a fine-tuning run that starts from the saved folder."""
+    from dualspeechlm.processing_dualspeechlm import DualSpeechLMProcessor
+    from dualspeechlm.training.evaluate_dualspeechlm import evaluate_model
+
+    recipe = tiny_recipe(tmp_path / "model")
     folder = train_dualspeechlm(recipe)
     for name in ("config.json", "model.safetensors", "tokenizer.json", "loss.png", "ustokenizer/config.json",
                  "codec/config.json", "speaker_encoder/config.json"):
@@ -123,10 +140,79 @@ def test_recipe_trains_saves_and_evaluates_on_the_tiny_corpus(tiny_corpus, whisp
     processor = DualSpeechLMProcessor.from_pretrained(folder)
     assert processor.codec.num_codebooks == 2 and processor.ustokenizer.config.codebook_size == 32
 
-    results = evaluate_model(folder, str(tiny_corpus), str(tmp_path / "cache"), str(whisper_dir),
+    results = evaluate_model(folder, str(tiny_corpus), recipe.cache_dir, str(whisper_dir),
                              limits={"asr": 2, "tts": 2, "ser": 2})
     for split in ("test", "test_unseen_voice"):
         scores = results["splits"][split]
         assert 0 <= scores["asr"]["wer"] and 0 <= scores["ser"]["accuracy"] <= 1
         assert "whisper_wer_generated" in scores["tts"] and -1 <= scores["tts"]["sim"] <= 1
     assert (folder / "evaluation.md").is_file() and any((folder / "samples").glob("*.wav"))
+
+    tuned = train_dualspeechlm(tiny_recipe(tmp_path / "tuned", init_from=str(folder), steps=2))
+    before, after = (load_file(path / "model.safetensors") for path in (folder, tuned))
+    assert before.keys() == after.keys()
+    assert any(not torch.equal(before[name], after[name]) for name in before), "fine-tuning changed nothing"
+    assert json.loads((tuned / "config.json").read_text())["text_config"] == config["text_config"]
+
+
+KILL_AT_SAVE = """
+import json, os, signal, sys
+from transformers import TrainerCallback
+from dualspeechlm.training import train_dualspeechlm as stage3
+
+class KillAfterSave(TrainerCallback):
+    def on_save(self, args, state, control, **kwargs):
+        if state.global_step == int(sys.argv[2]):
+            os.kill(os.getpid(), signal.SIGKILL)  # as an out-of-memory kill or a pre-empted node would
+
+class Killed(stage3.BatchSamplerTrainer):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, callbacks=[KillAfterSave()], **kwargs)
+
+stage3.BatchSamplerTrainer = Killed
+settings = json.loads(sys.argv[1])
+stage3.train_dualspeechlm(stage3.DualSpeechLMRecipe(**settings))
+"""
+
+
+def test_resume_after_a_kill_reaches_the_uninterrupted_state(tiny_recipe, tmp_path, monkeypatch):
+    """Killed (SIGKILL) right after its step-2 checkpoint, the rerun resumes there and ends with the
+    same weights as a run that was never interrupted: optimizer, scheduler, RNG and the task
+    sampler's position all come back."""
+    import dataclasses
+    import os
+    import subprocess
+    import sys
+
+    from transformers import TrainerCallback
+
+    from dualspeechlm.training import train_dualspeechlm as stage3
+
+    uninterrupted = train_dualspeechlm(tiny_recipe(tmp_path / "uninterrupted", steps=4, save_steps=2))
+    recipe = tiny_recipe(tmp_path / "killed", steps=4, save_steps=2)
+    settings = json.dumps({**dataclasses.asdict(recipe), "tasks": list(recipe.tasks)})
+    killed = subprocess.run([sys.executable, "-c", KILL_AT_SAVE, settings, "2"], capture_output=True, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    assert (tmp_path / "killed" / "checkpoints" / "checkpoint-2").is_dir()
+    assert not (tmp_path / "killed" / "model.safetensors").exists()
+
+    steps_run = []
+
+    class CountSteps(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            steps_run.append(state.global_step)
+
+    class Counted(stage3.BatchSamplerTrainer):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, callbacks=[CountSteps()], **kwargs)
+
+    monkeypatch.setattr(stage3, "BatchSamplerTrainer", Counted)
+    resumed = train_dualspeechlm(recipe)
+    assert steps_run == [3, 4], "the rerun did not resume from the step-2 checkpoint"
+    logs = [[(e["step"], e["loss"]) for e in json.loads((run / "training_log.json").read_text()) if "loss" in e]
+            for run in (uninterrupted, resumed)]
+    assert logs[0] == logs[1]
+    expected, got = (load_file(path / "model.safetensors") for path in (uninterrupted, resumed))
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], rtol=0, atol=1e-6, msg=name)

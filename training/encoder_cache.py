@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from dualspeechlm.feature_extraction_ustokenizer import USTokenizerFeatureExtractor
 from dualspeechlm.modeling_ustokenizer import RealLengthWhisperEncoder
-from dualspeechlm.processing.corpus import load_corpus
+from dualspeechlm.processing.corpus import corpus_folder, load_corpus
 from dualspeechlm.processing.corpus.builder import AUDIO_COLUMNS
 
 CACHE_INFO = "cache_info.json"
@@ -36,8 +36,8 @@ def weights_fingerprint(model: torch.nn.Module) -> str:
 
 
 def corpus_identity(corpus_dir: str | Path) -> dict:
-    """What makes a corpus folder's content: its generator version, seed and sizes (manifest.json)."""
-    manifest = json.loads((Path(corpus_dir) / "manifest.json").read_text())
+    """What makes a corpus' content (a folder or Hub id): its generator version, seed and sizes (manifest.json)."""
+    manifest = json.loads((corpus_folder(corpus_dir) / "manifest.json").read_text())
     return {"corpus_generator": manifest.get("generator_version"), "corpus_seed": manifest.get("seed"),
             "corpus_sizes": manifest.get("sizes")}
 

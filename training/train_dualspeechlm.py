@@ -48,6 +48,9 @@ class DualSpeechLMRecipe:
     codec: str = "models/mel-codec"
     speaker_encoder: str = "models/speaker-encoder"
     llm: str | None = None  # a causal LM folder / Hub id with its tokenizer; None: stage 1's text LLM
+    # A trained DualSpeechLM folder / Hub id to fine-tune: model and processor (tokenizer, USTokenizer,
+    # codec, speaker encoder) come from it, and `llm`, `ustokenizer`, `codec`, `speaker_encoder` are unused.
+    init_from: str | None = None
     output_dir: str = "models/dualspeechlm"
     cache_dir: str = "data/encoder_cache"
     tasks: tuple[str, ...] = ALL_TASKS
@@ -82,6 +85,10 @@ class DualSpeechLMRecipe:
 
 def load_parts(recipe: DualSpeechLMRecipe):
     """(USTokenizer model, its feature extractor, codec, speaker encoder), in eval mode."""
+    if recipe.init_from:
+        processor = DualSpeechLMProcessor.from_pretrained(recipe.init_from)
+        return (processor.ustokenizer.eval(), processor.feature_extractor, processor.codec.eval(),
+                processor.speaker_encoder.eval())
     ustokenizer = USTokenizerModel.from_pretrained(recipe.ustokenizer).eval()
     extractor = USTokenizerFeatureExtractor.from_pretrained(recipe.ustokenizer)
     codec = load_codec(recipe.codec).eval()
@@ -98,7 +105,11 @@ def cached_splits(recipe: DualSpeechLMRecipe, split: str, parts) -> dict:
 
 
 def build_model(recipe: DualSpeechLMRecipe, ustokenizer, codec):
-    """(model, text tokenizer): the backbone + speech vocabulary + a fresh AcousticGPT."""
+    """(model, text tokenizer): the backbone + speech vocabulary + a fresh AcousticGPT, or the model
+    to fine-tune (`init_from`)."""
+    if recipe.init_from:
+        return (DualSpeechLMForConditionalGeneration.from_pretrained(recipe.init_from),
+                AutoTokenizer.from_pretrained(recipe.init_from))
     source = recipe.llm or str(Path(recipe.ustokenizer) / "text_llm")
     llm, tokenizer = AutoModelForCausalLM.from_pretrained(source), AutoTokenizer.from_pretrained(source)
     model = DualSpeechLMForConditionalGeneration.from_text_model(
@@ -118,12 +129,12 @@ def save_model_folder(folder: Path, model, tokenizer, parts) -> None:
 
 def train_dualspeechlm(recipe: DualSpeechLMRecipe) -> Path:
     """Run stage 3's training (module docstring); returns the saved model folder."""
-    torch.manual_seed(recipe.seed)
     output_dir = Path(recipe.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     parts = load_parts(recipe)
     ustokenizer, extractor, codec, speaker_encoder = parts
     train = TaskExamples(cached_splits(recipe, "train", parts), recipe.tasks)
+    torch.manual_seed(recipe.seed)  # here, not earlier: building the token cache draws random numbers only when it is missing
     model, tokenizer = build_model(recipe, ustokenizer, codec)
     trained = model
     if recipe.lora:

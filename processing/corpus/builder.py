@@ -39,6 +39,7 @@ from .espeak import SAMPLING_RATE, Voice, check_voice, encode_flac, espeak_binar
 from .voices import STYLE_DESCRIPTIONS, TRAIN_VOICES, TRANSLATION_VOICES, UNSEEN_VOICE, styled
 
 GENERATOR_VERSION = "1.0.0"
+CARD_DATASET_PATH = "path/to/corpus"  # the dataset card's loading example; `dualspeechlm-push` puts the repo id there
 SPLITS = ("train", "validation", "test", "test_unseen_voice")
 CONFIG_TASKS = {
     "speech": ("asr", "tts"),
@@ -227,7 +228,7 @@ Training voices: {voices}.
 
 ```python
 from datasets import load_dataset
-speech = load_dataset("path/to/corpus", "speech")
+speech = load_dataset("{CARD_DATASET_PATH}", "speech")
 ```
 """
 
@@ -308,8 +309,28 @@ def build_corpus(output_dir: str | Path, config: CorpusConfig | None = None, for
     return manifest
 
 
+def corpus_folder(path_or_repo: str | Path) -> Path:
+    """The local folder of a corpus: `path_or_repo` itself, or, for a Hub dataset id such as
+    `user/dualspeechlm-corpus` (what `dualspeechlm-push` publishes), its snapshot in the Hub cache
+    (downloaded once; `HF_ENDPOINT` / `HF_TOKEN` apply)."""
+    path = Path(path_or_repo)
+    if not path.exists() and not path.is_absolute() and len(path.parts) == 2 and not str(path).startswith("."):
+        from huggingface_hub import snapshot_download
+
+        try:
+            return Path(snapshot_download(str(path_or_repo), repo_type="dataset"))
+        except Exception as error:  # offline, no such repo, refused token: all end the same way
+            raise FileNotFoundError(f"no corpus folder at {path}, and the Hub dataset {path_or_repo!r} could not be "
+                                    f"fetched ({type(error).__name__}: {error}); build a corpus with "
+                                    f"`dualspeechlm-data build --output-dir {path}`") from error
+    if not (path / "README.md").is_file():
+        raise FileNotFoundError(f"no corpus at {path}: build it with `dualspeechlm-data build --output-dir {path}`")
+    return path
+
+
 def load_corpus(path: str | Path, config: str = "speech") -> datasets.DatasetDict:
-    """The built corpus' `config` as a DatasetDict with the four splits.
+    """The built corpus' `config` as a DatasetDict with the four splits; `path` is a folder or a
+    Hub dataset id (`corpus_folder`).
 
     Loads the parquet files by explicit `data_files`, whose cache key covers the files themselves:
     `load_dataset(folder, config)` keys its cache on the folder's *name* and the config name only,
@@ -317,9 +338,8 @@ def load_corpus(path: str | Path, config: str = "speech") -> datasets.DatasetDic
     """
     if config not in CONFIG_TASKS:
         raise ValueError(f"unknown corpus config {config!r}; choose one of {sorted(CONFIG_TASKS)}")
-    if not (Path(path) / "README.md").is_file():
-        raise FileNotFoundError(f"no corpus at {path}: build it with `dualspeechlm-data build --output-dir {path}`")
-    files = {split: str(Path(path) / config / f"{split}-*.parquet") for split in SPLITS}
+    folder = corpus_folder(path)
+    files = {split: str(folder / config / f"{split}-*.parquet") for split in SPLITS}
     return datasets.load_dataset("parquet", data_files=files)
 
 
