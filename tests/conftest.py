@@ -78,3 +78,31 @@ def run_without_package(script: str, *args, tmp_path: Path) -> subprocess.Comple
     repo = str(Path(__file__).resolve().parents[1])
     return subprocess.run([sys.executable, "-I", "-c", WITHOUT_PACKAGE + script, *map(str, args), repo],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+
+
+# ---- LoopbackHub: a fake Hugging Face Hub on 127.0.0.1 (tests/hub_server.py documents routes and faults) ----
+
+
+@pytest.fixture
+def hub_server(tmp_path):
+    """A running LoopbackHub (`.endpoint`, `.token`, `.user`, `.fail(kind, times, status)`, `.requests`,
+    `.unknown`) storing its repos under tmp_path/"hub". A fresh client process gets `hub_server.env(dir)`:
+    HF_ENDPOINT, HF_TOKEN, HF_HUB_OFFLINE=0 and HF_HOME / HF_HUB_CACHE / HF_DATASETS_CACHE under `dir`."""
+    from hub_server import LoopbackHub
+
+    hub = LoopbackHub(tmp_path / "hub")
+    yield hub
+    hub.close()
+
+
+@pytest.fixture
+def hub_api(hub_server, tmp_path, monkeypatch):
+    """`HfApi(endpoint=hub_server.endpoint, token=hub_server.token)` for this process. The session is offline
+    (HF_HUB_OFFLINE=1, read at import), so offline mode is switched off, the download cache moved to tmp and
+    xet (which the fake Hub never offers, and whose start-up writes logs to ~/.cache/huggingface/xet) disabled."""
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf-hub-cache"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_DISABLE_XET", True)
+    return huggingface_hub.HfApi(endpoint=hub_server.endpoint, token=hub_server.token)
