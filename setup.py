@@ -6,6 +6,9 @@
     modeling_dualspeechlm/  -> dualspeechlm             (configs, models, codecs, converters)
     processing/             -> dualspeechlm.processing  (features, prompts, the corpus, Hub data)
     training/               -> dualspeechlm.training    (recipes, metrics, the speech judge)
+    publishing/             -> dualspeechlm.publishing  (Hub repos: model, corpus, Space; cards)
+    model_cards/            -> dualspeechlm.model_cards (card templates)
+    spaces_demo/            -> dualspeechlm.spaces_demo (the Gradio Space, staged by `dualspeechlm-push`)
 """
 
 from setuptools import setup
@@ -16,6 +19,9 @@ PACKAGE_DIR = {
     "dualspeechlm.processing": "processing",
     "dualspeechlm.processing.corpus": "processing/corpus",
     "dualspeechlm.training": "training",
+    "dualspeechlm.publishing": "publishing",
+    "dualspeechlm.model_cards": "model_cards",
+    "dualspeechlm.spaces_demo": "spaces_demo",
 }
 
 INSTALL_REQUIRES = [
@@ -46,7 +52,8 @@ INSTALL_REQUIRES = [
 
 EXTRAS_REQUIRE = {
     # ctranslate2 runs the original model.bin, the reference for the converter's parity test.
-    "dev": ["pytest>=8", "pytest-timeout", "ctranslate2>=4"],
+    # playwright drives Debian's Chromium (scripts/setup.sh) in the Space's browser test.
+    "dev": ["pytest>=8", "pytest-timeout", "ctranslate2>=4", "playwright"],
 }
 
 setup(
@@ -59,6 +66,8 @@ setup(
     python_requires=">=3.10",
     package_dir=PACKAGE_DIR,
     packages=list(PACKAGE_DIR),
+    package_data={"dualspeechlm.model_cards": ["*.md"], "dualspeechlm.spaces_demo": ["*.md", "*.txt"],
+                  "dualspeechlm.training": ["accelerate_configs/*.yaml"]},
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,
     entry_points={
@@ -71,6 +80,7 @@ setup(
             "dualspeechlm-train-ustokenizer=dualspeechlm.training.train_ustokenizer:main",
             "dualspeechlm-train-dualspeechlm=dualspeechlm.training.train_dualspeechlm:main",
             "dualspeechlm-evaluate=dualspeechlm.training.evaluate_dualspeechlm:main",
+            "dualspeechlm-push=dualspeechlm.publishing.push:main",
         ]
     },
 )

@@ -9,6 +9,8 @@ PYTHON=${PYTHON:-python3}
 missing=()
 command -v espeak-ng >/dev/null || missing+=(espeak-ng)
 command -v ffmpeg >/dev/null || missing+=(ffmpeg)
+# Debian's Chromium drives the Space's browser test (playwright's own browser download cannot run here).
+command -v chromium >/dev/null || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing system packages: ${missing[*]}"
   SUDO=""

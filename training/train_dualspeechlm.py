@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from accelerate import PartialState
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments
 
 from dualspeechlm.codecs import load_codec
@@ -153,6 +154,8 @@ def train_dualspeechlm(recipe: DualSpeechLMRecipe) -> Path:
                                   data_collator=DualSpeechLMCollator(tokenizer, model.config))
     checkpoints = sorted((output_dir / "checkpoints").glob("checkpoint-*"))
     trainer.train(resume_from_checkpoint=str(checkpoints[-1]) if checkpoints else None)
+    if not trainer.is_world_process_zero():  # under `accelerate launch`, one process writes the folder
+        return output_dir
     if recipe.lora:
         from .lora import merge_lora
 
@@ -174,7 +177,7 @@ def main(argv=None) -> None:
         args["tasks"] = tuple(args["tasks"])
     recipe = recipe_from_args(DualSpeechLMRecipe, args)
     folder = train_dualspeechlm(recipe)
-    if not skip_evaluation:
+    if not skip_evaluation and PartialState().is_main_process:
         from .evaluate_dualspeechlm import evaluate_model
 
         evaluate_model(folder, recipe.corpus, recipe.cache_dir)

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from accelerate.utils import gather_object
 from torch.utils.data import DataLoader, Sampler
 from transformers import Trainer
 
 
 class LossTermsTrainer(Trainer):
     """A `Trainer` that also logs every `*_loss` field of the model output (e.g. the USTokenizer's
-    commitment / reconstruction / understanding terms), averaged over the steps since the last log."""
+    commitment / reconstruction / understanding terms), averaged over the steps since the last log
+    and over the processes."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -26,8 +28,15 @@ class LossTermsTrainer(Trainer):
         return (outputs["loss"], outputs) if return_outputs else outputs["loss"]
 
     def log(self, logs: dict, *args, **kwargs) -> None:
-        if "loss" in logs and self._loss_terms:
-            logs.update({name: round(sum(values) / len(values), 6) for name, values in self._loss_terms.items()})
+        # Every process logs (the Trainer gathers `loss` there), so terms are gathered too: each term
+        # is the mean over the processes that saw it (with single-task batches, one process may have
+        # no acoustic term in a window where another has).
+        if "loss" in logs:
+            local = {name: sum(values) / len(values) for name, values in self._loss_terms.items()}
+            gathered = gather_object([local]) if self.accelerator.num_processes > 1 else [local]
+            for name in sorted({name for terms in gathered for name in terms}):
+                values = [terms[name] for terms in gathered if name in terms]
+                logs[name] = round(sum(values) / len(values), 6)
             self._loss_terms.clear()
         super().log(logs, *args, **kwargs)
 

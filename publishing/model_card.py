@@ -1,0 +1,160 @@
+"""The model card of a trained DualSpeechLM folder, rendered from `model_cards/dualspeechlm.md`.
+
+Every number on the card comes from files the training wrote into the folder: `evaluation.json`
+(the `model-index` results and the results table), `training_log.json` (steps and final losses),
+`config.json` (sizes) and `model.safetensors` (parameter count). Nothing is typed by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from safetensors import safe_open
+
+from dualspeechlm.model_cards import DUALSPEECHLM_TEMPLATE
+
+# task -> (Hub task type, corpus config it was scored on, readable name)
+TASK_TYPES = {
+    "asr": ("automatic-speech-recognition", "speech", "speech recognition (ASR)"),
+    "ser": ("audio-classification", "style", "speaking-style recognition (SER)"),
+    "sqa": ("question-answering", "qa", "spoken question answering (SQA)"),
+    "s2tt": ("translation", "translation", "speech-to-text translation (S2TT)"),
+    "tts": ("text-to-speech", "speech", "text-to-speech (TTS)"),
+    "vc": ("audio-to-audio", "vc", "voice conversion (VC)"),
+    "sc": ("audio-to-audio", "qa", "spoken answers to spoken questions (SC)"),
+    "t2st": ("text-to-speech", "translation", "text-to-speech translation (T2ST)"),
+}
+# evaluation.json key -> (metric type, readable name); bookkeeping keys are not metrics
+METRICS = {
+    "wer": ("wer", "WER"),
+    "whisper_wer_same_audio": ("wer", "Whisper tiny.en WER on the same audio"),
+    "accuracy": ("accuracy", "accuracy"),
+    "bleu": ("bleu", "BLEU"),
+    "sim": ("cosine_similarity", "speaker similarity to the reference (SIM)"),
+    "no_speech": ("no_speech_rate", "share of outputs without speech"),
+    "whisper_wer_generated": ("wer", "Whisper tiny.en WER on generated speech"),
+    "pocketsphinx_wer_generated": ("wer", "pocketsphinx WER on generated speech"),
+    "whisper_wer_reference": ("wer", "Whisper tiny.en WER on the reference recordings"),
+    "pocketsphinx_wer_reference": ("wer", "pocketsphinx WER on the reference recordings"),
+}
+BOOKKEEPING = {"examples", "seconds_generated", "samples"}
+
+
+def eval_results(evaluation: dict, dataset_id: str, dataset_name: str) -> list[EvalResult]:
+    """One `EvalResult` per split, task and metric of an `evaluation.json` dict (NaN scores, e.g. a
+    SIM with no speech to embed, are left out: the Hub's model-index takes finite numbers only)."""
+    results = []
+    for split, tasks in evaluation["splits"].items():
+        for task, scores in tasks.items():
+            task_type, config, task_name = TASK_TYPES[task]
+            for key, value in scores.items():
+                if key in BOOKKEEPING or not isinstance(value, (int, float)) or not math.isfinite(value):
+                    continue
+                metric_type, metric_name = METRICS.get(key, (key, key))
+                results.append(EvalResult(
+                    task_type=task_type, task_name=task_name,
+                    dataset_type=dataset_id, dataset_name=dataset_name, dataset_config=config, dataset_split=split,
+                    metric_type=metric_type, metric_name=metric_name, metric_value=round(float(value), 4)))
+    return results
+
+
+def results_table(evaluation: dict) -> str:
+    """A Markdown table: one row per task and metric, one column per split."""
+    splits = list(evaluation["splits"])
+    rows = {}  # (task, metric key) -> {split: value}, in the order the evaluation reports them
+    for split, tasks in evaluation["splits"].items():
+        for task, scores in tasks.items():
+            for key, value in scores.items():
+                if key not in BOOKKEEPING and isinstance(value, (int, float)):
+                    rows.setdefault((task, key), {})[split] = value
+    lines = ["| task | metric | " + " | ".join(f"`{split}`" for split in splits) + " |", "|---|---|" + "---|" * len(splits)]
+    for (task, key), values in rows.items():
+        cells = [f"{values[split]:.3f}" if split in values else "" for split in splits]
+        lines.append(f"| {task.upper()} | {METRICS.get(key, (key, key))[1]} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def parameter_count(folder: Path) -> int:
+    """Parameters in the folder's `model.safetensors`, read from its header (no weights loaded)."""
+    with safe_open(str(folder / "model.safetensors"), framework="pt") as weights:
+        return sum(math.prod(weights.get_slice(name).get_shape()) for name in weights.keys())
+
+
+def training_summary(folder: Path) -> str:
+    """Steps, runtime and the last logged losses, from `training_log.json` (the Trainer's log history)."""
+    log_file = folder / "training_log.json"
+    if not log_file.is_file():
+        return "No training log in the folder."
+    log = json.loads(log_file.read_text())
+    last = [entry for entry in log if "loss" in entry]
+    final = next((entry for entry in reversed(log) if "train_runtime" in entry), {})
+    losses = ", ".join(f"{key} {last[-1][key]:.3f}" for key in last[-1] if key.endswith("loss")) if last else "none"
+    runtime = f" in {final['train_runtime'] / 60:.0f} min" if "train_runtime" in final else ""
+    return (f"Trained with the HF `Trainer` (`dualspeechlm-train-dualspeechlm`) for {final.get('step', '?')} "
+            f"steps{runtime}; last logged losses: {losses}.")
+
+
+def limitations(evaluation: dict | None) -> str:
+    """The model's reach, stated from its own evaluation."""
+    text = ("A research model. Unless its training data says otherwise it was trained on the small synthetic "
+            "espeak-ng corpus that `dualspeechlm-data build` makes (a fixed grammar of English sentences, Spanish "
+            "and French translations, a handful of espeak-ng voices): it does not understand or speak natural "
+            "speech outside that domain. Do not use it to imitate a real person's voice without consent.")
+    test = (evaluation or {}).get("splits", {}).get("test", {})
+    facts = []
+    if "wer" in test.get("asr", {}):
+        facts.append(f"ASR WER on unseen test sentences is {test['asr']['wer']:.1%}")
+    tts = test.get("tts", {})
+    if "whisper_wer_generated" in tts and "whisper_wer_reference" in tts:
+        facts.append(f"Whisper tiny.en's WER on its synthesized speech is {tts['whisper_wer_generated']:.1%} "
+                     f"against {tts['whisper_wer_reference']:.1%} on the reference recordings")
+    if facts:
+        text += " Measured on its test split: " + "; ".join(facts) + "."
+    return text
+
+
+def describe_architecture(config: dict, folder: Path) -> dict:
+    """The card's architecture rows, from `config.json` and the USTokenizer's config."""
+    text, acoustic = config["text_config"], config["acoustic_config"]
+    ustokenizer_config = folder / "ustokenizer" / "config.json"
+    ustokenizer = json.loads(ustokenizer_config.read_text()) if ustokenizer_config.is_file() else {}
+    encoder = ustokenizer.get("encoder_config", {})
+    return {
+        "backbone": (f"{text['model_type']}, {text['num_hidden_layers']} layers, width {text['hidden_size']}, "
+                     f"vocabulary {text['vocab_size']} (text + {config['num_speech_tokens']} USTokens)"),
+        "ustokenizer": (f"Whisper encoder ({encoder.get('encoder_layers', '?')} layers, width "
+                        f"{encoder.get('d_model', '?')}) -> 25 Hz -> {ustokenizer.get('codebook_size', '?')}-code VQ"),
+        "acoustic": (f"{acoustic['num_hidden_layers']} layers, width {acoustic['hidden_size']}, speaker embedding "
+                     f"{acoustic['speaker_embedding_size']}"),
+        "codec": (f"{acoustic['num_codebooks']} x {acoustic['codebook_size']} codes at {config['codec_frame_rate']:g} "
+                  f"Hz, {config['codec_sampling_rate']} Hz audio"),
+    }
+
+
+def render_model_card(folder: str | Path, repo_id: str, dataset_id: str | None = None,
+                      dataset_name: str = "DualSpeechLM embedded espeak-ng corpus", license: str = "apache-2.0") -> ModelCard:
+    """The card of the model folder, to be saved as the repo's README.md; `dataset_id` is the Hub
+    dataset it was trained and evaluated on (the published corpus)."""
+    folder = Path(folder)
+    config = json.loads((folder / "config.json").read_text())
+    evaluation_file = folder / "evaluation.json"
+    evaluation = json.loads(evaluation_file.read_text()) if evaluation_file.is_file() else None
+    model_name = repo_id.split("/")[-1]
+    card_data = ModelCardData(
+        model_name=model_name, license=license, language=["en", "es", "fr"], library_name="transformers",
+        pipeline_tag="automatic-speech-recognition", datasets=[dataset_id] if dataset_id else None,
+        tags=["dualspeechlm", "speech", "text-to-speech", "speech-llm", "custom_code"],
+        eval_results=eval_results(evaluation, dataset_id or "local", dataset_name) if evaluation else None)
+    dataset_link = f"[{dataset_id}](https://huggingface.co/datasets/{dataset_id})" if dataset_id else dataset_name
+    return ModelCard.from_template(
+        card_data, template_path=str(DUALSPEECHLM_TEMPLATE), model_name=model_name, repo_id=repo_id,
+        parameters=f"{parameter_count(folder) / 1e6:.1f} M (LLM + AcousticGPT; USTokenizer, codec and speaker encoder are in subfolders)",
+        results_table=results_table(evaluation) if evaluation else "Not evaluated yet (`dualspeechlm-evaluate`).",
+        training=training_summary(folder), dataset_link=dataset_link, limitations=limitations(evaluation),
+        **describe_architecture(config, folder))
+
+
+__all__ = ["eval_results", "render_model_card", "results_table"]

@@ -1,0 +1,246 @@
+"""DualSpeechLM demo Space: speech recognition, speech synthesis, voice conversion, spoken QA and translation.
+
+The model (a folder written by `save_for_pipelines`, or the Hub repo it was pushed to) is taken from, in order:
+the `DUALSPEECHLM_MODEL` environment variable, `model_id.txt` beside this file (written when the Space is
+published), or the repository's `models/dualspeechlm` (what `make quickstart` trains). It loads through
+transformers with `trust_remote_code=True`: the folder carries its own code, so a Space installs only
+`requirements.txt`. Without a model the app still starts, on a page that says what is missing.
+
+Every tab calls one function with an `api_name` (`/asr`, `/tts`, `/vc`, `/qa`, `/translate`), so
+`gradio_client.Client(url).predict(..., api_name="/asr")` works too.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+import torch
+import torchaudio
+from transformers import AutoModel, AutoProcessor
+
+HERE = Path(__file__).resolve().parent
+MODEL_ID_FILE = HERE / "model_id.txt"
+DEFAULT_MODEL = HERE.parent / "models" / "dualspeechlm"
+
+SAMPLING_RATE = 16000  # what the USTokenizer and the speaker encoder read; other rates are resampled
+MIN_AUDIO_S = 0.2
+MAX_AUDIO_S = 30.0  # the USTokenizer's Whisper encoder reads at most 30 s
+MAX_TEXT_CHARS = 300
+SILENCE_PEAK = 1e-3  # audio whose loudest sample stays below this (-60 dBFS) is silent
+MAX_ANSWER_TOKENS = 96  # text answers (transcripts, translations, QA answers)
+SEED = 0  # speech is sampled with this seed: the same inputs give the same audio
+QUEUE_SIZE = 16
+LANGUAGES = {"Spanish": "es", "French": "fr"}  # the s2tt targets the model is trained on
+
+
+def default_model_source() -> str:
+    """Where the model is: `DUALSPEECHLM_MODEL`, else `model_id.txt`, else the local `models/dualspeechlm`."""
+    if source := os.environ.get("DUALSPEECHLM_MODEL", "").strip():
+        return source
+    if MODEL_ID_FILE.is_file() and (source := MODEL_ID_FILE.read_text().strip()):
+        return source
+    return str(DEFAULT_MODEL)
+
+
+def load_model(source: str):
+    """(model, processor) of a model folder or Hub repo id; an exception that says what is missing otherwise."""
+    path = Path(source).expanduser()
+    if (path.is_absolute() or source.startswith((".", "~")) or path.exists()) and not path.is_dir():
+        raise FileNotFoundError(f"there is no model folder at {path}")
+    model = AutoModel.from_pretrained(source, trust_remote_code=True).eval()
+    processor = AutoProcessor.from_pretrained(source, trust_remote_code=True)
+    for part in ("codec", "speaker_encoder"):
+        if getattr(processor, part, None) is None:
+            raise ValueError(f"the model has no `{part}/` subfolder, which the speech tabs need")
+    return model, processor
+
+
+def prepare_audio(audio: tuple[int, np.ndarray] | None, name: str) -> np.ndarray:
+    """Gradio's `(rate, samples)` (int PCM or float, `[samples]` or `[samples, channels]`) -> float32 mono at
+    SAMPLING_RATE. Raises gr.Error for missing, too short or long, non-finite and silent audio."""
+    if audio is None:
+        raise gr.Error(f"Please record or upload the {name}.")
+    rate, samples = audio
+    samples = np.asarray(samples)
+    if np.issubdtype(samples.dtype, np.integer):
+        samples = samples / (np.iinfo(samples.dtype).max + 1)
+    samples = samples.astype(np.float32)
+    if samples.ndim == 2:
+        samples = samples.mean(axis=1)
+    duration = len(samples) / rate
+    if duration > MAX_AUDIO_S:
+        raise gr.Error(f"The {name} lasts {duration:.1f} s; the limit is {MAX_AUDIO_S:g} s. Please trim it.")
+    if duration < MIN_AUDIO_S:
+        raise gr.Error(f"The {name} is empty or too short ({duration:.2f} s); please give at least {MIN_AUDIO_S:g} s.")
+    if not np.isfinite(samples).all():
+        raise gr.Error(f"The {name} contains invalid samples (NaN or infinite).")
+    if np.abs(samples).max() < SILENCE_PEAK:
+        raise gr.Error(f"The {name} is silent; please record or upload speech.")
+    if rate != SAMPLING_RATE:
+        samples = torchaudio.functional.resample(torch.from_numpy(samples), int(rate), SAMPLING_RATE).numpy()
+    return samples
+
+
+def prepare_text(text: str | None, name: str) -> str:
+    """The stripped text; gr.Error when it is empty or longer than MAX_TEXT_CHARS."""
+    text = (text or "").strip()
+    if not text:
+        raise gr.Error(f"Please enter the {name}.")
+    if len(text) > MAX_TEXT_CHARS:
+        raise gr.Error(f"The {name} has {len(text)} characters; the limit is {MAX_TEXT_CHARS}.")
+    return text
+
+
+def neutral_voice(seconds: float = 2.0) -> np.ndarray:
+    """A synthetic voiced sound (a 120 Hz buzz with a pitch contour, through three vowel formants, in syllable-like
+    bursts) at SAMPLING_RATE: the reference of the text-to-speech voice when the user gives none. A zero speaker
+    embedding would not do: the model saw it only beside "no speech" targets, so it stays silent."""
+    t = np.arange(int(SAMPLING_RATE * seconds)) / SAMPLING_RATE
+    phase = 2 * np.pi * np.cumsum(120 + 20 * np.sin(2 * np.pi * 0.7 * t)) / SAMPLING_RATE
+    buzz = torch.from_numpy(sum(np.sin(k * phase) / k for k in range(1, 40))).float()
+    vowel = sum(torchaudio.functional.bandpass_biquad(buzz, SAMPLING_RATE, f, Q=5.0) for f in (700, 1200, 2600))
+    voiced = vowel.numpy() * (0.5 + 0.5 * np.sin(2 * np.pi * 3 * t))
+    return (0.5 * voiced / np.abs(voiced).max()).astype(np.float32)
+
+
+class SpeechDemo:
+    """A loaded model and processor, and the function behind each tab."""
+
+    def __init__(self, model, processor):
+        self.model, self.processor = model, processor
+        self.max_positions = model.config.text_config.max_position_embeddings
+        self.neutral_speaker = processor.speaker_embedding(neutral_voice(), SAMPLING_RATE)
+
+    @torch.inference_mode()
+    def answer(self, task: str, audio: np.ndarray, **fields) -> str:
+        """The greedy text answer of an understanding task."""
+        tokenizer = self.processor.tokenizer
+        try:
+            inputs = self.processor(task=task, audio=audio, sampling_rate=SAMPLING_RATE, **fields)
+            prompt = inputs["input_ids"]
+            generated = self.model.generate(
+                input_ids=prompt, attention_mask=inputs["attention_mask"], do_sample=False, num_beams=1,
+                max_new_tokens=min(MAX_ANSWER_TOKENS, self.max_positions - prompt.shape[1]),
+                eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+        except ValueError as error:  # the processor's and model's input checks say what is wrong
+            raise gr.Error(str(error)) from error
+        return self.processor.decode_text(generated[:, prompt.shape[1]:])[0]
+
+    @torch.inference_mode()
+    def speak(self, task: str, voice: np.ndarray | None, audio: np.ndarray | None = None, **fields):
+        """`(rate, int16 samples)` of a generation task in the voice of `voice` (the neutral voice when None)."""
+        try:
+            speaker = self.neutral_speaker if voice is None else self.processor.speaker_embedding(voice, SAMPLING_RATE)
+            inputs = self.processor(task=task, audio=audio, sampling_rate=SAMPLING_RATE if audio is not None else None,
+                                    **fields)
+            room = self.max_positions - inputs["input_ids"].shape[1] - 1  # after the prompt and <audio>
+            torch.manual_seed(SEED)
+            output = self.model.generate_speech(
+                inputs["input_ids"], attention_mask=inputs["attention_mask"], condition_mask=inputs["condition_mask"],
+                speaker_embeddings=speaker,
+                max_new_tokens=min(self.model.config.speech_generation.get("max_new_tokens") or room, room))
+        except ValueError as error:
+            raise gr.Error(str(error)) from error
+        waveform = self.processor.decode_audio(output.codes, output.code_lengths)[0]
+        if waveform.size == 0:
+            raise gr.Error("The model wrote no speech for this input; try another text or reference voice.")
+        return self.processor.sampling_rate, (np.clip(waveform, -1, 1) * 32767).astype(np.int16)
+
+    def transcribe(self, audio):
+        """ASR: speech -> transcript."""
+        return self.answer("asr", prepare_audio(audio, "speech"))
+
+    def synthesize(self, text, voice):
+        """TTS: text (+ optional reference voice) -> speech."""
+        text = prepare_text(text, "text")
+        return self.speak("tts", None if voice is None else prepare_audio(voice, "reference voice"), text=text)
+
+    def convert(self, source, voice):
+        """VC: source speech + target voice -> the same words in the target voice."""
+        source = prepare_audio(source, "source speech")
+        return self.speak("vc", prepare_audio(voice, "target voice"), audio=source)
+
+    def answer_question(self, audio, question):
+        """SQA: speech + a question about it -> text answer."""
+        question = prepare_text(question, "question")
+        return self.answer("sqa", prepare_audio(audio, "speech"), question=question)
+
+    def translate(self, audio, language):
+        """S2TT: speech -> text in the chosen language."""
+        if language not in LANGUAGES.values():
+            raise gr.Error(f"Please choose a target language: {', '.join(LANGUAGES)}.")
+        return self.answer("s2tt", prepare_audio(audio, "speech"), language=language)
+
+
+def audio_input(label: str, **kwargs) -> gr.Audio:
+    return gr.Audio(sources=["upload", "microphone"], type="numpy", label=label, **kwargs)
+
+
+def speech_tabs(speech: SpeechDemo) -> None:
+    """The five tabs, each a button calling one SpeechDemo function under its `api_name`."""
+    gr.Markdown(f"Audio: {MIN_AUDIO_S:g}–{MAX_AUDIO_S:g} s, any sample rate, mono or stereo. "
+                f"Text: at most {MAX_TEXT_CHARS} characters.")
+    with gr.Tab("Speech recognition"):
+        audio = audio_input("Speech", elem_id="asr-input")
+        button = gr.Button("Transcribe", variant="primary")
+        transcript = gr.Textbox(label="Transcript", elem_id="asr-output")
+        button.click(speech.transcribe, audio, transcript, api_name="asr")
+    with gr.Tab("Text to speech"):
+        text = gr.Textbox(label="Text", max_length=MAX_TEXT_CHARS, placeholder="anna saw the cat", elem_id="tts-input")
+        voice = audio_input("Reference voice (optional: a neutral synthetic voice without it)")
+        button = gr.Button("Synthesize", variant="primary")
+        spoken = gr.Audio(label="Speech", type="numpy", interactive=False, elem_id="tts-output")
+        button.click(speech.synthesize, [text, voice], spoken, api_name="tts")
+    with gr.Tab("Voice conversion"):
+        source, voice = audio_input("Source speech"), audio_input("Target voice")
+        button = gr.Button("Convert", variant="primary")
+        converted = gr.Audio(label="Converted speech", type="numpy", interactive=False)
+        button.click(speech.convert, [source, voice], converted, api_name="vc")
+    with gr.Tab("Spoken QA"):
+        audio = audio_input("Speech")
+        question = gr.Textbox(label="Question about the speech", max_length=MAX_TEXT_CHARS)
+        button = gr.Button("Answer", variant="primary")
+        answer = gr.Textbox(label="Answer")
+        button.click(speech.answer_question, [audio, question], answer, api_name="qa")
+    with gr.Tab("Translation"):
+        audio = audio_input("English speech")
+        language = gr.Dropdown(list(LANGUAGES.items()), value="es", label="Target language")
+        button = gr.Button("Translate", variant="primary")
+        translation = gr.Textbox(label="Translation")
+        button.click(speech.translate, [audio, language], translation, api_name="translate")
+
+
+def missing_model_page(source: str, error: Exception) -> None:
+    gr.Markdown(
+        f"## No model loaded\n\nThe demo could not load a DualSpeechLM model from `{source}`:\n\n"
+        f"> {type(error).__name__}: {' '.join(str(error).split())}\n\nTo get one, either\n\n"
+        "- train the tiny model of this repository with `make quickstart` (it writes `models/dualspeechlm`), "
+        "then restart the app, or\n"
+        "- set the `DUALSPEECHLM_MODEL` environment variable to a model folder or a Hub repo id, e.g. "
+        "`DUALSPEECHLM_MODEL=you/dualspeechlm python app.py`.")
+
+
+def build_demo(model_source: str | os.PathLike | None = None) -> gr.Blocks:
+    """The app on the model at `model_source` (default: `default_model_source()`), queued one request at a time."""
+    source = str(model_source or default_model_source())
+    try:
+        speech, failure = SpeechDemo(*load_model(source)), None
+    except Exception as error:  # any failure to load ends on the explanatory page, never in a crash
+        speech, failure = None, error
+    with gr.Blocks(title="DualSpeechLM") as demo:
+        gr.Markdown("# DualSpeechLM\nOne speech LLM that understands and generates speech "
+                    "([arXiv 2508.08961](https://arxiv.org/abs/2508.08961)).")
+        if speech is None:
+            missing_model_page(source, failure)
+        else:
+            local = Path(source).expanduser().is_dir()
+            gr.Markdown(f"Model: `{source}`" if local else f"Model: [{source}](https://huggingface.co/{source})")
+            speech_tabs(speech)
+    return demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=1)
+
+
+if __name__ == "__main__":
+    build_demo().launch()

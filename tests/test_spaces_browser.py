@@ -1,0 +1,69 @@
+"""The Gradio Space in a real browser (Debian's Chromium driven by playwright): synthesize speech, transcribe an upload.
+
+Runs on a tiny random model folder, or on the model named by DUALSPEECHLM_MODEL when set. With
+DUALSPEECHLM_SCREENSHOT=path a screenshot of the page is saved there (docs/space.png is made this way).
+"""
+
+import io
+import os
+import re
+from pathlib import Path
+
+import pytest
+import soundfile
+from test_processing_dualspeechlm import TEXTS
+from test_spaces_demo import launch, load_app, tiny_model_folder
+
+from dualspeechlm.processing.corpus import TRAIN_VOICES, synthesize
+
+pytestmark = [pytest.mark.usefixtures("one_thread"),
+              pytest.mark.filterwarnings("ignore:'future.no_silent_downcasting'", "ignore:The copy keyword")]
+
+CHROMIUM = Path("/usr/bin/chromium")
+# without the background-networking flags Chromium's own connections are refused here, and it stalls
+CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+TIMEOUT_MS = 60_000
+
+
+def test_synthesize_and_transcribe_in_chromium(espeak, tmp_path):
+    if not CHROMIUM.is_file():
+        pytest.fail(f"{CHROMIUM} is required for the browser test but is missing; install it (and the playwright "
+                    "package) with `make setup`")
+    try:
+        from playwright.sync_api import expect, sync_playwright
+    except ImportError:
+        pytest.fail("the playwright package is required for the browser test; install it with `make setup`")
+
+    wav = tmp_path / "speech.wav"
+    soundfile.write(wav, synthesize(TEXTS[0], TRAIN_VOICES[0]), 16000)
+    demo = load_app().build_demo(os.environ.get("DUALSPEECHLM_MODEL") or tiny_model_folder(tmp_path / "model"))
+    url = launch(demo)
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1100, "height": 900})
+            page.set_default_timeout(TIMEOUT_MS)
+            expect.set_options(timeout=TIMEOUT_MS)
+            page.goto(url)
+
+            page.get_by_role("tab", name="Speech recognition").click()
+            page.locator("#asr-input input[type=file]").set_input_files(wav)
+            page.get_by_role("button", name="Transcribe").click()
+            expect(page.locator("#asr-output textarea")).not_to_have_value("")
+
+            page.get_by_role("tab", name="Text to speech").click()
+            page.locator("#tts-input textarea").fill("anna saw the cat")
+            page.get_by_role("button", name="Synthesize").click()
+            link = page.locator("#tts-output a[data-testid=download-link]")  # the player's download button
+            expect(link).to_have_attribute("href", re.compile(r"\.wav$"))
+            expect(page.locator("#tts-output [data-testid=waveform-controls]")).to_be_visible()  # the player
+            audio, _ = soundfile.read(io.BytesIO(page.request.get(link.get_attribute("href")).body()))
+            assert len(audio) > 0
+            expect(page.locator(".toast-body")).to_have_count(0)  # no error popped up
+
+            if screenshot := os.environ.get("DUALSPEECHLM_SCREENSHOT"):
+                page.screenshot(path=screenshot, full_page=True)
+            browser.close()
+    finally:
+        demo.close()
