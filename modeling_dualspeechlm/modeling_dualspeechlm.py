@@ -309,7 +309,8 @@ class DualSpeechLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
 
         condition_mask `[batch, L]`: prompt positions conditioning AcousticGPT (default: the whole prompt), joined by
         the written USTokens ("both", as in training). speaker_embeddings `[batch, speaker_embedding_size]`: pass the
-        target voice's (the default, zeros, is what understanding items train with, next to no-speech). generation_config: USToken sampling (default `config.speech_generation`); acoustic_generation_config:
+        target voice's (the default, zeros, is what understanding items train with, next to no-speech). generation_config: USToken sampling (default `config.speech_generation`, its
+        `max_new_tokens` shortened to fit the backbone's `max_position_embeddings`); acoustic_generation_config:
         code sampling (default `config.acoustic_generation`); kwargs `acoustic_<name>` update the latter, the others
         the former (e.g. `do_sample=False, max_new_tokens=200, acoustic_max_new_tokens=500`). use_cache: KV caches in
         both models. codec: a `SpeechCodecMixin`; when given, waveforms at its sampling rate are decoded too.
@@ -338,6 +339,9 @@ class DualSpeechLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
                                                  "pad_token_id": config.audio_end_token_id if pad_id is None else pad_id,
                                                  **kwargs}):
             raise ValueError(f"unknown generation arguments {sorted(unused)}")
+        limit = getattr(config.text_config, "max_position_embeddings", None)
+        if generation_config.max_new_tokens and limit and "max_new_tokens" not in kwargs:  # the default fits the backbone
+            generation_config.max_new_tokens = max(1, min(generation_config.max_new_tokens, limit - input_ids.shape[1]))
         self.check_text_inputs(input_ids, attention_mask, input_ids.shape[1] + (generation_config.max_new_tokens or 0))
         sequences = self.generate(input_ids, attention_mask=attention_mask, generation_config=generation_config,
                                   logits_processor=LogitsProcessorList([SpeechTokensOnly(config)]))

@@ -86,8 +86,8 @@ class DualSpeechLMTextToSpeechPipeline(DualSpeechLMPipeline):
     {"audio": np.ndarray [samples] float32, "sampling_rate": int}`.
 
     `voice`: reference audio of the target speaker (file path, array + `voice_sampling_rate`, or an audio dict),
-    embedded by the folder's speaker encoder; without it the speaker embedding is zeros, which the model only saw
-    beside "no speech" targets, so expect silence. `task="t2st"` with `language` speaks a translation.
+    embedded by the folder's speaker encoder; without it, the processor's `default_speaker_embedding()` (a neutral
+    synthetic voice). `task="t2st"` with `language` speaks a translation.
     `generate_kwargs` go to `generate_speech` (e.g. `max_new_tokens`, `acoustic_max_new_tokens`, `do_sample`).
     The audio is empty where the model wrote no speech."""
 
@@ -100,7 +100,9 @@ class DualSpeechLMTextToSpeechPipeline(DualSpeechLMPipeline):
             raise ValueError(f"text-to-speech reads one text (str) per call, got {type(text).__name__}; pass a list "
                              "of texts to run several")
         inputs = self.processor(task=task, text=text, language=language)
-        if voice is not None:
+        if voice is None:
+            inputs["speaker_embeddings"] = self.processor.default_speaker_embedding()
+        else:
             audio, sampling_rate = self.audio_input(voice, voice_sampling_rate)
             inputs["speaker_embeddings"] = self.processor.speaker_embedding(audio, sampling_rate)
         return inputs
@@ -108,7 +110,7 @@ class DualSpeechLMTextToSpeechPipeline(DualSpeechLMPipeline):
     def _forward(self, model_inputs, generate_kwargs: dict | None = None):
         output = self.model.generate_speech(
             model_inputs["input_ids"], attention_mask=model_inputs["attention_mask"],
-            condition_mask=model_inputs["condition_mask"], speaker_embeddings=model_inputs.get("speaker_embeddings"),
+            condition_mask=model_inputs["condition_mask"], speaker_embeddings=model_inputs["speaker_embeddings"],
             **(generate_kwargs or {}))
         return {"codes": output.codes, "code_lengths": output.code_lengths}
 

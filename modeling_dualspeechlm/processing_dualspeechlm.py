@@ -33,6 +33,17 @@ from .speaker_encoder import SpeakerEncoderModel
 from .tasks import build_inputs, get_task
 
 SUBFOLDERS = ("ustokenizer", "codec", "speaker_encoder")
+
+
+def neutral_voice(sampling_rate: int = 16000, seconds: float = 2.0) -> np.ndarray:
+    """A synthetic voiced sound, float32 `[samples]`: a 120 Hz buzz with a pitch contour through three vowel
+    formants, in syllable-like bursts. Its speaker embedding is the voice of speech generated without a reference."""
+    t = np.arange(int(sampling_rate * seconds)) / sampling_rate
+    phase = 2 * np.pi * np.cumsum(120 + 20 * np.sin(2 * np.pi * 0.7 * t)) / sampling_rate
+    buzz = torch.from_numpy(sum(np.sin(k * phase) / k for k in range(1, 40))).float()
+    vowel = sum(torchaudio.functional.bandpass_biquad(buzz, sampling_rate, f, Q=5.0) for f in (700, 1200, 2600))
+    voiced = vowel.numpy() * (0.5 + 0.5 * np.sin(2 * np.pi * 3 * t))
+    return (0.5 * voiced / np.abs(voiced).max()).astype(np.float32)
 HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revision")
 
 
@@ -199,6 +210,12 @@ class DualSpeechLMProcessor(ProcessorMixin):
         clips = [torchaudio.functional.resample(clip, sampling_rate, rate) if sampling_rate != rate else clip
                  for clip in self.feature_extractor._as_items(audio)]  # its mono / float checks
         return encoder.embed(clips, sampling_rate=rate)
+
+    def default_speaker_embedding(self) -> torch.Tensor:
+        """`[1, embedding_size]`: the voice of speech generated without a reference, the embedding of
+        `neutral_voice()`. A zero embedding will not do: understanding items train with it beside "no speech"."""
+        rate = self.require("speaker_encoder").config.sampling_rate
+        return self.speaker_embedding(neutral_voice(rate), rate)
 
     def decode_text(self, generated_ids) -> list[str]:
         """Text of generated ids `[batch, new_tokens]` (the tokens after the prompt), special tokens dropped."""

@@ -94,25 +94,13 @@ def prepare_text(text: str | None, name: str) -> str:
     return text
 
 
-def neutral_voice(seconds: float = 2.0) -> np.ndarray:
-    """A synthetic voiced sound (a 120 Hz buzz with a pitch contour, through three vowel formants, in syllable-like
-    bursts) at SAMPLING_RATE: the reference of the text-to-speech voice when the user gives none. A zero speaker
-    embedding would not do: the model saw it only beside "no speech" targets, so it stays silent."""
-    t = np.arange(int(SAMPLING_RATE * seconds)) / SAMPLING_RATE
-    phase = 2 * np.pi * np.cumsum(120 + 20 * np.sin(2 * np.pi * 0.7 * t)) / SAMPLING_RATE
-    buzz = torch.from_numpy(sum(np.sin(k * phase) / k for k in range(1, 40))).float()
-    vowel = sum(torchaudio.functional.bandpass_biquad(buzz, SAMPLING_RATE, f, Q=5.0) for f in (700, 1200, 2600))
-    voiced = vowel.numpy() * (0.5 + 0.5 * np.sin(2 * np.pi * 3 * t))
-    return (0.5 * voiced / np.abs(voiced).max()).astype(np.float32)
-
-
 class SpeechDemo:
     """A loaded model and processor, and the function behind each tab."""
 
     def __init__(self, model, processor):
         self.model, self.processor = model, processor
         self.max_positions = model.config.text_config.max_position_embeddings
-        self.neutral_speaker = processor.speaker_embedding(neutral_voice(), SAMPLING_RATE)
+        self.neutral_speaker = processor.default_speaker_embedding()
 
     @torch.inference_mode()
     def answer(self, task: str, audio: np.ndarray, **fields) -> str:
@@ -136,12 +124,10 @@ class SpeechDemo:
             speaker = self.neutral_speaker if voice is None else self.processor.speaker_embedding(voice, SAMPLING_RATE)
             inputs = self.processor(task=task, audio=audio, sampling_rate=SAMPLING_RATE if audio is not None else None,
                                     **fields)
-            room = self.max_positions - inputs["input_ids"].shape[1] - 1  # after the prompt and <audio>
             torch.manual_seed(SEED)
             output = self.model.generate_speech(
                 inputs["input_ids"], attention_mask=inputs["attention_mask"], condition_mask=inputs["condition_mask"],
-                speaker_embeddings=speaker,
-                max_new_tokens=min(self.model.config.speech_generation.get("max_new_tokens") or room, room))
+                speaker_embeddings=speaker)
         except ValueError as error:
             raise gr.Error(str(error)) from error
         waveform = self.processor.decode_audio(output.codes, output.code_lengths)[0]

@@ -92,5 +92,16 @@ def test_pipeline_errors_are_clear(parts, clip, tmp_path):
     assert spoken["audio"].ndim == 1 and spoken["sampling_rate"] == 16000
     with pytest.raises(ValueError, match="longer than the backbone's max_position_embeddings"):
         tts("the cat", generate_kwargs={"max_new_tokens": 400})
-    torch.manual_seed(0)  # no voice: a zero speaker embedding, no error
-    assert tts("the cat", generate_kwargs=GREEDY_SPEECH)["audio"].dtype == np.float32
+    assert model.config.speech_generation["max_new_tokens"] > model.config.text_config.max_position_embeddings
+    torch.manual_seed(0)  # the default length is shortened to fit the backbone
+    assert tts("the cat", generate_kwargs={"acoustic_max_new_tokens": 8})["audio"].dtype == np.float32
+
+
+def test_text_to_speech_without_a_voice_speaks_in_the_neutral_voice(parts, clip):
+    model, processor = parts
+    tts = DualSpeechLMTextToSpeechPipeline(model=model, processor=processor, device="cpu")
+    neutral = processor.default_speaker_embedding()
+    assert neutral.shape == (1, 512) and neutral.norm() > 0.5  # not the zero vector understanding items train with
+    assert torch.equal(tts.preprocess("the cat")["speaker_embeddings"], neutral)
+    assert not torch.allclose(tts.preprocess("the cat", voice=clip, voice_sampling_rate=16000)["speaker_embeddings"],
+                              neutral, atol=1e-3)
