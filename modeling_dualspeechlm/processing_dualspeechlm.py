@@ -32,6 +32,11 @@ from .registration import register_processor
 from .speaker_encoder import SpeakerEncoderModel
 from .tasks import build_inputs, get_task
 
+try:  # with the package installed, the embedded codec registers with AutoModel: `codec/` loads without remote code
+    import dualspeechlm.codecs  # noqa: F401
+except ImportError:  # a saved folder's own copy of this file, without the package: its codec/ carries the code
+    pass
+
 SUBFOLDERS = ("ustokenizer", "codec", "speaker_encoder")
 
 

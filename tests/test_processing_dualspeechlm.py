@@ -2,6 +2,8 @@
 
 import math
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -149,6 +151,13 @@ def test_save_and_load_round_trip(parts, speech, tmp_path):
                               atol=1e-6)
         codes = torch.randint(0, 64, (1, 2, 5))
         assert np.array_equal(loaded.decode_audio(codes, [5])[0], processor.decode_audio(codes, [5])[0])
+
+    # a fresh process that imports only the processor module (the codec registers itself through it)
+    fresh = subprocess.run([sys.executable, "-c", "import sys; from dualspeechlm.processing_dualspeechlm import "
+                            "DualSpeechLMProcessor as P; print(type(P.from_pretrained(sys.argv[1]).codec).__module__)",
+                            str(tmp_path)], capture_output=True, text=True, timeout=120,
+                           env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert fresh.stdout.strip() == "dualspeechlm.codecs.modeling_mel_codec", fresh.stderr[-2000:]
 
     for name in ("codec", "speaker_encoder"):  # optional parts: a folder without them loads, and says what is missing
         for path, _, files in os.walk(tmp_path / name):
