@@ -20,6 +20,8 @@ from dualspeechlm.tasks import build_inputs
 
 CONFIG_OF_TASK = {"asr": "speech", "tts": "speech", "ser": "style", "sqa": "qa", "sc": "qa",
                   "s2tt": "translation", "t2st": "translation", "vc": "vc"}
+# The corpus column holding each understanding task's text answer (stage 1 trains on the first three too).
+ANSWER_COLUMN = {"asr": "text", "ser": "style", "sqa": "answer", "s2tt": "translation"}
 
 
 def _target(row: dict, column: str) -> dict:
@@ -31,21 +33,19 @@ def _target(row: dict, column: str) -> dict:
 
 def task_example(task: str, row: dict) -> dict:
     """The `task` example of one cached row of the task's corpus config (see the module docstring)."""
-    if task == "asr":
-        return {"task": task, "speech_ids": list(row["audio_ustokens"]), "answer": row["text"]}
+    if task in ("asr", "ser"):
+        return {"task": task, "speech_ids": list(row["audio_ustokens"]), "answer": row[ANSWER_COLUMN[task]]}
     if task == "tts":
         return {"task": task, "text": row["text"], **_target(row, "audio")}
-    if task == "ser":
-        return {"task": task, "speech_ids": list(row["audio_ustokens"]), "answer": row["style"]}
     if task == "sqa":
         return {"task": task, "speech_ids": list(row["audio_ustokens"]), "question": row["question"],
-                "answer": row["answer"]}
+                "answer": row[ANSWER_COLUMN[task]]}
     if task == "sc":  # the passage, then the spoken question, answered in speech
         speech = list(row["audio_ustokens"]) + list(row["question_audio_ustokens"])
         return {"task": task, "speech_ids": speech, **_target(row, "answer_audio"), "answer": row["answer"]}
     if task == "s2tt":
         return {"task": task, "speech_ids": list(row["audio_ustokens"]), "language": row["language"],
-                "answer": row["translation"]}
+                "answer": row[ANSWER_COLUMN[task]]}
     if task == "t2st":
         return {"task": task, "text": row["text"], "language": row["language"], **_target(row, "translation_audio"),
                 "answer": row["translation"]}
@@ -138,4 +138,4 @@ class DualSpeechLMCollator:
         return batch
 
 
-__all__ = ["CONFIG_OF_TASK", "task_example", "TaskExamples", "TaskBatchSampler", "DualSpeechLMCollator"]
+__all__ = ["ANSWER_COLUMN", "CONFIG_OF_TASK", "task_example", "TaskExamples", "TaskBatchSampler", "DualSpeechLMCollator"]

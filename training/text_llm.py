@@ -19,6 +19,7 @@ from transformers import (DataCollatorForLanguageModeling, LlamaConfig, LlamaFor
 from dualspeechlm.processing.corpus import load_corpus
 from dualspeechlm.tasks import answer_text, prompt_parts
 
+from .multitask import ANSWER_COLUMN, CONFIG_OF_TASK
 from .trainer import LossTermsTrainer
 
 
@@ -27,16 +28,16 @@ def understanding_examples(corpus_dir: str | Path, split: str = "train") -> list
     `qa`): dicts with `config`, `index` (the row), `task`, `transcript` (the words spoken),
     `before` / `after` (the prompt around the speech span, `prompt_parts`) and `answer`."""
     examples = []
-    for config, task in (("speech", "asr"), ("style", "ser"), ("qa", "sqa")):
+    for task in ("asr", "ser", "sqa"):
+        config = CONFIG_OF_TASK[task]
         rows = load_corpus(corpus_dir, config)[split]
         rows = rows.remove_columns([c for c in rows.column_names if "audio" in c])
         for index, row in enumerate(rows):
             fields = {"question": row["question"]} if task == "sqa" else {}
             before, after = prompt_parts(task, **fields)
             spoken = row["passage"] if task == "sqa" else row["text"]
-            answer = {"asr": row.get("text"), "ser": row.get("style"), "sqa": row.get("answer")}[task]
             examples.append(dict(config=config, index=index, task=task, transcript=spoken, before=before,
-                                 after=after, answer=answer))
+                                 after=after, answer=row[ANSWER_COLUMN[task]]))
     return examples
 
 
