@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from transformers import AutoFeatureExtractor, AutoModel, LlamaConfig, LlamaForCausalLM, TrainingArguments
+from transformers import AutoFeatureExtractor, AutoModel, AutoTokenizer, LlamaConfig, LlamaForCausalLM, TrainingArguments
 
 from dualspeechlm.configuration_ustokenizer import USTokenizerConfig
 from dualspeechlm.feature_extraction_ustokenizer import USTokenizerFeatureExtractor
@@ -147,7 +147,7 @@ def test_encoder_cache_matches_the_encoder_and_is_reused(tiny_corpus, whisper_di
 
 def test_recipe_end_to_end_on_the_tiny_corpus(tiny_corpus, whisper_dir, tmp_path):
     recipe = USTokenizerRecipe.tiny(corpus=str(tiny_corpus), whisper=str(whisper_dir), output_dir=str(tmp_path / "ust"),
-                                    cache_dir=str(tmp_path / "cache"), text_vocab_size=400,
+                                    cache_dir=str(tmp_path / "cache"), text_vocab_size=1000,
                                     llm_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1),
                                     tokenizer_config=dict(conv_hidden_size=32, codebook_dim=16, codebook_size=64),
                                     llm_steps=4, steps=4, batch_size=4, logging_steps=2, warmup_steps=1, eval_limit=2,
@@ -162,6 +162,15 @@ def test_recipe_end_to_end_on_the_tiny_corpus(tiny_corpus, whisper_dir, tmp_path
         assert 0 <= report["asr_wer"] and 0 < report["codes_used"] <= 64 and report["asr_examples"] == 2
         assert {"ser_accuracy", "sqa_accuracy"} <= set(report)
     assert json.loads((out / "evaluation.json").read_text())["splits"]["test"]["asr_wer"] == results["splits"]["test"]["asr_wer"]
+
+    # the text tokenizer also learnt the stage-3 tasks' text: Spanish / French answers and every instruction
+    from dualspeechlm.processing.corpus import load_corpus
+
+    text_tokenizer = AutoTokenizer.from_pretrained(out / "text_llm")
+    translations = list(load_corpus(tiny_corpus, "translation")["train"]["translation"])
+    pieces = sum(len(text_tokenizer.tokenize(" " + t)) for t in translations)
+    words = sum(len(t.split()) for t in translations)
+    assert pieces < 1.5 * words, "the translations are split into bytes: the tokenizer never saw them"
 
     model = AutoModel.from_pretrained(out).eval()
     extractor = AutoFeatureExtractor.from_pretrained(out)

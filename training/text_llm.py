@@ -41,6 +41,25 @@ def understanding_examples(corpus_dir: str | Path, split: str = "train") -> list
     return examples
 
 
+def stage3_task_documents(corpus_dir: str | Path, split: str = "train") -> list[str]:
+    """Text documents of the stage-3 tasks stage 1 does not train on: S2TT with the English words in the
+    speech span and the translation as its answer, and the prompts of the speech-writing tasks (TTS, T2ST,
+    VC, SC; their answers are speech, so the documents end with the prompt). They bring the Spanish and
+    French words and every instruction into the tokenizer's vocabulary and the LLM's prior."""
+    documents = []
+    for row in load_corpus(corpus_dir, "translation")[split].select_columns(["text", "language", "translation"]):
+        before, after = prompt_parts("s2tt", language=row["language"])
+        documents.append(before + row["text"] + after + answer_text(row["translation"]))
+        documents.append(prompt_parts("t2st", language=row["language"], text=row["text"])[0])
+    documents += [prompt_parts("tts", text=text)[0] for text in load_corpus(corpus_dir, "speech")[split]["text"]]
+    before, after = prompt_parts("vc")
+    documents += [before + text + after for text in load_corpus(corpus_dir, "vc")[split]["text"]]
+    qa = load_corpus(corpus_dir, "qa")[split].select_columns(["passage", "question"])
+    before, after = prompt_parts("sc")
+    documents += [before + row["passage"] + " " + row["question"] + after for row in qa]
+    return documents
+
+
 def text_llm_corpus(examples: list[dict], seed: int = 0) -> list[str]:
     """Text-only training documents: each example's prompt with its transcript in the speech span,
     plus the answer (SER answers are left out: text carries no speaking style), and as many
@@ -91,4 +110,4 @@ def train_text_llm(documents: list[str], tokenizer: PreTrainedTokenizerBase, con
     return model
 
 
-__all__ = ["understanding_examples", "text_llm_corpus", "small_llm_config", "train_text_llm"]
+__all__ = ["understanding_examples", "stage3_task_documents", "text_llm_corpus", "small_llm_config", "train_text_llm"]

@@ -38,7 +38,8 @@ from .encoder_cache import cached_encoder_outputs
 from .metrics import normalize_text, word_error_rate
 from .plots import plot_losses
 from .recipe_cli import recipe_from_args, recipe_parser
-from .text_llm import small_llm_config, text_llm_corpus, train_text_llm, understanding_examples
+from .text_llm import (small_llm_config, stage3_task_documents, text_llm_corpus, train_text_llm,
+                       understanding_examples)
 from .trainer import LossTermsTrainer
 from .understanding import UnderstandingCollator, USTokenizerForUnderstanding
 
@@ -92,7 +93,7 @@ def text_llm(recipe: USTokenizerRecipe, train_examples: list[dict]):
     source = recipe.llm or (str(folder) if (folder / "config.json").is_file() else None)
     if source is not None:
         return AutoModelForCausalLM.from_pretrained(source), AutoTokenizer.from_pretrained(source)
-    documents = text_llm_corpus(train_examples, seed=recipe.seed)
+    documents = text_llm_corpus(train_examples, seed=recipe.seed) + stage3_task_documents(recipe.corpus)
     tokenizer = train_text_tokenizer(documents, recipe.text_vocab_size)
     config = small_llm_config(tokenizer, **recipe.llm_config)
     model = train_text_llm(documents, tokenizer, config, folder, steps=recipe.llm_steps,
