@@ -117,7 +117,7 @@ def tiny_recipe(tiny_corpus, whisper_dir, tmp_path_factory):
             corpus=str(tiny_corpus), ustokenizer=str(parts / "ust"), codec=str(parts / "codec"),
             speaker_encoder=str(parts / "spk"), output_dir=str(output_dir), cache_dir=str(parts / "cache"),
             acoustic_config=dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32),
-            steps=3, batch_size=2, logging_steps=1, warmup_steps=1, save_steps=100)
+            steps=3, batch_size=2, logging_steps=1, warmup_steps=1, save_steps=100, eval_steps=0)
         return DualSpeechLMRecipe.tiny(**{**settings, **overrides})
 
     return recipe
@@ -128,13 +128,14 @@ def test_recipe_trains_saves_evaluates_and_fine_tunes_on_the_tiny_corpus(tiny_re
     from dualspeechlm.processing_dualspeechlm import DualSpeechLMProcessor
     from dualspeechlm.training.evaluate_dualspeechlm import evaluate_model
 
-    recipe = tiny_recipe(tmp_path / "model")
+    recipe = tiny_recipe(tmp_path / "model", eval_steps=2, eval_examples=1)
     folder = train_dualspeechlm(recipe)
     for name in ("config.json", "model.safetensors", "tokenizer.json", "loss.png", "ustokenizer/config.json",
                  "codec/config.json", "speaker_encoder/config.json"):
         assert (folder / name).is_file(), name
     log = json.loads((folder / "training_log.json").read_text())
     assert {"llm_loss", "acoustic_loss"} <= set(log[0])
+    assert [entry["step"] for entry in log if "eval_loss" in entry] == [2, 3]  # every 2 steps, and at the end
     config = json.loads((folder / "config.json").read_text())
     assert set(config["custom_pipelines"]) >= {"automatic-speech-recognition", "text-to-speech"}
     processor = DualSpeechLMProcessor.from_pretrained(folder)

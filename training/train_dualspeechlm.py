@@ -7,7 +7,8 @@
        `DualSpeechLMForConditionalGeneration.from_text_model` (vocabulary + `<audio>`, `</audio>`,
        `<a_k>`), a fresh AcousticGPT; optionally PEFT LoRA on the backbone (`--lora`);
     3. single-task batches drawn with per-task weights (training/multitask.py), loss = LLM CE
-       (text answers / target USTokens) + AcousticGPT CE, each term logged;
+       (text answers / target USTokens) + AcousticGPT CE, each term logged, the validation loss
+       every `eval_steps`;
     4. the model folder (model + processor: text tokenizer, USTokenizer, codec, speaker encoder;
        ready for the ASR / TTS pipelines), loss plot, then training/evaluate_dualspeechlm.py.
 """
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import torch
 from accelerate import PartialState
+from torch.utils.data import Subset
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments
 
 from dualspeechlm.codecs import load_codec
@@ -70,6 +72,8 @@ class DualSpeechLMRecipe:
     weight_decay: float = 0.05
     logging_steps: int = 50
     save_steps: int = 500
+    eval_steps: int = 250  # validation loss every so many steps (0: never)
+    eval_examples: int = 32  # validation examples per task
     seed: int = 0
 
     @classmethod
@@ -105,6 +109,15 @@ def cached_splits(recipe: DualSpeechLMRecipe, split: str, parts) -> dict:
                                   recipe.cache_dir) for config in configs}
 
 
+def validation_examples(recipe: DualSpeechLMRecipe, parts) -> Subset:
+    """The first `eval_examples` validation examples of each task: the loss watched during training."""
+    examples = TaskExamples(cached_splits(recipe, "validation", parts), recipe.tasks)
+    picked = {}
+    for index, task in enumerate(examples.task_of):
+        picked.setdefault(task, []).append(index)
+    return Subset(examples, [i for indices in picked.values() for i in indices[: recipe.eval_examples]])
+
+
 def build_model(recipe: DualSpeechLMRecipe, ustokenizer, codec):
     """(model, text tokenizer): the backbone + speech vocabulary + a fresh AcousticGPT, or the model
     to fine-tune (`init_from`)."""
@@ -135,6 +148,7 @@ def train_dualspeechlm(recipe: DualSpeechLMRecipe) -> Path:
     parts = load_parts(recipe)
     ustokenizer, extractor, codec, speaker_encoder = parts
     train = TaskExamples(cached_splits(recipe, "train", parts), recipe.tasks)
+    validation = validation_examples(recipe, parts) if recipe.eval_steps else None
     torch.manual_seed(recipe.seed)  # here, not earlier: building the token cache draws random numbers only when it is missing
     model, tokenizer = build_model(recipe, ustokenizer, codec)
     trained = model
@@ -147,11 +161,13 @@ def train_dualspeechlm(recipe: DualSpeechLMRecipe) -> Path:
         learning_rate=recipe.learning_rate, lr_scheduler_type="cosine", warmup_steps=recipe.warmup_steps,
         weight_decay=recipe.weight_decay, adam_beta2=0.95, logging_steps=recipe.logging_steps,
         save_steps=recipe.save_steps, save_total_limit=1, report_to=[], seed=recipe.seed,
+        eval_strategy="steps" if validation else "no", eval_steps=recipe.eval_steps or None,
+        per_device_eval_batch_size=recipe.batch_size, prediction_loss_only=True,
         remove_unused_columns=False, dataloader_num_workers=0, dataloader_pin_memory=False, label_names=["labels"],
     )
     sampler = TaskBatchSampler(train.task_of, recipe.batch_size, recipe.task_weights, seed=recipe.seed)
-    trainer = BatchSamplerTrainer(model=trained, args=args, train_dataset=train, batch_sampler=sampler,
-                                  data_collator=DualSpeechLMCollator(tokenizer, model.config))
+    trainer = BatchSamplerTrainer(model=trained, args=args, train_dataset=train, eval_dataset=validation,
+                                  batch_sampler=sampler, data_collator=DualSpeechLMCollator(tokenizer, model.config))
     checkpoints = sorted((output_dir / "checkpoints").glob("checkpoint-*"))
     trainer.train(resume_from_checkpoint=str(checkpoints[-1]) if checkpoints else None)
     if not trainer.is_world_process_zero():  # under `accelerate launch`, one process writes the folder
@@ -161,7 +177,7 @@ def train_dualspeechlm(recipe: DualSpeechLMRecipe) -> Path:
 
         model = merge_lora(trained)
     save_model_folder(output_dir, model, tokenizer, parts)
-    plot_losses(trainer.state.log_history, output_dir / "loss.png", ("loss", "llm_loss", "acoustic_loss"))
+    plot_losses(trainer.state.log_history, output_dir / "loss.png", ("loss", "llm_loss", "acoustic_loss", "eval_loss"))
     (output_dir / "training_log.json").write_text(json.dumps(trainer.state.log_history, indent=1))
     return output_dir
 
