@@ -60,7 +60,7 @@ $(MODELS)/dualspeechlm/config.json: $(MODELS)/mel-codec/config.json $(MODELS)/sp
 		--output-dir $(MODELS)/dualspeechlm
 
 test: setup
-	$(BIN)/python -m pytest -m "not slow" -q
+	$(BIN)/python -m pytest -m "not slow" -q -rs
 
 test-slow: setup
 	$(BIN)/python -m pytest -m slow -q
