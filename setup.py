@@ -67,7 +67,7 @@ setup(
     package_dir=PACKAGE_DIR,
     packages=list(PACKAGE_DIR),
     package_data={"dualspeechlm.model_cards": ["*.md"], "dualspeechlm.spaces_demo": ["*.md", "*.txt"],
-                  "dualspeechlm.training": ["accelerate_configs/*.yaml"]},
+                  "dualspeechlm.training": ["accelerate_configs/*.yaml", "presets/*.yaml"]},
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,
     entry_points={

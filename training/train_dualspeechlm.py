@@ -35,7 +35,7 @@ from dualspeechlm.speaker_encoder import SpeakerEncoderModel
 
 from .multitask import CONFIG_OF_TASK, DualSpeechLMCollator, TaskBatchSampler, TaskExamples
 from .plots import plot_losses
-from .recipe_cli import recipe_from_args, recipe_parser
+from .recipe_cli import preset, recipe_from_args, recipe_parser
 from .token_cache import cached_tokens
 from .trainer import BatchSamplerTrainer
 
@@ -76,16 +76,18 @@ class DualSpeechLMRecipe:
     eval_examples: int = 32  # validation examples per task
     seed: int = 0
 
+    preset_stem = "dualspeechlm"  # presets/dualspeechlm_<name>.yaml
+
     @classmethod
     def tiny(cls, **overrides) -> DualSpeechLMRecipe:
-        return cls(**overrides)
+        """The dataclass defaults: 2 CPU cores (presets/dualspeechlm_tiny.yaml)."""
+        return preset(cls, "tiny", **overrides)
 
     @classmethod
     def paper(cls, **overrides) -> DualSpeechLMRecipe:
-        """Phi-3.5-mini with LoRA r=16, the paper's AcousticGPT, lr 1e-4, 60K steps (needs GPUs)."""
-        defaults = dict(llm="microsoft/Phi-3.5-mini-instruct", lora=True, learning_rate=1e-4, steps=60000,
-                        batch_size=8, warmup_steps=1000, acoustic_config={})
-        return cls(**{**defaults, **overrides})
+        """Phi-3.5-mini with LoRA r=16, the paper's AcousticGPT, lr 1e-4, 60K steps; needs GPUs
+        (presets/dualspeechlm_paper.yaml)."""
+        return preset(cls, "paper", **overrides)
 
 
 def load_parts(recipe: DualSpeechLMRecipe):

@@ -37,7 +37,7 @@ from dualspeechlm.processing.text_tokenizer import train_text_tokenizer
 from .encoder_cache import cached_encoder_outputs
 from .metrics import normalize_text, word_error_rate
 from .plots import plot_losses
-from .recipe_cli import recipe_from_args, recipe_parser
+from .recipe_cli import preset, recipe_from_args, recipe_parser
 from .text_llm import (small_llm_config, stage3_task_documents, text_llm_corpus, train_text_llm,
                        understanding_examples)
 from .trainer import LossTermsTrainer
@@ -72,19 +72,19 @@ class USTokenizerRecipe:
     whisper_baseline: bool = True
     seed: int = 0
 
+    preset_stem = "ustokenizer"  # presets/ustokenizer_<name>.yaml
+
     @classmethod
     def tiny(cls, **overrides) -> USTokenizerRecipe:
-        """Whisper tiny.en frozen; the small text LLM trained here is trained on along with the tokenizer:
-        frozen, it caps understanding (it rewrote 34% of the words of 20 unseen sentences given as *text*
-        after 600 steps), where the paper's frozen Llama-3.2-1B reads text perfectly."""
-        return cls(**{"freeze_llm": False, **overrides})
+        """Whisper tiny.en frozen, a small text LLM trained here and along with the tokenizer
+        (presets/ustokenizer_tiny.yaml, which says why)."""
+        return preset(cls, "tiny", **overrides)
 
     @classmethod
     def paper(cls, **overrides) -> USTokenizerRecipe:
-        """Whisper-medium and Llama-3.2-1B, both frozen (needs the Hub and a GPU)."""
-        defaults = dict(whisper="openai/whisper-medium", llm="meta-llama/Llama-3.2-1B", tokenizer_preset="paper",
-                        batch_size=32, learning_rate=1e-4, steps=60000, warmup_steps=1000)
-        return cls(**{**defaults, **overrides})
+        """Whisper-medium and Llama-3.2-1B, both frozen; needs the Hub and a GPU
+        (presets/ustokenizer_paper.yaml)."""
+        return preset(cls, "paper", **overrides)
 
 
 def text_llm(recipe: USTokenizerRecipe, train_examples: list[dict]):

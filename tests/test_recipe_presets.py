@@ -1,0 +1,51 @@
+"""Recipe presets are YAML files; command lines apply preset, then --config, then flags."""
+
+import dataclasses
+
+import pytest
+import yaml
+
+from dualspeechlm.training.recipe_cli import PRESETS, recipe_from_args, recipe_parser
+from dualspeechlm.training.train_dualspeechlm import DualSpeechLMRecipe
+from dualspeechlm.training.train_ustokenizer import USTokenizerRecipe
+
+
+def test_every_preset_file_loads_and_the_paper_presets_hold_the_papers_setup():
+    assert sorted(p.name for p in PRESETS.glob("*.yaml")) == [
+        "dualspeechlm_paper.yaml", "dualspeechlm_tiny.yaml", "ustokenizer_paper.yaml", "ustokenizer_tiny.yaml"]
+    assert DualSpeechLMRecipe.tiny() == DualSpeechLMRecipe()
+    paper = DualSpeechLMRecipe.paper()
+    assert (paper.llm, paper.lora, paper.lora_r, paper.learning_rate, paper.steps) == (
+        "microsoft/Phi-3.5-mini-instruct", True, 16, 1e-4, 60000)
+    assert USTokenizerRecipe.tiny().freeze_llm is False
+    stage1 = USTokenizerRecipe.paper(steps=5)
+    assert (stage1.whisper, stage1.llm, stage1.freeze_llm, stage1.steps) == (
+        "openai/whisper-medium", "meta-llama/Llama-3.2-1B", True, 5)
+
+
+def test_command_line_applies_preset_then_config_then_flags(tmp_path, capsys):
+    config = tmp_path / "mine.yaml"
+    config.write_text("steps: 7\nlearning_rate: 0.01\nacoustic_config: {hidden_size: 64}\ntask_weights: {asr: 3}\n")
+    parser = recipe_parser(DualSpeechLMRecipe, "stage 3")
+    args = vars(parser.parse_args(["--preset", "paper", "--config", str(config), "--steps", "9"]))
+    recipe = recipe_from_args(DualSpeechLMRecipe, args)
+    assert (recipe.llm, recipe.steps, recipe.learning_rate) == ("microsoft/Phi-3.5-mini-instruct", 9, 0.01)
+    assert recipe.acoustic_config == {"hidden_size": 64} and recipe.task_weights == {"asr": 3}
+
+    with pytest.raises(SystemExit) as exit_info:
+        recipe_from_args(DualSpeechLMRecipe, vars(parser.parse_args(["--config", str(config), "--print-config"])))
+    assert exit_info.value.code == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed == {**dataclasses.asdict(DualSpeechLMRecipe.tiny(steps=7, learning_rate=0.01,
+                       acoustic_config={"hidden_size": 64}, task_weights={"asr": 3})), "tasks": list(recipe.tasks)}
+
+
+def test_bad_config_files_are_clear_errors(tmp_path):
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("stepz: 3\n")
+    parser = recipe_parser(USTokenizerRecipe, "stage 1")
+    with pytest.raises(ValueError, match=r"\['stepz'\] are not fields of USTokenizerRecipe"):
+        recipe_from_args(USTokenizerRecipe, vars(parser.parse_args(["--config", str(typo)])))
+    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    with pytest.raises(ValueError, match="must hold a mapping"):
+        recipe_from_args(USTokenizerRecipe, vars(parser.parse_args(["--config", str(tmp_path / "list.yaml")])))
