@@ -36,6 +36,21 @@ def preset(recipe_class, name: str, **overrides):
     return recipe_class(**{**read_config(recipe_class, path), **overrides})
 
 
+class PresetRecipe:
+    """Base of the recipe dataclasses: `tiny()` (2 CPU cores) and `paper()` (the paper's setup) read
+    `presets/<preset_stem>_<name>.yaml`, whose comments say what each preset is."""
+
+    preset_stem: str
+
+    @classmethod
+    def tiny(cls, **overrides):
+        return preset(cls, "tiny", **overrides)
+
+    @classmethod
+    def paper(cls, **overrides):
+        return preset(cls, "paper", **overrides)
+
+
 def recipe_parser(recipe_class, description: str) -> argparse.ArgumentParser:
     """A parser with `--preset`, `--config`, `--print-config` and a `--field-name` flag (default None:
     keep the preset's value) for every str / int / float field of `recipe_class`; booleans and
@@ -66,4 +81,4 @@ def recipe_from_args(recipe_class, args: dict):
     return recipe
 
 
-__all__ = ["preset", "read_config", "recipe_parser", "recipe_from_args"]
+__all__ = ["PresetRecipe", "preset", "read_config", "recipe_parser", "recipe_from_args"]

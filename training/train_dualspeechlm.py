@@ -35,7 +35,7 @@ from dualspeechlm.speaker_encoder import SpeakerEncoderModel
 
 from .multitask import CONFIG_OF_TASK, DualSpeechLMCollator, TaskBatchSampler, TaskExamples
 from .plots import plot_losses
-from .recipe_cli import preset, recipe_from_args, recipe_parser
+from .recipe_cli import PresetRecipe, recipe_from_args, recipe_parser
 from .token_cache import cached_tokens
 from .trainer import BatchSamplerTrainer
 
@@ -43,7 +43,7 @@ ALL_TASKS = tuple(CONFIG_OF_TASK)
 
 
 @dataclass
-class DualSpeechLMRecipe:
+class DualSpeechLMRecipe(PresetRecipe):
     """Every setting of stage 3; `tiny()` runs on 2 CPU cores, `paper()` is the paper's setup."""
 
     corpus: str = "data/corpus"
@@ -77,17 +77,6 @@ class DualSpeechLMRecipe:
     seed: int = 0
 
     preset_stem = "dualspeechlm"  # presets/dualspeechlm_<name>.yaml
-
-    @classmethod
-    def tiny(cls, **overrides) -> DualSpeechLMRecipe:
-        """The dataclass defaults: 2 CPU cores (presets/dualspeechlm_tiny.yaml)."""
-        return preset(cls, "tiny", **overrides)
-
-    @classmethod
-    def paper(cls, **overrides) -> DualSpeechLMRecipe:
-        """Phi-3.5-mini with LoRA r=16, the paper's AcousticGPT, lr 1e-4, 60K steps; needs GPUs
-        (presets/dualspeechlm_paper.yaml)."""
-        return preset(cls, "paper", **overrides)
 
 
 def load_parts(recipe: DualSpeechLMRecipe):

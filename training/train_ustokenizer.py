@@ -37,7 +37,7 @@ from dualspeechlm.processing.text_tokenizer import train_text_tokenizer
 from .encoder_cache import cached_encoder_outputs
 from .metrics import normalize_text, word_error_rate
 from .plots import plot_losses
-from .recipe_cli import preset, recipe_from_args, recipe_parser
+from .recipe_cli import PresetRecipe, recipe_from_args, recipe_parser
 from .text_llm import (small_llm_config, stage3_task_documents, text_llm_corpus, train_text_llm,
                        understanding_examples)
 from .trainer import LossTermsTrainer
@@ -47,7 +47,7 @@ EVAL_SPLITS = ("test", "test_unseen_voice")
 
 
 @dataclass
-class USTokenizerRecipe:
+class USTokenizerRecipe(PresetRecipe):
     """Every setting of stage 1; `tiny()` runs on 2 CPU cores, `paper()` is the paper's setup."""
 
     corpus: str = "data/corpus"
@@ -73,18 +73,6 @@ class USTokenizerRecipe:
     seed: int = 0
 
     preset_stem = "ustokenizer"  # presets/ustokenizer_<name>.yaml
-
-    @classmethod
-    def tiny(cls, **overrides) -> USTokenizerRecipe:
-        """Whisper tiny.en frozen, a small text LLM trained here and along with the tokenizer
-        (presets/ustokenizer_tiny.yaml, which says why)."""
-        return preset(cls, "tiny", **overrides)
-
-    @classmethod
-    def paper(cls, **overrides) -> USTokenizerRecipe:
-        """Whisper-medium and Llama-3.2-1B, both frozen; needs the Hub and a GPU
-        (presets/ustokenizer_paper.yaml)."""
-        return preset(cls, "paper", **overrides)
 
 
 def text_llm(recipe: USTokenizerRecipe, train_examples: list[dict]):
