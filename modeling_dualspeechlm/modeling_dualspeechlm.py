@@ -353,14 +353,41 @@ class DualSpeechLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
         valid = (ended.long().cumsum(-1) - ended.long()) == 0  # up to and including the first </audio>
         full_mask = torch.cat([attention_mask, valid.long()], dim=1)
         condition = torch.cat([prompt, valid & config.is_speech_token(written)], dim=1)
-        hidden = self.language_model(sequences, attention_mask=full_mask, use_cache=False, output_hidden_states=-1,
-                                     position_ids=positions_from_mask(full_mask, full_mask.shape[1]),
+        if speaker_embeddings is not None:
+            check_shape("speaker_embeddings", speaker_embeddings, input_ids.shape[0], config.speaker_embedding_size)
+            speaker_embeddings = speaker_embeddings.repeat_interleave(copies, 0)
+        return self.render_speech(sequences, full_mask, condition, speaker_embeddings, acoustic_generation_config,
+                                  codec, use_cache, **acoustic_kwargs)
+
+    @torch.no_grad()
+    def render_speech(
+        self,
+        sequences: torch.LongTensor,
+        attention_mask: torch.Tensor,
+        condition_mask: torch.Tensor,
+        speaker_embeddings: torch.FloatTensor | None = None,
+        acoustic_generation_config: GenerationConfig | None = None,
+        codec=None,
+        use_cache: bool = True,
+        **acoustic_kwargs,
+    ) -> DualSpeechLMSpeechOutput:
+        r"""The acoustic half of `generate_speech`: AcousticGPT codes (and waveforms, with `codec`) for sequences whose
+        USTokens are already written, e.g. by `generate_speech`'s first half or taken from reference audio.
+
+        sequences, attention_mask `[batch, L]`: prompt, `<audio>`, USTokens, `</audio>` (left-padded); condition_mask
+        `[batch, L]`: the positions conditioning AcousticGPT (the prompt's condition and the written USTokens, as in
+        training); speaker_embeddings `[batch, speaker_embedding_size]` (default zeros); acoustic_generation_config
+        (default `config.acoustic_generation`) and `acoustic_kwargs` (its fields, e.g. `do_sample=False`).
+        """
+        config = self.config
+        hidden = self.language_model(sequences, attention_mask=attention_mask, use_cache=False, output_hidden_states=-1,
+                                     position_ids=positions_from_mask(attention_mask, attention_mask.shape[1]),
                                      logits_to_keep=1).hidden_states[-1]
         if speaker_embeddings is None:
-            speaker_embeddings = hidden.new_zeros(input_ids.shape[0], config.speaker_embedding_size)
-        check_shape("speaker_embeddings", speaker_embeddings, input_ids.shape[0], config.speaker_embedding_size)
+            speaker_embeddings = hidden.new_zeros(sequences.shape[0], config.speaker_embedding_size)
+        check_shape("speaker_embeddings", speaker_embeddings, sequences.shape[0], config.speaker_embedding_size)
         acoustic_generation_config = acoustic_generation_config or GenerationConfig(**config.acoustic_generation)
-        acoustic = self.acoustic_gpt.generate(speaker_embeddings.repeat_interleave(copies, 0), hidden, condition,
+        acoustic = self.acoustic_gpt.generate(speaker_embeddings, hidden, condition_mask.bool(),
                                               acoustic_generation_config, use_cache=use_cache, **acoustic_kwargs)
         output = DualSpeechLMSpeechOutput(sequences=sequences, codes=acoustic.codes, code_lengths=acoustic.lengths)
         if codec is not None:

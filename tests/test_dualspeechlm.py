@@ -179,6 +179,12 @@ def test_speech_generation_batched_cached_and_restricted():
     assert (config.is_speech_token(written[:, 1:]) | ended).all()  # USTokens, then </audio> and padding
     assert ended.sum(-1).tolist() == [6, 0] and written.shape[1] == 9  # <audio>, 2 USTokens, </audio>, pad
     assert out.codes.shape == (2, config.num_codebooks, int(out.code_lengths.max())) and (out.code_lengths <= 10).all()
+    # the acoustic half alone, on the written sequences (attended up to </audio>; condition: prompt + USTokens)
+    valid = (written == config.audio_end_token_id).long().cumsum(-1) - (written == config.audio_end_token_id).long() == 0
+    condition = torch.cat([mask.bool(), valid & config.is_speech_token(written)], dim=1)
+    rendered = model.render_speech(out.sequences, torch.cat([mask, valid.long()], dim=1), condition, speakers,
+                                   do_sample=False, max_new_tokens=10)
+    assert torch.equal(rendered.codes, out.codes) and torch.equal(rendered.code_lengths, out.code_lengths)
     plain = model.generate_speech(ids, mask, speaker_embeddings=speakers, use_cache=False, **settings)
     assert torch.equal(plain.sequences, out.sequences) and torch.equal(plain.codes, out.codes)
     with_audio = torch.cat([ids, torch.full_like(ids[:, :1], config.audio_start_token_id)], dim=1)

@@ -147,6 +147,7 @@ def test_recipe_trains_saves_evaluates_and_fine_tunes_on_the_tiny_corpus(tiny_re
         scores = results["splits"][split]
         assert 0 <= scores["asr"]["wer"] and 0 <= scores["ser"]["accuracy"] <= 1
         assert "whisper_wer_generated" in scores["tts"] and -1 <= scores["tts"]["sim"] <= 1
+        assert "whisper_wer_generated" in scores["tts_resynthesis"]  # from the reference USTokens
     assert (folder / "evaluation.md").is_file() and any((folder / "samples").glob("*.wav"))
 
     tuned = train_dualspeechlm(tiny_recipe(tmp_path / "tuned", init_from=str(folder), steps=2))

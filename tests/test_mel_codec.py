@@ -117,6 +117,15 @@ def test_training_lowers_the_losses_on_a_real_batch(speech):
     train_vocoder(model, speech, 40, 4, 12000, 1e-2, generator)
     assert vocoder_loss(model, batch, lengths).item() < 0.85 * before
 
+    # decoder + vocoder on the audio loss: it falls, and the encoder and codebooks (so the codes) stay
+    codes = model.encode(speech).codes
+    frozen = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith(("decoder.", "vocoder."))}
+    before = vocoder_loss(model, batch, lengths, train_decoder=True).item()
+    train_vocoder(model, speech, 20, 4, 12000, 3e-3, generator, train_decoder=True)
+    assert vocoder_loss(model, batch, lengths, train_decoder=True).item() < before
+    assert all(torch.equal(frozen[k], v) for k, v in model.state_dict().items() if k in frozen)
+    assert torch.equal(model.encode(speech).codes, codes) and not model.training
+
 
 def test_stft_loss_is_zero_only_for_equal_audio(speech):
     audio = speech[0][None]

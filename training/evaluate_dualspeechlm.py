@@ -7,6 +7,7 @@
 | S2TT | BLEU (sacrebleu) |
 | TTS, VC, SC | the judges' WER on the generated speech (Whisper tiny.en, and pocketsphinx for TTS) beside their WER on the corpus' reference audio of the same words; SIM (speaker encoder cosine) to the reference |
 | T2ST | SIM only: both judges are English-only and the targets are Spanish / French |
+| TTS resynthesis | the judges' WER on speech AcousticGPT renders from the reference audio's own USTokens: the ceiling of TTS with perfectly written USTokens, which tells the LLM's share of TTS errors from AcousticGPT's + the codec's |
 
 Results land in `<model>/evaluation.json` + `evaluation.md`; a few generated waveforms in `samples/`.
 """
@@ -72,6 +73,22 @@ def speak(model, processor, examples: list[dict], batch_size: int = 16, seed: in
     return waveforms
 
 
+@torch.no_grad()
+def resynthesize(model, processor, examples: list[dict], batch_size: int = 16, seed: int = 0) -> list[np.ndarray]:
+    """Waveforms AcousticGPT renders for generation examples from their *reference* USTokens
+    (`answer_speech_ids`) instead of the LLM's: `model.render_speech` on the teacher-forced sequences."""
+    torch.manual_seed(seed)
+    waveforms = []
+    for chunk in batches(examples, batch_size):
+        inputs = processor.build_inputs(chunk, with_answers=True, padding_side="left")
+        ids, mask = inputs["input_ids"][:, :-1], inputs["attention_mask"][:, :-1]  # every row ends with EOS: drop it
+        condition = inputs["condition_mask"][:, :-1].bool() | model.config.is_speech_token(ids)
+        speakers = torch.from_numpy(np.stack([ex["speaker"] for ex in chunk]))
+        out = model.render_speech(ids, mask, condition, speakers, codec=processor.codec)
+        waveforms += [w[:n].numpy() if n > 0 else None for w, n in zip(out.waveforms, out.waveform_lengths.tolist())]
+    return waveforms
+
+
 def similarity(speaker_encoder, generated: list, references: list[np.ndarray]) -> float:
     """Mean cosine of the speaker embeddings of generated and reference audio, over the items that
     hold speech long enough to embed (NaN when none does)."""
@@ -108,25 +125,34 @@ def evaluate_split(model, processor, corpus: str, cache_dir: str, split: str, wh
                                                     for r, h in zip(references, hypotheses)]))}
             score["samples"] = [{"reference": r, "hypothesis": h} for r, h in list(zip(references, hypotheses))[:5]]
         else:
-            generated = speak(model, processor, examples)
             source = load_corpus(corpus, config)[split].select(range(count))
-            reference_audio = [item["array"] for item in source[REFERENCE_AUDIO[task]]]
-            words = source[SPOKEN_WORDS[task]]
-            score = {"sim": similarity(processor.speaker_encoder, generated, reference_audio),
-                     "no_speech": float(sum(g is None for g in generated) / count),
-                     "seconds_generated": float(sum(len(g) for g in generated if g is not None) / 16000)}
-            generated = [g if g is not None else np.zeros(8000, np.float32) for g in generated]  # judged as silence
-            if task != "t2st":
-                judges = [WhisperJudge(whisper)] + ([PocketsphinxJudge()] if task == "tts" else [])
-                for name, audio in (("generated", generated), ("reference", reference_audio)):
-                    judged = judge(words, audio, 16000, judges=judges)
-                    for judge_name, value in judged["judges"].items():
-                        score[f"{judge_name}_wer_{name}"] = value["wer"]
+            score = speech_scores(task, speak(model, processor, examples), source, processor, whisper)
             samples_dir.mkdir(parents=True, exist_ok=True)
-            for i in range(min(3, count)):
-                soundfile.write(samples_dir / f"{split}-{task}-{i}.wav", generated[i], 16000)
+            for i, audio in enumerate(score.pop("audio")[:3]):
+                soundfile.write(samples_dir / f"{split}-{task}-{i}.wav", audio, 16000)
         results[task] = {"examples": count, **score}
+        if task == "tts":
+            resynthesized = speech_scores(task, resynthesize(model, processor, examples), source, processor, whisper)
+            del resynthesized["audio"]
+            results["tts_resynthesis"] = {"examples": count, **resynthesized}
     return results
+
+
+def speech_scores(task: str, generated: list, source, processor, whisper: str) -> dict:
+    """SIM, no-speech rate, seconds and the judges' WER on generated speech (None items judged as silence) and on
+    the reference audio of the same words; `audio`: the generated waveforms, for samples."""
+    reference_audio = [item["array"] for item in source[REFERENCE_AUDIO[task]]]
+    count = len(generated)
+    score = {"sim": similarity(processor.speaker_encoder, generated, reference_audio),
+             "no_speech": float(sum(g is None for g in generated) / count),
+             "seconds_generated": float(sum(len(g) for g in generated if g is not None) / 16000)}
+    generated = [g if g is not None else np.zeros(8000, np.float32) for g in generated]
+    if task != "t2st":
+        judges = [WhisperJudge(whisper)] + ([PocketsphinxJudge()] if task == "tts" else [])
+        for name, audio in (("generated", generated), ("reference", reference_audio)):
+            for judge_name, value in judge(source[SPOKEN_WORDS[task]], audio, 16000, judges=judges)["judges"].items():
+                score[f"{judge_name}_wer_{name}"] = value["wer"]
+    return {**score, "audio": generated}
 
 
 def markdown_report(results: dict) -> str:

@@ -3,7 +3,9 @@
 Two stages, both on random crops of the `speech` training audio:
 1. the autoencoder: conv encoder -> residual VQ -> conv decoder, L1 on log-mel + commitment;
 2. the neural vocoder, on the *decoded* (quantized) mels of stage 1, so it learns to undo the
-   codec's smoothing: multi-resolution STFT loss + log-mel L1 against the original audio.
+   codec's smoothing: multi-resolution STFT loss + log-mel L1 against the original audio;
+3. decoder and vocoder together on that audio loss (encoder and codebooks frozen, so the codes stay
+   the same), plus the decoded mel's L1 to the true log-mel, which keeps it fit for Griffin-Lim.
 Then both vocoders (neural, Griffin-Lim) are judged on the test splits against the original
 audio, and the better one is saved as the codec's default.
 """
@@ -86,31 +88,45 @@ def train_autoencoder(model: MelCodecModel, waveforms, steps: int, batch_size: i
     return losses
 
 
-def vocoder_loss(model: MelCodecModel, batch: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """Multi-resolution STFT + log-mel L1 of the vocoder fed the codec's decoded mels of `batch`."""
+def vocoder_loss(model: MelCodecModel, batch: torch.Tensor, lengths: torch.Tensor, train_decoder: bool = False) -> torch.Tensor:
+    """Multi-resolution STFT + log-mel L1 of the vocoder fed the codec's decoded mels of `batch`; with
+    `train_decoder` the gradient reaches the decoder as well, and the decoded mel's L1 to the true log-mel joins."""
     with torch.no_grad():
         log_mel, frame_lengths = model.log_mel(batch, lengths)
-        decoded = model.decode_mel(model.quantize(log_mel, frame_lengths)[1], frame_lengths)
+        codes = model.quantize(log_mel, frame_lengths)[1]
+    with torch.set_grad_enabled(train_decoder):
+        decoded = model.decode_mel(codes, frame_lengths)
     audio = model.vocode(decoded, frame_lengths, vocoder="neural")[:, : batch.shape[1]]
     target = batch[:, : audio.shape[1]]
-    return multi_resolution_stft_loss(audio, target) + (model.mel(audio) - model.mel(target)).abs().mean()
+    loss = multi_resolution_stft_loss(audio, target) + (model.mel(audio) - model.mel(target)).abs().mean()
+    if train_decoder:
+        mask = model._frame_mask(frame_lengths, log_mel.shape[-1])
+        loss = loss + ((decoded - log_mel).abs() * mask).sum() / (mask.sum() * log_mel.shape[1])
+    return loss
 
 
-def train_vocoder(model: MelCodecModel, waveforms, steps: int, batch_size: int, segment: int, lr: float, generator) -> list[float]:
-    optimizer = torch.optim.AdamW(model.vocoder.parameters(), lr=lr, betas=(0.8, 0.99))
+def train_vocoder(model: MelCodecModel, waveforms, steps: int, batch_size: int, segment: int, lr: float, generator,
+                  train_decoder: bool = False) -> list[float]:
+    """The neural vocoder (stage 2), or with `train_decoder` the decoder and vocoder together (stage 3); the
+    encoder and codebooks stay as they are (eval mode: no codebook updates)."""
+    parts = [model.vocoder, model.decoder] if train_decoder else [model.vocoder]
+    parameters = [p for part in parts for p in part.parameters()]
+    optimizer = torch.optim.AdamW(parameters, lr=lr, betas=(0.8, 0.99))
     losses = []
     model.eval()
-    model.vocoder.train()
-    for step in (bar := tqdm(range(steps), desc="codec vocoder", unit="step")):
-        loss = vocoder_loss(model, *random_crops(waveforms, batch_size, segment, generator))
+    for part in parts:
+        part.train()
+    name = "codec decoder + vocoder" if train_decoder else "codec vocoder"
+    for step in (bar := tqdm(range(steps), desc=name, unit="step")):
+        loss = vocoder_loss(model, *random_crops(waveforms, batch_size, segment, generator), train_decoder=train_decoder)
         _cosine_lr(optimizer, step, steps, lr)
         optimizer.zero_grad()
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.vocoder.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
         optimizer.step()
         losses.append(loss.item())
         bar.set_postfix(loss=f"{losses[-1]:.3f}")
-    model.vocoder.eval()
+    model.eval()
     return losses
 
 
@@ -169,6 +185,10 @@ def main(argv=None) -> None:
     parser.add_argument("--codebook-size", type=int, default=MelCodecConfig().codebook_size)
     parser.add_argument("--autoencoder-steps", type=int, default=2000)  # 600 -> 2000: Whisper ratio 1.34x -> 1.18x
     parser.add_argument("--vocoder-steps", type=int, default=1000)
+    parser.add_argument("--joint-steps", type=int, default=1000, help="decoder + vocoder on the audio loss")
+    parser.add_argument("--joint-lr", type=float, default=5e-4)
+    parser.add_argument("--init-from", type=Path, default=None,
+                        help="a trained codec folder to go on training (its config wins over the size flags)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--train-limit", type=int, default=None, help="use only the first N training utterances")
@@ -178,17 +198,23 @@ def main(argv=None) -> None:
 
     torch.manual_seed(args.seed)
     generator = torch.Generator().manual_seed(args.seed)
-    config = MelCodecConfig(num_quantizers=args.num_quantizers, codebook_size=args.codebook_size)
-    model = MelCodecModel(config)
+    if args.init_from:
+        model = MelCodecModel.from_pretrained(args.init_from)
+    else:
+        model = MelCodecModel(MelCodecConfig(num_quantizers=args.num_quantizers, codebook_size=args.codebook_size))
+    config = model.config
     waveforms, _, _ = corpus_waveforms(args.corpus, "train", args.train_limit)
     started = time.perf_counter()
-    with torch.no_grad():  # k-means codebook init on many frames, not just the first batch's
-        model.train()
-        model.quantize(*model.log_mel(*random_crops(waveforms, 8 * args.batch_size, 2 * config.sampling_rate, generator)))
+    if not args.init_from:
+        with torch.no_grad():  # k-means codebook init on many frames, not just the first batch's
+            model.train()
+            model.quantize(*model.log_mel(*random_crops(waveforms, 8 * args.batch_size, 2 * config.sampling_rate, generator)))
     autoencoder_losses = train_autoencoder(model, waveforms, args.autoencoder_steps, args.batch_size,
                                            2 * config.sampling_rate, args.lr, generator)
     vocoder_losses = train_vocoder(model, waveforms, args.vocoder_steps, args.batch_size,
                                    config.sampling_rate, args.lr, generator)
+    joint_losses = train_vocoder(model, waveforms, args.joint_steps, args.batch_size, config.sampling_rate,
+                                 args.joint_lr, generator, train_decoder=True)
     training_seconds = time.perf_counter() - started
     model.eval()
     model.save_pretrained(args.output_dir)  # saved before the (long) judging; re-saved with the chosen vocoder
@@ -204,7 +230,7 @@ def main(argv=None) -> None:
     table = summary_table(report, splits)
     results = {
         "config": config.to_dict(), "training_seconds": training_seconds,
-        "autoencoder_loss": autoencoder_losses, "vocoder_loss": vocoder_losses,
+        "autoencoder_loss": autoencoder_losses, "vocoder_loss": vocoder_losses, "joint_loss": joint_losses,
         "worst_wer_ratio": ratios, "default_vocoder": model.config.vocoder,
         "real_time_factor": report.pop("real_time_factor"),
         "evaluation": {s: {c: {j: {k: v for k, v in r["judges"][j].items() if k != "hypotheses"} for j in judges}

@@ -1,0 +1,129 @@
+"""How much of the words do USTokens carry? A character-CTC probe, on the tokens and on the features they quantize.
+
+    python bench/probe_words.py --input ustokens --steps 500
+    python bench/probe_words.py --input encoder --steps 500
+
+A small transformer encoder (4 layers, 256 wide, frames doubled so CTC has room for every character) is
+trained from scratch with character CTC on the `speech` training split and scored (greedy CTC, WER / CER)
+on the first `--eval-limit` utterances of each test split every `--eval-every` steps. Inputs come from the
+caches stage 1 and stage 3 build under `--cache-dir`:
+- `ustokens`: the cached USToken ids of the tokenizer stage 3 last cached (`tokens/speech-<split>`),
+  through a fresh embedding;
+- `encoder`: the frozen Whisper encoder's outputs (`speech-<split>`), averaged from 50 Hz to the tokens'
+  25 Hz, through LayerNorm + Linear.
+The same probe on both says how much the quantization loses; its absolute WER says how far a small model
+gets in so many steps.
+"""
+
+import argparse
+import random
+import time
+
+import datasets
+import jiwer
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pad_sequence
+
+
+def load_rows(cache_dir: str, source: str, split: str, limit: int | None = None) -> list[tuple[torch.Tensor, str]]:
+    """(input `[frames]` ids or `[frames, d_model]` features at 25 Hz, text) per utterance."""
+    if source == "ustokens":
+        rows = datasets.load_from_disk(f"{cache_dir}/tokens/speech-{split}").with_format("numpy")
+        rows = rows.select(range(min(limit or len(rows), len(rows))))
+        return [(torch.from_numpy(np.asarray(r["audio_ustokens"], dtype=np.int64)), r["text"]) for r in rows]
+    rows = datasets.load_from_disk(f"{cache_dir}/speech-{split}").with_format("numpy")
+    rows = rows.select(range(min(limit or len(rows), len(rows))))
+    out = []
+    for r in rows:
+        frames = torch.from_numpy(np.asarray(r["encoder_hidden_states"], dtype=np.float32)).view(r["num_frames"], -1)
+        out.append((frames[: len(frames) // 2 * 2].view(-1, 2, frames.shape[1]).mean(1), r["text"]))
+    return out
+
+
+class CTCProbe(nn.Module):
+    def __init__(self, source: str, input_size: int, num_labels: int, hidden: int = 256, layers: int = 4):
+        super().__init__()
+        self.input = (nn.Embedding(input_size, hidden) if source == "ustokens"
+                      else nn.Sequential(nn.LayerNorm(input_size), nn.Linear(input_size, hidden)))
+        self.positions = nn.Embedding(2048, hidden)
+        layer = nn.TransformerEncoderLayer(hidden, 4, 4 * hidden, 0.1, batch_first=True, norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.output = nn.Linear(hidden, num_labels)
+
+    def forward(self, inputs: torch.Tensor, lengths: torch.Tensor):
+        """inputs `[batch, frames(, d)]` -> log-probabilities `[batch, 2 * frames, labels]` and their lengths."""
+        inputs, lengths = inputs.repeat_interleave(2, 1), 2 * lengths
+        hidden = self.input(inputs) + self.positions(torch.arange(inputs.shape[1]))[None]
+        padding = torch.arange(inputs.shape[1])[None] >= lengths[:, None]
+        return self.output(self.encoder(hidden, src_key_padding_mask=padding)).log_softmax(-1), lengths
+
+
+def collate(rows):
+    return pad_sequence([x for x, _ in rows], batch_first=True), torch.tensor([len(x) for x, _ in rows])
+
+
+def greedy(log_probs: torch.Tensor, lengths: torch.Tensor, alphabet: list[str]) -> list[str]:
+    texts = []
+    for best, length in zip(log_probs.argmax(-1), lengths.tolist()):
+        kept = torch.unique_consecutive(best[:length])
+        texts.append("".join(alphabet[k - 1] for k in kept.tolist() if k).strip() or "-")
+    return texts
+
+
+@torch.no_grad()
+def score(model, rows, alphabet) -> tuple[float, float]:
+    model.eval()
+    hypotheses = []
+    for start in range(0, len(rows), 32):
+        hypotheses += greedy(*model(*collate(rows[start : start + 32])), alphabet)
+    model.train()
+    references = [text for _, text in rows]
+    return jiwer.wer(references, hypotheses), jiwer.cer(references, hypotheses)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--input", choices=("ustokens", "encoder"), required=True)
+    parser.add_argument("--cache-dir", default="data/encoder_cache")
+    parser.add_argument("--steps", type=int, default=500)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--eval-every", type=int, default=125)
+    parser.add_argument("--eval-limit", type=int, default=100)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    random.seed(0)
+
+    train = load_rows(args.cache_dir, args.input, "train")
+    tests = {split: load_rows(args.cache_dir, args.input, split, args.eval_limit) for split in ("test", "test_unseen_voice")}
+    alphabet = sorted(set("".join(text for _, text in train)))
+    label = {c: i + 1 for i, c in enumerate(alphabet)}  # 0: the CTC blank
+    input_size = 1 + max(int(x.max()) for x, _ in train) if args.input == "ustokens" else train[0][0].shape[1]
+    model = CTCProbe(args.input, input_size, len(alphabet) + 1)
+    optimizer = torch.optim.AdamW(model.parameters(), 1e-3, weight_decay=0.01)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, 1e-3, total_steps=args.steps, pct_start=0.1)
+    ctc = nn.CTCLoss(zero_infinity=True)
+    print(f"| step | minutes | train CTC loss | " + " | ".join(f"{s} WER / CER" for s in tests) + " |")
+    print("|---|---|---|" + "---|" * len(tests))
+    started = time.perf_counter()
+    for step in range(1, args.steps + 1):
+        rows = random.sample(train, args.batch_size)
+        log_probs, lengths = model(*collate(rows))
+        targets = [torch.tensor([label[c] for c in text]) for _, text in rows]
+        loss = ctc(log_probs.transpose(0, 1), torch.cat(targets), lengths, torch.tensor([len(t) for t in targets]))
+        optimizer.zero_grad()
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        if step % args.eval_every == 0 or step == args.steps:
+            cells = [f"{100 * w:.1f}% / {100 * c:.1f}%" for w, c in (score(model, rows, alphabet) for rows in tests.values())]
+            print(f"| {step} | {(time.perf_counter() - started) / 60:.1f} | {loss.item():.3f} | " + " | ".join(cells) + " |",
+                  flush=True)
+
+
+if __name__ == "__main__":
+    main()
