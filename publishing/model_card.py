@@ -41,6 +41,9 @@ METRICS = {
     "pocketsphinx_wer_reference": ("wer", "pocketsphinx WER on the reference recordings"),
 }
 BOOKKEEPING = {"examples", "seconds_generated", "samples"}
+# diagnostics, in the results table but not the model-index (no task of their own on the Hub):
+# tts_resynthesis is speech rendered from the reference audio's USTokens
+DIAGNOSTICS = {"tts_resynthesis"}
 
 
 def eval_results(evaluation: dict, dataset_id: str, dataset_name: str) -> list[EvalResult]:
@@ -49,6 +52,8 @@ def eval_results(evaluation: dict, dataset_id: str, dataset_name: str) -> list[E
     results = []
     for split, tasks in evaluation["splits"].items():
         for task, scores in tasks.items():
+            if task in DIAGNOSTICS:
+                continue
             task_type, config, task_name = TASK_TYPES[task]
             for key, value in scores.items():
                 if key in BOOKKEEPING or not isinstance(value, (int, float)) or not math.isfinite(value):

@@ -23,7 +23,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 EVALUATION = {"splits": {
     "test": {"asr": {"examples": 4, "wer": 0.25, "whisper_wer_same_audio": 0.5},
              "tts": {"examples": 2, "sim": 0.7, "whisper_wer_generated": 0.4, "whisper_wer_reference": 0.3,
-                     "seconds_generated": 3.0}},
+                     "seconds_generated": 3.0},
+             "tts_resynthesis": {"examples": 2, "whisper_wer_generated": 0.35}},
     "test_unseen_voice": {"asr": {"examples": 4, "wer": 0.375, "whisper_wer_same_audio": 0.625},
                           "vc": {"examples": 2, "sim": float("nan"), "no_speech": 1.0}},
 }}
@@ -59,12 +60,13 @@ def test_model_card_takes_every_number_from_the_evaluation(model_folder):
     assert results[("test_unseen_voice", "automatic-speech-recognition", "WER")] == 0.375
     assert results[("test", "text-to-speech", "Whisper tiny.en WER on generated speech")] == 0.4
     assert results[("test_unseen_voice", "audio-to-audio", "share of outputs without speech")] == 1.0
-    assert len(results) == 8  # every finite metric; NaN SIM and bookkeeping (examples, seconds) left out
+    assert len(results) == 8  # every finite metric; NaN SIM, bookkeeping and the resynthesis diagnostic left out
     assert all(math.isfinite(v) for v in results.values())
     assert {r.dataset_type for r in reloaded.data.eval_results} == {"me/tiny-corpus"}
     assert reloaded.data.datasets == ["me/tiny-corpus"] and reloaded.data.license == "apache-2.0"
     text = str(card)
     assert "| ASR | WER | 0.250 | 0.375 |" in text
+    assert "| TTS_RESYNTHESIS | Whisper tiny.en WER on generated speech | 0.350 |" in text  # in the table only
     assert "for 2 steps in 2 min" in text and "llm_loss 3.000" in text
     assert 'pipeline("automatic-speech-recognition", model="me/tiny", trust_remote_code=True)' in text
     assert "ASR WER on unseen test sentences is 25.0%" in text and "2508.08961" in text
