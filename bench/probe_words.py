@@ -29,12 +29,11 @@ from torch.nn.utils.rnn import pad_sequence
 
 def load_rows(cache_dir: str, source: str, split: str, limit: int | None = None) -> list[tuple[torch.Tensor, str]]:
     """(input `[frames]` ids or `[frames, d_model]` features at 25 Hz, text) per utterance."""
-    if source == "ustokens":
-        rows = datasets.load_from_disk(f"{cache_dir}/tokens/speech-{split}").with_format("numpy")
-        rows = rows.select(range(min(limit or len(rows), len(rows))))
-        return [(torch.from_numpy(np.asarray(r["audio_ustokens"], dtype=np.int64)), r["text"]) for r in rows]
-    rows = datasets.load_from_disk(f"{cache_dir}/speech-{split}").with_format("numpy")
+    folder = f"{cache_dir}/tokens/speech-{split}" if source == "ustokens" else f"{cache_dir}/speech-{split}"
+    rows = datasets.load_from_disk(folder).with_format("numpy")
     rows = rows.select(range(min(limit or len(rows), len(rows))))
+    if source == "ustokens":
+        return [(torch.from_numpy(np.asarray(r["audio_ustokens"], dtype=np.int64)), r["text"]) for r in rows]
     out = []
     for r in rows:
         frames = torch.from_numpy(np.asarray(r["encoder_hidden_states"], dtype=np.float32)).view(r["num_frames"], -1)

@@ -57,36 +57,33 @@ def answer_text(model, processor, examples: list[dict], batch_size: int = 16, ma
 
 
 @torch.no_grad()
-def speak(model, processor, examples: list[dict], batch_size: int = 16, seed: int = 0) -> list[np.ndarray]:
+def speak(model, processor, examples: list[dict], batch_size: int = 16, seed: int = 0,
+          from_reference: bool = False) -> list[np.ndarray]:
     """Waveforms of generation examples (None where AcousticGPT wrote no speech), each in the voice of
     its target's speaker embedding; sampling as in the paper (model.config.speech_generation /
-    acoustic_generation), seeded."""
+    acoustic_generation), seeded. `from_reference`: AcousticGPT renders the examples' *reference*
+    USTokens (`answer_speech_ids`) instead of the LLM's (`model.render_speech` on the teacher-forced sequences)."""
     torch.manual_seed(seed)
     waveforms = []
     for chunk in batches(examples, batch_size):
-        inputs = processor.build_inputs(chunk, with_answers=False, padding_side="left")
         speakers = torch.from_numpy(np.stack([ex["speaker"] for ex in chunk]))
-        out = model.generate_speech(inputs["input_ids"], attention_mask=inputs["attention_mask"],
-                                    condition_mask=inputs["condition_mask"], speaker_embeddings=speakers,
-                                    codec=processor.codec)
+        if from_reference:
+            inputs = processor.build_inputs(chunk, with_answers=True, padding_side="left")
+            ids, mask = inputs["input_ids"][:, :-1], inputs["attention_mask"][:, :-1]  # every row ends with EOS: drop it
+            condition = inputs["condition_mask"][:, :-1].bool() | model.config.is_speech_token(ids)
+            out = model.render_speech(ids, mask, condition, speakers, codec=processor.codec)
+        else:
+            inputs = processor.build_inputs(chunk, with_answers=False, padding_side="left")
+            out = model.generate_speech(inputs["input_ids"], attention_mask=inputs["attention_mask"],
+                                        condition_mask=inputs["condition_mask"], speaker_embeddings=speakers,
+                                        codec=processor.codec)
         waveforms += [w[:n].numpy() if n > 0 else None for w, n in zip(out.waveforms, out.waveform_lengths.tolist())]
     return waveforms
 
 
-@torch.no_grad()
-def resynthesize(model, processor, examples: list[dict], batch_size: int = 16, seed: int = 0) -> list[np.ndarray]:
-    """Waveforms AcousticGPT renders for generation examples from their *reference* USTokens
-    (`answer_speech_ids`) instead of the LLM's: `model.render_speech` on the teacher-forced sequences."""
-    torch.manual_seed(seed)
-    waveforms = []
-    for chunk in batches(examples, batch_size):
-        inputs = processor.build_inputs(chunk, with_answers=True, padding_side="left")
-        ids, mask = inputs["input_ids"][:, :-1], inputs["attention_mask"][:, :-1]  # every row ends with EOS: drop it
-        condition = inputs["condition_mask"][:, :-1].bool() | model.config.is_speech_token(ids)
-        speakers = torch.from_numpy(np.stack([ex["speaker"] for ex in chunk]))
-        out = model.render_speech(ids, mask, condition, speakers, codec=processor.codec)
-        waveforms += [w[:n].numpy() if n > 0 else None for w, n in zip(out.waveforms, out.waveform_lengths.tolist())]
-    return waveforms
+def as_judged(generated: list) -> list[np.ndarray]:
+    """Generated waveforms with half a second of silence where no speech was written."""
+    return [g if g is not None else np.zeros(8000, np.float32) for g in generated]
 
 
 def similarity(speaker_encoder, generated: list, references: list[np.ndarray]) -> float:
@@ -126,33 +123,32 @@ def evaluate_split(model, processor, corpus: str, cache_dir: str, split: str, wh
             score["samples"] = [{"reference": r, "hypothesis": h} for r, h in list(zip(references, hypotheses))[:5]]
         else:
             source = load_corpus(corpus, config)[split].select(range(count))
-            score = speech_scores(task, speak(model, processor, examples), source, processor, whisper)
+            generated = speak(model, processor, examples)
+            score = speech_scores(task, generated, source, processor, whisper)
             samples_dir.mkdir(parents=True, exist_ok=True)
-            for i, audio in enumerate(score.pop("audio")[:3]):
+            for i, audio in enumerate(as_judged(generated[:3])):
                 soundfile.write(samples_dir / f"{split}-{task}-{i}.wav", audio, 16000)
         results[task] = {"examples": count, **score}
-        if task == "tts":
-            resynthesized = speech_scores(task, resynthesize(model, processor, examples), source, processor, whisper)
-            del resynthesized["audio"]
-            results["tts_resynthesis"] = {"examples": count, **resynthesized}
+        if task == "tts":  # a generation task: `source` holds its corpus rows
+            resynthesized = speak(model, processor, examples, from_reference=True)
+            results["tts_resynthesis"] = {"examples": count, **speech_scores(task, resynthesized, source, processor, whisper)}
     return results
 
 
 def speech_scores(task: str, generated: list, source, processor, whisper: str) -> dict:
     """SIM, no-speech rate, seconds and the judges' WER on generated speech (None items judged as silence) and on
-    the reference audio of the same words; `audio`: the generated waveforms, for samples."""
+    the reference audio of the same words (`source`: the corpus rows)."""
     reference_audio = [item["array"] for item in source[REFERENCE_AUDIO[task]]]
     count = len(generated)
     score = {"sim": similarity(processor.speaker_encoder, generated, reference_audio),
              "no_speech": float(sum(g is None for g in generated) / count),
              "seconds_generated": float(sum(len(g) for g in generated if g is not None) / 16000)}
-    generated = [g if g is not None else np.zeros(8000, np.float32) for g in generated]
     if task != "t2st":
         judges = [WhisperJudge(whisper)] + ([PocketsphinxJudge()] if task == "tts" else [])
-        for name, audio in (("generated", generated), ("reference", reference_audio)):
+        for name, audio in (("generated", as_judged(generated)), ("reference", reference_audio)):
             for judge_name, value in judge(source[SPOKEN_WORDS[task]], audio, 16000, judges=judges)["judges"].items():
                 score[f"{judge_name}_wer_{name}"] = value["wer"]
-    return {**score, "audio": generated}
+    return score
 
 
 def markdown_report(results: dict) -> str:

@@ -100,8 +100,7 @@ def vocoder_loss(model: MelCodecModel, batch: torch.Tensor, lengths: torch.Tenso
     target = batch[:, : audio.shape[1]]
     loss = multi_resolution_stft_loss(audio, target) + (model.mel(audio) - model.mel(target)).abs().mean()
     if train_decoder:
-        mask = model._frame_mask(frame_lengths, log_mel.shape[-1])
-        loss = loss + ((decoded - log_mel).abs() * mask).sum() / (mask.sum() * log_mel.shape[1])
+        loss = loss + model.mel_l1(decoded, log_mel, frame_lengths)
     return loss
 
 

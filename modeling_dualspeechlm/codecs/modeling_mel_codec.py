@@ -114,6 +114,11 @@ class MelCodecModel(MelCodecPreTrainedModel, SpeechCodecMixin):
     def _frame_mask(self, frame_lengths: torch.Tensor, frames: int) -> torch.Tensor:
         return lengths_to_mask(frame_lengths, frames)[:, None].float()
 
+    def mel_l1(self, predicted: torch.Tensor, target: torch.Tensor, frame_lengths: torch.Tensor) -> torch.Tensor:
+        """Mean absolute difference of two log-mels `[batch, n_mels, frames]` over the valid frames."""
+        mask = self._frame_mask(frame_lengths, target.shape[-1])
+        return ((predicted - target).abs() * mask).sum() / (mask.sum() * target.shape[1])
+
     def log_mel(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """waveforms `[batch, samples]` -> log-mel `[batch, n_mels, frames]` and frame lengths `[batch]`
         (one frame per started hop, as `frames_for`)."""
@@ -161,7 +166,7 @@ class MelCodecModel(MelCodecPreTrainedModel, SpeechCodecMixin):
         quantized, codes, commitment = self.quantize(target, frame_lengths)
         mask = self._frame_mask(frame_lengths, target.shape[-1])
         reconstructed = self._decode_latents(quantized, mask)
-        reconstruction = ((reconstructed - target).abs() * mask).sum() / (mask.sum() * target.shape[1])
+        reconstruction = self.mel_l1(reconstructed, target, frame_lengths)
         return MelCodecOutput(
             loss=reconstruction + commitment, reconstruction_loss=reconstruction, commitment_loss=commitment,
             target_mel=target, reconstructed_mel=reconstructed, codes=codes,
