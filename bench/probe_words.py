@@ -10,8 +10,10 @@ caches stage 1 and stage 3 build under `--cache-dir`:
 - `ustokens`: the cached USToken ids of the tokenizer stage 3 last cached (`tokens/speech-<split>`),
   through a fresh embedding;
 - `encoder`: the frozen Whisper encoder's outputs (`speech-<split>`), averaged from 50 Hz to the tokens'
-  25 Hz, through LayerNorm + Linear.
-The same probe on both says how much the quantization loses; its absolute WER says how far a small model
+  25 Hz, through LayerNorm + Linear;
+- `kmeans`: those 25 Hz features quantized by plain k-means (`--kmeans-codes`, fit on training frames),
+  through a fresh embedding: the untrained baseline a learned 1024-code tokenizer should beat.
+The same probe on each says how much the quantization loses; its absolute WER says how far a small model
 gets in so many steps.
 """
 
@@ -41,10 +43,28 @@ def load_rows(cache_dir: str, source: str, split: str, limit: int | None = None)
     return out
 
 
+def kmeans(frames: torch.Tensor, codes: int, iterations: int = 20, seed: int = 0) -> torch.Tensor:
+    """Lloyd's k-means on `[N, d]` frames -> centroids `[codes, d]` (empty clusters re-drawn from the frames)."""
+    generator = torch.Generator().manual_seed(seed)
+    centroids = frames[torch.randperm(len(frames), generator=generator)[:codes]].clone()
+    for _ in range(iterations):
+        nearest = torch.cdist(frames, centroids).argmin(-1)
+        counts = torch.bincount(nearest, minlength=codes)
+        sums = torch.zeros_like(centroids).index_add_(0, nearest, frames)
+        empty = counts == 0
+        centroids = torch.where(empty[:, None], frames[torch.randint(len(frames), (codes,), generator=generator)],
+                                sums / counts.clamp(min=1)[:, None])
+    return centroids
+
+
+def quantize(rows, centroids: torch.Tensor):
+    return [(torch.cdist(x, centroids).argmin(-1), text) for x, text in rows]
+
+
 class CTCProbe(nn.Module):
     def __init__(self, source: str, input_size: int, num_labels: int, hidden: int = 256, layers: int = 4):
         super().__init__()
-        self.input = (nn.Embedding(input_size, hidden) if source == "ustokens"
+        self.input = (nn.Embedding(input_size, hidden) if source in ("ustokens", "kmeans")
                       else nn.Sequential(nn.LayerNorm(input_size), nn.Linear(input_size, hidden)))
         self.positions = nn.Embedding(2048, hidden)
         layer = nn.TransformerEncoderLayer(hidden, 4, 4 * hidden, 0.1, batch_first=True, norm_first=True)
@@ -84,12 +104,14 @@ def score(model, rows, alphabet) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--input", choices=("ustokens", "encoder"), required=True)
+    parser.add_argument("--input", choices=("ustokens", "encoder", "kmeans"), required=True)
     parser.add_argument("--cache-dir", default="data/encoder_cache")
     parser.add_argument("--steps", type=int, default=500)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--eval-every", type=int, default=125)
     parser.add_argument("--eval-limit", type=int, default=100)
+    parser.add_argument("--kmeans-codes", type=int, default=1024)
+    parser.add_argument("--kmeans-frames", type=int, default=100_000, help="training frames k-means is fit on")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -98,9 +120,18 @@ def main() -> None:
 
     train = load_rows(args.cache_dir, args.input, "train")
     tests = {split: load_rows(args.cache_dir, args.input, split, args.eval_limit) for split in ("test", "test_unseen_voice")}
+    if args.input == "kmeans":
+        frames = torch.cat([x for x, _ in train])
+        sample = frames[torch.randperm(len(frames), generator=torch.Generator().manual_seed(0))[: args.kmeans_frames]]
+        centroids = kmeans(sample, args.kmeans_codes)
+        train, tests = quantize(train, centroids), {split: quantize(rows, centroids) for split, rows in tests.items()}
+        usage = torch.bincount(torch.cat([x for x, _ in tests["test"]]), minlength=args.kmeans_codes)
+        probs = usage[usage > 0] / usage.sum()
+        print(f"k-means: {int((usage > 0).sum())} of {args.kmeans_codes} codes used on test, "
+              f"perplexity {float(torch.exp(-(probs * probs.log()).sum())):.0f}", flush=True)
     alphabet = sorted(set("".join(text for _, text in train)))
     label = {c: i + 1 for i, c in enumerate(alphabet)}  # 0: the CTC blank
-    input_size = 1 + max(int(x.max()) for x, _ in train) if args.input == "ustokens" else train[0][0].shape[1]
+    input_size = train[0][0].shape[1] if args.input == "encoder" else 1 + max(int(x.max()) for x, _ in train)
     model = CTCProbe(args.input, input_size, len(alphabet) + 1)
     optimizer = torch.optim.AdamW(model.parameters(), 1e-3, weight_decay=0.01)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, 1e-3, total_steps=args.steps, pct_start=0.1)

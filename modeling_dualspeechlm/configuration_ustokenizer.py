@@ -99,6 +99,11 @@ class USTokenizerConfig(PretrainedConfig):
         return 2 * self.downsample_stride
 
     @property
+    def tokens_per_second(self) -> float:
+        """Whisper's log-mel runs at 100 frames per second: 25 tokens per second with the defaults."""
+        return 100 / self.mel_frames_per_token
+
+    @property
     def max_mel_frames(self) -> int:
         """The encoder's position limit in mel frames (3000 = 30 s for every Whisper size)."""
         return 2 * self.encoder_config.max_source_positions

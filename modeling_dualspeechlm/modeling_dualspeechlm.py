@@ -280,12 +280,13 @@ class DualSpeechLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
         target = self.config.is_speech_token(labels)
         if (is_generation.to(labels.device) & ~target.any(-1)).any():
             raise ValueError("every generation item needs its target USTokens <a_k> in labels")
-        condition = (prompt & (modes != TARGET)[:, None]) | (target & (modes != PROMPT)[:, None])
+        aligned = target & (modes != PROMPT)[:, None]  # the target USTokens, when the condition holds them
+        condition = (prompt & (modes != TARGET)[:, None]) | aligned
         if speaker_embeddings is None:
             speaker_embeddings = out.hidden_states[-1].new_zeros(batch, self.config.speaker_embedding_size)
         check_shape("speaker_embeddings", speaker_embeddings, batch, self.config.speaker_embedding_size)
         speaker_embeddings = speaker_embeddings * is_generation.to(speaker_embeddings)[:, None]
-        acoustic = self.acoustic_gpt(speaker_embeddings, out.hidden_states[-1], condition, codes, lengths)
+        acoustic = self.acoustic_gpt(speaker_embeddings, out.hidden_states[-1], condition, codes, lengths, aligned)
         output.llm_loss, output.acoustic_loss = out.loss, acoustic.loss
         output.loss = self.config.llm_loss_weight * out.loss + self.config.acoustic_loss_weight * acoustic.loss
         output.acoustic_logits, output.acoustic_condition_mask, output.coc_modes = acoustic.logits, condition, modes
@@ -376,7 +377,7 @@ class DualSpeechLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
 
         sequences, attention_mask `[batch, L]`: prompt, `<audio>`, USTokens, `</audio>` (left-padded); condition_mask
         `[batch, L]`: the positions conditioning AcousticGPT (the prompt's condition and the written USTokens, as in
-        training); speaker_embeddings `[batch, speaker_embedding_size]` (default zeros); acoustic_generation_config
+        training; the USTokens after the last `<audio>` are the aligned condition when it is on); speaker_embeddings `[batch, speaker_embedding_size]` (default zeros); acoustic_generation_config
         (default `config.acoustic_generation`) and `acoustic_kwargs` (its fields, e.g. `do_sample=False`).
         """
         config = self.config
@@ -387,8 +388,10 @@ class DualSpeechLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
             speaker_embeddings = hidden.new_zeros(sequences.shape[0], config.speaker_embedding_size)
         check_shape("speaker_embeddings", speaker_embeddings, sequences.shape[0], config.speaker_embedding_size)
         acoustic_generation_config = acoustic_generation_config or GenerationConfig(**config.acoustic_generation)
-        acoustic = self.acoustic_gpt.generate(speaker_embeddings, hidden, condition_mask.bool(),
-                                              acoustic_generation_config, use_cache=use_cache, **acoustic_kwargs)
+        answer = (sequences == config.audio_start_token_id).flip(1).cumsum(1).flip(1) == 0  # after the last <audio>
+        aligned = condition_mask.bool() & attention_mask.bool() & answer & config.is_speech_token(sequences)
+        acoustic = self.acoustic_gpt.generate(speaker_embeddings, hidden, condition_mask.bool(), acoustic_generation_config,
+                                              use_cache=use_cache, aligned_mask=aligned, **acoustic_kwargs)
         output = DualSpeechLMSpeechOutput(sequences=sequences, codes=acoustic.codes, code_lengths=acoustic.lengths)
         if codec is not None:
             output.waveforms, output.waveform_lengths = self.decode_codes(codec, acoustic.codes, acoustic.lengths)

@@ -150,11 +150,16 @@ def test_recipe_trains_saves_evaluates_and_fine_tunes_on_the_tiny_corpus(tiny_re
         assert "whisper_wer_generated" in scores["tts_resynthesis"]  # from the reference USTokens
     assert (folder / "evaluation.md").is_file() and any((folder / "samples").glob("*.wav"))
 
-    tuned = train_dualspeechlm(tiny_recipe(tmp_path / "tuned", init_from=str(folder), steps=2))
+    # fine-tuning turns the aligned condition on: a fresh projection, 2 codec frames (50 Hz) per USToken (25 Hz)
+    tuned = train_dualspeechlm(tiny_recipe(tmp_path / "tuned", init_from=str(folder), steps=2, aligned_condition=True))
     before, after = (load_file(path / "model.safetensors") for path in (folder, tuned))
-    assert before.keys() == after.keys()
+    projection = {f"acoustic_gpt.aligned_projection.{name}" for name in ("weight", "bias")}
+    assert after.keys() == before.keys() | projection
     assert any(not torch.equal(before[name], after[name]) for name in before), "fine-tuning changed nothing"
-    assert json.loads((tuned / "config.json").read_text())["text_config"] == config["text_config"]
+    tuned_config = json.loads((tuned / "config.json").read_text())
+    assert tuned_config["text_config"] == config["text_config"]
+    assert tuned_config["acoustic_config"]["aligned_frames_per_token"] == 2.0
+    assert config["acoustic_config"]["aligned_frames_per_token"] is None
 
 
 KILL_AT_SAVE = """

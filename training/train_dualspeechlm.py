@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,6 +62,9 @@ class DualSpeechLMRecipe(PresetRecipe):
     acoustic_config: dict = field(default_factory=lambda: dict(
         hidden_size=256, num_hidden_layers=4, num_attention_heads=4, intermediate_size=768,
         max_position_embeddings=1024, dropout=0.0))
+    # AcousticGPT also reads each code frame's target USToken (AcousticGPTConfig.aligned_frames_per_token, from the
+    # codec and token rates); a checkpoint (`init_from`) without it gets a fresh projection, one with it keeps it
+    aligned_condition: bool = False
     lora: bool = False
     lora_r: int = 16
     lora_alpha: int = 32
@@ -112,14 +116,19 @@ def validation_examples(recipe: DualSpeechLMRecipe, parts) -> Subset:
 def build_model(recipe: DualSpeechLMRecipe, ustokenizer, codec):
     """(model, text tokenizer): the backbone + speech vocabulary + a fresh AcousticGPT, or the model
     to fine-tune (`init_from`)."""
+    aligned = dict(aligned_frames_per_token=codec.frame_rate / ustokenizer.config.tokens_per_second
+                   ) if recipe.aligned_condition else {}
     if recipe.init_from:
-        return (DualSpeechLMForConditionalGeneration.from_pretrained(recipe.init_from),
+        config = DualSpeechLMConfig.from_pretrained(recipe.init_from)
+        for name, value in aligned.items():
+            setattr(config.acoustic_config, name, value)
+        return (DualSpeechLMForConditionalGeneration.from_pretrained(recipe.init_from, config=config),
                 AutoTokenizer.from_pretrained(recipe.init_from))
     source = recipe.llm or str(Path(recipe.ustokenizer) / "text_llm")
     llm, tokenizer = AutoModelForCausalLM.from_pretrained(source), AutoTokenizer.from_pretrained(source)
     model = DualSpeechLMForConditionalGeneration.from_text_model(
-        llm, tokenizer, num_speech_tokens=ustokenizer.config.codebook_size, acoustic_config=recipe.acoustic_config,
-        **DualSpeechLMConfig.codec_kwargs(codec))
+        llm, tokenizer, num_speech_tokens=ustokenizer.config.codebook_size,
+        acoustic_config={**recipe.acoustic_config, **aligned}, **DualSpeechLMConfig.codec_kwargs(codec))
     return model, tokenizer
 
 
@@ -177,6 +186,8 @@ def main(argv=None) -> None:
     parser = recipe_parser(DualSpeechLMRecipe, __doc__.split("\n\n")[0])
     parser.add_argument("--tasks", nargs="+", choices=ALL_TASKS, default=None, type=str)
     parser.add_argument("--lora", action="store_true", default=None, help="LoRA on the backbone (the paper's setup)")
+    parser.add_argument("--aligned-condition", action=argparse.BooleanOptionalAction, default=None,
+                        help="AcousticGPT reads each code frame's USToken too (tiny preset: off)")
     parser.add_argument("--skip-evaluation", action="store_true")
     args = vars(parser.parse_args(argv))
     skip_evaluation = args.pop("skip_evaluation")
