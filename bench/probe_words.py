@@ -1,16 +1,16 @@
 """How much of the words do USTokens carry? A character-CTC probe, on the tokens and on the features they quantize.
 
-    python bench/probe_words.py --input ustokens --steps 500
+    python bench/probe_words.py --input ustokens --ustokenizer models/ustokenizer --steps 500
     python bench/probe_words.py --input encoder --steps 500
+    python bench/probe_words.py --input kmeans --steps 500
 
 A small transformer encoder (4 layers, 256 wide, frames doubled so CTC has room for every character) is
 trained from scratch with character CTC on the `speech` training split and scored (greedy CTC, WER / CER)
 on the first `--eval-limit` utterances of each test split every `--eval-every` steps. Inputs come from the
-caches stage 1 and stage 3 build under `--cache-dir`:
-- `ustokens`: the cached USToken ids of the tokenizer stage 3 last cached (`tokens/speech-<split>`),
-  through a fresh embedding;
-- `encoder`: the frozen Whisper encoder's outputs (`speech-<split>`), averaged from 50 Hz to the tokens'
-  25 Hz, through LayerNorm + Linear;
+frozen Whisper encoder's outputs that stage 1 caches under `--cache-dir` (`speech-<split>`):
+- `ustokens`: the USToken ids `--ustokenizer` makes of them (its small convs + codebook), through a fresh
+  embedding;
+- `encoder`: the outputs themselves, averaged from 50 Hz to the tokens' 25 Hz, through LayerNorm + Linear;
 - `kmeans`: those 25 Hz features quantized by plain k-means (`--kmeans-codes`, fit on training frames),
   through a fresh embedding: the untrained baseline a learned 1024-code tokenizer should beat.
 The same probe on each says how much the quantization loses; its absolute WER says how far a small model
@@ -28,18 +28,29 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pad_sequence
 
+from dualspeechlm.modeling_ustokenizer import USTokenizerModel
 
-def load_rows(cache_dir: str, source: str, split: str, limit: int | None = None) -> list[tuple[torch.Tensor, str]]:
-    """(input `[frames]` ids or `[frames, d_model]` features at 25 Hz, text) per utterance."""
-    folder = f"{cache_dir}/tokens/speech-{split}" if source == "ustokens" else f"{cache_dir}/speech-{split}"
-    rows = datasets.load_from_disk(folder).with_format("numpy")
+
+def load_rows(cache_dir: str, split: str, limit: int | None = None) -> list[tuple[torch.Tensor, str]]:
+    """(Whisper encoder output `[frames, d_model]` at 50 Hz, text) per utterance of the cached `speech` split."""
+    rows = datasets.load_from_disk(f"{cache_dir}/speech-{split}").with_format("numpy")
     rows = rows.select(range(min(limit or len(rows), len(rows))))
-    if source == "ustokens":
-        return [(torch.from_numpy(np.asarray(r["audio_ustokens"], dtype=np.int64)), r["text"]) for r in rows]
+    return [(torch.from_numpy(np.asarray(r["encoder_hidden_states"], dtype=np.float32)).view(r["num_frames"], -1),
+             r["text"]) for r in rows]
+
+
+def pooled(rows):
+    """50 Hz frames -> their pairwise means at the tokens' 25 Hz."""
+    return [(x[: len(x) // 2 * 2].view(-1, 2, x.shape[1]).mean(1), text) for x, text in rows]
+
+
+@torch.no_grad()
+def tokenized(rows, ustokenizer):
+    """50 Hz frames -> the USTokenizer's ids `[tokens]`."""
     out = []
-    for r in rows:
-        frames = torch.from_numpy(np.asarray(r["encoder_hidden_states"], dtype=np.float32)).view(r["num_frames"], -1)
-        out.append((frames[: len(frames) // 2 * 2].view(-1, 2, frames.shape[1]).mean(1), r["text"]))
+    for x, text in rows:
+        encoded = ustokenizer.encode_cached(x[None], torch.tensor([len(x)]))
+        out.append((encoded.ids[0, : int(encoded.lengths[0])], text))
     return out
 
 
@@ -106,6 +117,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--input", choices=("ustokens", "encoder", "kmeans"), required=True)
     parser.add_argument("--cache-dir", default="data/encoder_cache")
+    parser.add_argument("--ustokenizer", default="models/ustokenizer", help="the tokenizer `--input ustokens` probes")
     parser.add_argument("--steps", type=int, default=500)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--eval-every", type=int, default=125)
@@ -118,8 +130,13 @@ def main() -> None:
     torch.manual_seed(0)
     random.seed(0)
 
-    train = load_rows(args.cache_dir, args.input, "train")
-    tests = {split: load_rows(args.cache_dir, args.input, split, args.eval_limit) for split in ("test", "test_unseen_voice")}
+    train = load_rows(args.cache_dir, "train")
+    tests = {split: load_rows(args.cache_dir, split, args.eval_limit) for split in ("test", "test_unseen_voice")}
+    if args.input == "ustokens":
+        ustokenizer = USTokenizerModel.from_pretrained(args.ustokenizer).eval()
+        train, tests = tokenized(train, ustokenizer), {split: tokenized(rows, ustokenizer) for split, rows in tests.items()}
+    else:
+        train, tests = pooled(train), {split: pooled(rows) for split, rows in tests.items()}
     if args.input == "kmeans":
         frames = torch.cat([x for x, _ in train])
         sample = frames[torch.randperm(len(frames), generator=torch.Generator().manual_seed(0))[: args.kmeans_frames]]
