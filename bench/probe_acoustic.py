@@ -15,7 +15,6 @@ CoC "both" as at inference, it reports:
 
 import argparse
 
-import numpy as np
 import torch
 from torch.nn import functional as F
 from transformers import AutoTokenizer
@@ -23,6 +22,7 @@ from transformers import AutoTokenizer
 from dualspeechlm.modeling_acoustic_gpt import delay_pattern, undo_delay
 from dualspeechlm.modeling_dualspeechlm import DualSpeechLMForConditionalGeneration
 from dualspeechlm.processing_dualspeechlm import DualSpeechLMProcessor
+from dualspeechlm.training.evaluate_dualspeechlm import as_judged, speak
 from dualspeechlm.training.judge import WhisperJudge
 from dualspeechlm.training.metrics import word_error_rate
 from dualspeechlm.training.multitask import DualSpeechLMCollator, task_example
@@ -88,15 +88,8 @@ def main() -> None:
             if way in waveforms:
                 decoded, decoded_lengths = model.decode_codes(codec, way_codes, lengths)
                 waveforms[way] += [w[:n].numpy() for w, n in zip(decoded, decoded_lengths.tolist())]
-        inputs = processor.build_inputs(chunk, with_answers=True, padding_side="left")
-        ids, mask = inputs["input_ids"][:, :-1], inputs["attention_mask"][:, :-1]  # rows end with EOS: drop it
-        condition = inputs["condition_mask"][:, :-1].bool() | model.config.is_speech_token(ids)
-        speakers = torch.from_numpy(np.stack([ex["speaker"] for ex in chunk]))
         for way, settings in (("resynthesis, model's sampling", {}), ("resynthesis, greedy", {"do_sample": False})):
-            torch.manual_seed(0)
-            out = model.render_speech(ids, mask, condition, speakers, codec=codec, **settings)
-            waveforms[way] += [w[:n].numpy() if n > 0 else np.zeros(8000, np.float32)
-                               for w, n in zip(out.waveforms, out.waveform_lengths.tolist())]
+            waveforms[way] += as_judged(speak(model, processor, chunk, len(chunk), from_reference=True, **settings))
 
     print(f"{args.model}, {len(examples)} `{args.split}` TTS items\n")
     print("| codebook | teacher-forced CE (nats) | top-1 accuracy |\n|---|---|---|")

@@ -24,7 +24,7 @@ from dualspeechlm.modeling_ustokenizer import USTokenizerModel
 from dualspeechlm.processing.corpus import corpus_audio
 from dualspeechlm.training.judge import WhisperJudge
 from dualspeechlm.training.metrics import word_error_rate
-from probe_words import kmeans, load_rows, pooled, quantize, tokenized
+from probe_words import kmeans_of_rows, load_rows, pooled, quantize, tokenized
 
 
 class TokensToMel(nn.Module):
@@ -85,8 +85,7 @@ def main() -> None:
         train, test = tokenized(train, ustokenizer), tokenized(test, ustokenizer)
     else:
         train, test = pooled(train), pooled(test)
-        frames = torch.cat([x for x, _ in train])
-        centroids = kmeans(frames[torch.randperm(len(frames), generator=torch.Generator().manual_seed(0))[:100_000]], 1024)
+        centroids = kmeans_of_rows(train, 1024)
         train, test = quantize(train, centroids), quantize(test, centroids)
     train_audio, test_audio = corpus_audio(args.corpus, "train"), corpus_audio(args.corpus, "test", limit=args.eval_limit)
     references = test_audio["text"]

@@ -68,6 +68,12 @@ def kmeans(frames: torch.Tensor, codes: int, iterations: int = 20, seed: int = 0
     return centroids
 
 
+def kmeans_of_rows(rows, codes: int, max_frames: int = 100_000) -> torch.Tensor:
+    """Centroids `[codes, d]` fit on a seeded sample of at most `max_frames` of the rows' frames."""
+    frames = torch.cat([x for x, _ in rows])
+    return kmeans(frames[torch.randperm(len(frames), generator=torch.Generator().manual_seed(0))[:max_frames]], codes)
+
+
 def quantize(rows, centroids: torch.Tensor):
     return [(torch.cdist(x, centroids).argmin(-1), text) for x, text in rows]
 
@@ -138,9 +144,7 @@ def main() -> None:
     else:
         train, tests = pooled(train), {split: pooled(rows) for split, rows in tests.items()}
     if args.input == "kmeans":
-        frames = torch.cat([x for x, _ in train])
-        sample = frames[torch.randperm(len(frames), generator=torch.Generator().manual_seed(0))[: args.kmeans_frames]]
-        centroids = kmeans(sample, args.kmeans_codes)
+        centroids = kmeans_of_rows(train, args.kmeans_codes, args.kmeans_frames)
         train, tests = quantize(train, centroids), {split: quantize(rows, centroids) for split, rows in tests.items()}
         usage = torch.bincount(torch.cat([x for x, _ in tests["test"]]), minlength=args.kmeans_codes)
         probs = usage[usage > 0] / usage.sum()

@@ -377,8 +377,9 @@ class DualSpeechLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
 
         sequences, attention_mask `[batch, L]`: prompt, `<audio>`, USTokens, `</audio>` (left-padded); condition_mask
         `[batch, L]`: the positions conditioning AcousticGPT (the prompt's condition and the written USTokens, as in
-        training; the USTokens after the last `<audio>` are the aligned condition when it is on); speaker_embeddings `[batch, speaker_embedding_size]` (default zeros); acoustic_generation_config
-        (default `config.acoustic_generation`) and `acoustic_kwargs` (its fields, e.g. `do_sample=False`).
+        training; the USTokens after the last `<audio>` are the aligned condition when it is on); speaker_embeddings
+        `[batch, speaker_embedding_size]` (default zeros); acoustic_generation_config (default
+        `config.acoustic_generation`) and `acoustic_kwargs` (its fields, e.g. `do_sample=False`).
         """
         config = self.config
         hidden = self.language_model(sequences, attention_mask=attention_mask, use_cache=False, output_hidden_states=-1,
