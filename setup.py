@@ -29,7 +29,7 @@ INSTALL_REQUIRES = [
     # both are pinned together so pip never pairs mismatched builds.
     "torch==2.14.1",
     "torchaudio==2.11.0",
-    "transformers>=5.0,<6",
+    "transformers>=5.20,<6",
     # datasets 5 decodes the Audio column with torchcodec, which needs Debian's ffmpeg.
     "datasets>=5.0,<6",
     "torchcodec",

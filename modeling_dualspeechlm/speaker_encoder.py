@@ -410,7 +410,8 @@ class SpeakerEncoderModel(SpeakerEncoderPreTrainedModel):
 def speaker_similarity(a, b) -> torch.Tensor:
     """Cosine similarity of speaker embeddings along the last dimension (broadcasting), the SIM
     metric: [d] x [d] -> scalar tensor, [n, d] x [n, d] -> [n], [n, d] x [d] -> [n]."""
-    a, b = torch.as_tensor(a), torch.as_tensor(b)
+    a = torch.as_tensor(a)
+    b = torch.as_tensor(b).to(a.device)
     if a.shape[-1] != b.shape[-1]:
         raise ValueError(f"embedding sizes differ: {a.shape[-1]} vs {b.shape[-1]}")
     dtype = torch.promote_types(a.dtype, b.dtype) if a.is_floating_point() or b.is_floating_point() else torch.float32

@@ -71,7 +71,7 @@ def validate_waveforms(
     lengths = (
         torch.full((waveforms.shape[0],), waveforms.shape[1], dtype=torch.long)
         if lengths is None else torch.as_tensor(lengths, dtype=torch.long).reshape(-1)
-    )
+    ).to(waveforms.device)
     if lengths.shape[0] != waveforms.shape[0] or (lengths < 1).any() or (lengths > waveforms.shape[1]).any():
         raise ValueError(f"lengths {lengths.tolist()} do not fit waveforms of shape {tuple(waveforms.shape)}")
     if not torch.isfinite(waveforms).all():
@@ -101,7 +101,7 @@ class SpeechCodecMixin:
     def encode(self, waveforms, lengths=None, sampling_rate: int | None = None) -> CodecEncoderOutput:
         """waveforms `[batch, samples]` (or `[samples]`, or a list of 1-D arrays) at `self.sampling_rate`."""
         waveforms, lengths = validate_waveforms(waveforms, lengths, sampling_rate, self.sampling_rate)
-        frame_lengths = self.frames_for(lengths)
+        frame_lengths = self.frames_for(lengths).to(self.device)
         codes = self._encode(waveforms.to(self.device), lengths.to(self.device))
         if codes.shape[-1] < int(frame_lengths.max()):
             raise RuntimeError(f"{type(self).__name__} returned {codes.shape[-1]} frames for "
@@ -125,7 +125,7 @@ class SpeechCodecMixin:
         lengths = (
             torch.full((codes.shape[0],), codes.shape[-1], dtype=torch.long)
             if lengths is None else torch.as_tensor(lengths, dtype=torch.long).reshape(-1)
-        )
+        ).cpu()  # the waveforms come back on the CPU
         if lengths.shape[0] != codes.shape[0] or (lengths < 1).any() or (lengths > codes.shape[-1]).any():
             raise ValueError(f"lengths {lengths.tolist()} do not fit codes of shape {tuple(codes.shape)}")
         waveforms = self._decode(codes.to(self.device), lengths.to(self.device)).float().cpu()
