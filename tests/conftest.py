@@ -18,6 +18,16 @@ def require_tool(name: str, package: str) -> None:
                     f"`apt-get install {package}` (`make setup` does this)")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def judge_cache(tmp_path_factory):
+    """The judges' transcript cache in a session tmp folder, never the user's ~/.cache. Session-wide (and in
+    os.environ, so subprocesses inherit it) because module-scoped judges open their cache before a test's own
+    fixtures run; a test that needs an empty cache passes its own `cache_dir`."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DUALSPEECHLM_JUDGE_CACHE", str(tmp_path_factory.mktemp("judge-cache")))
+        yield
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """Tiny models gain nothing from intra-op threads, and on a busy 2-core machine threads spin

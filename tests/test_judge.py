@@ -1,7 +1,8 @@
-"""The speech judge: both ASR judges on espeak-ng speech, scoring arithmetic, input checks, CLI."""
+"""The speech judge: both ASR judges on espeak-ng speech, scoring arithmetic, input checks, transcript cache, CLI."""
 
 import io
 import json
+import multiprocessing
 import subprocess
 
 import numpy as np
@@ -10,7 +11,8 @@ import soundfile as sf
 
 from dualspeechlm.training import judge as judge_module
 from dualspeechlm.training.judge import (
-    PocketsphinxJudge, WhisperJudge, format_markdown_table, judge, main, prepare_waveforms,
+    PocketsphinxJudge, TranscriptCache, WhisperJudge, default_cache_dir, format_markdown_table, judge, main,
+    prepare_waveforms,
 )
 from dualspeechlm.training.metrics import char_error_rate, word_error_rate
 
@@ -68,8 +70,77 @@ def test_pocketsphinx_worker_pool_matches_in_process(clips, transcripts):
     # do not depend on what a decoder saw before (without the per-utterance reinit, silence gave
     # "dog" on a fresh decoder but "in" after the sentence).
     waves, rate = clips
-    pooled = PocketsphinxJudge(processes=2, progress=False).transcribe(waves[1:] * 2, rate)
+    pooled = PocketsphinxJudge(processes=2, progress=False, cache_dir=False).transcribe(waves[1:] * 2, rate)
     assert pooled == transcripts["pocketsphinx"][1:] * 2
+
+
+def test_whisper_transcribes_each_audio_once(clips, whisper, transcripts, tmp_path, monkeypatch):
+    waves, rate = clips
+    monkeypatch.setattr(whisper, "cache", TranscriptCache(tmp_path, whisper.name, whisper.identity))
+    decoded, pipe = [], whisper.pipe  # utterances per call of the Whisper pipeline
+    monkeypatch.setattr(whisper, "pipe", lambda inputs, **kwargs: decoded.append(len(inputs)) or pipe(inputs, **kwargs))
+    assert whisper.transcribe(waves[:2], rate) == transcripts["whisper"][:2] and decoded == [2]
+    # Only the noise is new; cached transcripts come back in the order asked for.
+    assert whisper.transcribe(waves[::-1], rate) == transcripts["whisper"][::-1] and decoded == [2, 1]
+    assert whisper.transcribe(waves, rate) == transcripts["whisper"] and decoded == [2, 1]
+    assert len(whisper.cache.path.read_text().splitlines()) == 3
+
+
+def test_pocketsphinx_cache_is_shared_by_judges_and_can_be_off(clips, transcripts, tmp_path, monkeypatch):
+    waves, rate = clips
+    decoded, decode = [], judge_module._pocketsphinx_decode
+    monkeypatch.setattr(judge_module, "_pocketsphinx_decode", lambda pcm: decoded.append(pcm) or decode(pcm))
+    assert PocketsphinxJudge(1, progress=False, cache_dir=tmp_path).transcribe(waves, rate) == transcripts["pocketsphinx"]
+    assert len(decoded) == 3
+    # Another judge with the same identity (as in another process) reads the same file.
+    assert PocketsphinxJudge(1, progress=False, cache_dir=tmp_path).transcribe(waves, rate) == transcripts["pocketsphinx"]
+    assert len(decoded) == 3
+    off = PocketsphinxJudge(1, progress=False, cache_dir=False)
+    assert off.cache is None and off.transcribe(waves, rate) == transcripts["pocketsphinx"] and len(decoded) == 6
+
+
+def test_transcript_cache_keys_identities_and_torn_lines(tmp_path):
+    wave = np.linspace(-1, 1, 1600, dtype=np.float32)
+    nudged = wave.copy()
+    nudged[800] += 1e-6
+    key, other = TranscriptCache.key(wave), TranscriptCache.key(nudged)
+    cache = TranscriptCache(tmp_path, "stub", {"model": "a"})
+    cache.put([key], ["hello wörld"])
+    assert cache.get([key, other]) == ["hello wörld", None]  # one changed sample is a miss
+    assert TranscriptCache(tmp_path, "stub", {"model": "a"}).path == cache.path
+    assert TranscriptCache(tmp_path, "stub", {"model": "b"}).get([key]) == [None]  # another judge shares nothing
+    assert TranscriptCache(tmp_path, "other", {"model": "a"}).get([key]) == [None]
+    # A writer killed mid-write leaves a torn last line: readers skip it. The next line appended is glued to it
+    # and lost too (a miss, transcribed again: never a wrong transcript); lines after that are read.
+    with open(cache.path, "ab") as file:
+        file.write(b'{"audio": "' + other[:7].encode())
+    assert cache.get([key, other]) == ["hello wörld", None]
+    cache.put([other], ["glued"])
+    cache.put([other, "k3"], ["again", "three"])
+    assert cache.get([key, other, "k3"]) == ["hello wörld", "again", "three"]
+
+
+def append_lines(args):
+    directory, writer = args
+    cache = TranscriptCache(directory, "stub", {})
+    for batch in range(20):
+        cache.put([f"{writer}-{batch}-{i}" for i in range(50)], ["x" * 300] * 50)
+
+
+def test_transcript_cache_parallel_writers_never_interleave(tmp_path):
+    with multiprocessing.get_context("fork").Pool(2) as pool:
+        pool.map(append_lines, [(tmp_path, writer) for writer in range(2)])
+    lines = TranscriptCache(tmp_path, "stub", {}).path.read_text().splitlines()
+    assert len(lines) == 2000 and all(json.loads(line)["text"] == "x" * 300 for line in lines)
+
+
+def test_cache_dir_defaults(tmp_path, monkeypatch):
+    monkeypatch.setenv("DUALSPEECHLM_JUDGE_CACHE", str(tmp_path / "env"))
+    assert PocketsphinxJudge(progress=False).cache.path.parent == tmp_path / "env"
+    monkeypatch.delenv("DUALSPEECHLM_JUDGE_CACHE")
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert default_cache_dir() == tmp_path / ".cache" / "dualspeechlm" / "judge"
 
 
 class StubJudge:
@@ -144,10 +215,13 @@ def test_judge_rejects_mismatched_lengths():
 
 def test_cli_writes_baseline(tiny_corpus, whisper_dir, whisper, tmp_path, capsys, monkeypatch):
     loaded = []  # reuse the module's Whisper instead of loading the model a second time
-    monkeypatch.setattr(judge_module, "WhisperJudge", lambda path, batch_size: loaded.append(path) or whisper)
+    monkeypatch.setattr(judge_module, "WhisperJudge",
+                        lambda path, batch_size, cache_dir: loaded.append((path, cache_dir)) or whisper)
     assert main(["--corpus", str(tiny_corpus), "--whisper", str(whisper_dir), "--limit", "1",
-                 "--output-dir", str(tmp_path)]) == 0
-    assert loaded == [str(whisper_dir)]
+                 "--output-dir", str(tmp_path), "--cache-dir", str(tmp_path / "cache")]) == 0
+    assert loaded == [(str(whisper_dir), str(tmp_path / "cache"))]
+    (pocketsphinx,) = (tmp_path / "cache").glob("pocketsphinx-*.jsonl")
+    assert len(pocketsphinx.read_text().splitlines()) == 2  # one utterance of each split
     saved = json.loads((tmp_path / "baseline.json").read_text())
     assert list(saved["splits"]) == ["test", "test_unseen_voice"]
     for split, result in saved["splits"].items():
@@ -155,3 +229,6 @@ def test_cli_writes_baseline(tiny_corpus, whisper_dir, whisper, tmp_path, capsys
         (voice,) = set(result["groups"])
         assert f"| {voice} | 1 |" in (tmp_path / "baseline.md").read_text()
     assert "| all | 1 |" in capsys.readouterr().out
+    assert main(["--corpus", str(tiny_corpus), "--judges", "whisper", "--limit", "1", "--no-cache",
+                 "--output-dir", str(tmp_path / "off")]) == 0
+    assert loaded[-1][1] is False

@@ -6,6 +6,9 @@ Two judges share one input check and one `transcribe(waveforms, sampling_rate) -
 * `PocketsphinxJudge`: CMU pocketsphinx with the English models shipped in its wheel; a much
   weaker recogniser, but one that shares nothing with Whisper.
 
+Transcripts are kept in a `TranscriptCache` on disk: the pipeline judges the same reference audio
+with the same judges several times (the baseline, stage 1, the codec and stage 3's evaluations).
+
 `judge()` scores references against every judge (overall and per group, e.g. per voice), and
 `format_markdown_table()` renders the result. The CLI `dualspeechlm-judge` runs it on the corpus.
 """
@@ -13,11 +16,14 @@ Two judges share one input check and one `transcribe(waveforms, sampling_rate) -
 from __future__ import annotations
 
 import argparse
+import hashlib
+import importlib.metadata
 import json
 import math
 import multiprocessing
 import os
 import time
+import warnings
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -28,6 +34,9 @@ from .metrics import char_error_rate, word_error_rate
 
 JUDGE_SAMPLING_RATE = 16000  # both recognisers expect 16 kHz mono
 DEFAULT_WHISPER = "models/whisper-tiny.en"
+# Part of every judge's cache identity: bump it when a judge's own code (decoding settings, post-processing)
+# changes what it transcribes, so that transcripts made by the old code are not reused.
+TRANSCRIPT_REVISION = 1
 
 
 def prepare_waveforms(waveforms, sampling_rate) -> list[np.ndarray]:
@@ -63,47 +72,145 @@ def prepare_waveforms(waveforms, sampling_rate) -> list[np.ndarray]:
     return out
 
 
-class WhisperJudge:
-    """Whisper through `transformers.pipeline("automatic-speech-recognition")` on CPU, greedy, English."""
+def default_cache_dir() -> Path:
+    """`$DUALSPEECHLM_JUDGE_CACHE`, else `dualspeechlm/judge` in the user's cache folder (where the HF caches live)."""
+    if os.environ.get("DUALSPEECHLM_JUDGE_CACHE"):
+        return Path(os.environ["DUALSPEECHLM_JUDGE_CACHE"]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "dualspeechlm" / "judge"
+
+
+class TranscriptCache:
+    """One judge's transcripts on disk, keyed by the sha1 of the 16 kHz float32 audio, so each audio is
+    transcribed once per machine however many stages judge it.
+
+    A JSON-lines file per judge identity (`{name}-{hash of identity}.jsonl` in `directory`). Each store appends
+    whole lines in one `write` to an `O_APPEND` file, so stages running in parallel (`make -j2`) never interleave;
+    readers skip a line that does not parse: one torn by a writer killed mid-write, and the line appended next,
+    glued to it (a transcript computed again, never a wrong one).
+    """
+
+    def __init__(self, directory: str | os.PathLike, name: str, identity: dict):
+        canonical = json.dumps({"revision": TRANSCRIPT_REVISION, **identity}, sort_keys=True).encode()
+        self.path = Path(directory) / f"{name}-{hashlib.sha1(canonical).hexdigest()[:16]}.jsonl"
+
+    @staticmethod
+    def key(wave: np.ndarray) -> str:
+        """The audio's key: sha1 of a waveform from `prepare_waveforms` (16 kHz float32)."""
+        return hashlib.sha1(wave.tobytes()).hexdigest()
+
+    def get(self, keys: list[str]) -> list[str | None]:
+        """The stored transcript of each key, None where there is none."""
+        known = {}
+        if self.path.is_file():
+            for line in self.path.read_bytes().decode("utf-8", errors="replace").split("\n"):
+                try:
+                    entry = json.loads(line)
+                    known[entry["audio"]] = entry["text"]
+                except (ValueError, KeyError, TypeError):  # a torn line (or the empty one after the last)
+                    continue
+        return [known.get(k) for k in keys]
+
+    def put(self, keys: list[str], texts: list[str]) -> None:
+        """Append transcripts; a failed write (read-only or full disk) warns: the judge's result is still good."""
+        lines = "".join(json.dumps({"audio": k, "text": t}) + "\n" for k, t in zip(keys, texts)).encode()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                os.write(fd, lines)
+            finally:
+                os.close(fd)
+        except OSError as err:
+            warnings.warn(f"transcripts not cached in {self.path}: {err}")
+
+
+class _CachedJudge:
+    """What both judges share: the input checks, and `transcribe` through the cache, which decodes only the audio
+    it lacks and stores each batch as it finishes (an interrupted run keeps what it did).
+
+    A subclass sets `name` and `progress`, builds the `identity` of its transcripts (what changes them), calls
+    `_open_cache(cache_dir)` and defines `_decode(waves)`: yield the transcripts of 16 kHz float32 `waves`, in
+    order, one list per finished batch.
+    """
+
+    name: str
+    identity: dict
+    progress: bool
+
+    def _open_cache(self, cache_dir: str | os.PathLike | bool | None) -> None:
+        """`cache_dir` None: `default_cache_dir()`; False: no cache."""
+        self.cache = None if cache_dir is False else TranscriptCache(
+            default_cache_dir() if cache_dir is None else cache_dir, self.name, self.identity)
+
+    def transcribe(self, waveforms, sampling_rate: int) -> list[str]:
+        """Transcribe each waveform; resamples to 16 kHz when needed."""
+        waves = prepare_waveforms(waveforms, sampling_rate)
+        keys = [TranscriptCache.key(w) for w in waves] if self.cache else []
+        texts = self.cache.get(keys) if self.cache else [None] * len(waves)
+        todo = [i for i, text in enumerate(texts) if text is None]
+        cached = len(waves) - len(todo)
+        desc = f"{self.name} ({cached} cached)" if cached else self.name
+        with tqdm(total=len(waves), initial=cached, desc=desc, unit="utt", disable=not self.progress) as bar:
+            done = 0
+            for batch in self._decode([waves[i] for i in todo]):
+                indices, done = todo[done:done + len(batch)], done + len(batch)
+                for i, text in zip(indices, batch):
+                    texts[i] = text
+                if self.cache:
+                    self.cache.put([keys[i] for i in indices], batch)
+                bar.update(len(batch))
+        return texts
+
+
+class WhisperJudge(_CachedJudge):
+    """Whisper through `transformers.pipeline("automatic-speech-recognition")` on CPU, greedy, English.
+
+    Its transcripts are cached under the model's weights fingerprint, generation settings, device and
+    transformers version.
+    """
 
     name = "whisper"
 
     def __init__(self, whisper_dir: str | os.PathLike = DEFAULT_WHISPER, batch_size: int = 8,
-                 device: str = "cpu", progress: bool = True):
-        from transformers import pipeline
+                 device: str = "cpu", progress: bool = True, cache_dir: str | os.PathLike | bool | None = None):
+        import transformers
+
+        from .encoder_cache import weights_fingerprint
 
         if not (Path(whisper_dir) / "config.json").is_file():
             raise FileNotFoundError(f"no Whisper model at {whisper_dir}: create it with "
                                     f"`dualspeechlm-convert-whisper --output-dir {whisper_dir}`")
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        self.pipe = pipeline("automatic-speech-recognition", model=str(whisper_dir), device=device)
+        self.pipe = transformers.pipeline("automatic-speech-recognition", model=str(whisper_dir), device=device)
         self.batch_size, self.progress = batch_size, progress
         # English-only checkpoints (tiny.en) refuse a `language` argument; multilingual ones need it.
         self.generate_kwargs = {"num_beams": 1, "do_sample": False}
         if getattr(self.pipe.model.generation_config, "is_multilingual", False):
             self.generate_kwargs.update(language="en", task="transcribe")
+        # The identity says nothing about the batch, although `_decode`'s max_length cap depends on the longest
+        # clip in it: the cap never cuts real speech, so a speech transcript is the same in any batch; only the
+        # length of a hallucination loop on non-speech can differ, and the cache keeps the first one computed.
+        # (A clip over 30 s switches its whole batch to long-form decoding, which the key ignores likewise.)
+        self.identity = {"weights": weights_fingerprint(self.pipe.model), "device": self.pipe.device.type,
+                         "generation_config": self.pipe.model.generation_config.to_dict(),
+                         "generate_kwargs": self.generate_kwargs, "transformers": transformers.__version__}
+        self._open_cache(cache_dir)
 
-    def transcribe(self, waveforms, sampling_rate: int) -> list[str]:
-        """Transcribe each waveform; resamples to 16 kHz when needed."""
-        waves = prepare_waveforms(waveforms, sampling_rate)
-        texts = []
-        with tqdm(total=len(waves), desc="whisper", unit="utt", disable=not self.progress) as bar:
-            for start in range(0, len(waves), self.batch_size):
-                batch = waves[start:start + self.batch_size]
-                longest = max(len(w) for w in batch) / JUDGE_SAMPLING_RATE
-                kwargs = dict(self.generate_kwargs)
-                if longest <= 30:
-                    # Speech runs at ~4 tokens/s; 10/s + 20 (prompt included) never cuts real speech
-                    # but stops a hallucination loop on noise from running to the 448-token limit.
-                    kwargs["max_length"] = min(448, 20 + math.ceil(10 * longest))
-                # Over 30 s Whisper decodes long-form (window by window), which needs timestamps.
-                outputs = self.pipe([{"raw": w, "sampling_rate": JUDGE_SAMPLING_RATE} for w in batch],
-                                    batch_size=len(batch), return_timestamps=longest > 30 or None,
-                                    generate_kwargs=kwargs)
-                texts.extend(o["text"].strip() for o in outputs)
-                bar.update(len(batch))
-        return texts
+    def _decode(self, waves):
+        for start in range(0, len(waves), self.batch_size):
+            batch = waves[start:start + self.batch_size]
+            longest = max(len(w) for w in batch) / JUDGE_SAMPLING_RATE
+            kwargs = dict(self.generate_kwargs)
+            if longest <= 30:
+                # Speech runs at ~4 tokens/s; 10/s + 20 (prompt included) never cuts real speech
+                # but stops a hallucination loop on noise from running to the 448-token limit.
+                kwargs["max_length"] = min(448, 20 + math.ceil(10 * longest))
+            # Over 30 s Whisper decodes long-form (window by window), which needs timestamps.
+            outputs = self.pipe([{"raw": w, "sampling_rate": JUDGE_SAMPLING_RATE} for w in batch],
+                                batch_size=len(batch), return_timestamps=longest > 30 or None,
+                                generate_kwargs=kwargs)
+            yield [o["text"].strip() for o in outputs]
 
 
 _DECODER = None  # one pocketsphinx Decoder per process (the main one or a pool worker)
@@ -128,33 +235,40 @@ def _pocketsphinx_decode(pcm: bytes) -> str:
     return hyp.hypstr if hyp is not None else ""
 
 
-class PocketsphinxJudge:
+class PocketsphinxJudge(_CachedJudge):
     """CMU pocketsphinx (default en-us acoustic model, LM and dictionary from the wheel).
 
     The decoder is single-threaded; with `processes > 1` utterances are spread over a pool of
     worker processes, each with its own decoder. Small batches (< 2 per process) stay in-process,
     where starting the pool (a decoder load per worker, ~0.5 s) would cost more than it saves.
+    Transcripts are cached under the pocketsphinx version and its default settings (model paths included).
     """
 
     name = "pocketsphinx"
 
-    def __init__(self, processes: int | None = None, progress: bool = True):
+    def __init__(self, processes: int | None = None, progress: bool = True,
+                 cache_dir: str | os.PathLike | bool | None = None):
+        from pocketsphinx import Config
+
         self.processes = processes if processes is not None else min(2, os.cpu_count() or 1)
         self.progress = progress
+        settings = {k: v for k, v in Config().items() if k != "loglevel"}  # what `_pocketsphinx_decode` runs
+        self.identity = {"pocketsphinx": importlib.metadata.version("pocketsphinx"), "settings": settings}
+        self._open_cache(cache_dir)
 
-    def transcribe(self, waveforms, sampling_rate: int) -> list[str]:
-        """Transcribe each waveform; resamples to 16 kHz when needed."""
-        waves = prepare_waveforms(waveforms, sampling_rate)
+    def _decode(self, waves):
         pcms = [(np.clip(w, -1.0, 1.0) * 32767).astype("<i2").tobytes() for w in waves]
-        bar = dict(total=len(pcms), desc="pocketsphinx", unit="utt", disable=not self.progress)
         if self.processes <= 1 or len(pcms) < 2 * self.processes:
-            return [_pocketsphinx_decode(p) for p in tqdm(pcms, **bar)]
+            for pcm in pcms:
+                yield [_pocketsphinx_decode(pcm)]
+            return
         # fork where available: spawn would re-import the caller's __main__ (and crash an unguarded
         # script). The children only run pocketsphinx, never the parent's torch thread pools.
         methods = multiprocessing.get_all_start_methods()
         context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
         with ProcessPoolExecutor(self.processes, mp_context=context) as pool:
-            return list(tqdm(pool.map(_pocketsphinx_decode, pcms), **bar))
+            for text in pool.map(_pocketsphinx_decode, pcms):
+                yield [text]
 
 
 def _scores(references: list[str], hypotheses: list[str]) -> dict:
@@ -241,6 +355,10 @@ def main(argv=None) -> int:
     parser.add_argument("--limit", type=int, default=None, help="first N utterances per split")
     parser.add_argument("--batch-size", type=int, default=8, help="Whisper batch size")
     parser.add_argument("--output-dir", default="results/judge_baseline")
+    cache = parser.add_mutually_exclusive_group()
+    cache.add_argument("--cache-dir", default=None, help="transcript cache folder (default: "
+                       "$DUALSPEECHLM_JUDGE_CACHE, else ~/.cache/dualspeechlm/judge)")
+    cache.add_argument("--no-cache", action="store_true", help="transcribe everything, read and store no cache")
     args = parser.parse_args(argv)
     if args.limit is not None and args.limit < 1:
         parser.error(f"--limit must be at least 1, got {args.limit}")
@@ -250,10 +368,11 @@ def main(argv=None) -> int:
     missing = [split for split in args.splits if split not in corpus]
     if missing:
         parser.error(f"corpus {args.corpus} ({args.config}) has no split {missing}; it has {list(corpus)}")
+    cache_dir = False if args.no_cache else args.cache_dir
     judges = {}
     for name in args.judges:
-        judges[name] = (WhisperJudge(args.whisper, batch_size=args.batch_size) if name == "whisper"
-                        else PocketsphinxJudge())
+        judges[name] = (WhisperJudge(args.whisper, batch_size=args.batch_size, cache_dir=cache_dir)
+                        if name == "whisper" else PocketsphinxJudge(cache_dir=cache_dir))
     report = {"corpus": str(args.corpus), "config": args.config, "whisper": str(args.whisper),
               "limit": args.limit, "splits": {}}
     markdown = [f"# Judge baseline: `{args.corpus}` ({args.config})", "",
