@@ -3,6 +3,8 @@
     python bench/probe_words.py --input ustokens --ustokenizer models/ustokenizer --steps 500
     python bench/probe_words.py --input encoder --steps 500
     python bench/probe_words.py --input kmeans --steps 500
+    python bench/probe_words.py --input ustokens --save-inputs ust.pt   # then, e.g. on a GPU machine:
+    python bench/probe_words.py --input saved --load-inputs ust.pt --steps 6000 --device cuda
 
 A small transformer encoder (4 layers, 256 wide, frames doubled so CTC has room for every character) is
 trained from scratch with character CTC on the `speech` training split and scored (greedy CTC, WER / CER)
@@ -14,14 +16,14 @@ frozen Whisper encoder's outputs that stage 1 caches under `--cache-dir` (`speec
 - `kmeans`: those 25 Hz features quantized by plain k-means (`--kmeans-codes`, fit on training frames),
   through a fresh embedding: the untrained baseline a learned 1024-code tokenizer should beat.
 The same probe on each says how much the quantization loses; its absolute WER says how far a small model
-gets in so many steps.
+gets in so many steps. `--save-inputs` writes the prepared token ids and texts (a few MB, not the features)
+so that a longer run can go where compute is (`--input saved --load-inputs`, `--device`).
 """
 
 import argparse
 import random
 import time
 
-import datasets
 import jiwer
 import numpy as np
 import torch
@@ -33,6 +35,7 @@ from dualspeechlm.modeling_ustokenizer import USTokenizerModel
 
 def load_rows(cache_dir: str, split: str, limit: int | None = None) -> list[tuple[torch.Tensor, str]]:
     """(Whisper encoder output `[frames, d_model]` at 50 Hz, text) per utterance of the cached `speech` split."""
+    import datasets  # only here: a run on saved inputs needs neither datasets nor the cache
     rows = datasets.load_from_disk(f"{cache_dir}/speech-{split}").with_format("numpy")
     rows = rows.select(range(min(limit or len(rows), len(rows))))
     return [(torch.from_numpy(np.asarray(r["encoder_hidden_states"], dtype=np.float32)).view(r["num_frames"], -1),
@@ -81,7 +84,7 @@ def quantize(rows, centroids: torch.Tensor):
 class CTCProbe(nn.Module):
     def __init__(self, source: str, input_size: int, num_labels: int, hidden: int = 256, layers: int = 4):
         super().__init__()
-        self.input = (nn.Embedding(input_size, hidden) if source in ("ustokens", "kmeans")
+        self.input = (nn.Embedding(input_size, hidden) if source != "encoder"
                       else nn.Sequential(nn.LayerNorm(input_size), nn.Linear(input_size, hidden)))
         self.positions = nn.Embedding(2048, hidden)
         layer = nn.TransformerEncoderLayer(hidden, 4, 4 * hidden, 0.1, batch_first=True, norm_first=True)
@@ -91,13 +94,15 @@ class CTCProbe(nn.Module):
     def forward(self, inputs: torch.Tensor, lengths: torch.Tensor):
         """inputs `[batch, frames(, d)]` -> log-probabilities `[batch, 2 * frames, labels]` and their lengths."""
         inputs, lengths = inputs.repeat_interleave(2, 1), 2 * lengths
-        hidden = self.input(inputs) + self.positions(torch.arange(inputs.shape[1]))[None]
-        padding = torch.arange(inputs.shape[1])[None] >= lengths[:, None]
+        positions = torch.arange(inputs.shape[1], device=inputs.device)
+        hidden = self.input(inputs) + self.positions(positions)[None]
+        padding = positions[None] >= lengths[:, None]
         return self.output(self.encoder(hidden, src_key_padding_mask=padding)).log_softmax(-1), lengths
 
 
-def collate(rows):
-    return pad_sequence([x for x, _ in rows], batch_first=True), torch.tensor([len(x) for x, _ in rows])
+def collate(rows, device="cpu"):
+    return (pad_sequence([x for x, _ in rows], batch_first=True).to(device),
+            torch.tensor([len(x) for x, _ in rows], device=device))
 
 
 def greedy(log_probs: torch.Tensor, lengths: torch.Tensor, alphabet: list[str]) -> list[str]:
@@ -109,11 +114,11 @@ def greedy(log_probs: torch.Tensor, lengths: torch.Tensor, alphabet: list[str]) 
 
 
 @torch.no_grad()
-def score(model, rows, alphabet) -> tuple[float, float]:
+def score(model, rows, alphabet, device="cpu") -> tuple[float, float]:
     model.eval()
     hypotheses = []
     for start in range(0, len(rows), 32):
-        hypotheses += greedy(*model(*collate(rows[start : start + 32])), alphabet)
+        hypotheses += greedy(*model(*collate(rows[start : start + 32], device)), alphabet)
     model.train()
     references = [text for _, text in rows]
     return jiwer.wer(references, hypotheses), jiwer.cer(references, hypotheses)
@@ -121,22 +126,65 @@ def score(model, rows, alphabet) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--input", choices=("ustokens", "encoder", "kmeans"), required=True)
+    parser.add_argument("--input", choices=("ustokens", "encoder", "kmeans", "saved"), required=True)
     parser.add_argument("--cache-dir", default="data/encoder_cache")
     parser.add_argument("--ustokenizer", default="models/ustokenizer", help="the tokenizer `--input ustokens` probes")
     parser.add_argument("--steps", type=int, default=500)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--eval-every", type=int, default=125)
     parser.add_argument("--eval-limit", type=int, default=100)
+    parser.add_argument("--train-limit", type=int, help="train on the first N utterances only (how much data matters)")
     parser.add_argument("--kmeans-codes", type=int, default=1024)
     parser.add_argument("--kmeans-frames", type=int, default=100_000, help="training frames k-means is fit on")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--save-inputs", help="write the prepared ids + texts here (ustokens / kmeans) and stop")
+    parser.add_argument("--load-inputs", help="the file `--save-inputs` wrote (with `--input saved`)")
+    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     random.seed(0)
 
-    train = load_rows(args.cache_dir, "train")
+    train, tests = prepared_inputs(args)
+    if args.save_inputs:
+        plain = lambda rows: [(x, str(text)) for x, text in rows]  # noqa: E731 (numpy strings need pickle)
+        torch.save({"train": plain(train), "tests": {split: plain(rows) for split, rows in tests.items()}}, args.save_inputs)
+        return
+    alphabet = sorted(set("".join(text for _, text in train)))
+    label = {c: i + 1 for i, c in enumerate(alphabet)}  # 0: the CTC blank
+    every_row = [row for rows in (train, *tests.values()) for row in rows]
+    input_size = train[0][0].shape[1] if args.input == "encoder" else 1 + max(int(x.max()) for x, _ in every_row)
+    model = CTCProbe(args.input, input_size, len(alphabet) + 1).to(args.device)
+    optimizer = torch.optim.AdamW(model.parameters(), 1e-3, weight_decay=0.01)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, 1e-3, total_steps=args.steps, pct_start=0.1)
+    ctc = nn.CTCLoss(zero_infinity=True)
+    print(f"| step | minutes | train CTC loss | " + " | ".join(f"{s} WER / CER" for s in tests) + " |")
+    print("|---|---|---|" + "---|" * len(tests))
+    started = time.perf_counter()
+    for step in range(1, args.steps + 1):
+        rows = random.sample(train, args.batch_size)
+        log_probs, lengths = model(*collate(rows, args.device))
+        targets = [torch.tensor([label[c] for c in text]) for _, text in rows]
+        loss = ctc(log_probs.transpose(0, 1), torch.cat(targets).to(args.device), lengths,
+                   torch.tensor([len(t) for t in targets], device=args.device))
+        optimizer.zero_grad()
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        if step % args.eval_every == 0 or step == args.steps:
+            cells = [f"{100 * w:.1f}% / {100 * c:.1f}%"
+                     for w, c in (score(model, rows, alphabet, args.device) for rows in tests.values())]
+            print(f"| {step} | {(time.perf_counter() - started) / 60:.1f} | {loss.item():.3f} | " + " | ".join(cells) + " |",
+                  flush=True)
+
+
+def prepared_inputs(args):
+    """(train rows, {test split: rows}) of (probe input, text): token ids, features or saved ids."""
+    if args.input == "saved":
+        saved = torch.load(args.load_inputs)
+        return saved["train"], saved["tests"]
+    train = load_rows(args.cache_dir, "train", args.train_limit)
     tests = {split: load_rows(args.cache_dir, split, args.eval_limit) for split in ("test", "test_unseen_voice")}
     if args.input == "ustokens":
         ustokenizer = USTokenizerModel.from_pretrained(args.ustokenizer).eval()
@@ -150,30 +198,7 @@ def main() -> None:
         probs = usage[usage > 0] / usage.sum()
         print(f"k-means: {int((usage > 0).sum())} of {args.kmeans_codes} codes used on test, "
               f"perplexity {float(torch.exp(-(probs * probs.log()).sum())):.0f}", flush=True)
-    alphabet = sorted(set("".join(text for _, text in train)))
-    label = {c: i + 1 for i, c in enumerate(alphabet)}  # 0: the CTC blank
-    input_size = train[0][0].shape[1] if args.input == "encoder" else 1 + max(int(x.max()) for x, _ in train)
-    model = CTCProbe(args.input, input_size, len(alphabet) + 1)
-    optimizer = torch.optim.AdamW(model.parameters(), 1e-3, weight_decay=0.01)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, 1e-3, total_steps=args.steps, pct_start=0.1)
-    ctc = nn.CTCLoss(zero_infinity=True)
-    print(f"| step | minutes | train CTC loss | " + " | ".join(f"{s} WER / CER" for s in tests) + " |")
-    print("|---|---|---|" + "---|" * len(tests))
-    started = time.perf_counter()
-    for step in range(1, args.steps + 1):
-        rows = random.sample(train, args.batch_size)
-        log_probs, lengths = model(*collate(rows))
-        targets = [torch.tensor([label[c] for c in text]) for _, text in rows]
-        loss = ctc(log_probs.transpose(0, 1), torch.cat(targets), lengths, torch.tensor([len(t) for t in targets]))
-        optimizer.zero_grad()
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        schedule.step()
-        if step % args.eval_every == 0 or step == args.steps:
-            cells = [f"{100 * w:.1f}% / {100 * c:.1f}%" for w, c in (score(model, rows, alphabet) for rows in tests.values())]
-            print(f"| {step} | {(time.perf_counter() - started) / 60:.1f} | {loss.item():.3f} | " + " | ".join(cells) + " |",
-                  flush=True)
+    return train, tests
 
 
 if __name__ == "__main__":
