@@ -93,8 +93,11 @@ def test_pocketsphinx_cache_is_shared_by_judges_and_can_be_off(clips, transcript
     assert PocketsphinxJudge(1, progress=False, cache_dir=tmp_path).transcribe(waves, rate) == transcripts["pocketsphinx"]
     assert len(decoded) == 3
     # Another judge with the same identity (as in another process) reads the same file.
-    assert PocketsphinxJudge(1, progress=False, cache_dir=tmp_path).transcribe(waves, rate) == transcripts["pocketsphinx"]
-    assert len(decoded) == 3
+    again = PocketsphinxJudge(1, progress=False, cache_dir=tmp_path)
+    assert again.transcribe(waves, rate) == transcripts["pocketsphinx"]
+    assert len(decoded) == 3 and again.cached_in_last_call == 3
+    scored = judge(["x"] * 3, waves, rate, judges=[again])["judges"]["pocketsphinx"]
+    assert scored["cached"] == 3 and scored["seconds_per_utterance"] is None  # no judge is that fast
     off = PocketsphinxJudge(1, progress=False, cache_dir=False)
     assert off.cache is None and off.transcribe(waves, rate) == transcripts["pocketsphinx"] and len(decoded) == 6
 

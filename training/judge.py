@@ -136,6 +136,7 @@ class _CachedJudge:
     name: str
     identity: dict
     progress: bool
+    cached_in_last_call: int = 0  # transcripts the last `transcribe` read from the cache (judge() reports it)
 
     def _open_cache(self, cache_dir: str | os.PathLike | bool | None) -> None:
         """`cache_dir` None: `default_cache_dir()`; False: no cache."""
@@ -148,7 +149,7 @@ class _CachedJudge:
         keys = [TranscriptCache.key(w) for w in waves] if self.cache else []
         texts = self.cache.get(keys) if self.cache else [None] * len(waves)
         todo = [i for i, text in enumerate(texts) if text is None]
-        cached = len(waves) - len(todo)
+        cached = self.cached_in_last_call = len(waves) - len(todo)
         desc = f"{self.name} ({cached} cached)" if cached else self.name
         with tqdm(total=len(waves), initial=cached, desc=desc, unit="utt", disable=not self.progress) as bar:
             done = 0
@@ -284,8 +285,9 @@ def judge(references: list[str], waveforms, sampling_rate: int, judges=None,
     with `transcribe(waveforms, sampling_rate) -> list[str]` works. None builds Whisper (from
     `models/whisper-tiny.en`) and pocketsphinx. `groups` (e.g. the voice of each utterance) adds
     per-group scores. Returns `{"num_utterances", "references", "groups", "judges": {name: {"wer",
-    "cer", "num_utterances", "seconds", "seconds_per_utterance", "groups": {group: {"wer", "cer",
-    "num_utterances"}}, "hypotheses"}}}`; WER / CER are corpus-level fractions (0.1 = 10 %).
+    "cer", "num_utterances", "seconds", "cached", "seconds_per_utterance", "groups": {group: {"wer", "cer",
+    "num_utterances"}}, "hypotheses"}}}`; WER / CER are corpus-level fractions (0.1 = 10 %); `cached` counts the
+    transcripts read from the judge's cache, `seconds_per_utterance` is over the others (None when all were cached).
     """
     references = list(references)
     if len(references) != len(waveforms):
@@ -303,8 +305,12 @@ def judge(references: list[str], waveforms, sampling_rate: int, judges=None,
         started = time.perf_counter()
         hypotheses = list(asr.transcribe(waves, JUDGE_SAMPLING_RATE))
         seconds = time.perf_counter() - started
+        cached = getattr(asr, "cached_in_last_call", 0)
         entry = _scores(references, hypotheses)
-        entry.update(seconds=seconds, seconds_per_utterance=seconds / max(1, len(references)), groups={})
+        # per transcribed utterance: a cached transcript costs nothing and would make the judge look fast
+        transcribed = len(references) - cached
+        entry.update(seconds=seconds, cached=cached, groups={},
+                     seconds_per_utterance=seconds / transcribed if transcribed else None)
         for group in sorted(set(groups or [])):
             idx = [i for i, g in enumerate(groups) if g == group]
             entry["groups"][group] = _scores([references[i] for i in idx], [hypotheses[i] for i in idx])
@@ -382,7 +388,8 @@ def main(argv=None) -> int:
         result = judge(texts, waves, JUDGE_SAMPLING_RATE, judges=judges, groups=speakers)
         report["splits"][split] = result
         table = format_markdown_table(result)
-        speed = ", ".join(f"{n} {r['seconds_per_utterance']:.2f} s/utt" for n, r in result["judges"].items())
+        speed = ", ".join(f"{n} {r['seconds_per_utterance']:.2f} s/utt" if r["seconds_per_utterance"] is not None
+                          else f"{n} all cached" for n, r in result["judges"].items())
         markdown += ["", f"## {split} ({len(texts)} utterances; {speed})", "", table]
         print(f"\n## {split}\n\n{table}\n", flush=True)
     out = Path(args.output_dir)
