@@ -263,7 +263,8 @@ class AcousticGPT(PreTrainedModel):
                  aligned_mask: torch.Tensor | None = None, **kwargs) -> AcousticGPTGenerateOutput:
         """Write codes for a batch of prefixes (arguments as `embed_prefix`, aligned_mask as `forward`).
         `generation_config` (or kwargs: `do_sample`, `temperature`, `top_k`, `top_p`, `max_new_tokens` = most frames;
-        default greedy up to the position limit) sets the sampling. Items stop when codebook 0 writes EOS; the batch runs until every item has.
+        default greedy up to the position limit) sets the sampling. Items stop when codebook 0 writes EOS; the batch
+        runs until every item has.
         `use_cache=False` recomputes the whole sequence at each step (same result, for tests and benchmarks)."""
         generation_config = copy.deepcopy(generation_config or GenerationConfig())
         if unused := generation_config.update(**kwargs):

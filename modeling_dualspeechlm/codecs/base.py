@@ -107,7 +107,7 @@ class SpeechCodecMixin:
             raise RuntimeError(f"{type(self).__name__} returned {codes.shape[-1]} frames for "
                                f"{int(lengths.max())} samples; the interface promises {int(frame_lengths.max())}")
         codes = codes[..., : int(frame_lengths.max())]
-        mask = lengths_to_mask(frame_lengths.to(codes.device), codes.shape[-1])
+        mask = lengths_to_mask(frame_lengths, codes.shape[-1])
         return CodecEncoderOutput(codes=codes * mask[:, None], lengths=frame_lengths)
 
     @torch.no_grad()
