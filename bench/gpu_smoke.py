@@ -3,10 +3,11 @@
     python bench/gpu_smoke.py --device cuda --out gpu_smoke.md
     python bench/gpu_smoke.py --device cpu      # the same checks, the "device" being the CPU (runs anywhere)
 
-Tiny random models (test sizes): a USTokenizer of `USTokenizerConfig.tiny()` (Whisper tiny.en shapes), and
-DualSpeechLM built as stage 3 builds it (`from_text_model` on a 2-layer Llama with a BPE tokenizer trained on a few
-sentences, a tiny AcousticGPT, the tiny mel codec of the tests with Griffin-Lim). Each check builds its reference on
-the CPU, copies the model to `--device` and compares; fp32 comparisons run with TF32 off.
+Tiny random models: a USTokenizer of `USTokenizerConfig.tiny()` (Whisper tiny.en shapes), and the tests' tiny
+DualSpeechLM (`dualspeechlm.testing_utils`: built as stage 3 builds it, `from_text_model` on a 1-layer Llama with a
+BPE tokenizer trained on a few sentences, a tiny AcousticGPT, a 2-quantizer mel codec with Griffin-Lim; dropout off).
+Each check builds its reference on the CPU, copies the model to `--device` and compares; fp32 comparisons run with
+TF32 off.
 
     ustokenizer_encode       `encode` of 2 random waveforms (1.3 s, 2 s) via the feature extractor: same ids and lengths
     ustokenizer_bf16         `encode` under torch.autocast(bfloat16): runs, same shape (agreement with fp32 reported)
@@ -40,21 +41,17 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
-from transformers import LlamaConfig, LlamaForCausalLM, TrainingArguments  # noqa: E402
+from transformers import TrainingArguments  # noqa: E402
 
-from dualspeechlm.codecs import MelCodecConfig, MelCodecModel  # noqa: E402
-from dualspeechlm.configuration_dualspeechlm import DualSpeechLMConfig  # noqa: E402
 from dualspeechlm.configuration_ustokenizer import USTokenizerConfig  # noqa: E402
 from dualspeechlm.feature_extraction_ustokenizer import USTokenizerFeatureExtractor  # noqa: E402
-from dualspeechlm.modeling_dualspeechlm import DualSpeechLMForConditionalGeneration  # noqa: E402
 from dualspeechlm.modeling_ustokenizer import USTokenizerModel  # noqa: E402
-from dualspeechlm.processing.text_tokenizer import train_text_tokenizer  # noqa: E402
 from dualspeechlm.tasks import build_inputs  # noqa: E402
+from dualspeechlm.testing_utils import tiny_random_model_and_processor, without_dropout  # noqa: E402
 from dualspeechlm.training.multitask import DualSpeechLMCollator, TaskBatchSampler  # noqa: E402
 from dualspeechlm.training.trainer import BatchSamplerTrainer  # noqa: E402
 
 CPU = torch.device("cpu")
-TEXTS = ["anna saw the cat", "who saw the cat?", "the dog sleeps on the warm mat", "speak this text"]
 NUM_SPEECH_TOKENS = 16
 
 
@@ -109,20 +106,10 @@ def examples(codebook_size: int) -> list[dict]:
 
 
 def dualspeechlm_parts():
-    """(text tokenizer, DualSpeechLM, mel codec), fresh and on the CPU, built as stage 3's `build_model` does."""
-    torch.manual_seed(0)
-    codec = MelCodecModel(MelCodecConfig(hidden_size=16, latent_size=8, encoder_layers=1, decoder_layers=1,
-                                         num_quantizers=2, codebook_size=64, vocoder="griffin_lim",
-                                         griffin_lim_iterations=2)).eval()
-    tokenizer = train_text_tokenizer(TEXTS * 5, vocab_size=300)
-    llm = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
-                                       num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                                       max_position_embeddings=256, pad_token_id=tokenizer.pad_token_id,
-                                       bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id))
-    model = DualSpeechLMForConditionalGeneration.from_text_model(
-        llm, tokenizer, num_speech_tokens=NUM_SPEECH_TOKENS, acoustic_config=DualSpeechLMConfig.tiny().acoustic_config,
-        **DualSpeechLMConfig.codec_kwargs(codec))
-    return tokenizer, model.eval(), codec
+    """(text tokenizer, DualSpeechLM, mel codec): the library's tiny random parts (`dualspeechlm.testing_utils`, as the
+    tests use them), fresh and on the CPU, without dropout (train-mode losses are compared across devices)."""
+    model, processor = tiny_random_model_and_processor(num_speech_tokens=NUM_SPEECH_TOKENS)
+    return processor.tokenizer, without_dropout(model), processor.codec
 
 
 # ---- the checks: each returns a short detail, or raises ----

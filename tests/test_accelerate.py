@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_processing_dualspeechlm import tiny_model_and_processor
+
+from dualspeechlm.testing_utils import tiny_random_model_and_processor
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "training" / "accelerate_configs"
@@ -19,20 +20,15 @@ import json, sys
 import numpy as np, torch
 from torch.utils.data import BatchSampler, SequentialSampler
 from transformers import TrainingArguments
-tests, out = sys.argv[1:3]
-sys.path.insert(0, tests)
-from test_processing_dualspeechlm import tiny_model_and_processor
+out = sys.argv[1]
+from dualspeechlm.testing_utils import tiny_random_model_and_processor, without_dropout
 from dualspeechlm.training.multitask import DualSpeechLMCollator
 from dualspeechlm.training.trainer import BatchSamplerTrainer
 
-model, processor = tiny_model_and_processor()
+model, processor = tiny_random_model_and_processor()
 # No random draws that depend on how the batch is split: Chain-of-Condition modes and dropout masks.
 model.config.coc_tasks = []
-for module in model.modules():
-    if isinstance(module, torch.nn.Dropout):
-        module.p = 0.0
-    elif isinstance(getattr(module, "dropout", None), float):
-        module.dropout = 0.0
+without_dropout(model)
 speaker = np.full(512, 0.1, np.float32)
 # The global batch. Its two halves (one per process) hold equally many answer tokens and codec
 # frames, so the mean of the per-process mean losses is the global mean loss.
@@ -60,7 +56,7 @@ if trainer.is_world_process_zero():
 
 def run_step(command: list[str], out: Path) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ""}
-    result = subprocess.run(command + [str(REPO / "tests"), str(out)], capture_output=True, text=True, env=env,
+    result = subprocess.run(command + [str(out)], capture_output=True, text=True, env=env,
                             timeout=300, cwd=out.parent)
     assert result.returncode == 0, result.stderr[-4000:]
     return json.loads(out.read_text())
@@ -80,7 +76,7 @@ def test_two_process_step_equals_one_process_on_the_same_global_batch(tmp_path):
     one, two = torch.load(tmp_path / "single.json.pt"), torch.load(tmp_path / "parallel.json.pt")
     for name, weight in one.items():
         torch.testing.assert_close(two[name], weight, rtol=1e-4, atol=1e-6, msg=name)
-    initial = tiny_model_and_processor()[0].state_dict()
+    initial = tiny_random_model_and_processor()[0].state_dict()
     assert sum(not torch.equal(initial[name], weight) for name, weight in one.items()) > len(one) // 2
 
 

@@ -84,6 +84,9 @@ def test_whisper_transcribes_each_audio_once(clips, whisper, transcripts, tmp_pa
     assert whisper.transcribe(waves[::-1], rate) == transcripts["whisper"][::-1] and decoded == [2, 1]
     assert whisper.transcribe(waves, rate) == transcripts["whisper"] and decoded == [2, 1]
     assert len(whisper.cache.path.read_text().splitlines()) == 3
+    # A judge whose every transcript is cached never loads the model.
+    warm = WhisperJudge(whisper.whisper_dir, progress=False, cache_dir=tmp_path)
+    assert warm.transcribe(waves, rate) == transcripts["whisper"] and "pipe" not in vars(warm)
 
 
 def test_pocketsphinx_cache_is_shared_by_judges_and_can_be_off(clips, transcripts, tmp_path, monkeypatch):

@@ -8,23 +8,18 @@ import sys
 import numpy as np
 import pytest
 import torch
-from transformers import AutoProcessor, LlamaConfig, LlamaForCausalLM
+from transformers import AutoProcessor
 
-from dualspeechlm.codecs import MelCodecConfig, MelCodecModel
-from dualspeechlm.configuration_dualspeechlm import DualSpeechLMConfig
-from dualspeechlm.configuration_ustokenizer import USTokenizerConfig
-from dualspeechlm.feature_extraction_ustokenizer import USTokenizerFeatureExtractor
 from dualspeechlm.modeling_dualspeechlm import DualSpeechLMForConditionalGeneration
-from dualspeechlm.modeling_ustokenizer import USTokenizerModel
 from dualspeechlm.processing.corpus import TRAIN_VOICES, synthesize
 from dualspeechlm.processing.text_tokenizer import train_text_tokenizer
 from dualspeechlm.processing_dualspeechlm import DualSpeechLMProcessor
-from dualspeechlm.speaker_encoder import SpeakerEncoderConfig, SpeakerEncoderModel
+from dualspeechlm.testing_utils import TINY_TEXTS, tiny_random_model_and_processor
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 K = 32  # USTokens
-TEXTS = ["anna saw the cat", "who saw the cat?", "the dog sleeps", "el gato duerme"]
+TEXTS = TINY_TEXTS
 EXAMPLES = [  # every task once, with its prompt fields, input speech and answer
     {"task": "asr", "speech_ids": [3, 1, 4], "answer": "anna saw the cat"},
     {"task": "s2tt", "speech_ids": [5, 9], "language": "es", "answer": "el gato"},
@@ -37,34 +32,9 @@ EXAMPLES = [  # every task once, with its prompt fields, input speech and answer
 ]
 
 
-def tiny_model_and_processor(seed: int = 0):
-    """A random tiny DualSpeechLM (Llama backbone) and a processor of random tiny parts that fit it."""
-    torch.manual_seed(seed)
-    tokenizer = train_text_tokenizer(TEXTS * 5, vocab_size=300)
-    encoder = dict(d_model=32, encoder_layers=1, encoder_attention_heads=2, encoder_ffn_dim=64, decoder_layers=1,
-                   decoder_attention_heads=2, decoder_ffn_dim=64)
-    ustokenizer = USTokenizerModel(USTokenizerConfig(encoder_config=encoder, conv_hidden_size=16, codebook_dim=8,
-                                                     codebook_size=K, llm_hidden_size=16)).eval()
-    codec = MelCodecModel(MelCodecConfig(hidden_size=16, latent_size=8, encoder_layers=1, decoder_layers=1,
-                                         num_quantizers=2, codebook_size=64, vocoder="griffin_lim",
-                                         griffin_lim_iterations=2)).eval()
-    speaker_encoder = SpeakerEncoderModel(SpeakerEncoderConfig(hidden_size=16, stats_size=16, attention_size=8)).eval()
-    llm = LlamaForCausalLM(LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-        num_key_value_heads=2, max_position_embeddings=256, pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id))
-    model = DualSpeechLMForConditionalGeneration.from_text_model(
-        llm, tokenizer, num_speech_tokens=K, acoustic_config=dict(hidden_size=16, num_hidden_layers=1,
-                                                                  num_attention_heads=2, intermediate_size=32),
-        **DualSpeechLMConfig.codec_kwargs(codec)).eval()
-    tokenizer.model_max_length = model.config.text_config.max_position_embeddings
-    processor = DualSpeechLMProcessor(USTokenizerFeatureExtractor(), tokenizer, ustokenizer, codec, speaker_encoder)
-    return model, processor
-
-
 @pytest.fixture(scope="module")
 def parts():
-    return tiny_model_and_processor()
+    return tiny_random_model_and_processor(num_speech_tokens=K)
 
 
 @pytest.fixture(scope="module")

@@ -11,12 +11,12 @@ import sys
 import pytest
 import torch
 from huggingface_hub import ModelCard, RepoCard
-from test_processing_dualspeechlm import tiny_model_and_processor
 
 from dualspeechlm.pipelines_dualspeechlm import save_for_pipelines
 from dualspeechlm.processing.corpus import load_corpus
 from dualspeechlm.publishing.model_card import render_model_card
 from dualspeechlm.publishing.push import PublishError, publish
+from dualspeechlm.testing_utils import tiny_random_model_and_processor
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -35,7 +35,7 @@ TRAINING_LOG = [{"loss": 5.0, "llm_loss": 3.0, "acoustic_loss": 2.0, "step": 1},
 @pytest.fixture(scope="module")
 def model_folder(tmp_path_factory):
     """A tiny random model saved as stage 3 saves it, with an evaluation, a log and a checkpoint."""
-    model, processor = tiny_model_and_processor()
+    model, processor = tiny_random_model_and_processor()
     folder = tmp_path_factory.mktemp("trained") / "model"
     save_for_pipelines(model, processor, folder)
     (folder / "evaluation.json").write_text(json.dumps(EVALUATION))
@@ -122,7 +122,7 @@ def test_push_then_load_and_fine_tune_from_the_hub_in_a_fresh_process(model_fold
 
     remote = torch.load(str(out) + ".pt")
     assert remote["module"].startswith("transformers_modules.")  # the repo's own code
-    model, _ = tiny_model_and_processor()
+    model, _ = tiny_random_model_and_processor()
     ids = torch.arange(3, 40).view(1, -1)
     with torch.no_grad():
         expected = model.eval()(input_ids=ids, attention_mask=torch.ones_like(ids)).logits

@@ -14,10 +14,10 @@ import torch
 import torchaudio
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
-from test_processing_dualspeechlm import TEXTS, tiny_model_and_processor
 
 from dualspeechlm.pipelines_dualspeechlm import save_for_pipelines
 from dualspeechlm.processing.corpus import TRAIN_VOICES, synthesize
+from dualspeechlm.testing_utils import TINY_TEXTS, tiny_random_model_and_processor
 
 pytestmark = [pytest.mark.usefixtures("one_thread"),  # and gradio's queue's own pandas deprecations:
               pytest.mark.filterwarnings("ignore:'future.no_silent_downcasting'", "ignore:The copy keyword")]
@@ -47,7 +47,7 @@ def launch(demo: gr.Blocks) -> str:
 
 def tiny_model_folder(path: Path) -> Path:
     """A tiny random model + processor saved as a Space loads it: a folder with its own code."""
-    save_for_pipelines(*tiny_model_and_processor(), path)
+    save_for_pipelines(*tiny_random_model_and_processor(), path)
     return path
 
 
@@ -68,8 +68,8 @@ def client(app, tmp_path_factory):
 def wavs(espeak, tmp_path_factory):
     """Input files: espeak speech as 16 kHz mono and as 44.1 kHz stereo, a 31 s clip and a silent one."""
     folder = tmp_path_factory.mktemp("wavs")
-    speech = synthesize(TEXTS[0], TRAIN_VOICES[0])
-    voice = synthesize(TEXTS[2], TRAIN_VOICES[1])
+    speech = synthesize(TINY_TEXTS[0], TRAIN_VOICES[0])
+    voice = synthesize(TINY_TEXTS[2], TRAIN_VOICES[1])
     stereo = torchaudio.functional.resample(torch.from_numpy(speech), 16000, 44100).numpy()
     files = {"speech": (speech, 16000), "voice": (voice, 16000), "stereo": (np.stack([stereo, 0.5 * stereo], 1), 44100),
              "long": (np.tile(speech, int(31 * 16000 / len(speech)) + 1), 16000),

@@ -99,8 +99,9 @@ def similarity(speaker_encoder, generated: list, references: list[np.ndarray]) -
     return float(torch.nn.functional.cosine_similarity(a, b).mean())
 
 
-def evaluate_split(model, processor, corpus: str, cache_dir: str, split: str, whisper: str, limits: dict,
+def evaluate_split(model, processor, corpus: str, cache_dir: str, split: str, judges: dict, limits: dict,
                    samples_dir: Path) -> dict:
+    """Every task's scores on `split`; `judges`: {"whisper": WhisperJudge, "pocketsphinx": PocketsphinxJudge}."""
     parts = (processor.ustokenizer, processor.feature_extractor, processor.codec, processor.speaker_encoder)
     results = {}
     for task, limit in limits.items():
@@ -114,7 +115,7 @@ def evaluate_split(model, processor, corpus: str, cache_dir: str, split: str, wh
             if task == "asr":
                 score = {"wer": word_error_rate(references, hypotheses)}
                 audio = [item["array"] for item in load_corpus(corpus, "speech")[split].select(range(count))["audio"]]
-                score["whisper_wer_same_audio"] = word_error_rate(references, WhisperJudge(whisper).transcribe(audio, 16000))
+                score["whisper_wer_same_audio"] = word_error_rate(references, judges["whisper"].transcribe(audio, 16000))
             elif task == "s2tt":
                 import sacrebleu
 
@@ -126,18 +127,18 @@ def evaluate_split(model, processor, corpus: str, cache_dir: str, split: str, wh
         else:
             source = load_corpus(corpus, config)[split].select(range(count))
             generated = speak(model, processor, examples)
-            score = speech_scores(task, generated, source, processor, whisper)
+            score = speech_scores(task, generated, source, processor, judges)
             samples_dir.mkdir(parents=True, exist_ok=True)
             for i, audio in enumerate(as_judged(generated[:3])):
                 soundfile.write(samples_dir / f"{split}-{task}-{i}.wav", audio, 16000)
         results[task] = {"examples": count, **score}
         if task == "tts":  # a generation task: `source` holds its corpus rows
             resynthesized = speak(model, processor, examples, from_reference=True)
-            results["tts_resynthesis"] = {"examples": count, **speech_scores(task, resynthesized, source, processor, whisper)}
+            results["tts_resynthesis"] = {"examples": count, **speech_scores(task, resynthesized, source, processor, judges)}
     return results
 
 
-def speech_scores(task: str, generated: list, source, processor, whisper: str) -> dict:
+def speech_scores(task: str, generated: list, source, processor, judges: dict) -> dict:
     """SIM, no-speech rate, seconds and the judges' WER on generated speech (None items judged as silence) and on
     the reference audio of the same words (`source`: the corpus rows)."""
     reference_audio = [item["array"] for item in source[REFERENCE_AUDIO[task]]]
@@ -146,9 +147,9 @@ def speech_scores(task: str, generated: list, source, processor, whisper: str) -
              "no_speech": float(sum(g is None for g in generated) / count),
              "seconds_generated": float(sum(len(g) for g in generated if g is not None) / 16000)}
     if task != "t2st":
-        judges = [WhisperJudge(whisper)] + ([PocketsphinxJudge()] if task == "tts" else [])
+        used = {name: judges[name] for name in (("whisper", "pocketsphinx") if task == "tts" else ("whisper",))}
         for name, audio in (("generated", as_judged(generated)), ("reference", reference_audio)):
-            for judge_name, value in judge(source[SPOKEN_WORDS[task]], audio, 16000, judges=judges)["judges"].items():
+            for judge_name, value in judge(source[SPOKEN_WORDS[task]], audio, 16000, judges=used)["judges"].items():
                 score[f"{judge_name}_wer_{name}"] = value["wer"]
     return score
 
@@ -170,8 +171,9 @@ def evaluate_model(folder: str | Path, corpus: str = "data/corpus", cache_dir: s
     processor = DualSpeechLMProcessor.from_pretrained(folder)
     limits = limits or DEFAULT_LIMITS
     results = {"splits": {}}
+    judges = {"whisper": WhisperJudge(whisper), "pocketsphinx": PocketsphinxJudge()}  # one model load for all tasks
     for split in tqdm(SPLITS, desc="evaluate", unit="split"):
-        results["splits"][split] = evaluate_split(model, processor, corpus, cache_dir, split, whisper, limits,
+        results["splits"][split] = evaluate_split(model, processor, corpus, cache_dir, split, judges, limits,
                                                   folder / "samples")
     (folder / "evaluation.json").write_text(json.dumps(results, indent=2))
     (folder / "evaluation.md").write_text(markdown_report(results))

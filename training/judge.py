@@ -16,6 +16,7 @@ with the same judges several times (the baseline, stage 1, the codec and stage 3
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import importlib.metadata
 import json
@@ -166,37 +167,49 @@ class _CachedJudge:
 class WhisperJudge(_CachedJudge):
     """Whisper through `transformers.pipeline("automatic-speech-recognition")` on CPU, greedy, English.
 
-    Its transcripts are cached under the model's weights fingerprint, generation settings, device and
-    transformers version.
+    Its transcripts are cached under the checkpoint's weight files, generation settings, device and transformers
+    version. The model is loaded on the first audio the cache lacks: a judge whose transcripts are all cached
+    never loads it.
     """
 
     name = "whisper"
 
     def __init__(self, whisper_dir: str | os.PathLike = DEFAULT_WHISPER, batch_size: int = 8,
                  device: str = "cpu", progress: bool = True, cache_dir: str | os.PathLike | bool | None = None):
+        import torch
         import transformers
 
-        from .encoder_cache import weights_fingerprint
-
-        if not (Path(whisper_dir) / "config.json").is_file():
+        self.whisper_dir = Path(whisper_dir)
+        weight_files = sorted(self.whisper_dir.glob("*.safetensors")) or sorted(self.whisper_dir.glob("*.bin"))
+        if not (self.whisper_dir / "config.json").is_file() or not weight_files:
             raise FileNotFoundError(f"no Whisper model at {whisper_dir}: create it with "
                                     f"`dualspeechlm-convert-whisper --output-dir {whisper_dir}`")
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        self.pipe = transformers.pipeline("automatic-speech-recognition", model=str(whisper_dir), device=device)
-        self.batch_size, self.progress = batch_size, progress
+        self.batch_size, self.device, self.progress = batch_size, device, progress
+        generation_config = transformers.GenerationConfig.from_pretrained(self.whisper_dir)
         # English-only checkpoints (tiny.en) refuse a `language` argument; multilingual ones need it.
         self.generate_kwargs = {"num_beams": 1, "do_sample": False}
-        if getattr(self.pipe.model.generation_config, "is_multilingual", False):
+        if getattr(generation_config, "is_multilingual", False):
             self.generate_kwargs.update(language="en", task="transcribe")
         # The identity says nothing about the batch, although `_decode`'s max_length cap depends on the longest
         # clip in it: the cap never cuts real speech, so a speech transcript is the same in any batch; only the
         # length of a hallucination loop on non-speech can differ, and the cache keeps the first one computed.
         # (A clip over 30 s switches its whole batch to long-form decoding, which the key ignores likewise.)
-        self.identity = {"weights": weights_fingerprint(self.pipe.model), "device": self.pipe.device.type,
-                         "generation_config": self.pipe.model.generation_config.to_dict(),
+        weights = hashlib.sha256()
+        for path in weight_files:
+            with open(path, "rb") as file:
+                weights.update(path.name.encode() + hashlib.file_digest(file, "sha256").digest())
+        self.identity = {"weights": weights.hexdigest()[:16], "device": torch.device(device).type,
+                         "generation_config": generation_config.to_dict(),
                          "generate_kwargs": self.generate_kwargs, "transformers": transformers.__version__}
         self._open_cache(cache_dir)
+
+    @functools.cached_property
+    def pipe(self):
+        import transformers
+
+        return transformers.pipeline("automatic-speech-recognition", model=str(self.whisper_dir), device=self.device)
 
     def _decode(self, waves):
         for start in range(0, len(waves), self.batch_size):
