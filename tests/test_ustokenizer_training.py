@@ -1,7 +1,9 @@
 """Stage 1: the encoder cache, the understanding objective, and the recipe end to end on a tiny corpus."""
 
 import json
+from types import SimpleNamespace
 
+import datasets
 import numpy as np
 import pytest
 import torch
@@ -13,7 +15,8 @@ from dualspeechlm.modeling_ustokenizer import RealLengthWhisperEncoder, USTokeni
 from dualspeechlm.processing.corpus import corpus_audio
 from dualspeechlm.training import encoder_cache
 from dualspeechlm.training.plots import plot_losses
-from dualspeechlm.training.train_ustokenizer import USTokenizerRecipe, codebook_usage, train_ustokenizer
+from dualspeechlm.training.train_ustokenizer import (USTokenizerRecipe, codebook_usage, evaluate_split, markdown_report,
+                                                     train_ustokenizer)
 from dualspeechlm.training.trainer import LossTermsTrainer
 from dualspeechlm.training.understanding import IGNORE_INDEX, UnderstandingCollator, USTokenizerForUnderstanding
 
@@ -92,6 +95,21 @@ def test_training_lowers_the_understanding_loss_and_leaves_the_llm_frozen():
     assert np.mean(losses[-5:]) < 0.6 * losses[0], losses[::10]
     answers = model.eval().answer(**{k: v for k, v in batch.items() if not k.startswith("answer")}, max_new_tokens=3)
     assert answers.shape[0] == 3
+
+
+def test_without_the_understanding_loss_only_the_codebook_is_trained_and_scored():
+    model = tiny_understanding()
+    model.ustokenizer.config.understanding_weight = 0.0
+    batch = UnderstandingCollator(PAD)(cached_rows())
+    out = model.train()(**batch)
+    out.loss.backward()
+    assert out.understanding_loss == 0 and all(p.grad is None for p in [*model.ustokenizer.adapter_linear.parameters(), *model.llm.parameters()])
+    rows = [{**row, "task": task, "answer": "a b"} for row, task in zip(cached_rows(), ("asr", "asr", "ser"))]
+    report = evaluate_split(model, datasets.Dataset.from_list(rows), SimpleNamespace(pad_token_id=PAD))
+    assert report["asr_examples"] == 2 and report["codes_used"] > 0
+    assert not {"asr_wer", "ser_accuracy", "samples"} & set(report)  # an untrained adapter's answers mean nothing
+    table = markdown_report({"splits": {"test": report}})
+    assert f"| test | - | - | - | - | {report['codes_used']} / 32 |" in table
 
 
 def test_width_mismatch_is_a_clear_error():

@@ -127,29 +127,36 @@ def codebook_usage(codes: np.ndarray, codebook_size: int) -> dict:
 def evaluate_split(model: USTokenizerForUnderstanding, dataset: datasets.Dataset, text_tokenizer,
                    batch_size: int = 16) -> dict:
     """Greedy answers for every row, scored per task (ASR: WER; SER, SQA: exact-match accuracy), and
-    the codebook use of the ASR rows. Returns also the hypotheses for inspection."""
+    the codebook use of the ASR rows. Returns also the hypotheses for inspection. A tokenizer trained without
+    the understanding loss (`understanding_weight` 0) has an untrained adapter: only its codebook use is scored."""
     model.eval()
+    answering = model.ustokenizer.config.understanding_weight > 0
     collate = UnderstandingCollator(text_tokenizer.pad_token_id)
     hypotheses, codes = [], []
     for start in tqdm(range(0, len(dataset), batch_size), desc="evaluate", unit="batch"):
         rows = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
         batch = collate([{k: v for k, v in row.items() if k != "answer_ids"} for row in rows])
-        hypotheses += text_tokenizer.batch_decode(model.answer(**batch), skip_special_tokens=True)
+        if answering:
+            hypotheses += text_tokenizer.batch_decode(model.answer(**batch), skip_special_tokens=True)
         encoded = model.ustokenizer.encode_cached(batch["encoder_hidden_states"], batch["encoder_lengths"])
         codes += [ids[:n].numpy() for ids, n in zip(encoded.ids, encoded.lengths)]
     tasks, answers = dataset["task"], list(dataset["answer"])
     report = {}
     for task in sorted(set(tasks)):
         picked = [i for i, t in enumerate(tasks) if t == task]
+        report[f"{task}_examples"] = len(picked)
+        if task == "asr":
+            report.update(codebook_usage(np.concatenate([codes[i] for i in picked]), model.ustokenizer.config.codebook_size))
+        if not answering:
+            continue
         refs, hyps = [answers[i] for i in picked], [hypotheses[i].strip() for i in picked]
         if task == "asr":
             report["asr_wer"] = word_error_rate(refs, hyps)
-            report.update(codebook_usage(np.concatenate([codes[i] for i in picked]), model.ustokenizer.config.codebook_size))
         else:
             report[f"{task}_accuracy"] = float(np.mean([normalize_text(r) == normalize_text(h) for r, h in zip(refs, hyps)]))
-        report[f"{task}_examples"] = len(picked)
-    report["samples"] = [{"task": tasks[i], "reference": answers[i], "hypothesis": hypotheses[i].strip()}
-                         for i in range(0, len(tasks), max(1, len(tasks) // 12))]
+    if answering:
+        report["samples"] = [{"task": tasks[i], "reference": answers[i], "hypothesis": hypotheses[i].strip()}
+                             for i in range(0, len(tasks), max(1, len(tasks) // 12))]
     return report
 
 
@@ -163,13 +170,12 @@ def whisper_wer(recipe: USTokenizerRecipe, split: str, limit: int | None) -> flo
 
 
 def markdown_report(results: dict) -> str:
+    """One row per split; '-' where a score was not measured (no Whisper baseline, or no understanding loss)."""
     lines = ["| split | ASR WER (tokens -> LLM) | Whisper tiny.en WER | SER accuracy | SQA accuracy | codes used | perplexity |",
              "|---|---|---|---|---|---|---|"]
     for split, r in results["splits"].items():
-        whisper = f"{r['whisper_wer']:.1%}" if "whisper_wer" in r else "-"
-        lines.append(f"| {split} | {r['asr_wer']:.1%} | {whisper} | {r.get('ser_accuracy', float('nan')):.1%} | "
-                     f"{r.get('sqa_accuracy', float('nan')):.1%} | {r['codes_used']} / {r['codebook_size']} | "
-                     f"{r['perplexity']:.0f} |")
+        rates = [f"{r[key]:.1%}" if key in r else "-" for key in ("asr_wer", "whisper_wer", "ser_accuracy", "sqa_accuracy")]
+        lines.append(f"| {split} | {' | '.join(rates)} | {r['codes_used']} / {r['codebook_size']} | {r['perplexity']:.0f} |")
     return "\n".join(lines) + "\n"
 
 

@@ -108,11 +108,15 @@ class USTokenizerForUnderstanding(nn.Module):
         """Cached encoder output `[batch, frames_50hz, d_model]` + lengths, prompt parts and answers
         (`[batch, longest]` ids + lengths) -> the weighted loss and each of its terms."""
         out = self.ustokenizer(encoder_hidden_states=encoder_hidden_states, encoder_lengths=encoder_lengths)
-        embeds, mask, labels = self.sequences(out.adapter_embeddings, out.token_lengths, before_ids, before_lengths,
-                                              after_ids, after_lengths, answer_ids, answer_lengths)
-        understanding = self.llm(inputs_embeds=embeds, attention_mask=mask, labels=labels).loss
+        weight = self.ustokenizer.config.understanding_weight
+        if weight > 0:
+            embeds, mask, labels = self.sequences(out.adapter_embeddings, out.token_lengths, before_ids, before_lengths,
+                                                  after_ids, after_lengths, answer_ids, answer_lengths)
+            understanding = self.llm(inputs_embeds=embeds, attention_mask=mask, labels=labels).loss
+        else:  # the LLM's loss would train nothing: skip its forward pass
+            understanding = out.loss.new_zeros(())
         return UnderstandingOutput(
-            loss=out.loss + self.ustokenizer.config.understanding_weight * understanding,
+            loss=out.loss + weight * understanding,
             commitment_loss=out.commitment_loss, reconstruction_loss=out.reconstruction_loss,
             understanding_loss=understanding, codes=out.codes,
         )
