@@ -3,6 +3,7 @@
     python bench/probe_words.py --input ustokens --ustokenizer models/ustokenizer --steps 500
     python bench/probe_words.py --input encoder --steps 500
     python bench/probe_words.py --input kmeans --steps 500
+    python bench/probe_words.py --input kmeans --shape-steps 1000 --steps 500
     python bench/probe_words.py --input ustokens --save-inputs ust.pt   # then, e.g. on a GPU machine:
     python bench/probe_words.py --input saved --load-inputs ust.pt --steps 6000 --device cuda
 
@@ -14,7 +15,10 @@ frozen Whisper encoder's outputs that stage 1 caches under `--cache-dir` (`speec
   embedding;
 - `encoder`: the outputs themselves, averaged from 50 Hz to the tokens' 25 Hz, through LayerNorm + Linear;
 - `kmeans`: those 25 Hz features quantized by plain k-means (`--kmeans-codes`, fit on training frames),
-  through a fresh embedding: the untrained baseline a learned 1024-code tokenizer should beat.
+  through a fresh embedding: the untrained baseline a learned 1024-code tokenizer should beat. With
+  `--shape-steps`, k-means quantizes the hidden states of a small local CTC model trained on the features first
+  (`LocalShaper`): how much a quantizer keeps when supervision has shaped its space. `--normalize` standardizes
+  the features per utterance before either.
 The same probe on each says how much the quantization loses; its absolute WER says how far a small model
 gets in so many steps. `--save-inputs` writes the prepared token ids and texts (a few MB, not the features)
 so that a longer run can go where compute is (`--input saved --load-inputs`, `--device`).
@@ -45,6 +49,11 @@ def load_rows(cache_dir: str, split: str, limit: int | None = None) -> list[tupl
 def pooled(rows):
     """50 Hz frames -> their pairwise means at the tokens' 25 Hz."""
     return [(x[: len(x) // 2 * 2].view(-1, 2, x.shape[1]).mean(1), text) for x, text in rows]
+
+
+def utterance_normalized(rows):
+    """Each feature standardized over the utterance's frames: removes what is constant in a recording (voice, pitch)."""
+    return [((x - x.mean(0)) / (x.std(0) + 1e-5), text) for x, text in rows]
 
 
 @torch.no_grad()
@@ -100,6 +109,30 @@ class CTCProbe(nn.Module):
         return self.output(self.encoder(hidden, src_key_padding_mask=padding)).log_softmax(-1), lengths
 
 
+class LocalShaper(nn.Module):
+    """`--shape-steps`: LayerNorm + Linear + two residual convs (+-2 frames) and a character CTC head with two slots
+    per frame, trained on the continuous features; k-means then quantizes its hidden states (`embed`) instead of the
+    features: supervision shapes the space before quantization, as stage 1's transcript CTC does for the tokenizer."""
+
+    def __init__(self, input_size: int, num_labels: int, hidden: int = 256):
+        super().__init__()
+        self.num_labels = num_labels
+        self.input = nn.Sequential(nn.LayerNorm(input_size), nn.Linear(input_size, hidden))
+        self.convs = nn.ModuleList(nn.Conv1d(hidden, hidden, 3, padding=1) for _ in range(2))
+        self.output = nn.Linear(hidden, 2 * num_labels)
+
+    def embed(self, inputs: torch.Tensor) -> torch.Tensor:
+        """`[batch, frames, input_size]` -> `[batch, frames, hidden]`."""
+        hidden = self.input(inputs).transpose(1, 2)
+        for conv in self.convs:
+            hidden = hidden + nn.functional.gelu(conv(hidden))
+        return hidden.transpose(1, 2)
+
+    def forward(self, inputs: torch.Tensor, lengths: torch.Tensor):
+        logits = self.output(self.embed(inputs)).view(inputs.shape[0], -1, self.num_labels)
+        return logits.log_softmax(-1), 2 * lengths
+
+
 def collate(rows, device="cpu"):
     return (pad_sequence([x for x, _ in rows], batch_first=True).to(device),
             torch.tensor([len(x) for x, _ in rows], device=device))
@@ -136,6 +169,10 @@ def main() -> None:
     parser.add_argument("--train-limit", type=int, help="train on the first N utterances only (how much data matters)")
     parser.add_argument("--kmeans-codes", type=int, default=1024)
     parser.add_argument("--kmeans-frames", type=int, default=100_000, help="training frames k-means is fit on")
+    parser.add_argument("--normalize", action="store_true",
+                        help="standardize the features per utterance first (`encoder` / `kmeans`)")
+    parser.add_argument("--shape-steps", type=int, default=0,
+                        help="`kmeans`: quantize the hidden states of a local CTC shaper trained this many steps")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--save-inputs", help="write the prepared ids + texts here (ustokens / kmeans) and stop")
     parser.add_argument("--load-inputs", help="the file `--save-inputs` wrote (with `--input saved`)")
@@ -149,31 +186,40 @@ def main() -> None:
     if args.save_inputs:
         torch.save({"train": train, "tests": tests}, args.save_inputs)
         return
-    alphabet = sorted(set("".join(text for _, text in train)))
-    label = {c: i + 1 for i, c in enumerate(alphabet)}  # 0: the CTC blank
+    alphabet = alphabet_of(train)
     every_row = [row for rows in (train, *tests.values()) for row in rows]
     input_size = train[0][0].shape[1] if args.input == "encoder" else 1 + max(int(x.max()) for x, _ in every_row)
     model = CTCProbe(args.input, input_size, len(alphabet) + 1).to(args.device)
+    train_ctc(model, train, tests, alphabet, args.steps, args.batch_size, args.eval_every, args.device)
+
+
+def alphabet_of(rows) -> list[str]:
+    return sorted(set("".join(text for _, text in rows)))
+
+
+def train_ctc(model, train, tests, alphabet, steps: int, batch_size: int, eval_every: int, device="cpu") -> None:
+    """AdamW (one-cycle 1e-3) on character CTC; prints a Markdown row of WER / CER per test split every `eval_every`."""
+    label = {c: i + 1 for i, c in enumerate(alphabet)}  # 0: the CTC blank
     optimizer = torch.optim.AdamW(model.parameters(), 1e-3, weight_decay=0.01)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, 1e-3, total_steps=args.steps, pct_start=0.1)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, 1e-3, total_steps=steps, pct_start=0.1)
     ctc = nn.CTCLoss(zero_infinity=True)
     print(f"| step | minutes | train CTC loss | " + " | ".join(f"{s} WER / CER" for s in tests) + " |")
     print("|---|---|---|" + "---|" * len(tests))
     started = time.perf_counter()
-    for step in range(1, args.steps + 1):
-        rows = random.sample(train, args.batch_size)
-        log_probs, lengths = model(*collate(rows, args.device))
+    for step in range(1, steps + 1):
+        rows = random.sample(train, batch_size)
+        log_probs, lengths = model(*collate(rows, device))
         targets = [torch.tensor([label[c] for c in text]) for _, text in rows]
-        loss = ctc(log_probs.transpose(0, 1), torch.cat(targets).to(args.device), lengths,
-                   torch.tensor([len(t) for t in targets], device=args.device))
+        loss = ctc(log_probs.transpose(0, 1), torch.cat(targets).to(device), lengths,
+                   torch.tensor([len(t) for t in targets], device=device))
         optimizer.zero_grad()
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         schedule.step()
-        if step % args.eval_every == 0 or step == args.steps:
-            cells = [f"{100 * w:.1f}% / {100 * c:.1f}%"
-                     for w, c in (score(model, rows, alphabet, args.device) for rows in tests.values())]
+        if step % eval_every == 0 or step == steps:
+            cells = [f"{100 * w:.1f}% / {100 * c:.1f}%" for w, c in (score(model, rows, alphabet, device)
+                                                                    for rows in tests.values())]
             print(f"| {step} | {(time.perf_counter() - started) / 60:.1f} | {loss.item():.3f} | " + " | ".join(cells) + " |",
                   flush=True)
 
@@ -190,6 +236,17 @@ def prepared_inputs(args):
         train, tests = tokenized(train, ustokenizer), {split: tokenized(rows, ustokenizer) for split, rows in tests.items()}
     else:
         train, tests = pooled(train), {split: pooled(rows) for split, rows in tests.items()}
+        if args.normalize:
+            train = utterance_normalized(train)
+            tests = {split: utterance_normalized(rows) for split, rows in tests.items()}
+        if args.shape_steps:
+            alphabet = alphabet_of(train)
+            shaper = LocalShaper(train[0][0].shape[1], len(alphabet) + 1)
+            print(f"shaper, {args.shape_steps} steps:", flush=True)
+            train_ctc(shaper, train, tests, alphabet, args.shape_steps, args.batch_size, args.shape_steps)
+            with torch.no_grad():
+                train, tests = [(shaper.eval().embed(x[None])[0], text) for x, text in train], {
+                    split: [(shaper.embed(x[None])[0], text) for x, text in rows] for split, rows in tests.items()}
     if args.input == "kmeans":
         centroids = kmeans_of_rows(train, args.kmeans_codes, args.kmeans_frames)
         train, tests = quantize(train, centroids), {split: quantize(rows, centroids) for split, rows in tests.items()}

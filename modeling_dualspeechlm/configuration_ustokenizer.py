@@ -47,6 +47,9 @@ class USTokenizerConfig(PretrainedConfig):
         kmeans_init (`bool`, False), kmeans_iters (`int`, 10): initialise the codebook by k-means on the first batch.
         commitment_weight, reconstruction_weight, understanding_weight (`float`, 1, 45, 5): loss weights;
             the understanding loss is computed by the training recipe through a frozen LLM.
+        transcript_ctc_weight (`float`, 0: off, as in the paper): weight of a training-only character CTC of the
+            spoken words, read from the quantized latents by a small conv head (two CTC slots per token). It makes
+            the tokens keep the words when the text LLM is too small to teach them through the understanding loss.
         llm_hidden_size (`int`, 2048, Llama-3.2-1B): width of the adapter output (LLM input embeddings).
         adapter_kernel_size (`int`, 3): the adapter's Conv1d after its Linear.
         ids_pad_value (`int`, -1): the id written at padded token positions by `encode` / `forward`.
@@ -73,6 +76,7 @@ class USTokenizerConfig(PretrainedConfig):
     commitment_weight: float = 1.0
     reconstruction_weight: float = 45.0
     understanding_weight: float = 5.0
+    transcript_ctc_weight: float = 0.0
     llm_hidden_size: int = 2048
     adapter_kernel_size: int = 3
     ids_pad_value: int = -1
@@ -121,12 +125,13 @@ class USTokenizerConfig(PretrainedConfig):
     def tiny(cls, **overrides) -> USTokenizerConfig:
         """Whisper tiny.en encoder (d=384); the stride-2 conv and the projection only (no residual conv
         blocks), 384 channels, 1024 codes of dim 384: the codebook as wide as the encoder, as the paper's
-        1024 is Whisper-medium's width. Measured in stage 1 on the embedded corpus (docs/RESULTS.md),
-        the paper's residual blocks and a 128-wide codebook lost words the tiny LLM then could not read:
-        ASR through the tokens 82% (2 blocks, 128) -> 74% (no blocks, 128) -> 65% (no blocks, 384).
+        1024 is Whisper-medium's width; and the transcript CTC at weight 5, which the paper does not need:
+        its frozen Llama-3.2-1B teaches the tokens the words, a small LLM trained here cannot. Measured in
+        stage 1 on the embedded corpus (docs/RESULTS.md), ASR through the tokens: 82% (the paper's 2 blocks,
+        128 wide) -> 74% (no blocks, 128) -> 65% (no blocks, 384) -> 58% (+ transcript CTC).
         Set `llm_hidden_size` to the hidden size of the LLM the adapter feeds."""
         defaults = dict(encoder_config=WhisperConfig(**WHISPER_TINY_EN), num_conv_blocks=0, conv_hidden_size=384,
-                        codebook_dim=384, llm_hidden_size=576)
+                        codebook_dim=384, transcript_ctc_weight=5.0, llm_hidden_size=576)
         return cls(**{**defaults, **overrides})
 
 

@@ -49,8 +49,9 @@ def test_config_defaults_presets_and_round_trip(tmp_path):
     assert paper.mel_frames_per_token == 4 and paper.max_mel_frames == 3000 and paper.num_tokens(100) == 25
     tiny = USTokenizerConfig.tiny(llm_hidden_size=960)
     assert tiny.encoder_config.d_model == 384 and tiny.llm_hidden_size == 960
-    # the tiny preset's measured choice: no residual blocks, a codebook as wide as the encoder
+    # the tiny preset's measured choice: no residual blocks, a codebook as wide as the encoder, the transcript CTC
     assert (tiny.num_conv_blocks, tiny.conv_hidden_size, tiny.codebook_dim, tiny.codebook_size) == (0, 384, 384, 1024)
+    assert tiny.transcript_ctc_weight == 5 and paper.transcript_ctc_weight == 0  # the paper has no such loss
     assert USTokenizerConfig.tiny(num_conv_blocks=2).num_conv_blocks == 2  # overrides win
     assert USTokenizerConfig(encoder_config=TINY_ENCODER).encoder_config.d_model == 64  # dict -> WhisperConfig
     tiny.save_pretrained(tmp_path)

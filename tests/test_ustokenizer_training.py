@@ -18,7 +18,8 @@ from dualspeechlm.training.plots import plot_losses
 from dualspeechlm.training.train_ustokenizer import (USTokenizerRecipe, codebook_usage, evaluate_split, markdown_report,
                                                      train_ustokenizer)
 from dualspeechlm.training.trainer import LossTermsTrainer
-from dualspeechlm.training.understanding import IGNORE_INDEX, UnderstandingCollator, USTokenizerForUnderstanding
+from dualspeechlm.training.understanding import (IGNORE_INDEX, UnderstandingCollator, USTokenizerForUnderstanding,
+                                                 character_ids)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -110,6 +111,33 @@ def test_without_the_understanding_loss_only_the_codebook_is_trained_and_scored(
     assert not {"asr_wer", "ser_accuracy", "samples"} & set(report)  # an untrained adapter's answers mean nothing
     table = markdown_report({"splits": {"test": report}})
     assert f"| test | - | - | - | - | {report['codes_used']} / 32 |" in table
+
+
+def test_transcript_ctc_trains_the_tokens_to_spell_the_words():
+    base = tiny_understanding()
+    base.ustokenizer.config.transcript_ctc_weight = 1.0
+    with pytest.raises(ValueError, match="alphabet"):
+        USTokenizerForUnderstanding(base.ustokenizer, base.llm)
+    model = USTokenizerForUnderstanding(base.ustokenizer, base.llm, alphabet="abc ")
+    assert character_ids("a cab!", model.alphabet) == [1, 4, 3, 1, 2]  # 0 is the blank; "!" is not in the alphabet
+    rows = cached_rows()
+    batch = UnderstandingCollator(PAD)(rows)
+    with pytest.raises(ValueError, match="transcript_ids"):
+        model(**batch)
+    for row, text in zip(rows, ("ab", "cab", "a bc")):
+        row["transcript_ids"] = character_ids(text, model.alphabet)
+    batch = UnderstandingCollator(PAD)(rows)
+    assert batch["transcript_lengths"].tolist() == [2, 3, 4]
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    losses = []
+    for _ in range(40):
+        out = model.train()(**batch)
+        optimizer.zero_grad()
+        out.loss.backward()
+        optimizer.step()
+        losses.append(out.transcript_ctc_loss.item())
+    assert np.mean(losses[-5:]) < 0.5 * losses[0], losses[::10]
+    assert model.transcript_head[0].weight.grad is not None and model.ustokenizer.projection.weight.grad is not None
 
 
 def test_width_mismatch_is_a_clear_error():

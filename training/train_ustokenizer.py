@@ -4,7 +4,8 @@
        trained on the corpus' training text (training/text_llm.py), then frozen;
     2. the frozen Whisper encoder's outputs, cached once per corpus split (training/encoder_cache.py);
     3. the tokenizer's small parts trained with the HF Trainer on the cached features, loss =
-       1 * commitment + 45 * reconstruction + 5 * understanding (training/understanding.py);
+       1 * commitment + 45 * reconstruction + 5 * understanding (training/understanding.py), and in the
+       tiny preset + 5 * the transcript CTC (the small LLM alone does not teach the tokens the words);
     4. evaluation on `test` (sentences never in training) and `test_unseen_voice`: codebook use and
        perplexity, ASR WER / SER and SQA accuracy of the LLM reading the tokens, and Whisper
        tiny.en's own WER on the same audio; written as evaluation.json + evaluation.md + loss.png.
@@ -41,7 +42,7 @@ from .recipe_cli import PresetRecipe, recipe_from_args, recipe_parser
 from .text_llm import (small_llm_config, stage3_task_documents, text_llm_corpus, train_text_llm,
                        understanding_examples)
 from .trainer import LossTermsTrainer
-from .understanding import UnderstandingCollator, USTokenizerForUnderstanding
+from .understanding import UnderstandingCollator, USTokenizerForUnderstanding, character_ids
 
 EVAL_SPLITS = ("test", "test_unseen_voice")
 
@@ -90,8 +91,9 @@ def text_llm(recipe: USTokenizerRecipe, train_examples: list[dict]):
 
 
 def understanding_dataset(recipe: USTokenizerRecipe, split: str, examples: list[dict], text_tokenizer, encoder,
-                          feature_extractor) -> datasets.Dataset:
-    """Cached encoder outputs of every understanding example of `split` + its tokenized prompt parts."""
+                          feature_extractor, alphabet: str | None = None) -> datasets.Dataset:
+    """Cached encoder outputs of every understanding example of `split` + its tokenized prompt parts (and, given
+    an `alphabet`, the `character_ids` of its transcript for the transcript CTC)."""
     parts = []
     for config in ("speech", "style", "qa"):
         rows = [ex for ex in examples if ex["config"] == config]
@@ -109,6 +111,8 @@ def understanding_dataset(recipe: USTokenizerRecipe, split: str, examples: list[
             "answer_ids": ids([answer_text(ex["answer"]) + eos for ex in rows]),
             "answer": [ex["answer"] for ex in rows],
         }
+        if alphabet:
+            columns["transcript_ids"] = [character_ids(ex["transcript"], alphabet) for ex in rows]
         for name, values in columns.items():
             cache = cache.add_column(name, values)
         parts.append(cache)
@@ -204,10 +208,12 @@ def train_ustokenizer(recipe: USTokenizerRecipe) -> dict:
     config = preset(**{"llm_hidden_size": llm.config.hidden_size, **recipe.tokenizer_config})
     ustokenizer = USTokenizerModel.from_whisper(recipe.whisper, config)
     feature_extractor = USTokenizerFeatureExtractor()
-    model = USTokenizerForUnderstanding(ustokenizer, llm, freeze_llm=recipe.freeze_llm)
+    alphabet = "".join(sorted(set("".join(ex["transcript"] for ex in train_examples))))
+    alphabet = alphabet if config.transcript_ctc_weight > 0 else None
+    model = USTokenizerForUnderstanding(ustokenizer, llm, freeze_llm=recipe.freeze_llm, alphabet=alphabet)
 
     train_data = understanding_dataset(recipe, "train", train_examples, text_tokenizer, ustokenizer.encoder,
-                                       feature_extractor)
+                                       feature_extractor, alphabet)
     args = TrainingArguments(
         output_dir=str(output_dir / "checkpoints"), max_steps=recipe.steps,
         per_device_train_batch_size=recipe.batch_size, learning_rate=recipe.learning_rate,
@@ -222,7 +228,7 @@ def train_ustokenizer(recipe: USTokenizerRecipe) -> dict:
     ustokenizer.save_pretrained(output_dir)
     feature_extractor.save_pretrained(output_dir)
     plot_losses(trainer.state.log_history, output_dir / "loss.png",
-                ("loss", "commitment_loss", "reconstruction_loss", "understanding_loss"))
+                ("loss", "commitment_loss", "reconstruction_loss", "understanding_loss", "transcript_ctc_loss"))
 
     results = {"recipe": dataclasses.asdict(recipe), "train_examples": len(train_data), "splits": {}}
     for split in EVAL_SPLITS:

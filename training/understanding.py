@@ -5,7 +5,8 @@
     prompt text after the span, answer  ->  LLM input embeddings  ┘
 
 loss = USTokenizer loss (commitment + reconstruction, weighted by its config)
-       + understanding_weight * cross-entropy on the answer tokens.
+       + understanding_weight * cross-entropy on the answer tokens
+       + transcript_ctc_weight * character CTC of the spoken words from the quantized latents (off in the paper).
 The LLM is frozen (the paper's setting), so the gradient shapes only the tokenizer and its adapter.
 """
 
@@ -33,6 +34,7 @@ class UnderstandingOutput(ModelOutput):
     commitment_loss: torch.FloatTensor | None = None
     reconstruction_loss: torch.FloatTensor | None = None
     understanding_loss: torch.FloatTensor | None = None
+    transcript_ctc_loss: torch.FloatTensor | None = None
     codes: torch.LongTensor | None = None
 
 
@@ -42,9 +44,16 @@ def pad_ids(sequences: list, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     return pad_sequence(tensors, batch_first=True, padding_value=pad_id), torch.tensor([len(t) for t in tensors])
 
 
+def character_ids(text: str, alphabet: str) -> list[int]:
+    """The CTC targets of `text`: 1 + each character's index in `alphabet` (0 is the blank); others are skipped."""
+    index = {c: i + 1 for i, c in enumerate(alphabet)}
+    return [index[c] for c in text if c in index]
+
+
 class UnderstandingCollator:
-    """Rows with `encoder_hidden_states` (`[num_frames * d_model]`, see encoder_cache), `num_frames`, `before_ids`, `after_ids` and (training)
-    `answer_ids` -> the padded tensors + lengths `USTokenizerForUnderstanding.forward` takes."""
+    """Rows with `encoder_hidden_states` (`[num_frames * d_model]`, see encoder_cache), `num_frames`, `before_ids`,
+    `after_ids` and (training) `answer_ids` and `transcript_ids` (`character_ids` of the spoken words) -> the padded
+    tensors + lengths `USTokenizerForUnderstanding.forward` takes."""
 
     def __init__(self, pad_token_id: int):
         self.pad_token_id = pad_token_id
@@ -54,23 +63,35 @@ class UnderstandingCollator:
                   for row in rows]
         batch = {"encoder_hidden_states": pad_sequence(states, batch_first=True),
                  "encoder_lengths": torch.tensor([len(s) for s in states])}
-        for part in ("before", "after", "answer"):
+        for part in ("before", "after", "answer", "transcript"):
             if f"{part}_ids" in rows[0]:
                 batch[f"{part}_ids"], batch[f"{part}_lengths"] = pad_ids([r[f"{part}_ids"] for r in rows], self.pad_token_id)
         return batch
 
 
 class USTokenizerForUnderstanding(nn.Module):
-    """A `USTokenizerModel` feeding a causal LM (frozen unless `freeze_llm=False`)."""
+    """A `USTokenizerModel` feeding a causal LM (frozen unless `freeze_llm=False`); with the tokenizer's
+    `transcript_ctc_weight` on, also a linear CTC head over `alphabet` (the characters of the spoken words)."""
 
-    def __init__(self, ustokenizer: USTokenizerModel, llm: PreTrainedModel, freeze_llm: bool = True):
+    def __init__(self, ustokenizer: USTokenizerModel, llm: PreTrainedModel, freeze_llm: bool = True,
+                 alphabet: str | None = None):
         super().__init__()
-        if ustokenizer.config.llm_hidden_size != llm.config.hidden_size:
-            raise ValueError(f"the tokenizer's llm_hidden_size ({ustokenizer.config.llm_hidden_size}) must equal "
+        config = ustokenizer.config
+        if config.llm_hidden_size != llm.config.hidden_size:
+            raise ValueError(f"the tokenizer's llm_hidden_size ({config.llm_hidden_size}) must equal "
                              f"the LLM's hidden_size ({llm.config.hidden_size})")
         self.ustokenizer, self.llm, self.freeze_llm = ustokenizer, llm, freeze_llm
         if freeze_llm:
             llm.requires_grad_(False)
+        if config.transcript_ctc_weight > 0:
+            if not alphabet:
+                raise ValueError("transcript_ctc_weight > 0 needs the alphabet of the transcripts")
+            self.alphabet = alphabet
+            # a conv over +-2 tokens: English spelling of a sound depends on its neighbours, which one token's
+            # code cannot know; the codes need to tell the sounds apart, the head spells them in context
+            self.transcript_head = nn.Sequential(
+                nn.Conv1d(config.codebook_dim, config.codebook_dim, 5, padding=2), nn.GELU(),
+                nn.Conv1d(config.codebook_dim, 2 * (len(alphabet) + 1), 1))
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -103,12 +124,30 @@ class USTokenizerForUnderstanding(nn.Module):
             embeds, mask, label_tensor = embeds.flip(1), mask.flip(1), label_tensor.flip(1)
         return embeds, mask, (label_tensor if answer_ids is not None else None)
 
+    def transcript_ctc(self, quantized: torch.Tensor, token_lengths: torch.Tensor, transcript_ids: torch.Tensor,
+                       transcript_lengths: torch.Tensor) -> torch.Tensor:
+        """Character CTC (mean per target character) of quantized latents `[batch, tokens, codebook_dim]`, two
+        slots per token (a 25 Hz token may hold more than one character), against `[batch, longest]` ids."""
+        batch, tokens, _ = quantized.shape
+        valid = torch.arange(tokens, device=quantized.device) < token_lengths[:, None]
+        logits = self.transcript_head((quantized * valid[..., None]).transpose(1, 2)).transpose(1, 2)
+        log_probs = logits.float().reshape(batch, 2 * tokens, -1).log_softmax(-1)
+        return nn.functional.ctc_loss(log_probs.transpose(0, 1), transcript_ids, 2 * token_lengths, transcript_lengths,
+                                      zero_infinity=True)
+
     def forward(self, encoder_hidden_states, encoder_lengths, before_ids, before_lengths, after_ids, after_lengths,
-                answer_ids, answer_lengths) -> UnderstandingOutput:
-        """Cached encoder output `[batch, frames_50hz, d_model]` + lengths, prompt parts and answers
-        (`[batch, longest]` ids + lengths) -> the weighted loss and each of its terms."""
+                answer_ids, answer_lengths, transcript_ids=None, transcript_lengths=None) -> UnderstandingOutput:
+        """Cached encoder output `[batch, frames_50hz, d_model]` + lengths, prompt parts, answers and (with the
+        transcript CTC on) transcripts (`[batch, longest]` ids + lengths) -> the weighted loss and each of its terms."""
         out = self.ustokenizer(encoder_hidden_states=encoder_hidden_states, encoder_lengths=encoder_lengths)
-        weight = self.ustokenizer.config.understanding_weight
+        config = self.ustokenizer.config
+        loss, ctc = out.loss, None
+        if config.transcript_ctc_weight > 0:
+            if transcript_ids is None:
+                raise ValueError("transcript_ctc_weight > 0: the batch needs transcript_ids (character_ids)")
+            ctc = self.transcript_ctc(out.quantized_latents, out.token_lengths, transcript_ids, transcript_lengths)
+            loss = loss + config.transcript_ctc_weight * ctc
+        weight = config.understanding_weight
         if weight > 0:
             embeds, mask, labels = self.sequences(out.adapter_embeddings, out.token_lengths, before_ids, before_lengths,
                                                   after_ids, after_lengths, answer_ids, answer_lengths)
@@ -116,9 +155,9 @@ class USTokenizerForUnderstanding(nn.Module):
         else:  # the LLM's loss would train nothing: skip its forward pass
             understanding = out.loss.new_zeros(())
         return UnderstandingOutput(
-            loss=out.loss + weight * understanding,
+            loss=loss + weight * understanding,
             commitment_loss=out.commitment_loss, reconstruction_loss=out.reconstruction_loss,
-            understanding_loss=understanding, codes=out.codes,
+            understanding_loss=understanding, transcript_ctc_loss=ctc, codes=out.codes,
         )
 
     @torch.no_grad()
