@@ -207,6 +207,7 @@ class WhisperJudge(_CachedJudge):
 
     @functools.cached_property
     def pipe(self):
+        """The transformers ASR pipeline, loaded on first use."""
         import transformers
 
         return transformers.pipeline("automatic-speech-recognition", model=str(self.whisper_dir), device=self.device)
