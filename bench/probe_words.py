@@ -244,9 +244,10 @@ def prepared_inputs(args):
             shaper = LocalShaper(train[0][0].shape[1], len(alphabet) + 1)
             print(f"shaper, {args.shape_steps} steps:", flush=True)
             train_ctc(shaper, train, tests, alphabet, args.shape_steps, args.batch_size, args.shape_steps)
+            shaper.eval()
             with torch.no_grad():
-                train, tests = [(shaper.eval().embed(x[None])[0], text) for x, text in train], {
-                    split: [(shaper.embed(x[None])[0], text) for x, text in rows] for split, rows in tests.items()}
+                shaped = lambda rows: [(shaper.embed(x[None])[0], text) for x, text in rows]  # noqa: E731
+                train, tests = shaped(train), {split: shaped(rows) for split, rows in tests.items()}
     if args.input == "kmeans":
         centroids = kmeans_of_rows(train, args.kmeans_codes, args.kmeans_frames)
         train, tests = quantize(train, centroids), {split: quantize(rows, centroids) for split, rows in tests.items()}

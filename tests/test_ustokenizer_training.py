@@ -104,7 +104,8 @@ def test_without_the_understanding_loss_only_the_codebook_is_trained_and_scored(
     batch = UnderstandingCollator(PAD)(cached_rows())
     out = model.train()(**batch)
     out.loss.backward()
-    assert out.understanding_loss == 0 and all(p.grad is None for p in [*model.ustokenizer.adapter_linear.parameters(), *model.llm.parameters()])
+    untrained = [*model.ustokenizer.adapter_linear.parameters(), *model.llm.parameters()]
+    assert out.understanding_loss == 0 and all(p.grad is None for p in untrained)
     rows = [{**row, "task": task, "answer": "a b"} for row, task in zip(cached_rows(), ("asr", "asr", "ser"))]
     report = evaluate_split(model, datasets.Dataset.from_list(rows), SimpleNamespace(pad_token_id=PAD))
     assert report["asr_examples"] == 2 and report["codes_used"] > 0

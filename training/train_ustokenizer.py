@@ -208,8 +208,8 @@ def train_ustokenizer(recipe: USTokenizerRecipe) -> dict:
     config = preset(**{"llm_hidden_size": llm.config.hidden_size, **recipe.tokenizer_config})
     ustokenizer = USTokenizerModel.from_whisper(recipe.whisper, config)
     feature_extractor = USTokenizerFeatureExtractor()
-    alphabet = "".join(sorted(set("".join(ex["transcript"] for ex in train_examples))))
-    alphabet = alphabet if config.transcript_ctc_weight > 0 else None
+    alphabet = ("".join(sorted(set("".join(ex["transcript"] for ex in train_examples))))
+                if config.transcript_ctc_weight > 0 else None)
     model = USTokenizerForUnderstanding(ustokenizer, llm, freeze_llm=recipe.freeze_llm, alphabet=alphabet)
 
     train_data = understanding_dataset(recipe, "train", train_examples, text_tokenizer, ustokenizer.encoder,
