@@ -217,3 +217,26 @@ def test_training_steps_lower_the_losses_and_leave_the_encoder_alone(batch, kmea
         optimizer.zero_grad()
         losses.append(step.loss.item())
     assert losses[-1] < 0.8 * losses[0], losses
+
+
+def test_bypassed_quantizer_and_a_codebook_fit_to_the_latents(batch):
+    model = tiny_model().train()
+    full = model(batch.input_features, batch.attention_mask)
+    cache = dict(encoder_hidden_states=full.encoder_hidden_states, encoder_lengths=full.encoder_lengths)
+    before = model.quantizer.codebook.clone()
+    bypassed = model(**cache, bypass_quantizer=True)
+    latents, _, mask = model.latents(full.encoder_hidden_states, full.encoder_lengths)
+    assert torch.equal(bypassed.quantized_latents, latents) and bypassed.commitment_loss == 0
+    assert (bypassed.codes == model.config.ids_pad_value).all()
+    assert torch.equal(model.quantizer.codebook, before)  # no EMA update while bypassed
+
+    def quantization_error():
+        quantized, _ = model.quantize(latents.detach(), mask, update_codebook=False)
+        return ((quantized - latents) ** 2)[mask].mean().item()
+
+    random_init = quantization_error()
+    model.fit_codebook(latents[mask].detach())
+    assert quantization_error() < 0.5 * random_init
+    assert model.quantizer._codebook.initted
+    with pytest.raises(ValueError, match=r"latents \[num_vectors, 16\]"):
+        model.fit_codebook(latents.detach())

@@ -7,7 +7,8 @@ import datasets
 import numpy as np
 import pytest
 import torch
-from transformers import AutoFeatureExtractor, AutoModel, AutoTokenizer, LlamaConfig, LlamaForCausalLM, TrainingArguments
+from transformers import (AutoFeatureExtractor, AutoModel, AutoTokenizer, LlamaConfig, LlamaForCausalLM, TrainerCallback,
+                          TrainingArguments)
 
 from dualspeechlm.configuration_ustokenizer import USTokenizerConfig
 from dualspeechlm.feature_extraction_ustokenizer import USTokenizerFeatureExtractor
@@ -18,8 +19,8 @@ from dualspeechlm.training.plots import plot_losses
 from dualspeechlm.training.train_ustokenizer import (USTokenizerRecipe, codebook_usage, evaluate_split, markdown_report,
                                                      train_ustokenizer)
 from dualspeechlm.training.trainer import LossTermsTrainer
-from dualspeechlm.training.understanding import (IGNORE_INDEX, UnderstandingCollator, USTokenizerForUnderstanding,
-                                                 character_ids)
+from dualspeechlm.training.understanding import (IGNORE_INDEX, FitCodebookCallback, UnderstandingCollator,
+                                                 USTokenizerForUnderstanding, character_ids)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -225,3 +226,31 @@ def test_recipe_end_to_end_on_the_tiny_corpus(tiny_corpus, whisper_dir, tmp_path
     ids = model.encode(**extractor(audio, sampling_rate=16000, return_tensors="pt"))
     assert [abs(n - 25 * len(a) / 16000) <= 1 for n, a in zip(ids.lengths.tolist(), audio)] == [True, True]
     assert (ids.ids[0, : ids.lengths[0]] >= 0).all()
+
+
+def test_codebook_warm_up_trains_unquantized_then_fits_the_codebook(tmp_path):
+    model = tiny_understanding()
+    rows = cached_rows() * 4
+    args = TrainingArguments(output_dir=str(tmp_path / "run"), max_steps=4, per_device_train_batch_size=3,
+                             logging_steps=2, report_to=[], save_strategy="no", remove_unused_columns=False,
+                             label_names=[], use_cpu=True, disable_tqdm=True)
+    collator = UnderstandingCollator(PAD)
+    warm_up = FitCodebookCallback(model, datasets.Dataset.from_list(rows).with_format("numpy"), collator, step=2,
+                                  num_vectors=40)
+    assert warm_up.sample_latents().shape == (40, 16)
+
+    class BypassLog(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kwargs):
+            bypassed.append(model.bypass_quantizer)
+
+    bypassed = []
+    initial_codebook = model.ustokenizer.quantizer.codebook.clone()
+    trainer = LossTermsTrainer(model=model, args=args, train_dataset=rows, data_collator=collator,
+                               callbacks=[warm_up, BypassLog()])
+    trainer.train()
+    assert bypassed == [True, True, False, False]
+    first = next(entry for entry in trainer.state.log_history if "loss" in entry)
+    assert first["commitment_loss"] == 0
+    assert not torch.allclose(model.ustokenizer.quantizer.codebook, initial_codebook)
+    with pytest.raises(ValueError, match="at least one step"):
+        FitCodebookCallback(model, rows, collator, step=0)

@@ -6,6 +6,8 @@
     3. the tokenizer's small parts trained with the HF Trainer on the cached features, loss =
        1 * commitment + 45 * reconstruction + 5 * understanding (training/understanding.py), and in the
        tiny preset + 5 * the transcript CTC (the small LLM alone does not teach the tokens the words);
+       with `quantizer_warmup_steps` the first steps run unquantized, then the codebook is fit by k-means
+       to the latents those losses have shaped (FitCodebookCallback);
     4. evaluation on `test` (sentences never in training) and `test_unseen_voice`: codebook use and
        perplexity, ASR WER / SER and SQA accuracy of the LLM reading the tokens, and Whisper
        tiny.en's own WER on the same audio; written as evaluation.json + evaluation.md + loss.png.
@@ -42,7 +44,7 @@ from .recipe_cli import PresetRecipe, recipe_from_args, recipe_parser
 from .text_llm import (small_llm_config, stage3_task_documents, text_llm_corpus, train_text_llm,
                        understanding_examples)
 from .trainer import LossTermsTrainer
-from .understanding import UnderstandingCollator, USTokenizerForUnderstanding, character_ids
+from .understanding import FitCodebookCallback, UnderstandingCollator, USTokenizerForUnderstanding, character_ids
 
 EVAL_SPLITS = ("test", "test_unseen_voice")
 
@@ -68,6 +70,7 @@ class USTokenizerRecipe(PresetRecipe):
     batch_size: int = 16
     learning_rate: float = 1e-3
     warmup_steps: int = 100
+    quantizer_warmup_steps: int = 0  # > 0: train unquantized this long, then fit the codebook by k-means
     logging_steps: int = 50
     eval_limit: int | None = None  # utterances per evaluated split (None: all)
     whisper_baseline: bool = True
@@ -222,8 +225,11 @@ def train_ustokenizer(recipe: USTokenizerRecipe) -> dict:
         remove_unused_columns=False, dataloader_num_workers=0, dataloader_pin_memory=False, label_names=[],
         train_sampling_strategy="group_by_length", length_column_name="num_frames",  # little padding
     )
-    trainer = LossTermsTrainer(model=model, args=args, train_dataset=train_data,
-                               data_collator=UnderstandingCollator(text_tokenizer.pad_token_id))
+    collator = UnderstandingCollator(text_tokenizer.pad_token_id)
+    callbacks = ([FitCodebookCallback(model, train_data, collator, recipe.quantizer_warmup_steps, seed=recipe.seed)]
+                 if recipe.quantizer_warmup_steps > 0 else [])
+    trainer = LossTermsTrainer(model=model, args=args, train_dataset=train_data, data_collator=collator,
+                               callbacks=callbacks)
     trainer.train()
     ustokenizer.save_pretrained(output_dir)
     feature_extractor.save_pretrained(output_dir)
