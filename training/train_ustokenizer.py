@@ -135,16 +135,21 @@ def evaluate_split(model: USTokenizerForUnderstanding, dataset: datasets.Dataset
                    batch_size: int = 16) -> dict:
     """Greedy answers for every row, scored per task (ASR: WER; SER, SQA: exact-match accuracy), and
     the codebook use of the ASR rows. Returns also the hypotheses for inspection. A tokenizer trained without
-    the understanding loss (`understanding_weight` 0) has an untrained adapter: only its codebook use is scored."""
+    the understanding loss (`understanding_weight` 0) has an untrained adapter: only its codebook use is scored.
+    With the transcript CTC on, the ASR rows are also spelled by its head (`asr_ctc_wer`): the words the tokens
+    keep, read without the LLM."""
     model.eval()
     answering = model.ustokenizer.config.understanding_weight > 0
+    spelling = model.ustokenizer.config.transcript_ctc_weight > 0
     collate = UnderstandingCollator(text_tokenizer.pad_token_id)
-    hypotheses, codes = [], []
+    hypotheses, spelled, codes = [], [], []
     for start in tqdm(range(0, len(dataset), batch_size), desc="evaluate", unit="batch"):
         rows = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
-        batch = collate([{k: v for k, v in row.items() if k != "answer_ids"} for row in rows])
+        batch = collate([{k: v for k, v in row.items() if k not in ("answer_ids", "transcript_ids")} for row in rows])
         if answering:
             hypotheses += text_tokenizer.batch_decode(model.answer(**batch), skip_special_tokens=True)
+        if spelling:
+            spelled += model.spell(**batch)
         encoded = model.ustokenizer.encode_cached(batch["encoder_hidden_states"], batch["encoder_lengths"])
         codes += [ids[:n].numpy() for ids, n in zip(encoded.ids, encoded.lengths)]
     tasks, answers = dataset["task"], list(dataset["answer"])
@@ -154,6 +159,8 @@ def evaluate_split(model: USTokenizerForUnderstanding, dataset: datasets.Dataset
         report[f"{task}_examples"] = len(picked)
         if task == "asr":
             report.update(codebook_usage(np.concatenate([codes[i] for i in picked]), model.ustokenizer.config.codebook_size))
+            if spelling:
+                report["asr_ctc_wer"] = word_error_rate([answers[i] for i in picked], [spelled[i] for i in picked])
         if not answering:
             continue
         refs, hyps = [answers[i] for i in picked], [hypotheses[i].strip() for i in picked]
@@ -177,11 +184,13 @@ def whisper_wer(recipe: USTokenizerRecipe, split: str, limit: int | None) -> flo
 
 
 def markdown_report(results: dict) -> str:
-    """One row per split; '-' where a score was not measured (no Whisper baseline, or no understanding loss)."""
-    lines = ["| split | ASR WER (tokens -> LLM) | Whisper tiny.en WER | SER accuracy | SQA accuracy | codes used | perplexity |",
-             "|---|---|---|---|---|---|---|"]
+    """One row per split; '-' where a score was not measured (no Whisper baseline, no understanding loss, no
+    transcript CTC)."""
+    lines = ["| split | ASR WER (tokens -> LLM) | ASR WER (tokens -> CTC head) | Whisper tiny.en WER | SER accuracy "
+             "| SQA accuracy | codes used | perplexity |", "|---|---|---|---|---|---|---|---|"]
     for split, r in results["splits"].items():
-        rates = [f"{r[key]:.1%}" if key in r else "-" for key in ("asr_wer", "whisper_wer", "ser_accuracy", "sqa_accuracy")]
+        rates = [f"{r[key]:.1%}" if key in r else "-"
+                 for key in ("asr_wer", "asr_ctc_wer", "whisper_wer", "ser_accuracy", "sqa_accuracy")]
         lines.append(f"| {split} | {' | '.join(rates)} | {r['codes_used']} / {r['codebook_size']} | {r['perplexity']:.0f} |")
     return "\n".join(lines) + "\n"
 

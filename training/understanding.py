@@ -126,16 +126,34 @@ class USTokenizerForUnderstanding(nn.Module):
             embeds, mask, label_tensor = embeds.flip(1), mask.flip(1), label_tensor.flip(1)
         return embeds, mask, (label_tensor if answer_ids is not None else None)
 
-    def transcript_ctc(self, quantized: torch.Tensor, token_lengths: torch.Tensor, transcript_ids: torch.Tensor,
-                       transcript_lengths: torch.Tensor) -> torch.Tensor:
-        """Character CTC (mean per target character) of quantized latents `[batch, tokens, codebook_dim]`, two
-        slots per token (a 25 Hz token may hold more than one character), against `[batch, longest]` ids."""
+    def transcript_log_probs(self, quantized: torch.Tensor, token_lengths: torch.Tensor) -> torch.Tensor:
+        """Quantized latents `[batch, tokens, codebook_dim]` -> the transcript head's character log-probabilities
+        `[batch, 2 * tokens, len(alphabet) + 1]` (two CTC slots per token: a 25 Hz token may hold two characters)."""
         batch, tokens, _ = quantized.shape
         valid = torch.arange(tokens, device=quantized.device) < token_lengths[:, None]
         logits = self.transcript_head((quantized * valid[..., None]).transpose(1, 2)).transpose(1, 2)
-        log_probs = logits.float().reshape(batch, 2 * tokens, -1).log_softmax(-1)
+        return logits.float().reshape(batch, 2 * tokens, -1).log_softmax(-1)
+
+    def transcript_ctc(self, quantized: torch.Tensor, token_lengths: torch.Tensor, transcript_ids: torch.Tensor,
+                       transcript_lengths: torch.Tensor) -> torch.Tensor:
+        """Character CTC (mean per target character) of quantized latents `[batch, tokens, codebook_dim]` against
+        `[batch, longest]` ids."""
+        log_probs = self.transcript_log_probs(quantized, token_lengths)
         return nn.functional.ctc_loss(log_probs.transpose(0, 1), transcript_ids, 2 * token_lengths, transcript_lengths,
                                       zero_infinity=True)
+
+    @torch.no_grad()
+    def spell(self, encoder_hidden_states, encoder_lengths, **_) -> list[str]:
+        """Greedy CTC transcripts of the transcript head reading the *quantized* tokens: what the tokens keep of
+        the words, without the LLM."""
+        latents, lengths, mask = self.ustokenizer.latents(encoder_hidden_states, encoder_lengths)
+        quantized, _ = self.ustokenizer.quantize(latents, mask, update_codebook=False)
+        best = self.transcript_log_probs(quantized, lengths).argmax(-1)
+        texts = []
+        for labels, length in zip(best, (2 * lengths).tolist()):
+            kept = torch.unique_consecutive(labels[:length]).tolist()
+            texts.append("".join(self.alphabet[k - 1] for k in kept if k).strip())
+        return texts
 
     def forward(self, encoder_hidden_states, encoder_lengths, before_ids, before_lengths, after_ids, after_lengths,
                 answer_ids, answer_lengths, transcript_ids=None, transcript_lengths=None) -> UnderstandingOutput:
