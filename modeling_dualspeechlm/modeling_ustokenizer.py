@@ -187,7 +187,8 @@ class USTokenizerModel(PreTrainedModel):
         self.projection = nn.Conv1d(hidden, config.codebook_dim, config.projection_kernel_size,
                                     padding=config.projection_kernel_size // 2)
         self.quantizer = VectorQuantize(
-            dim=config.codebook_dim, codebook_size=config.codebook_size, decay=config.ema_decay,
+            dim=config.codebook_dim, codebook_dim=config.codebook_lookup_dim, codebook_size=config.codebook_size,
+            decay=config.ema_decay,
             kmeans_init=config.kmeans_init, kmeans_iters=config.kmeans_iters,
             threshold_ema_dead_code=config.dead_code_threshold,
             commitment_weight=0.0,  # computed here, masked, in eval mode too
@@ -269,7 +270,7 @@ class USTokenizerModel(PreTrainedModel):
             raise ValueError(f"expected latents [num_vectors, {self.config.codebook_dim}], got {list(latents.shape)}")
         codebook = self.quantizer._codebook
         codebook.initted.fill_(False)
-        codebook.init_embed_(latents.float().to(codebook.embed.device)[None])
+        codebook.init_embed_(self.quantizer.project_in(latents.float().to(codebook.embed.device))[None])
 
     def adapt(self, quantized: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Training only: quantized latents `[batch, tokens, codebook_dim]` -> LLM input embeddings

@@ -240,3 +240,19 @@ def test_bypassed_quantizer_and_a_codebook_fit_to_the_latents(batch):
     assert model.quantizer._codebook.initted
     with pytest.raises(ValueError, match=r"latents \[num_vectors, 16\]"):
         model.fit_codebook(latents.detach())
+
+
+def test_factorized_codes_search_a_smaller_space_and_round_trip(batch, tmp_path):
+    model = tiny_model(codebook_lookup_dim=4).train()
+    assert model.quantizer.codebook.shape == (64, 4)
+    output = model(batch.input_features, batch.attention_mask)
+    assert output.quantized_latents.shape[-1] == 16 and (output.codes[0, : output.token_lengths[0]] >= 0).all()
+    output.loss.backward()
+    assert model.quantizer.project_in.weight.grad.abs().sum() > 0  # the down-projection is trained
+    latents, _, mask = model.latents(output.encoder_hidden_states, output.encoder_lengths)
+    model.fit_codebook(latents[mask].detach())
+    model.eval().save_pretrained(tmp_path)
+    loaded = AutoModel.from_pretrained(tmp_path).eval()
+    assert torch.equal(loaded.encode(**batch).ids, model.encode(**batch).ids)
+    with pytest.raises(ValueError, match="codebook_lookup_dim"):
+        USTokenizerConfig(**{**TINY, "codebook_lookup_dim": 32})
