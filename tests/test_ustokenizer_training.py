@@ -168,12 +168,17 @@ def test_codebook_usage_on_known_codes():
     assert codebook_usage(np.arange(8), 8)["perplexity"] == pytest.approx(8)
 
 
+def four_logged_steps(tmp_path) -> TrainingArguments:
+    """Four steps of 3 rows on the CPU, logged every 2, nothing saved."""
+    return TrainingArguments(output_dir=str(tmp_path / "run"), max_steps=4, per_device_train_batch_size=3,
+                             logging_steps=2, report_to=[], save_strategy="no", remove_unused_columns=False,
+                             label_names=[], use_cpu=True, disable_tqdm=True)
+
+
 def test_loss_terms_are_logged_and_plotted(tmp_path):
     model = tiny_understanding()
     rows = cached_rows() * 4
-    args = TrainingArguments(output_dir=str(tmp_path / "run"), max_steps=4, per_device_train_batch_size=3,
-                             logging_steps=2, report_to=[], save_strategy="no", remove_unused_columns=False,
-                             label_names=[], use_cpu=True, disable_tqdm=True)
+    args = four_logged_steps(tmp_path)
     trainer = LossTermsTrainer(model=model, args=args, train_dataset=rows, data_collator=UnderstandingCollator(PAD))
     trainer.train()
     logged = [entry for entry in trainer.state.log_history if "loss" in entry]
@@ -243,9 +248,7 @@ def test_recipe_end_to_end_on_the_tiny_corpus(tiny_corpus, whisper_dir, tmp_path
 def test_codebook_warm_up_trains_unquantized_then_fits_the_codebook(tmp_path):
     model = tiny_understanding()
     rows = cached_rows() * 4
-    args = TrainingArguments(output_dir=str(tmp_path / "run"), max_steps=4, per_device_train_batch_size=3,
-                             logging_steps=2, report_to=[], save_strategy="no", remove_unused_columns=False,
-                             label_names=[], use_cpu=True, disable_tqdm=True)
+    args = four_logged_steps(tmp_path)
     collator = UnderstandingCollator(PAD)
     warm_up = FitCodebookCallback(model, datasets.Dataset.from_list(rows).with_format("numpy"), collator, step=2,
                                   num_vectors=40)
