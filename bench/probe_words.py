@@ -35,6 +35,7 @@ from torch import nn
 from torch.nn.utils.rnn import pad_sequence
 
 from dualspeechlm.modeling_ustokenizer import USTokenizerModel
+from dualspeechlm.training.understanding import greedy_ctc_texts
 
 
 def load_rows(cache_dir: str, split: str, limit: int | None = None) -> list[tuple[torch.Tensor, str]]:
@@ -139,11 +140,7 @@ def collate(rows, device="cpu"):
 
 
 def greedy(log_probs: torch.Tensor, lengths: torch.Tensor, alphabet: list[str]) -> list[str]:
-    texts = []
-    for best, length in zip(log_probs.argmax(-1), lengths.tolist()):
-        kept = torch.unique_consecutive(best[:length])
-        texts.append("".join(alphabet[k - 1] for k in kept.tolist() if k).strip() or "-")
-    return texts
+    return [text or "-" for text in greedy_ctc_texts(log_probs, lengths, alphabet)]  # jiwer refuses empty texts
 
 
 @torch.no_grad()

@@ -50,6 +50,16 @@ def character_ids(text: str, alphabet: str) -> list[int]:
     return [index[c] for c in text if c in index]
 
 
+def greedy_ctc_texts(log_probs: torch.Tensor, lengths: torch.Tensor, alphabet) -> list[str]:
+    """Greedy CTC decoding: `[batch, slots, len(alphabet) + 1]` scores (0 the blank) + valid slots `[batch]` ->
+    one text per item (repeats merged, blanks dropped, stripped; "" when nothing is spelled)."""
+    texts = []
+    for labels, length in zip(log_probs.argmax(-1), lengths.tolist()):
+        kept = torch.unique_consecutive(labels[:length]).tolist()
+        texts.append("".join(alphabet[k - 1] for k in kept if k).strip())
+    return texts
+
+
 class UnderstandingCollator:
     """Rows with `encoder_hidden_states` (`[num_frames * d_model]`, see encoder_cache), `num_frames`, `before_ids`,
     `after_ids` and (training) `answer_ids` and `transcript_ids` (`character_ids` of the spoken words) -> the padded
@@ -148,12 +158,7 @@ class USTokenizerForUnderstanding(nn.Module):
         the words, without the LLM."""
         latents, lengths, mask = self.ustokenizer.latents(encoder_hidden_states, encoder_lengths)
         quantized, _ = self.ustokenizer.quantize(latents, mask, update_codebook=False)
-        best = self.transcript_log_probs(quantized, lengths).argmax(-1)
-        texts = []
-        for labels, length in zip(best, (2 * lengths).tolist()):
-            kept = torch.unique_consecutive(labels[:length]).tolist()
-            texts.append("".join(self.alphabet[k - 1] for k in kept if k).strip())
-        return texts
+        return greedy_ctc_texts(self.transcript_log_probs(quantized, lengths), 2 * lengths, self.alphabet)
 
     def forward(self, encoder_hidden_states, encoder_lengths, before_ids, before_lengths, after_ids, after_lengths,
                 answer_ids, answer_lengths, transcript_ids=None, transcript_lengths=None) -> UnderstandingOutput:
@@ -238,4 +243,4 @@ class FitCodebookCallback(TrainerCallback):
 
 
 __all__ = ["FitCodebookCallback", "USTokenizerForUnderstanding", "UnderstandingCollator", "UnderstandingOutput",
-           "pad_ids"]
+           "greedy_ctc_texts", "pad_ids"]
