@@ -280,6 +280,18 @@ class USTokenizerModel(PreTrainedModel):
         return self.adapter_conv(hidden.transpose(1, 2)).transpose(1, 2) * valid
 
     @torch.no_grad()
+    def code_embeddings(self) -> torch.Tensor:
+        """What the adapter feeds the LLM for each code, as one embedding per code `[codebook_size, llm_hidden_size]`
+        (to start a DualSpeechLM's `<a_k>` rows from): the Linear of code k through the Conv1d's centre tap, plus the
+        side taps applied to the mean code's Linear output (a token's neighbours, on average) and the bias."""
+        codes = self.quantizer.get_output_from_indices(torch.arange(self.config.codebook_size, device=self.device))
+        hidden = self.adapter_linear(codes.to(self.adapter_linear.weight.dtype))
+        taps = self.adapter_conv.weight  # [out, in, kernel]
+        centre = self.config.adapter_kernel_size // 2
+        side_taps = taps.sum(-1) - taps[..., centre]
+        return hidden @ taps[..., centre].T + hidden.mean(0) @ side_taps.T + self.adapter_conv.bias
+
+    @torch.no_grad()
     def encode(self, input_features: torch.Tensor, attention_mask: torch.Tensor | None = None) -> USTokenizerEncoderOutput:
         """input_features `[batch, n_mels, mel_frames]`, attention_mask `[batch, mel_frames]` ->
         ids `[batch, ceil(max mel_frames / 4)]` and lengths `[batch]` (ceil(mel_frames / 4) each)."""

@@ -162,6 +162,40 @@ def test_recipe_trains_saves_evaluates_and_fine_tunes_on_the_tiny_corpus(tiny_re
     assert config["acoustic_config"]["aligned_frames_per_token"] is None
 
 
+def test_stage3_starts_from_the_llm_trained_along_with_the_tokenizer(tiny_recipe, tmp_path):
+    """With `understanding_llm/` beside `text_llm/`, the backbone is that LLM and each `<a_k>` row the tokenizer
+    adapter's embedding of code k; `start_from_reader=False` (or no such folder) keeps `text_llm/` and mean rows."""
+    import shutil
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from dualspeechlm.training.train_dualspeechlm import build_model, load_parts
+
+    ustokenizer_dir = tmp_path / "ust"
+    shutil.copytree(tiny_recipe(tmp_path / "unused").ustokenizer, ustokenizer_dir)
+    torch.manual_seed(1)
+    reader = AutoModelForCausalLM.from_config(AutoModelForCausalLM.from_pretrained(ustokenizer_dir / "text_llm").config)
+    reader.save_pretrained(ustokenizer_dir / "understanding_llm")
+    AutoTokenizer.from_pretrained(ustokenizer_dir / "text_llm").save_pretrained(ustokenizer_dir / "understanding_llm")
+
+    def backbone_and_speech_rows(**overrides):
+        recipe = tiny_recipe(tmp_path / "model", ustokenizer=str(ustokenizer_dir), **overrides)
+        ustokenizer, _, codec, _ = load_parts(recipe)
+        model, _ = build_model(recipe, ustokenizer, codec)
+        offset, count = model.config.speech_token_offset, model.config.num_speech_tokens
+        return model.language_model, model.get_input_embeddings().weight[offset:offset + count], ustokenizer
+
+    backbone, rows, ustokenizer = backbone_and_speech_rows()
+    layer = "model.layers.0.self_attn.q_proj.weight"
+    assert torch.equal(backbone.state_dict()[layer], reader.state_dict()[layer])
+    torch.testing.assert_close(rows, ustokenizer.code_embeddings())
+
+    backbone, rows, _ = backbone_and_speech_rows(start_from_reader=False)
+    text_llm = AutoModelForCausalLM.from_pretrained(ustokenizer_dir / "text_llm")
+    assert torch.equal(backbone.state_dict()[layer], text_llm.state_dict()[layer])
+    torch.testing.assert_close(rows, rows[:1].expand_as(rows))  # every new row at the mean of the old ones
+
+
 KILL_AT_SAVE = """
 import json, os, signal, sys
 from transformers import TrainerCallback

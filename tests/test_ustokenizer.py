@@ -256,3 +256,19 @@ def test_factorized_codes_search_a_smaller_space_and_round_trip(batch, tmp_path)
     assert torch.equal(loaded.encode(**batch).ids, model.encode(**batch).ids)
     with pytest.raises(ValueError, match="codebook_lookup_dim"):
         USTokenizerConfig(**{**TINY, "codebook_lookup_dim": 32})
+
+
+@pytest.mark.parametrize("lookup_dim", [None, 4])
+def test_code_embeddings_are_the_adapter_output_averaged_over_neighbours(lookup_dim):
+    """Every [left, k, right] of the codebook through `adapt`, averaged over left and right, is code k's embedding
+    (the adapter is linear and its Conv1d sees one neighbour each side)."""
+    model = tiny_model(codebook_size=8, codebook_lookup_dim=lookup_dim)
+    torch.nn.init.normal_(model.adapter_conv.bias)  # post_init zeroes it: make the bias count
+    codes = model.quantizer.get_output_from_indices(torch.arange(8))
+    left, k, right = torch.meshgrid(torch.arange(8), torch.arange(8), torch.arange(8), indexing="ij")
+    sequences = codes[torch.stack([left, k, right], -1).reshape(-1, 3)]  # [512, 3, codebook_dim]
+    with torch.no_grad():
+        middle = model.adapt(sequences, torch.ones(512, 3, dtype=torch.bool))[:, 1].reshape(8, 8, 8, -1)
+    embeddings = model.code_embeddings()
+    assert embeddings.shape == (8, 32)
+    torch.testing.assert_close(embeddings, middle.mean((0, 2)), atol=1e-5, rtol=1e-5)

@@ -7,6 +7,7 @@ import datasets
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 from transformers import (AutoFeatureExtractor, AutoModel, AutoTokenizer, LlamaConfig, LlamaForCausalLM, TrainerCallback,
                           TrainingArguments)
 
@@ -220,8 +221,12 @@ def test_recipe_end_to_end_on_the_tiny_corpus(tiny_corpus, whisper_dir, tmp_path
     results = train_ustokenizer(recipe)
     out = tmp_path / "ust"
     for name in ("config.json", "model.safetensors", "preprocessor_config.json", "evaluation.json", "evaluation.md",
-                 "loss.png", "text_llm/config.json", "text_llm/tokenizer.json"):
+                 "loss.png", "text_llm/config.json", "text_llm/tokenizer.json", "understanding_llm/model.safetensors",
+                 "understanding_llm/tokenizer.json"):
         assert (out / name).is_file(), name
+    # the tiny preset trains the LLM along with the tokenizer and keeps it for stage 3
+    pretrained, trained = (load_file(out / folder / "model.safetensors") for folder in ("text_llm", "understanding_llm"))
+    assert pretrained.keys() == trained.keys() and any(not torch.equal(pretrained[k], trained[k]) for k in pretrained)
     for split in ("test", "test_unseen_voice"):
         report = results["splits"][split]
         assert 0 <= report["asr_wer"] and 0 < report["codes_used"] <= 64 and report["asr_examples"] == 2

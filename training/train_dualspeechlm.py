@@ -3,7 +3,8 @@
     1. inputs cached once per corpus split (training/token_cache.py): USTokens of every audio, codec
        codes + speaker embeddings of every generation target, from stage 1's tokenizer, the codec
        and the speaker encoder;
-    2. the model: stage 1's text LLM (or `--llm`, any causal LM) wrapped by
+    2. the model: stage 1's LLM (the one trained along with the tokenizer, its `<a_k>` rows from the
+       tokenizer's adapter; or `--llm`, any causal LM) wrapped by
        `DualSpeechLMForConditionalGeneration.from_text_model` (vocabulary + `<audio>`, `</audio>`,
        `<a_k>`), a fresh AcousticGPT; optionally PEFT LoRA on the backbone (`--lora`);
     3. single-task batches drawn with per-task weights (training/multitask.py), loss = LLM CE
@@ -38,6 +39,7 @@ from .multitask import CONFIG_OF_TASK, DualSpeechLMCollator, TaskBatchSampler, T
 from .plots import plot_losses
 from .recipe_cli import PresetRecipe, recipe_from_args, recipe_parser
 from .token_cache import cached_tokens
+from .train_ustokenizer import UNDERSTANDING_LLM
 from .trainer import BatchSamplerTrainer
 
 ALL_TASKS = tuple(CONFIG_OF_TASK)
@@ -51,7 +53,11 @@ class DualSpeechLMRecipe(PresetRecipe):
     ustokenizer: str = "models/ustokenizer"
     codec: str = "models/mel-codec"
     speaker_encoder: str = "models/speaker-encoder"
-    llm: str | None = None  # a causal LM folder / Hub id with its tokenizer; None: stage 1's text LLM
+    llm: str | None = None  # a causal LM folder / Hub id with its tokenizer; None: stage 1's LLM (see start_from_reader)
+    # With `llm` None and a tokenizer trained along with its LLM (its `understanding_llm/`), start from that LLM, which
+    # already reads the tokens, with each `<a_k>` row set to the stage-1 adapter's embedding of code k; otherwise
+    # (or False) from stage 1's `text_llm/` with the new rows at the mean of the old ones.
+    start_from_reader: bool = True
     # A trained DualSpeechLM folder / Hub id to fine-tune: model and processor (tokenizer, USTokenizer,
     # codec, speaker encoder) come from it, and `llm`, `ustokenizer`, `codec`, `speaker_encoder` are unused.
     init_from: str | None = None
@@ -124,11 +130,17 @@ def build_model(recipe: DualSpeechLMRecipe, ustokenizer, codec):
             setattr(config.acoustic_config, name, value)
         return (DualSpeechLMForConditionalGeneration.from_pretrained(recipe.init_from, config=config),
                 AutoTokenizer.from_pretrained(recipe.init_from))
-    source = recipe.llm or str(Path(recipe.ustokenizer) / "text_llm")
+    reader = Path(recipe.ustokenizer) / UNDERSTANDING_LLM
+    from_reader = recipe.llm is None and recipe.start_from_reader and (reader / "config.json").is_file()
+    source = recipe.llm or str(reader if from_reader else Path(recipe.ustokenizer) / "text_llm")
     llm, tokenizer = AutoModelForCausalLM.from_pretrained(source), AutoTokenizer.from_pretrained(source)
     model = DualSpeechLMForConditionalGeneration.from_text_model(
         llm, tokenizer, num_speech_tokens=ustokenizer.config.codebook_size,
         acoustic_config={**recipe.acoustic_config, **aligned}, **DualSpeechLMConfig.codec_kwargs(codec))
+    if from_reader:
+        offset, count = model.config.speech_token_offset, model.config.num_speech_tokens
+        with torch.no_grad():
+            model.get_input_embeddings().weight[offset:offset + count] = ustokenizer.code_embeddings()
     return model, tokenizer
 
 
@@ -188,6 +200,8 @@ def main(argv=None) -> None:
     parser.add_argument("--lora", action="store_true", default=None, help="LoRA on the backbone (the paper's setup)")
     parser.add_argument("--aligned-condition", action=argparse.BooleanOptionalAction, default=None,
                         help="AcousticGPT reads each code frame's USToken too (tiny preset: off)")
+    parser.add_argument("--start-from-reader", action=argparse.BooleanOptionalAction, default=None,
+                        help="start from stage 1's LLM trained along with the tokenizer, when it has one (default: on)")
     parser.add_argument("--skip-evaluation", action="store_true")
     args = vars(parser.parse_args(argv))
     skip_evaluation = args.pop("skip_evaluation")

@@ -13,7 +13,8 @@
        tiny.en's own WER on the same audio; written as evaluation.json + evaluation.md + loss.png.
 
 The output folder holds the tokenizer (`USTokenizerModel` + its feature extractor, loadable with
-`AutoModel` / `AutoFeatureExtractor`, `trust_remote_code=True` included) and `text_llm/`.
+`AutoModel` / `AutoFeatureExtractor`, `trust_remote_code=True` included), `text_llm/` and, when the LLM
+trained along (`freeze_llm=False`), `understanding_llm/`: that LLM after stage 1, which reads the tokens.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from .trainer import LossTermsTrainer
 from .understanding import FitCodebookCallback, UnderstandingCollator, USTokenizerForUnderstanding, character_ids
 
 EVAL_SPLITS = ("test", "test_unseen_voice")
+UNDERSTANDING_LLM = "understanding_llm"  # subfolder: the LLM trained along with the tokenizer
 
 
 @dataclass
@@ -242,6 +244,9 @@ def train_ustokenizer(recipe: USTokenizerRecipe) -> dict:
     trainer.train()
     ustokenizer.save_pretrained(output_dir)
     feature_extractor.save_pretrained(output_dir)
+    if not recipe.freeze_llm:  # the LLM that learned to read the tokens: stage 3 can start from it
+        llm.save_pretrained(output_dir / UNDERSTANDING_LLM)
+        text_tokenizer.save_pretrained(output_dir / UNDERSTANDING_LLM)
     plot_losses(trainer.state.log_history, output_dir / "loss.png",
                 ("loss", "commitment_loss", "reconstruction_loss", "understanding_loss", "transcript_ctc_loss"))
 
