@@ -183,14 +183,26 @@ def test_stage3_starts_from_the_llm_trained_along_with_the_tokenizer(tiny_recipe
         ustokenizer, _, codec, _ = load_parts(recipe)
         model, _ = build_model(recipe, ustokenizer, codec)
         offset, count = model.config.speech_token_offset, model.config.num_speech_tokens
-        return model.language_model, model.get_input_embeddings().weight[offset:offset + count], ustokenizer
+        return model, model.get_input_embeddings().weight[offset:offset + count], ustokenizer
 
-    backbone, rows, ustokenizer = backbone_and_speech_rows()
+    model, rows, ustokenizer = backbone_and_speech_rows()
+    backbone = model.language_model
     layer = "model.layers.0.self_attn.q_proj.weight"
     assert torch.equal(backbone.state_dict()[layer], reader.state_dict()[layer])
     torch.testing.assert_close(rows, ustokenizer.code_embeddings())
+    # the output head is untied: its speech rows stay at the mean of the text rows, its text rows the reader's
+    head, text_rows = backbone.get_output_embeddings().weight, reader.get_input_embeddings().weight
+    assert not backbone.config.tie_word_embeddings and head.data_ptr() != backbone.get_input_embeddings().weight.data_ptr()
+    assert torch.equal(head[: len(text_rows)], text_rows)
+    speech_head = head[-len(rows):]
+    torch.testing.assert_close(speech_head, speech_head[:1].expand_as(speech_head))
+    model.save_pretrained(tmp_path / "saved")
+    loaded = type(model).from_pretrained(tmp_path / "saved").language_model
+    assert torch.equal(loaded.get_output_embeddings().weight, head)
+    assert not torch.equal(loaded.get_input_embeddings().weight, head)
 
-    backbone, rows, _ = backbone_and_speech_rows(start_from_reader=False)
+    model, rows, _ = backbone_and_speech_rows(start_from_reader=False)
+    backbone = model.language_model
     text_llm = AutoModelForCausalLM.from_pretrained(ustokenizer_dir / "text_llm")
     assert torch.equal(backbone.state_dict()[layer], text_llm.state_dict()[layer])
     torch.testing.assert_close(rows, rows[:1].expand_as(rows))  # every new row at the mean of the old ones

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from accelerate import PartialState
 from torch.utils.data import Subset
-from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, TrainingArguments
 
 from dualspeechlm.codecs import load_codec
 from dualspeechlm.configuration_dualspeechlm import DualSpeechLMConfig
@@ -133,7 +133,13 @@ def build_model(recipe: DualSpeechLMRecipe, ustokenizer, codec):
     reader = Path(recipe.ustokenizer) / UNDERSTANDING_LLM
     from_reader = recipe.llm is None and recipe.start_from_reader and (reader / "config.json").is_file()
     source = recipe.llm or str(reader if from_reader else Path(recipe.ustokenizer) / "text_llm")
-    llm, tokenizer = AutoModelForCausalLM.from_pretrained(source), AutoTokenizer.from_pretrained(source)
+    # the adapter's code embeddings are ~100x longer than the text rows (tiny preset: norm 142 against 1.1); as rows
+    # of a tied output head they would swamp every logit, so the reader's head is untied, a copy of the table
+    untie = dict(tie_word_embeddings=False) if from_reader else {}
+    llm, tokenizer = AutoModelForCausalLM.from_pretrained(source, **untie), AutoTokenizer.from_pretrained(source)
+    if from_reader and AutoConfig.from_pretrained(source).tie_word_embeddings:
+        with torch.no_grad():
+            llm.get_output_embeddings().weight.copy_(llm.get_input_embeddings().weight)
     model = DualSpeechLMForConditionalGeneration.from_text_model(
         llm, tokenizer, num_speech_tokens=ustokenizer.config.codebook_size,
         acoustic_config={**recipe.acoustic_config, **aligned}, **DualSpeechLMConfig.codec_kwargs(codec))
