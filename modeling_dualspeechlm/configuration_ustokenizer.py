@@ -135,8 +135,8 @@ class USTokenizerConfig(PretrainedConfig):
         1024 is Whisper-medium's width; and the transcript CTC at weight 5, which the paper does not need:
         its frozen Llama-3.2-1B teaches the tokens the words, a small LLM trained here cannot. Measured in
         stage 1 on the embedded corpus (docs/RESULTS.md), ASR through the tokens: 82% (the paper's 2 blocks,
-        128 wide) -> 74% (no blocks, 128) -> 65% (no blocks, 384) -> 58% (+ transcript CTC), and 35% when the
-        recipe trains 2,000 steps instead of 1,000 (the tiny recipe's setting).
+        128 wide) -> 74% (no blocks, 128) -> 65% (no blocks, 384) -> 58% (+ transcript CTC), and 35% / 9.2% when the
+        recipe trains 2,000 / 4,000 steps instead of 1,000 (4,000: the tiny recipe's setting).
         Set `llm_hidden_size` to the hidden size of the LLM the adapter feeds."""
         defaults = dict(encoder_config=WhisperConfig(**WHISPER_TINY_EN), num_conv_blocks=0, conv_hidden_size=384,
                         codebook_dim=384, transcript_ctc_weight=5.0, llm_hidden_size=576)

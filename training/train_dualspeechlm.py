@@ -133,11 +133,14 @@ def build_model(recipe: DualSpeechLMRecipe, ustokenizer, codec):
     reader = Path(recipe.ustokenizer) / UNDERSTANDING_LLM
     from_reader = recipe.llm is None and recipe.start_from_reader and (reader / "config.json").is_file()
     source = recipe.llm or str(reader if from_reader else Path(recipe.ustokenizer) / "text_llm")
-    # the adapter's code embeddings are ~100x longer than the text rows (tiny preset: norm 142 against 1.1); as rows
-    # of a tied output head they would swamp every logit, so the reader's head is untied, a copy of the table
-    untie = dict(tie_word_embeddings=False) if from_reader else {}
-    llm, tokenizer = AutoModelForCausalLM.from_pretrained(source, **untie), AutoTokenizer.from_pretrained(source)
-    if from_reader and AutoConfig.from_pretrained(source).tie_word_embeddings:
+    config = AutoConfig.from_pretrained(source)
+    tied = config.tie_word_embeddings
+    if from_reader:
+        # the adapter's code embeddings are ~130x longer than the text rows (tiny preset: norm 142 against 1.1); as
+        # rows of a tied output head they would swamp every logit, so the reader's head is untied, a copy of the table
+        config.tie_word_embeddings = False
+    llm, tokenizer = AutoModelForCausalLM.from_pretrained(source, config=config), AutoTokenizer.from_pretrained(source)
+    if from_reader and tied:
         with torch.no_grad():
             llm.get_output_embeddings().weight.copy_(llm.get_input_embeddings().weight)
     model = DualSpeechLMForConditionalGeneration.from_text_model(
