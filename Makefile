@@ -26,7 +26,9 @@ $(VENV)/.installed: setup.py scripts/setup.sh
 quickstart: setup
 	$(MAKE) -j2 stages
 
-stages: baseline dualspeechlm
+# Prerequisites are listed longest first: with -j2, stage 1 (the longest) and the codec start as soon as the
+# corpus and Whisper exist; the speaker encoder and the judges' baseline fill the gaps.
+stages: dualspeechlm baseline
 
 corpus: setup
 	$(BIN)/dualspeechlm-data build --output-dir $(CORPUS)
@@ -53,8 +55,8 @@ $(MODELS)/ustokenizer/config.json: | corpus whisper
 	$(BIN)/dualspeechlm-train-ustokenizer --corpus $(CORPUS) --whisper $(WHISPER) --cache-dir $(CACHE) \
 		--output-dir $(MODELS)/ustokenizer
 
-$(MODELS)/dualspeechlm/config.json: $(MODELS)/mel-codec/config.json $(MODELS)/speaker-encoder/config.json \
-		$(MODELS)/ustokenizer/config.json
+$(MODELS)/dualspeechlm/config.json: $(MODELS)/ustokenizer/config.json $(MODELS)/mel-codec/config.json \
+		$(MODELS)/speaker-encoder/config.json
 	$(BIN)/dualspeechlm-train-dualspeechlm --corpus $(CORPUS) --ustokenizer $(MODELS)/ustokenizer \
 		--codec $(MODELS)/mel-codec --speaker-encoder $(MODELS)/speaker-encoder --cache-dir $(CACHE) \
 		--output-dir $(MODELS)/dualspeechlm
