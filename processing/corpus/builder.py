@@ -350,4 +350,5 @@ def corpus_audio(path: str | Path, split: str, config: str = "speech", limit: in
     if limit:
         rows = rows.select(range(min(limit, len(rows))))
     audio = [row["audio"].get_all_samples().data[0].numpy() for row in tqdm(rows, desc=f"decoding {split}", unit="utt")]
-    return {"audio": audio, "text": rows["text"], "speaker": rows["speaker"]}
+    # list(): datasets >= 5.2 returns a lazy Column, which has no `+` and no JSON form
+    return {"audio": audio, "text": list(rows["text"]), "speaker": list(rows["speaker"])}
