@@ -7,7 +7,7 @@ import pytest
 from dualspeechlm.processing.cli import main as data_cli
 from dualspeechlm.processing.corpus import (
     AUDIO_COLUMNS, CONFIG_TASKS, SAMPLING_RATE, SPLITS, TRAIN_VOICES, UNSEEN_VOICE, CorpusConfig,
-    EspeakNotFoundError, Voice, build_corpus, load_corpus, synthesize,
+    EspeakNotFoundError, Voice, build_corpus, corpus_audio, load_corpus, synthesize,
 )
 from dualspeechlm.processing.corpus import grammar
 
@@ -179,3 +179,11 @@ def test_corpora_in_same_named_folders_do_not_share_a_cache(tiny_corpus, tmp_pat
     build_corpus(other, CorpusConfig(seed=0).scaled(0.002))
     assert len(load_corpus(other, "speech")["train"]) == 6
     assert len(load_corpus(tiny_corpus, "speech")["train"]) == 32
+
+
+def test_corpus_audio_gives_plain_lists(tiny_corpus):
+    # datasets >= 5.2 hands out a lazy Column for a dataset column; callers concatenate and JSON-dump these lists
+    rows = corpus_audio(tiny_corpus, "train", limit=3)
+    assert all(type(rows[name]) is list and len(rows[name]) == 3 for name in ("audio", "text", "speaker"))
+    assert rows["speaker"] + ["another voice"] and json.dumps(rows["text"])
+    assert all(a.dtype == np.float32 and a.ndim == 1 and len(a) > 0 for a in rows["audio"])

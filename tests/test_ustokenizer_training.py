@@ -84,7 +84,9 @@ def test_training_lowers_the_understanding_loss_and_leaves_the_llm_frozen():
     llm_before = {k: v.clone() for k, v in model.llm.state_dict().items()}
     batch = UnderstandingCollator(PAD)(cached_rows())
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(trainable, lr=1e-2)
+    # lr 1e-3, not 1e-2: at 1e-2 this frozen, sharp LLM makes the loss jump around, and where it ends after 60
+    # steps varied with the CPU's float rounding (one machine passed, another ended at 0.8x the first loss)
+    optimizer = torch.optim.Adam(trainable, lr=1e-3)
     model.train()
     losses = []
     for _ in range(60):
@@ -131,6 +133,10 @@ def test_transcript_ctc_trains_the_tokens_to_spell_the_words():
         row["transcript_ids"] = character_ids(text, model.alphabet)
     batch = UnderstandingCollator(PAD)(rows)
     assert batch["transcript_lengths"].tolist() == [2, 3, 4]
+    # the CTC alone: the understanding loss through the tiny random LLM makes the trajectory depend on rounding
+    config = model.ustokenizer.config
+    understanding_weight, config.understanding_weight = config.understanding_weight, 0.0
+    torch.manual_seed(0)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     losses = []
     for _ in range(40):
@@ -148,6 +154,7 @@ def test_transcript_ctc_trains_the_tokens_to_spell_the_words():
         out.loss.backward()
         optimizer.step()
     assert model.eval().spell(**batch) == ["ab", "cab", "a bc"]
+    config.understanding_weight = understanding_weight  # the report's LLM column again
     rows = [{**row, "task": "asr", "answer": text} for row, text in zip(rows, ("ab", "cab", "a b c"))]
     report = evaluate_split(model, datasets.Dataset.from_list(rows).with_format("numpy"), SimpleNamespace(
         pad_token_id=PAD, batch_decode=lambda ids, **_: ["x"] * len(ids)))
