@@ -13,7 +13,7 @@ export HF_HUB_OFFLINE ?= 1
 # job on two threads for these small models.
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: setup quickstart stages corpus whisper baseline codec speaker-encoder ustokenizer dualspeechlm test test-slow clean
+.PHONY: setup quickstart stages corpus whisper baseline codec codec-decoder speaker-encoder ustokenizer dualspeechlm test test-slow clean
 
 setup: $(VENV)/.installed
 
@@ -41,12 +41,18 @@ baseline: corpus whisper
 
 # Each training stage is a file target: it reruns only when its model folder is missing.
 codec: $(MODELS)/mel-codec/config.json
+codec-decoder: $(MODELS)/mel-codec-ustokens/config.json
 speaker-encoder: $(MODELS)/speaker-encoder/config.json
 ustokenizer: $(MODELS)/ustokenizer/config.json
 dualspeechlm: $(MODELS)/dualspeechlm/config.json
 
 $(MODELS)/mel-codec/config.json: | corpus whisper
 	$(BIN)/dualspeechlm-train-codec --corpus $(CORPUS) --whisper $(WHISPER) --output-dir $(MODELS)/mel-codec
+
+# the codec's decoder taught to read stage 1's USTokens (same codes: it needs stage 1 and the codec)
+$(MODELS)/mel-codec-ustokens/config.json: $(MODELS)/mel-codec/config.json $(MODELS)/ustokenizer/config.json
+	$(BIN)/dualspeechlm-train-codec-decoder --codec $(MODELS)/mel-codec --ustokenizer $(MODELS)/ustokenizer \
+		--corpus $(CORPUS) --cache-dir $(CACHE) --whisper $(WHISPER) --output-dir $(MODELS)/mel-codec-ustokens
 
 $(MODELS)/speaker-encoder/config.json: | corpus
 	$(BIN)/dualspeechlm-train-speaker-encoder --corpus $(CORPUS) --output-dir $(MODELS)/speaker-encoder
@@ -55,10 +61,10 @@ $(MODELS)/ustokenizer/config.json: | corpus whisper
 	$(BIN)/dualspeechlm-train-ustokenizer --corpus $(CORPUS) --whisper $(WHISPER) --cache-dir $(CACHE) \
 		--output-dir $(MODELS)/ustokenizer
 
-$(MODELS)/dualspeechlm/config.json: $(MODELS)/ustokenizer/config.json $(MODELS)/mel-codec/config.json \
+$(MODELS)/dualspeechlm/config.json: $(MODELS)/ustokenizer/config.json $(MODELS)/mel-codec-ustokens/config.json \
 		$(MODELS)/speaker-encoder/config.json
 	$(BIN)/dualspeechlm-train-dualspeechlm --corpus $(CORPUS) --ustokenizer $(MODELS)/ustokenizer \
-		--codec $(MODELS)/mel-codec --speaker-encoder $(MODELS)/speaker-encoder --cache-dir $(CACHE) \
+		--codec $(MODELS)/mel-codec-ustokens --speaker-encoder $(MODELS)/speaker-encoder --cache-dir $(CACHE) \
 		--output-dir $(MODELS)/dualspeechlm
 
 test: setup
@@ -68,5 +74,5 @@ test-slow: setup
 	$(BIN)/python -m pytest -m slow -q
 
 clean:
-	rm -rf $(CORPUS) $(CORPUS).partial $(CACHE) $(WHISPER) $(RESULTS) $(MODELS)/mel-codec $(MODELS)/speaker-encoder \
+	rm -rf $(CORPUS) $(CORPUS).partial $(CACHE) $(WHISPER) $(RESULTS) $(MODELS)/mel-codec $(MODELS)/mel-codec-ustokens $(MODELS)/speaker-encoder \
 		$(MODELS)/ustokenizer $(MODELS)/dualspeechlm

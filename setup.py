@@ -76,6 +76,7 @@ setup(
             "dualspeechlm-convert-whisper=dualspeechlm.convert_ctranslate2_whisper:main",
             "dualspeechlm-judge=dualspeechlm.training.judge:main",
             "dualspeechlm-train-codec=dualspeechlm.training.train_codec:main",
+            "dualspeechlm-train-codec-decoder=dualspeechlm.training.train_codec_decoder:main",
             "dualspeechlm-train-speaker-encoder=dualspeechlm.training.train_speaker_encoder:main",
             "dualspeechlm-train-ustokenizer=dualspeechlm.training.train_ustokenizer:main",
             "dualspeechlm-train-dualspeechlm=dualspeechlm.training.train_dualspeechlm:main",

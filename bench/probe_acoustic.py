@@ -11,14 +11,18 @@ CoC "both" as at inference, it reports:
   in the finer codebooks (how much they matter); reference codebook 0 with AcousticGPT's teacher-forced
   guesses for the finer ones; every codebook teacher-forced; and resynthesis (`model.render_speech` from
   the reference USTokens) with the model's sampling settings and greedy.
+A codec that reads USTokens (`dualspeechlm-train-codec-decoder`; `--codec` swaps one in) gets the reference
+USTokens with every set of codes and reads its first `--decode-codebooks` codebooks (default: its config's).
 """
 
 import argparse
 
 import torch
 from torch.nn import functional as F
+from torch.nn.utils.rnn import pad_sequence
 from transformers import AutoTokenizer
 
+from dualspeechlm.codecs import load_codec
 from dualspeechlm.modeling_acoustic_gpt import delay_pattern, undo_delay
 from dualspeechlm.modeling_dualspeechlm import DualSpeechLMForConditionalGeneration
 from dualspeechlm.processing_dualspeechlm import DualSpeechLMProcessor
@@ -54,12 +58,17 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--codec", default=None, help="a codec folder to use instead of the model's")
+    parser.add_argument("--decode-codebooks", type=int, default=None,
+                        help="codebooks a USToken-reading codec decodes (default: its config's)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
     model = DualSpeechLMForConditionalGeneration.from_pretrained(args.model).eval()
-    processor = DualSpeechLMProcessor.from_pretrained(args.model)
-    codec, n_q = processor.codec, model.config.num_codebooks
+    processor = DualSpeechLMProcessor.from_pretrained(args.model, **({"codec": load_codec(args.codec)} if args.codec else {}))
+    codec, n_q = processor.codec.eval(), model.config.num_codebooks
+    if args.decode_codebooks is not None:
+        codec.config.ustoken_decode_codebooks = args.decode_codebooks
     rows = cached_tokens(args.corpus, "speech", args.split, processor.ustokenizer, processor.feature_extractor, codec,
                          processor.speaker_encoder, args.cache_dir).with_format("numpy")
     examples = [task_example("tts", rows[i]) for i in range(min(args.limit, len(rows)))]
@@ -75,6 +84,9 @@ def main() -> None:
     for start in range(0, len(examples), args.batch_size):
         chunk = examples[start : start + args.batch_size]
         batch = collate(chunk)
+        ustokens = pad_sequence([torch.as_tensor(rows[i]["audio_ustokens"]) for i in range(start, start + len(chunk))],
+                                batch_first=True)
+        ustoken_lengths = torch.tensor([len(rows[i]["audio_ustokens"]) for i in range(start, start + len(chunk))])
         codes, lengths = batch["acoustic_codes"], batch["acoustic_lengths"]
         guesses, chunk_ce, chunk_correct, chunk_counts = teacher_forced(model, batch)
         ce, correct, counts = ce + chunk_ce, correct + chunk_correct, counts + chunk_counts
@@ -86,12 +98,14 @@ def main() -> None:
                  "every codebook guessed (teacher-forced)": guesses}
         for way, way_codes in built.items():
             if way in waveforms:
-                decoded, decoded_lengths = model.decode_codes(codec, way_codes, lengths)
+                decoded, decoded_lengths = model.decode_codes(codec, way_codes, lengths, ustokens, ustoken_lengths)
                 waveforms[way] += [w[:n].numpy() for w, n in zip(decoded, decoded_lengths.tolist())]
         for way, settings in (("resynthesis, model's sampling", {}), ("resynthesis, greedy", {"do_sample": False})):
             waveforms[way] += as_judged(speak(model, processor, chunk, len(chunk), from_reference=True, **settings))
 
-    print(f"{args.model}, {len(examples)} `{args.split}` TTS items\n")
+    reads = "" if codec.ustoken_vocab_size is None else (
+        f", the codec reading the USTokens + {codec.config.ustoken_decode_codebooks} codebook(s)")
+    print(f"{args.model}, {len(examples)} `{args.split}` TTS items{reads}\n")
     print("| codebook | teacher-forced CE (nats) | top-1 accuracy |\n|---|---|---|")
     for q in range(n_q):
         print(f"| {q} | {float(ce[q] / counts[q]):.2f} | {100 * float(correct[q] / counts[q]):.1f}% |")

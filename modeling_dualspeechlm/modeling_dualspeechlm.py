@@ -58,11 +58,14 @@ class DualSpeechLMOutput(ModelOutput):
 
 @dataclass
 class DualSpeechLMSpeechOutput(ModelOutput):
-    """sequences `[batch, L + new]`: prompt + `<audio>` + USTokens + `</audio>` (then pad); codes `[batch, n_q, T]` and
+    """sequences `[batch, L + new]`: prompt + `<audio>` + USTokens + `</audio>` (then pad); ustokens `[batch, U]` and
+    ustoken_lengths `[batch]`: the USToken ids (0..K-1) written after the last `<audio>`; codes `[batch, n_q, T]` and
     code_lengths `[batch]` (0: AcousticGPT wrote no-speech); waveforms `[batch, samples]` and waveform_lengths when a
     codec was given."""
 
     sequences: torch.LongTensor | None = None
+    ustokens: torch.LongTensor | None = None
+    ustoken_lengths: torch.LongTensor | None = None
     codes: torch.LongTensor | None = None
     code_lengths: torch.LongTensor | None = None
     waveforms: torch.FloatTensor | None = None
@@ -85,6 +88,15 @@ def positions_from_mask(attention_mask: torch.Tensor, length: int) -> torch.Long
     """Position ids of the last `length` tokens counting attended tokens only (left padding keeps them equal to an
     unpadded item's), as `generate()` computes them."""
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -length:]
+
+
+def packed_left(values: torch.Tensor, mask: torch.Tensor) -> tuple[torch.LongTensor, torch.LongTensor]:
+    """values `[batch, L]` at the True positions of mask `[batch, L]`, in order and moved left -> (`[batch, max(1,
+    count)]`, zero past each count; counts `[batch]`)."""
+    counts = mask.sum(-1)
+    order = torch.argsort((~mask.bool()).to(torch.int8), dim=1, stable=True)
+    packed = values.gather(1, order)[:, : max(int(counts.max()), 1)]
+    return packed * (torch.arange(packed.shape[1], device=packed.device) < counts[:, None]), counts
 
 
 def check_shape(name: str, tensor: torch.Tensor | None, *shape: int) -> None:
@@ -393,20 +405,27 @@ class DualSpeechLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
         aligned = condition_mask.bool() & attention_mask.bool() & answer & config.is_speech_token(sequences)
         acoustic = self.acoustic_gpt.generate(speaker_embeddings, hidden, condition_mask.bool(), acoustic_generation_config,
                                               use_cache=use_cache, aligned_mask=aligned, **acoustic_kwargs)
-        output = DualSpeechLMSpeechOutput(sequences=sequences, codes=acoustic.codes, code_lengths=acoustic.lengths)
+        ustokens, ustoken_lengths = packed_left(sequences - config.speech_token_offset, aligned)
+        output = DualSpeechLMSpeechOutput(sequences=sequences, ustokens=ustokens, ustoken_lengths=ustoken_lengths,
+                                          codes=acoustic.codes, code_lengths=acoustic.lengths)
         if codec is not None:
-            output.waveforms, output.waveform_lengths = self.decode_codes(codec, acoustic.codes, acoustic.lengths)
+            output.waveforms, output.waveform_lengths = self.decode_codes(codec, acoustic.codes, acoustic.lengths,
+                                                                          ustokens, ustoken_lengths)
         return output
 
-    def decode_codes(self, codec, codes: torch.LongTensor, lengths: torch.LongTensor):
+    def decode_codes(self, codec, codes: torch.LongTensor, lengths: torch.LongTensor,
+                     ustokens: torch.LongTensor | None = None, ustoken_lengths: torch.LongTensor | None = None):
         """codes `[batch, n_q, T]` + lengths -> (waveforms `[batch, samples]`, sample lengths); no-speech items (length
-        0) get no samples."""
+        0) get no samples. A codec that reads USTokens (`ustoken_vocab_size`) gets `ustokens` `[batch, U]` +
+        `ustoken_lengths` too, when given."""
         if (codec.num_codebooks, codec.codebook_size) != (self.config.num_codebooks, self.config.codebook_size):
             raise ValueError(f"the codec writes {codec.num_codebooks} codebooks of {codec.codebook_size} codes, the model "
                              f"{self.config.num_codebooks} of {self.config.codebook_size}")
         if codes.shape[-1] == 0:
             return torch.zeros(codes.shape[0], 0), torch.zeros(codes.shape[0], dtype=torch.long)
-        decoded = codec.decode(codes, lengths.clamp(min=1))
+        if getattr(codec, "ustoken_vocab_size", None) is None:
+            ustokens = ustoken_lengths = None
+        decoded = codec.decode(codes, lengths.clamp(min=1), ustokens=ustokens, ustoken_lengths=ustoken_lengths)
         has_speech = lengths.to(decoded.lengths.device) > 0
         return decoded.waveforms * has_speech[:, None], decoded.lengths * has_speech
 

@@ -226,15 +226,20 @@ class DualSpeechLMProcessor(ProcessorMixin):
         """Text of generated ids `[batch, new_tokens]` (the tokens after the prompt), special tokens dropped."""
         return [text.strip() for text in self.tokenizer.batch_decode(generated_ids, skip_special_tokens=True)]
 
-    def decode_audio(self, codes: torch.LongTensor, code_lengths) -> list[np.ndarray]:
+    def decode_audio(self, codes: torch.LongTensor, code_lengths, ustokens=None, ustoken_lengths=None) -> list[np.ndarray]:
         """codes `[batch, n_q, frames]` + lengths `[batch]` -> one float32 waveform per item at `sampling_rate`, empty
-        where the model wrote no speech (length 0)."""
+        where the model wrote no speech (length 0). `ustokens` `[batch, U]` + `ustoken_lengths` (the written USTokens,
+        as `generate_speech` returns them) go to a codec that reads them and are ignored by one that does not."""
         codec = self.require("codec")
         lengths = torch.as_tensor(code_lengths).cpu()
         waveforms = [np.zeros(0, dtype=np.float32) for _ in range(len(lengths))]
         speaking = (lengths > 0).nonzero().flatten()
         if len(speaking):
-            decoded = codec.decode(codes[speaking].to(codec.device), lengths[speaking])
+            extra = {}
+            if ustokens is not None and getattr(codec, "ustoken_vocab_size", None) is not None:
+                extra = {"ustokens": torch.as_tensor(ustokens).cpu()[speaking],
+                         "ustoken_lengths": torch.as_tensor(ustoken_lengths).cpu()[speaking]}
+            decoded = codec.decode(codes[speaking].to(codec.device), lengths[speaking], **extra)
             for row, index in enumerate(speaking.tolist()):
                 waveforms[index] = decoded.waveforms[row, : decoded.lengths[row]].float().cpu().numpy()
         return waveforms

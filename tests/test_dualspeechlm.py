@@ -206,6 +206,9 @@ def test_speech_generation_batched_cached_and_restricted(aligned_frames_per_toke
     assert (config.is_speech_token(written[:, 1:]) | ended).all()  # USTokens, then </audio> and padding
     assert ended.sum(-1).tolist() == [6, 0] and written.shape[1] == 9  # <audio>, 2 USTokens, </audio>, pad
     assert out.codes.shape == (2, config.num_codebooks, int(out.code_lengths.max())) and (out.code_lengths <= 10).all()
+    for row in range(2):  # the written USTokens, as ids 0..K-1
+        tokens = written[row, 1:][config.is_speech_token(written[row, 1:]) & ~ended[row]] - config.speech_token_offset
+        assert out.ustoken_lengths[row] == len(tokens) and torch.equal(out.ustokens[row, : len(tokens)], tokens)
     # the acoustic half alone, on the written sequences (attended up to </audio>; condition: prompt + USTokens)
     valid = (written == config.audio_end_token_id).long().cumsum(-1) - (written == config.audio_end_token_id).long() == 0
     condition = torch.cat([mask.bool(), valid & config.is_speech_token(written)], dim=1)
@@ -239,6 +242,17 @@ def test_speech_generation_decodes_with_a_codec():
     assert lengths.tolist() == [960, 0] and waveforms[1].abs().max() == 0  # no-speech items get no samples
     with pytest.raises(ValueError, match="the codec writes 2 codebooks of 64 codes, the model 3"):
         tiny_model(num_codebooks=3).decode_codes(codec, torch.zeros(1, 3, 2, dtype=torch.long), torch.tensor([2]))
+
+    # a codec that reads USTokens gets the written ones
+    torch.manual_seed(0)
+    reading = MelCodecModel(MelCodecConfig(**{**codec.config.to_dict(), "ustoken_vocab_size": model.config.num_speech_tokens}))
+    with torch.no_grad():
+        reading.ustoken_embedding.weight.normal_()
+    out = model.generate_speech(ids, mask, codec=reading.eval(), max_new_tokens=4, acoustic_max_new_tokens=6)
+    assert out.ustoken_lengths.tolist() == [4, 4]  # a random LLM writes until max_new_tokens
+    with_tokens = reading.decode(out.codes, out.code_lengths.clamp(min=1), out.ustokens, out.ustoken_lengths)
+    torch.testing.assert_close(out.waveforms, with_tokens.waveforms * (out.code_lengths > 0)[:, None])
+    assert not torch.allclose(out.waveforms, reading.decode(out.codes, out.code_lengths.clamp(min=1)).waveforms)
 
 
 def word_tokenizer(words: list[str]) -> PreTrainedTokenizerFast:

@@ -83,12 +83,14 @@ def validate_waveforms(
 class SpeechCodecMixin:
     """Shared `encode` / `decode` for codecs. Subclasses set the four properties and implement
     `_encode(waveforms [B, T], lengths [B]) -> codes [B, n_q, F]` and
-    `_decode(codes [B, n_q, F], frame_lengths [B]) -> waveforms [B, T']`."""
+    `_decode(codes [B, n_q, F], frame_lengths [B]) -> waveforms [B, T']`. A codec whose decoder also reads
+    the speech's USTokens sets `ustoken_vocab_size` and takes `ustokens=` / `ustoken_lengths=` in `_decode`."""
 
     sampling_rate: int
     frame_rate: float
     codebook_size: int
     num_codebooks: int
+    ustoken_vocab_size: int | None = None  # None: the decoder reads codes only
 
     def frames_for(self, num_samples: torch.Tensor) -> torch.Tensor:
         """Code frames that cover `num_samples` samples (ceil)."""
@@ -111,8 +113,10 @@ class SpeechCodecMixin:
         return CodecEncoderOutput(codes=codes * mask[:, None], lengths=frame_lengths)
 
     @torch.no_grad()
-    def decode(self, codes, lengths=None) -> CodecDecoderOutput:
-        """codes `[batch, num_codebooks, frames]` (or `[num_codebooks, frames]`) -> waveforms."""
+    def decode(self, codes, lengths=None, ustokens=None, ustoken_lengths=None) -> CodecDecoderOutput:
+        """codes `[batch, num_codebooks, frames]` (or `[num_codebooks, frames]`) -> waveforms. A codec with
+        `ustoken_vocab_size` also reads the speech's USTokens `[batch, tokens]` (25 Hz; `ustoken_lengths` `[batch]`,
+        default all), which carry its words."""
         codes = torch.as_tensor(codes, dtype=torch.long)
         if codes.ndim == 2:
             codes = codes[None]
@@ -128,8 +132,28 @@ class SpeechCodecMixin:
         ).cpu()  # the waveforms come back on the CPU
         if lengths.shape[0] != codes.shape[0] or (lengths < 1).any() or (lengths > codes.shape[-1]).any():
             raise ValueError(f"lengths {lengths.tolist()} do not fit codes of shape {tuple(codes.shape)}")
-        waveforms = self._decode(codes.to(self.device), lengths.to(self.device)).float().cpu()
+        extra = {} if ustokens is None else self._check_ustokens(ustokens, ustoken_lengths, codes.shape[0])
+        waveforms = self._decode(codes.to(self.device), lengths.to(self.device), **extra).float().cpu()
         sample_lengths = torch.clamp(self.samples_for(lengths), max=waveforms.shape[-1])
         waveforms = waveforms[:, : int(sample_lengths.max())]
         mask = lengths_to_mask(sample_lengths, waveforms.shape[-1])
         return CodecDecoderOutput(waveforms=waveforms * mask, lengths=sample_lengths)
+
+    def _check_ustokens(self, ustokens, ustoken_lengths, batch: int) -> dict:
+        """-> `_decode`'s keyword arguments `ustokens` `[batch, tokens]` and `ustoken_lengths` `[batch]` on this
+        codec's device, or a clear error."""
+        if self.ustoken_vocab_size is None:
+            raise ValueError(f"this {type(self).__name__} does not read USTokens (its ustoken_vocab_size is None)")
+        ustokens = torch.as_tensor(ustokens, dtype=torch.long)
+        if ustokens.ndim == 1:
+            ustokens = ustokens[None]
+        if ustokens.ndim != 2 or ustokens.shape[0] != batch or ustokens.shape[1] == 0:
+            raise ValueError(f"expected ustokens [batch={batch}, tokens>0], got shape {tuple(ustokens.shape)}")
+        ustoken_lengths = (torch.full((batch,), ustokens.shape[1], dtype=torch.long) if ustoken_lengths is None
+                           else torch.as_tensor(ustoken_lengths, dtype=torch.long).reshape(-1).cpu())
+        if ustoken_lengths.shape[0] != batch or (ustoken_lengths < 0).any() or (ustoken_lengths > ustokens.shape[1]).any():
+            raise ValueError(f"ustoken_lengths {ustoken_lengths.tolist()} do not fit ustokens of shape {tuple(ustokens.shape)}")
+        valid = lengths_to_mask(ustoken_lengths, ustokens.shape[1])
+        if (((ustokens < 0) | (ustokens >= self.ustoken_vocab_size)) & valid).any():
+            raise ValueError(f"USTokens must lie in [0, {self.ustoken_vocab_size}) within ustoken_lengths")
+        return {"ustokens": (ustokens * valid).to(self.device), "ustoken_lengths": ustoken_lengths.to(self.device)}

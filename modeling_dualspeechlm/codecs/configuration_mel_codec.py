@@ -13,6 +13,12 @@ class MelCodecConfig(PretrainedConfig):
     a vocoder: `"neural"` (a Vocos-style ConvNeXt network with an inverse-STFT head) or
     `"griffin_lim"` (no weights; the floor the neural vocoder must beat).
 
+    USToken-aided decoding (`ustoken_vocab_size` set; off by default, as in the paper): the decoder also reads
+    the USTokens of the speech, each embedded and added to the quantized latents of its
+    `frames_per_ustoken` frames, and uses only the first `ustoken_decode_codebooks` codebooks when it has
+    them (None: all). Trained with codebook dropout, it renders the words from the USTokens and takes the
+    voice and prosody from the coarse codes, which AcousticGPT predicts far better than the fine ones.
+
     The paper uses WavTokenizer (one 4096-code codebook, 40 frames/s at 24 kHz); frame rate and
     codebooks here are chosen so that round trips keep espeak-ng speech as intelligible as the
     original (see docs/RESULTS.md).
@@ -45,6 +51,9 @@ class MelCodecConfig(PretrainedConfig):
         vocoder_hidden_size: int = 256,
         vocoder_intermediate_size: int = 768,
         vocoder_layers: int = 6,
+        ustoken_vocab_size: int | None = None,
+        frames_per_ustoken: int = 2,
+        ustoken_decode_codebooks: int | None = None,
         **kwargs,
     ):
         if vocoder not in ("neural", "griffin_lim"):
@@ -74,6 +83,12 @@ class MelCodecConfig(PretrainedConfig):
         self.vocoder_hidden_size = vocoder_hidden_size
         self.vocoder_intermediate_size = vocoder_intermediate_size
         self.vocoder_layers = vocoder_layers
+        if ustoken_decode_codebooks is not None and not 0 <= ustoken_decode_codebooks <= num_quantizers:
+            raise ValueError(f"ustoken_decode_codebooks must lie in [0, num_quantizers={num_quantizers}], "
+                             f"got {ustoken_decode_codebooks}")
+        self.ustoken_vocab_size = ustoken_vocab_size
+        self.frames_per_ustoken = frames_per_ustoken
+        self.ustoken_decode_codebooks = ustoken_decode_codebooks
         super().__init__(**kwargs)
 
     @property

@@ -88,6 +88,8 @@ class MelCodecModel(MelCodecPreTrainedModel, SpeechCodecMixin):
             threshold_ema_dead_code=config.dead_code_threshold,
         )
         self.decoder = ConvStack(config.latent_size, config.hidden_size, config.n_mels, config.decoder_layers, config.kernel_size)
+        if config.ustoken_vocab_size is not None:
+            self.ustoken_embedding = nn.Embedding(config.ustoken_vocab_size, config.latent_size)
         self.vocoder = NeuralVocoder(
             config.n_mels, config.vocoder_hidden_size, config.vocoder_intermediate_size, config.vocoder_layers,
             config.n_fft, config.hop_length,
@@ -111,6 +113,10 @@ class MelCodecModel(MelCodecPreTrainedModel, SpeechCodecMixin):
     def num_codebooks(self) -> int:
         return self.config.num_quantizers
 
+    @property
+    def ustoken_vocab_size(self) -> int | None:
+        return self.config.ustoken_vocab_size
+
     def _frame_mask(self, frame_lengths: torch.Tensor, frames: int) -> torch.Tensor:
         return lengths_to_mask(frame_lengths, frames)[:, None].float()
 
@@ -133,11 +139,33 @@ class MelCodecModel(MelCodecPreTrainedModel, SpeechCodecMixin):
         quantized, codes, commitment = self.quantizer(latents, mask=mask[:, 0].bool())
         return quantized.transpose(1, 2) * mask, codes.transpose(1, 2), commitment.sum()
 
-    def decode_mel(self, codes: torch.Tensor, frame_lengths: torch.Tensor) -> torch.Tensor:
-        """codes `[batch, num_quantizers, frames]` -> log-mel `[batch, n_mels, frames]`."""
+    def decode_mel(self, codes: torch.Tensor, frame_lengths: torch.Tensor, ustokens: torch.Tensor | None = None,
+                   ustoken_lengths: torch.Tensor | None = None, depth: int | torch.Tensor | None = None) -> torch.Tensor:
+        """codes `[batch, num_quantizers, frames]` -> log-mel `[batch, n_mels, frames]`. With USTokens `[batch, tokens]`
+        (+ `ustoken_lengths`), only the first `depth` codebooks are read (an int or `[batch]`; default the config's
+        `ustoken_decode_codebooks`, else all) and the tokens' embeddings are added to the latents."""
         mask = self._frame_mask(frame_lengths, codes.shape[-1])
-        quantized = self.quantizer.get_output_from_indices(codes.transpose(1, 2)).transpose(1, 2)
+        if depth is None:
+            depth = self.config.ustoken_decode_codebooks if ustokens is not None else None
+            depth = self.num_codebooks if depth is None else depth
+        depth = torch.as_tensor(depth, device=codes.device).reshape(-1, 1, 1)
+        kept = torch.arange(self.num_codebooks, device=codes.device)[:, None] < depth  # [batch or 1, n_q, 1]
+        quantized = self.quantizer.get_output_from_indices(codes.masked_fill(~kept, -1).transpose(1, 2)).transpose(1, 2)
+        if ustokens is not None:
+            quantized = quantized + self.embed_ustokens(ustokens, ustoken_lengths, codes.shape[-1])
         return self._decode_latents(quantized * mask, mask)
+
+    def embed_ustokens(self, ustokens: torch.Tensor, ustoken_lengths: torch.Tensor | None, frames: int) -> torch.Tensor:
+        """USTokens `[batch, tokens]` -> `[batch, latent_size, frames]`: frame f gets the embedding of token
+        f // frames_per_ustoken, zero past the last token."""
+        if self.config.ustoken_vocab_size is None:
+            raise ValueError("this codec does not read USTokens (config.ustoken_vocab_size is None)")
+        if ustoken_lengths is None:
+            ustoken_lengths = torch.full_like(ustokens[:, 0], ustokens.shape[1])
+        token = torch.arange(frames, device=ustokens.device) // self.config.frames_per_ustoken
+        present = token[None] < ustoken_lengths[:, None]  # [batch, frames]
+        embedded = self.ustoken_embedding(ustokens.gather(1, token.clamp(max=ustokens.shape[1] - 1).expand(len(ustokens), -1)))
+        return (embedded * present[..., None]).transpose(1, 2)
 
     def _decode_latents(self, quantized: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         # the conv stacks work on standardised log-mel: no layer has to learn its offset and scale
@@ -157,8 +185,9 @@ class MelCodecModel(MelCodecPreTrainedModel, SpeechCodecMixin):
     def _encode(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         return self.quantize(*self.log_mel(waveforms, lengths))[1]
 
-    def _decode(self, codes: torch.Tensor, frame_lengths: torch.Tensor) -> torch.Tensor:
-        return self.vocode(self.decode_mel(codes, frame_lengths), frame_lengths)
+    def _decode(self, codes: torch.Tensor, frame_lengths: torch.Tensor, ustokens: torch.Tensor | None = None,
+                ustoken_lengths: torch.Tensor | None = None) -> torch.Tensor:
+        return self.vocode(self.decode_mel(codes, frame_lengths, ustokens, ustoken_lengths), frame_lengths)
 
     def forward(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> MelCodecOutput:
         """Teacher-forced autoencoding for training: waveforms `[batch, samples]`, lengths `[batch]`."""

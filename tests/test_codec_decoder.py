@@ -1,0 +1,118 @@
+"""USToken-aided decoding: the mel codec's decoder reading USTokens beside its first codebooks, and its training."""
+
+import pytest
+import torch
+
+from dualspeechlm.codecs.configuration_mel_codec import MelCodecConfig
+from dualspeechlm.codecs.modeling_mel_codec import MelCodecModel
+from dualspeechlm.processing.corpus import TRAIN_VOICES, synthesize
+from dualspeechlm.training.train_codec_decoder import decoder_items, random_batch, train_decoder
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+TINY = dict(hidden_size=32, latent_size=16, encoder_layers=2, decoder_layers=2, num_quantizers=3, codebook_size=32,
+            vocoder_hidden_size=32, vocoder_intermediate_size=64, vocoder_layers=2, ustoken_vocab_size=20)
+
+
+@pytest.fixture(scope="module")
+def speech(espeak):
+    return [torch.from_numpy(synthesize(text, voice)) for text, voice in (
+        ("the quiet horse slept behind the old bridge", TRAIN_VOICES[0]),
+        ("anna saw the cat", TRAIN_VOICES[1]),
+    )]
+
+
+def tiny_codec(**overrides) -> MelCodecModel:
+    torch.manual_seed(0)
+    return MelCodecModel(MelCodecConfig(**{**TINY, **overrides})).eval()
+
+
+def stand_in_tokens(waveforms, seed: int = 0) -> list[list[int]]:
+    """Random USToken ids, one per 640 samples (25 Hz), in place of a USTokenizer's."""
+    generator = torch.Generator().manual_seed(seed)
+    return [torch.randint(20, (-(-len(w) // 640),), generator=generator).tolist() for w in waveforms]
+
+
+def test_decoding_reads_the_tokens_and_only_the_first_codebooks(speech):
+    codec = tiny_codec()
+    with torch.no_grad():  # a random init is near zero: make the tokens' embeddings count
+        codec.ustoken_embedding.weight.normal_()
+    encoded = codec.encode(speech)
+    tokens = torch.nn.utils.rnn.pad_sequence([torch.tensor(t) for t in stand_in_tokens(speech)], batch_first=True)
+    token_lengths = torch.tensor([len(t) for t in stand_in_tokens(speech)])
+    decode = lambda codes, ids, **kw: codec.decode_mel(codes, encoded.lengths, ids, token_lengths, **kw)
+    with torch.no_grad():
+        plain = codec.decode_mel(encoded.codes, encoded.lengths)
+        assert decode(encoded.codes, tokens, depth=3).shape == plain.shape == (2, 80, encoded.codes.shape[-1])
+        assert not torch.allclose(decode(encoded.codes, tokens, depth=3), plain)  # the tokens count
+        assert torch.allclose(codec.decode_mel(encoded.codes, encoded.lengths, tokens, token_lengths * 0, depth=3), plain)
+        # depth k reads codebooks < k only: the finer ones can be anything
+        scrambled = encoded.codes.clone()
+        scrambled[:, 1:] = torch.randint(32, scrambled[:, 1:].shape)
+        assert torch.equal(decode(scrambled, tokens, depth=1), decode(encoded.codes, tokens, depth=1))
+        assert not torch.equal(decode(scrambled, tokens, depth=3), decode(encoded.codes, tokens, depth=3))
+        assert torch.equal(decode(scrambled * 0, tokens, depth=0), decode(encoded.codes, tokens, depth=0))
+        # per-item depths are each item's own decode
+        mixed = decode(encoded.codes, tokens, depth=torch.tensor([0, 2]))
+        assert torch.equal(mixed[1], decode(encoded.codes, tokens, depth=2)[1])
+        # the config's default depth applies when tokens are given, every codebook without them
+        codec.config.ustoken_decode_codebooks = 1
+        assert torch.equal(decode(encoded.codes, tokens), decode(encoded.codes, tokens, depth=1))
+        codec.config.ustoken_decode_codebooks = None
+    # the public decode: batched equals one by one, audio of the codes' length
+    out = codec.decode(encoded.codes, encoded.lengths, ustokens=tokens, ustoken_lengths=token_lengths)
+    assert out.lengths.tolist() == (encoded.lengths * 320).tolist()
+    alone = codec.decode(encoded.codes[1:, :, : encoded.lengths[1]], ustokens=tokens[1:, : token_lengths[1]])
+    torch.testing.assert_close(out.waveforms[1, : alone.lengths[0]], alone.waveforms[0], atol=1e-5, rtol=1e-4)
+
+
+def test_bad_tokens_are_a_clear_error(speech):
+    codec = tiny_codec()
+    codes = codec.encode(speech[1]).codes
+    with pytest.raises(ValueError, match=r"USTokens must lie in \[0, 20\)"):
+        codec.decode(codes, ustokens=torch.full((1, 4), 20))
+    with pytest.raises(ValueError, match=r"expected ustokens \[batch=1, tokens>0\]"):
+        codec.decode(codes, ustokens=torch.zeros(2, 4, dtype=torch.long))
+    with pytest.raises(ValueError, match="do not fit ustokens"):
+        codec.decode(codes, ustokens=torch.zeros(1, 4, dtype=torch.long), ustoken_lengths=[5])
+    with pytest.raises(ValueError, match="does not read USTokens"):
+        tiny_codec(ustoken_vocab_size=None).decode(codes, ustokens=torch.zeros(1, 4, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"ustoken_decode_codebooks must lie in \[0, num_quantizers=3\]"):
+        MelCodecConfig(**{**TINY, "ustoken_decode_codebooks": 4})
+
+
+def test_save_and_load_keep_the_token_embedding(speech, tmp_path):
+    codec = tiny_codec(ustoken_decode_codebooks=1)
+    encoded = codec.encode(speech[0])  # k-means initialises the codebooks before saving
+    codec.save_pretrained(tmp_path)
+    loaded = MelCodecModel.from_pretrained(tmp_path).eval()
+    assert loaded.ustoken_vocab_size == 20 and loaded.config.ustoken_decode_codebooks == 1
+    assert torch.equal(loaded.ustoken_embedding.weight, codec.ustoken_embedding.weight)
+    tokens = torch.tensor(stand_in_tokens(speech[:1]))
+    torch.testing.assert_close(loaded.decode(encoded.codes, ustokens=tokens).waveforms,
+                               codec.decode(encoded.codes, ustokens=tokens).waveforms, atol=1e-5, rtol=1e-4)
+
+
+def test_training_lowers_the_loss_and_leaves_the_codes_alone(speech):
+    codec = tiny_codec(ustoken_vocab_size=32)
+    # content-bearing stand-in USTokens: codebook 0 of every other frame (25 Hz)
+    tokens = [codes[0, :n:2].tolist() for codes, n in zip(*codec.encode(speech).to_tuple())]
+    items = decoder_items(codec, speech, tokens)
+    assert [item[0].shape[-1] for item in items] == [2 * len(t) for t in tokens]
+    generator = torch.Generator().manual_seed(0)
+    codes, mels, frames, ids, token_lengths = random_batch(items, 4, 10, 2, generator)
+    assert codes.shape == (4, 3, 20) and mels.shape == (4, 80, 20) and ids.shape == (4, 10)
+    assert torch.equal(frames, 2 * token_lengths)
+
+    def loss() -> float:
+        with torch.no_grad():
+            return codec.mel_l1(codec.decode_mel(codes, frames, ids, token_lengths, depth=0), mels, frames).item()
+
+    frozen = {k: v.clone() for k, v in codec.state_dict().items() if not k.startswith(("decoder.", "ustoken_embedding."))}
+    before_codes = codec.encode(speech).codes
+    before = loss()
+    losses = train_decoder(codec, items, 200, 4, 1e-2, generator, tokens_per_crop=10)
+    after = loss()
+    assert len(losses) == 200 and after < 0.7 * before  # the tokens alone (depth 0) now render the mel
+    assert all(torch.equal(frozen[k], v) for k, v in codec.state_dict().items() if k in frozen)
+    assert torch.equal(codec.encode(speech).codes, before_codes) and not codec.training

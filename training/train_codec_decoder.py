@@ -1,0 +1,188 @@
+"""Teach a trained mel codec's decoder to read USTokens beside the codes (USToken-aided decoding).
+
+AcousticGPT predicts the codec's first codebook from the USTokens fairly well and the finer ones hardly
+better than chance, yet the finer ones carry a third of the words (docs/RESULTS.md). So the decoder is given
+the words directly: the USTokens of the speech, embedded and added to the quantized latents (two codec frames
+per token), and it learns, with codebook dropout, to render speech from the tokens and the first k codebooks
+for every k (0..num_quantizers). Half of those codes are replaced by random ones (`--code-noise`), as AcousticGPT
+gets about half of codebook 0 wrong: the words must come from the tokens, the voice may come from the codes.
+At inference it reads the tokens and the first `--decode-codebooks` codes (default 1).
+
+The encoder, the codebooks and the vocoder stay frozen, so the codes are the codec's own (a DualSpeechLM trained
+on them needs no retraining). Training: L1 to the true log-mel on random 2-second crops of the `speech` training
+split, whose codes, log-mels and USTokens are computed once up front. Then the judges score the test splits'
+reference codes decoded without the tokens and with them, reading no codebook, the default number and all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from dualspeechlm.codecs.modeling_mel_codec import MelCodecModel
+from dualspeechlm.feature_extraction_ustokenizer import USTokenizerFeatureExtractor
+from dualspeechlm.modeling_ustokenizer import USTokenizerModel
+
+from .encoder_cache import cached_encoder_outputs
+from .judge import judge, PocketsphinxJudge, WhisperJudge
+from .token_cache import ustokens
+from .train_codec import _cosine_lr, corpus_waveforms
+
+
+@torch.no_grad()
+def decoder_items(codec: MelCodecModel, waveforms: list[torch.Tensor], tokens: list[list[int]]) -> list[tuple]:
+    """(codes `[n_q, F]`, log-mel `[n_mels, F]`, USTokens `[U]`) per utterance, F cut to the tokens' 2U frames."""
+    codec.eval()
+    items = []
+    for waveform, ids in zip(tqdm(waveforms, desc="codes and log-mels", unit="utterance"), tokens):
+        log_mel, frame_lengths = codec.log_mel(waveform[None], torch.tensor([len(waveform)]))
+        codes = codec.quantize(log_mel, frame_lengths)[1][0]
+        frames = min(codes.shape[-1], codec.config.frames_per_ustoken * len(ids))
+        items.append((codes[:, :frames], log_mel[0, :, :frames], torch.tensor(ids)))
+    return items
+
+
+def random_batch(items: list[tuple], batch_size: int, tokens_per_crop: int, per_token: int, generator: torch.Generator):
+    """Random crops of whole tokens -> codes `[B, n_q, F]`, log-mels `[B, n_mels, F]`, frame lengths `[B]`, USTokens
+    `[B, U]`, token lengths `[B]` (zero padded)."""
+    picks = [items[i] for i in torch.randint(len(items), (batch_size,), generator=generator).tolist()]
+    n_q, n_mels = picks[0][0].shape[0], picks[0][1].shape[0]
+    codes = torch.zeros(batch_size, n_q, tokens_per_crop * per_token, dtype=torch.long)
+    mels = torch.zeros(batch_size, n_mels, tokens_per_crop * per_token)
+    ids = torch.zeros(batch_size, tokens_per_crop, dtype=torch.long)
+    frame_lengths, token_lengths = torch.zeros(batch_size, dtype=torch.long), torch.zeros(batch_size, dtype=torch.long)
+    for row, (item_codes, item_mel, item_ids) in enumerate(picks):
+        start = torch.randint(max(1, len(item_ids) - tokens_per_crop + 1), (1,), generator=generator).item()
+        token_crop = item_ids[start : start + tokens_per_crop]
+        frames = item_codes[:, start * per_token : (start + tokens_per_crop) * per_token].shape[-1]
+        codes[row, :, :frames] = item_codes[:, start * per_token : start * per_token + frames]
+        mels[row, :, :frames] = item_mel[:, start * per_token : start * per_token + frames]
+        ids[row, : len(token_crop)] = token_crop
+        frame_lengths[row], token_lengths[row] = frames, len(token_crop)
+    return codes, mels, frame_lengths, ids, token_lengths
+
+
+def train_decoder(codec: MelCodecModel, items: list[tuple], steps: int, batch_size: int, lr: float,
+                  generator: torch.Generator, token_dropout: float = 0.2, tokens_per_crop: int = 50,
+                  code_noise: float = 0.0) -> list[float]:
+    """Decoder + USToken embedding on log-mel L1 with codebook dropout: each item reads its tokens and the first k
+    codebooks, k uniform in 0..n_q, or, with probability `token_dropout`, every codebook and no tokens, so the plain
+    codec path keeps working. With `code_noise`, that share of the codes of items that keep their tokens is replaced by
+    random codes, as AcousticGPT gets them wrong: the decoder learns to take the words from the tokens."""
+    parts = [codec.decoder, codec.ustoken_embedding]
+    parameters = [p for part in parts for p in part.parameters()]
+    optimizer = torch.optim.AdamW(parameters, lr=lr, betas=(0.9, 0.99), weight_decay=0.0)
+    codec.eval()
+    for part in parts:
+        part.train()
+    losses = []
+    for step in (bar := tqdm(range(steps), desc="USToken-aided decoder", unit="step")):
+        codes, mels, frame_lengths, ids, token_lengths = random_batch(
+            items, batch_size, tokens_per_crop, codec.config.frames_per_ustoken, generator)
+        depth = torch.randint(codec.num_codebooks + 1, (batch_size,), generator=generator)
+        dropped = torch.rand(batch_size, generator=generator) < token_dropout
+        depth = torch.where(dropped, codec.num_codebooks, depth)
+        noisy = (torch.rand(codes.shape, generator=generator) < code_noise) & ~dropped[:, None, None]
+        codes = torch.where(noisy, torch.randint(codec.codebook_size, codes.shape, generator=generator), codes)
+        decoded = codec.decode_mel(codes, frame_lengths, ids, token_lengths * ~dropped, depth=depth)
+        loss = codec.mel_l1(decoded, mels, frame_lengths)
+        _cosine_lr(optimizer, step, steps, lr)
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+        optimizer.step()
+        losses.append(loss.item())
+        bar.set_postfix(mel_l1=f"{losses[-1]:.3f}")
+    codec.eval()
+    return losses
+
+
+def judge_depths(codec: MelCodecModel, items: list[tuple], texts: list[str], judges: dict, batch_size: int = 16) -> dict:
+    """Judges' WER of the items' reference codes decoded without tokens (the plain codec) and with them, reading no
+    codebook, the config's `ustoken_decode_codebooks` and every one: {condition: {judge: WER}}."""
+    depths = sorted({0, codec.config.ustoken_decode_codebooks or 0, codec.num_codebooks})
+    conditions = {"codes only": None, **{f"USTokens + {k} codebook(s)": k for k in depths}}
+    report = {}
+    for name, depth in conditions.items():
+        audio = []
+        for start in range(0, len(items), batch_size):
+            chunk = items[start : start + batch_size]
+            codes = torch.nn.utils.rnn.pad_sequence([c.T for c, _, _ in chunk], batch_first=True).transpose(1, 2)
+            frames = torch.tensor([c.shape[-1] for c, _, _ in chunk])
+            ids = torch.nn.utils.rnn.pad_sequence([t for _, _, t in chunk], batch_first=True)
+            with torch.no_grad():
+                mel = (codec.decode_mel(codes, frames) if depth is None else
+                       codec.decode_mel(codes, frames, ids, torch.tensor([len(t) for _, _, t in chunk]), depth=depth))
+                waves = codec.vocode(mel, frames)
+            audio += [w[: int(n) * codec.config.hop_length].numpy() for w, n in zip(waves, frames)]
+        result = judge(texts, audio, codec.sampling_rate, judges=judges)
+        report[name] = {j: result["judges"][j]["wer"] for j in judges}
+    return report
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="dualspeechlm-train-codec-decoder", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--codec", default="models/mel-codec", type=Path, help="the trained codec folder")
+    parser.add_argument("--ustokenizer", default="models/ustokenizer", type=Path)
+    parser.add_argument("--corpus", default="data/corpus", type=Path)
+    parser.add_argument("--cache-dir", default="data/encoder_cache", type=Path)
+    parser.add_argument("--whisper", default="models/whisper-tiny.en", type=Path, help="the judge's Whisper folder")
+    parser.add_argument("--output-dir", default="models/mel-codec-ustokens", type=Path)
+    parser.add_argument("--steps", type=int, default=8000)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--code-noise", type=float, default=0.5,
+                        help="share of codes replaced by random ones where the tokens are read (see train_decoder)")
+    parser.add_argument("--decode-codebooks", type=int, default=1,
+                        help="codebooks the decoder reads beside the USTokens at inference (the saved default)")
+    parser.add_argument("--train-limit", type=int, default=None, help="use only the first N training utterances")
+    parser.add_argument("--eval-limit", type=int, default=50, help="utterances judged per test split")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    torch.manual_seed(args.seed)
+    generator = torch.Generator().manual_seed(args.seed)
+    ustokenizer = USTokenizerModel.from_pretrained(args.ustokenizer).eval()
+    extractor = USTokenizerFeatureExtractor.from_pretrained(args.ustokenizer)
+    frame_rate = MelCodecModel.config_class.from_pretrained(args.codec).frame_rate
+    codec = MelCodecModel.from_pretrained(
+        args.codec, ustoken_vocab_size=ustokenizer.config.codebook_size, ustoken_decode_codebooks=args.decode_codebooks,
+        frames_per_ustoken=round(frame_rate / ustokenizer.config.tokens_per_second))
+
+    def split_items(split: str, limit: int | None):
+        states = cached_encoder_outputs(args.corpus, "speech", split, ustokenizer.encoder, extractor, args.cache_dir)
+        if limit is not None:
+            states = states.select(range(min(limit, len(states))))
+        waveforms, texts, _ = corpus_waveforms(args.corpus, split, limit)
+        return decoder_items(codec, waveforms, ustokens(ustokenizer, states)), texts
+
+    started = time.perf_counter()
+    items, _ = split_items("train", args.train_limit)
+    losses = train_decoder(codec, items, args.steps, args.batch_size, args.lr, generator, code_noise=args.code_noise)
+    training_seconds = time.perf_counter() - started
+    codec.save_pretrained(args.output_dir)
+
+    judges = {"whisper": WhisperJudge(args.whisper), "pocketsphinx": PocketsphinxJudge()}
+    report = {split: judge_depths(codec, *split_items(split, args.eval_limit), judges)
+              for split in ("test", "test_unseen_voice")}
+    lines = ["| split | decoded from | " + " | ".join(f"{j} WER" for j in judges) + " |", "|---|---|" + "---|" * len(judges)]
+    lines += [f"| {split} | {name} | " + " | ".join(f"{100 * wer[j]:.1f}%" for j in judges) + " |"
+              for split, conditions in report.items() for name, wer in conditions.items()]
+    table = "\n".join(lines)
+    (args.output_dir / "decoder_report.json").write_text(json.dumps(
+        {"training_seconds": training_seconds, "loss": losses, "evaluation": report}, indent=1) + "\n")
+    (args.output_dir / "decoder_report.md").write_text(
+        f"# USToken-aided decoder\n\ntrained {training_seconds / 60:.1f} min (from {args.codec}); reference codes of "
+        f"the first {args.eval_limit} utterances per split; default: USTokens + {args.decode_codebooks} codebook(s)\n\n"
+        f"{table}\n")
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
