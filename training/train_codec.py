@@ -70,6 +70,16 @@ def _cosine_lr(optimizer, step: int, steps: int, peak: float) -> None:
         group["lr"] = lr
 
 
+def optimizer_step(optimizer, loss: torch.Tensor, parameters, step: int, steps: int, peak_lr: float) -> float:
+    """One update at the schedule's learning rate (`_cosine_lr`), gradients clipped to norm 1; returns the loss."""
+    _cosine_lr(optimizer, step, steps, peak_lr)
+    optimizer.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+    optimizer.step()
+    return loss.item()
+
+
 def train_autoencoder(model: MelCodecModel, waveforms, steps: int, batch_size: int, segment: int, lr: float, generator) -> list[float]:
     parameters = [p for name, p in model.named_parameters() if not name.startswith("vocoder.")]
     optimizer = torch.optim.AdamW(parameters, lr=lr, betas=(0.9, 0.99), weight_decay=0.0)
@@ -78,11 +88,7 @@ def train_autoencoder(model: MelCodecModel, waveforms, steps: int, batch_size: i
     for step in (bar := tqdm(range(steps), desc="codec autoencoder", unit="step")):
         batch, lengths = random_crops(waveforms, batch_size, segment, generator)
         output = model(batch, lengths)
-        _cosine_lr(optimizer, step, steps, lr)
-        optimizer.zero_grad()
-        output.loss.backward()
-        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
-        optimizer.step()
+        optimizer_step(optimizer, output.loss, parameters, step, steps, lr)
         losses.append(output.reconstruction_loss.item())
         bar.set_postfix(mel_l1=f"{losses[-1]:.3f}")
     return losses
@@ -118,12 +124,7 @@ def train_vocoder(model: MelCodecModel, waveforms, steps: int, batch_size: int, 
     name = "codec decoder + vocoder" if train_decoder else "codec vocoder"
     for step in (bar := tqdm(range(steps), desc=name, unit="step")):
         loss = vocoder_loss(model, *random_crops(waveforms, batch_size, segment, generator), train_decoder=train_decoder)
-        _cosine_lr(optimizer, step, steps, lr)
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
-        optimizer.step()
-        losses.append(loss.item())
+        losses.append(optimizer_step(optimizer, loss, parameters, step, steps, lr))
         bar.set_postfix(loss=f"{losses[-1]:.3f}")
     model.eval()
     return losses
@@ -174,6 +175,15 @@ def summary_table(report: dict, splits) -> str:
     return "\n".join(lines)
 
 
+def add_run_arguments(parser: argparse.ArgumentParser, lr: float, eval_limit: int) -> None:
+    """The flags both codec trainers take: batch size, peak learning rate, data limits and the seed."""
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=lr)
+    parser.add_argument("--train-limit", type=int, default=None, help="use only the first N training utterances")
+    parser.add_argument("--eval-limit", type=int, default=eval_limit, help="utterances judged per test split")
+    parser.add_argument("--seed", type=int, default=0)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="dualspeechlm-train-codec", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -189,11 +199,7 @@ def main(argv=None) -> None:
     parser.add_argument("--joint-lr", type=float, default=5e-4)
     parser.add_argument("--init-from", type=Path, default=None,
                         help="a trained codec folder to go on training (its config wins over the size flags)")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--train-limit", type=int, default=None, help="use only the first N training utterances")
-    parser.add_argument("--eval-limit", type=int, default=100, help="utterances judged per test split")
-    parser.add_argument("--seed", type=int, default=0)
+    add_run_arguments(parser, lr=2e-3, eval_limit=100)
     args = parser.parse_args(argv)
 
     torch.manual_seed(args.seed)

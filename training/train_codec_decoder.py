@@ -31,7 +31,7 @@ from dualspeechlm.modeling_ustokenizer import USTokenizerModel
 from .encoder_cache import cached_encoder_outputs
 from .judge import judge, PocketsphinxJudge, WhisperJudge
 from .token_cache import ustokens
-from .train_codec import _cosine_lr, corpus_waveforms
+from .train_codec import add_run_arguments, corpus_waveforms, optimizer_step
 
 
 @torch.no_grad()
@@ -90,13 +90,7 @@ def train_decoder(codec: MelCodecModel, items: list[tuple], steps: int, batch_si
         noisy = (torch.rand(codes.shape, generator=generator) < code_noise) & ~dropped[:, None, None]
         codes = torch.where(noisy, torch.randint(codec.codebook_size, codes.shape, generator=generator), codes)
         decoded = codec.decode_mel(codes, frame_lengths, ids, token_lengths * ~dropped, depth=depth)
-        loss = codec.mel_l1(decoded, mels, frame_lengths)
-        _cosine_lr(optimizer, step, steps, lr)
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
-        optimizer.step()
-        losses.append(loss.item())
+        losses.append(optimizer_step(optimizer, codec.mel_l1(decoded, mels, frame_lengths), parameters, step, steps, lr))
         bar.set_postfix(mel_l1=f"{losses[-1]:.3f}")
     codec.eval()
     return losses
@@ -135,15 +129,11 @@ def main(argv=None) -> None:
     parser.add_argument("--whisper", default="models/whisper-tiny.en", type=Path, help="the judge's Whisper folder")
     parser.add_argument("--output-dir", default="models/mel-codec-ustokens", type=Path)
     parser.add_argument("--steps", type=int, default=8000)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--code-noise", type=float, default=0.5,
                         help="share of codes replaced by random ones where the tokens are read (see train_decoder)")
     parser.add_argument("--decode-codebooks", type=int, default=1,
                         help="codebooks the decoder reads beside the USTokens at inference (the saved default)")
-    parser.add_argument("--train-limit", type=int, default=None, help="use only the first N training utterances")
-    parser.add_argument("--eval-limit", type=int, default=50, help="utterances judged per test split")
-    parser.add_argument("--seed", type=int, default=0)
+    add_run_arguments(parser, lr=1e-3, eval_limit=50)
     args = parser.parse_args(argv)
 
     torch.manual_seed(args.seed)
