@@ -127,6 +127,11 @@ def describe_architecture(config: dict, folder: Path) -> dict:
     ustokenizer_config = folder / "ustokenizer" / "config.json"
     ustokenizer = json.loads(ustokenizer_config.read_text()) if ustokenizer_config.is_file() else {}
     encoder = ustokenizer.get("encoder_config", {})
+    codec_config = folder / "codec" / "config.json"
+    codec = json.loads(codec_config.read_text()) if codec_config.is_file() else {}
+    depth = codec.get("ustoken_decode_codebooks")
+    reads_tokens = ("" if codec.get("ustoken_vocab_size") is None else
+                    f"; its decoder reads the USTokens + {'every' if depth is None else depth} codebook(s)")
     return {
         "backbone": (f"{text['model_type']}, {text['num_hidden_layers']} layers, width {text['hidden_size']}, "
                      f"vocabulary {text['vocab_size']} (text + {config['num_speech_tokens']} USTokens)"),
@@ -135,7 +140,7 @@ def describe_architecture(config: dict, folder: Path) -> dict:
         "acoustic": (f"{acoustic['num_hidden_layers']} layers, width {acoustic['hidden_size']}, speaker embedding "
                      f"{acoustic['speaker_embedding_size']}"),
         "codec": (f"{acoustic['num_codebooks']} x {acoustic['codebook_size']} codes at {config['codec_frame_rate']:g} "
-                  f"Hz, {config['codec_sampling_rate']} Hz audio"),
+                  f"Hz, {config['codec_sampling_rate']} Hz audio{reads_tokens}"),
     }
 
 

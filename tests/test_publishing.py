@@ -5,6 +5,7 @@ a fresh process."""
 import hashlib
 import json
 import math
+import shutil
 import subprocess
 import sys
 
@@ -155,3 +156,13 @@ def test_refused_token_and_lost_connection_fail_clearly_and_keep_the_folder(mode
     assert "model.safetensors" not in hub_api.list_repo_files("me/tiny")
     publish(model_folder, "me/tiny", token=hub_server.token, endpoint=hub_server.endpoint)  # the rerun finishes
     assert "model.safetensors" in hub_api.list_repo_files("me/tiny")
+
+
+def test_model_card_names_a_codec_that_reads_the_ustokens(model_folder, tmp_path):
+    assert "reads the USTokens" not in str(render_model_card(model_folder, "me/tiny"))
+    folder = tmp_path / "model"
+    shutil.copytree(model_folder, folder)
+    codec_config = json.loads((folder / "codec" / "config.json").read_text())
+    (folder / "codec" / "config.json").write_text(json.dumps(
+        {**codec_config, "ustoken_vocab_size": 1024, "ustoken_decode_codebooks": 1}))
+    assert "its decoder reads the USTokens + 1 codebook(s)" in str(render_model_card(folder, "me/tiny"))
