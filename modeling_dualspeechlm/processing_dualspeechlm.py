@@ -237,8 +237,8 @@ class DualSpeechLMProcessor(ProcessorMixin):
         if len(speaking):
             extra = {}
             if ustokens is not None and getattr(codec, "ustoken_vocab_size", None) is not None:
-                extra = {"ustokens": torch.as_tensor(ustokens).cpu()[speaking],
-                         "ustoken_lengths": torch.as_tensor(ustoken_lengths).cpu()[speaking]}
+                extra = {"ustokens": torch.as_tensor(ustokens).cpu()[speaking], "ustoken_lengths":
+                         None if ustoken_lengths is None else torch.as_tensor(ustoken_lengths).cpu()[speaking]}
             decoded = codec.decode(codes[speaking].to(codec.device), lengths[speaking], **extra)
             for row, index in enumerate(speaking.tolist()):
                 waveforms[index] = decoded.waveforms[row, : decoded.lengths[row]].float().cpu().numpy()

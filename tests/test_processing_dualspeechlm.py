@@ -10,6 +10,7 @@ import pytest
 import torch
 from transformers import AutoProcessor
 
+from dualspeechlm.codecs import MelCodecConfig, MelCodecModel
 from dualspeechlm.modeling_dualspeechlm import DualSpeechLMForConditionalGeneration
 from dualspeechlm.processing.corpus import TRAIN_VOICES, synthesize
 from dualspeechlm.processing.text_tokenizer import train_text_tokenizer
@@ -101,6 +102,23 @@ def test_call_tokenizes_audio_at_25_tokens_per_second_and_decodes(parts, speech)
     assert [len(w) for w in waveforms] == [n * hop for n in out.code_lengths.tolist()]
     assert all(w.dtype == np.float32 and w.ndim == 1 for w in waveforms) and processor.sampling_rate == 16000
     assert processor.decode_audio(out.codes, torch.tensor([0, 3]))[0].shape == (0,)  # no speech: no samples
+
+    # a codec that reads USTokens gets the written ones; a plain codec ignores them
+    assert all(np.array_equal(a, b) for a, b in zip(
+        waveforms, processor.decode_audio(out.codes, out.code_lengths, out.ustokens, out.ustoken_lengths)))
+    plain_codec = processor.codec
+    torch.manual_seed(0)
+    processor.codec = MelCodecModel(MelCodecConfig(**{**plain_codec.config.to_dict(), "ustoken_vocab_size": 32})).eval()
+    try:
+        with torch.no_grad():
+            processor.codec.ustoken_embedding.weight.normal_()
+        with_tokens = processor.decode_audio(out.codes, out.code_lengths, out.ustokens, out.ustoken_lengths)
+        expected = processor.codec.decode(out.codes, out.code_lengths.clamp(min=1), out.ustokens, out.ustoken_lengths)
+        for row, audio in enumerate(with_tokens):
+            assert np.allclose(audio, expected.waveforms[row, : len(audio)].numpy(), atol=1e-5)
+        assert not np.allclose(with_tokens[0], processor.decode_audio(out.codes, out.code_lengths)[0])
+    finally:
+        processor.codec = plain_codec
 
 
 def test_save_and_load_round_trip(parts, speech, tmp_path):
