@@ -84,9 +84,8 @@ def main() -> None:
     for start in range(0, len(examples), args.batch_size):
         chunk = examples[start : start + args.batch_size]
         batch = collate(chunk)
-        ustokens = pad_sequence([torch.as_tensor(rows[i]["audio_ustokens"]) for i in range(start, start + len(chunk))],
-                                batch_first=True)
-        ustoken_lengths = torch.tensor([len(rows[i]["audio_ustokens"]) for i in range(start, start + len(chunk))])
+        written = [torch.as_tensor(ids) for ids in rows[start : start + len(chunk)]["audio_ustokens"]]
+        ustokens, ustoken_lengths = pad_sequence(written, batch_first=True), torch.tensor([len(ids) for ids in written])
         codes, lengths = batch["acoustic_codes"], batch["acoustic_lengths"]
         guesses, chunk_ce, chunk_correct, chunk_counts = teacher_forced(model, batch)
         ce, correct, counts = ce + chunk_ce, correct + chunk_correct, counts + chunk_counts

@@ -38,8 +38,9 @@ def test_decoding_reads_the_tokens_and_only_the_first_codebooks(speech):
     with torch.no_grad():  # a random init is near zero: make the tokens' embeddings count
         codec.ustoken_embedding.weight.normal_()
     encoded = codec.encode(speech)
-    tokens = torch.nn.utils.rnn.pad_sequence([torch.tensor(t) for t in stand_in_tokens(speech)], batch_first=True)
-    token_lengths = torch.tensor([len(t) for t in stand_in_tokens(speech)])
+    written = [torch.tensor(t) for t in stand_in_tokens(speech)]
+    tokens = torch.nn.utils.rnn.pad_sequence(written, batch_first=True)
+    token_lengths = torch.tensor([len(t) for t in written])
     decode = lambda codes, ids, **kw: codec.decode_mel(codes, encoded.lengths, ids, token_lengths, **kw)
     with torch.no_grad():
         plain = codec.decode_mel(encoded.codes, encoded.lengths)

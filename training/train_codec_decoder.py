@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from dualspeechlm.codecs.configuration_mel_codec import MelCodecConfig
 from dualspeechlm.codecs.modeling_mel_codec import MelCodecModel
 from dualspeechlm.feature_extraction_ustokenizer import USTokenizerFeatureExtractor
 from dualspeechlm.modeling_ustokenizer import USTokenizerModel
@@ -140,10 +141,10 @@ def main(argv=None) -> None:
     generator = torch.Generator().manual_seed(args.seed)
     ustokenizer = USTokenizerModel.from_pretrained(args.ustokenizer).eval()
     extractor = USTokenizerFeatureExtractor.from_pretrained(args.ustokenizer)
-    frame_rate = MelCodecModel.config_class.from_pretrained(args.codec).frame_rate
-    codec = MelCodecModel.from_pretrained(
-        args.codec, ustoken_vocab_size=ustokenizer.config.codebook_size, ustoken_decode_codebooks=args.decode_codebooks,
-        frames_per_ustoken=round(frame_rate / ustokenizer.config.tokens_per_second))
+    config = MelCodecConfig.from_pretrained(args.codec)
+    config.ustoken_vocab_size, config.ustoken_decode_codebooks = ustokenizer.config.codebook_size, args.decode_codebooks
+    config.frames_per_ustoken = round(config.frame_rate / ustokenizer.config.tokens_per_second)
+    codec = MelCodecModel.from_pretrained(args.codec, config=config)
 
     def split_items(split: str, limit: int | None):
         states = cached_encoder_outputs(args.corpus, "speech", split, ustokenizer.encoder, extractor, args.cache_dir)
