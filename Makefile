@@ -49,10 +49,13 @@ dualspeechlm: $(MODELS)/dualspeechlm/config.json
 $(MODELS)/mel-codec/config.json: | corpus whisper
 	$(BIN)/dualspeechlm-train-codec --corpus $(CORPUS) --whisper $(WHISPER) --output-dir $(MODELS)/mel-codec
 
-# the codec's decoder taught to read stage 1's USTokens (same codes: it needs stage 1 and the codec)
-$(MODELS)/mel-codec-ustokens/config.json: $(MODELS)/mel-codec/config.json $(MODELS)/ustokenizer/config.json
+# the codec's decoder taught to read stage 1's USTokens and the speaker embedding (same codes: it needs stage 1,
+# the codec and the speaker encoder)
+$(MODELS)/mel-codec-ustokens/config.json: $(MODELS)/mel-codec/config.json $(MODELS)/ustokenizer/config.json \
+		$(MODELS)/speaker-encoder/config.json
 	$(BIN)/dualspeechlm-train-codec-decoder --codec $(MODELS)/mel-codec --ustokenizer $(MODELS)/ustokenizer \
-		--corpus $(CORPUS) --cache-dir $(CACHE) --whisper $(WHISPER) --output-dir $(MODELS)/mel-codec-ustokens
+		--speaker-encoder $(MODELS)/speaker-encoder --corpus $(CORPUS) --cache-dir $(CACHE) --whisper $(WHISPER) \
+		--output-dir $(MODELS)/mel-codec-ustokens
 
 $(MODELS)/speaker-encoder/config.json: | corpus
 	$(BIN)/dualspeechlm-train-speaker-encoder --corpus $(CORPUS) --output-dir $(MODELS)/speaker-encoder

@@ -59,13 +59,15 @@ class DualSpeechLMOutput(ModelOutput):
 @dataclass
 class DualSpeechLMSpeechOutput(ModelOutput):
     """sequences `[batch, L + new]`: prompt + `<audio>` + USTokens + `</audio>` (then pad); ustokens `[batch, U]` and
-    ustoken_lengths `[batch]`: the USToken ids (0..K-1) written after the last `<audio>`; codes `[batch, n_q, T]` and
-    code_lengths `[batch]` (0: AcousticGPT wrote no-speech); waveforms `[batch, samples]` and waveform_lengths when a
-    codec was given."""
+    ustoken_lengths `[batch]`: the USToken ids (0..K-1) written after the last `<audio>`; speaker_embeddings
+    `[batch, speaker_embedding_size]`: the voice it was asked for (None when none was given); codes `[batch, n_q, T]`
+    and code_lengths `[batch]` (0: AcousticGPT wrote no-speech); waveforms `[batch, samples]` and waveform_lengths when
+    a codec was given."""
 
     sequences: torch.LongTensor | None = None
     ustokens: torch.LongTensor | None = None
     ustoken_lengths: torch.LongTensor | None = None
+    speaker_embeddings: torch.FloatTensor | None = None
     codes: torch.LongTensor | None = None
     code_lengths: torch.LongTensor | None = None
     waveforms: torch.FloatTensor | None = None
@@ -397,6 +399,7 @@ class DualSpeechLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
         hidden = self.language_model(sequences, attention_mask=attention_mask, use_cache=False, output_hidden_states=-1,
                                      position_ids=positions_from_mask(attention_mask, attention_mask.shape[1]),
                                      logits_to_keep=1).hidden_states[-1]
+        voice = speaker_embeddings  # the codec hears the voice only when one was asked for
         if speaker_embeddings is None:
             speaker_embeddings = hidden.new_zeros(sequences.shape[0], config.speaker_embedding_size)
         check_shape("speaker_embeddings", speaker_embeddings, sequences.shape[0], config.speaker_embedding_size)
@@ -407,17 +410,19 @@ class DualSpeechLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
                                               use_cache=use_cache, aligned_mask=aligned, **acoustic_kwargs)
         ustokens, ustoken_lengths = packed_left(sequences - config.speech_token_offset, aligned)
         output = DualSpeechLMSpeechOutput(sequences=sequences, ustokens=ustokens, ustoken_lengths=ustoken_lengths,
-                                          codes=acoustic.codes, code_lengths=acoustic.lengths)
+                                          speaker_embeddings=voice, codes=acoustic.codes, code_lengths=acoustic.lengths)
         if codec is not None:
             output.waveforms, output.waveform_lengths = self.decode_codes(codec, acoustic.codes, acoustic.lengths,
-                                                                          ustokens, ustoken_lengths)
+                                                                          ustokens, ustoken_lengths, voice)
         return output
 
     def decode_codes(self, codec, codes: torch.LongTensor, lengths: torch.LongTensor,
-                     ustokens: torch.LongTensor | None = None, ustoken_lengths: torch.LongTensor | None = None):
+                     ustokens: torch.LongTensor | None = None, ustoken_lengths: torch.LongTensor | None = None,
+                     speaker_embeddings: torch.FloatTensor | None = None):
         """codes `[batch, n_q, T]` + lengths -> (waveforms `[batch, samples]`, sample lengths); no-speech items (length
         0) get no samples. A codec that reads USTokens (`ustoken_vocab_size`) gets `ustokens` `[batch, U]` +
-        `ustoken_lengths` too, when given."""
+        `ustoken_lengths` too, and one that reads the voice (`speaker_embedding_size`) the `speaker_embeddings`
+        `[batch, speaker_embedding_size]`, when given."""
         if (codec.num_codebooks, codec.codebook_size) != (self.config.num_codebooks, self.config.codebook_size):
             raise ValueError(f"the codec writes {codec.num_codebooks} codebooks of {codec.codebook_size} codes, the model "
                              f"{self.config.num_codebooks} of {self.config.codebook_size}")
@@ -425,7 +430,10 @@ class DualSpeechLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
             return torch.zeros(codes.shape[0], 0), torch.zeros(codes.shape[0], dtype=torch.long)
         if getattr(codec, "ustoken_vocab_size", None) is None:
             ustokens = ustoken_lengths = None
-        decoded = codec.decode(codes, lengths.clamp(min=1), ustokens=ustokens, ustoken_lengths=ustoken_lengths)
+        if getattr(codec, "speaker_embedding_size", None) is None:
+            speaker_embeddings = None
+        decoded = codec.decode(codes, lengths.clamp(min=1), ustokens=ustokens, ustoken_lengths=ustoken_lengths,
+                               speaker_embeddings=speaker_embeddings)
         has_speech = lengths.to(decoded.lengths.device) > 0
         return decoded.waveforms * has_speech[:, None], decoded.lengths * has_speech
 

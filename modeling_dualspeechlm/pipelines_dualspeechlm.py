@@ -112,11 +112,12 @@ class DualSpeechLMTextToSpeechPipeline(DualSpeechLMPipeline):
             model_inputs["input_ids"], attention_mask=model_inputs["attention_mask"],
             condition_mask=model_inputs["condition_mask"], speaker_embeddings=model_inputs["speaker_embeddings"],
             **(generate_kwargs or {}))
-        return {name: output[name] for name in ("codes", "code_lengths", "ustokens", "ustoken_lengths")}
+        return {name: output[name] for name in ("codes", "code_lengths", "ustokens", "ustoken_lengths", "speaker_embeddings")}
 
     def postprocess(self, model_outputs):
         audio = self.processor.decode_audio(model_outputs["codes"], model_outputs["code_lengths"],
-                                            model_outputs["ustokens"], model_outputs["ustoken_lengths"])[0]
+                                            model_outputs["ustokens"], model_outputs["ustoken_lengths"],
+                                            model_outputs["speaker_embeddings"])[0]
         return {"audio": audio.astype(np.float32), "sampling_rate": self.processor.sampling_rate}
 
 

@@ -226,10 +226,12 @@ class DualSpeechLMProcessor(ProcessorMixin):
         """Text of generated ids `[batch, new_tokens]` (the tokens after the prompt), special tokens dropped."""
         return [text.strip() for text in self.tokenizer.batch_decode(generated_ids, skip_special_tokens=True)]
 
-    def decode_audio(self, codes: torch.LongTensor, code_lengths, ustokens=None, ustoken_lengths=None) -> list[np.ndarray]:
+    def decode_audio(self, codes: torch.LongTensor, code_lengths, ustokens=None, ustoken_lengths=None,
+                     speaker_embeddings=None) -> list[np.ndarray]:
         """codes `[batch, n_q, frames]` + lengths `[batch]` -> one float32 waveform per item at `sampling_rate`, empty
         where the model wrote no speech (length 0). `ustokens` `[batch, U]` + `ustoken_lengths` (the written USTokens,
-        as `generate_speech` returns them) go to a codec that reads them and are ignored by one that does not."""
+        as `generate_speech` returns them) and the voice's `speaker_embeddings` `[batch, S]` go to a codec that reads
+        them and are ignored by one that does not."""
         codec = self.require("codec")
         lengths = torch.as_tensor(code_lengths).cpu()
         waveforms = [np.zeros(0, dtype=np.float32) for _ in range(len(lengths))]
@@ -239,6 +241,8 @@ class DualSpeechLMProcessor(ProcessorMixin):
             if ustokens is not None and getattr(codec, "ustoken_vocab_size", None) is not None:
                 extra = {"ustokens": torch.as_tensor(ustokens).cpu()[speaking], "ustoken_lengths":
                          None if ustoken_lengths is None else torch.as_tensor(ustoken_lengths).cpu()[speaking]}
+            if speaker_embeddings is not None and getattr(codec, "speaker_embedding_size", None) is not None:
+                extra["speaker_embeddings"] = torch.as_tensor(speaker_embeddings).cpu().reshape(len(lengths), -1)[speaking]
             decoded = codec.decode(codes[speaking].to(codec.device), lengths[speaking], **extra)
             for row, index in enumerate(speaking.tolist()):
                 waveforms[index] = decoded.waveforms[row, : decoded.lengths[row]].float().cpu().numpy()

@@ -130,8 +130,9 @@ def describe_architecture(config: dict, folder: Path) -> dict:
     codec_config = folder / "codec" / "config.json"
     codec = json.loads(codec_config.read_text()) if codec_config.is_file() else {}
     depth = codec.get("ustoken_decode_codebooks")
+    reads_voice = "" if codec.get("speaker_embedding_size") is None else " and the speaker embedding"
     reads_tokens = ("" if codec.get("ustoken_vocab_size") is None else
-                    f"; its decoder reads the USTokens + {'every' if depth is None else depth} codebook(s)")
+                    f"; its decoder reads the USTokens + {'every' if depth is None else depth} codebook(s){reads_voice}")
     return {
         "backbone": (f"{text['model_type']}, {text['num_hidden_layers']} layers, width {text['hidden_size']}, "
                      f"vocabulary {text['vocab_size']} (text + {config['num_speech_tokens']} USTokens)"),

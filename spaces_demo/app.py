@@ -130,7 +130,8 @@ class SpeechDemo:
                 speaker_embeddings=speaker)
         except ValueError as error:
             raise gr.Error(str(error)) from error
-        waveform = self.processor.decode_audio(output.codes, output.code_lengths, output.ustokens, output.ustoken_lengths)[0]
+        waveform = self.processor.decode_audio(output.codes, output.code_lengths, output.ustokens, output.ustoken_lengths,
+                                               output.speaker_embeddings)[0]
         if waveform.size == 0:
             raise gr.Error("The model wrote no speech for this input; try another text or reference voice.")
         return self.processor.sampling_rate, (np.clip(waveform, -1, 1) * 32767).astype(np.int16)

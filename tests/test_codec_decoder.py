@@ -67,6 +67,32 @@ def test_decoding_reads_the_tokens_and_only_the_first_codebooks(speech):
     torch.testing.assert_close(out.waveforms[1, : alone.lengths[0]], alone.waveforms[0], atol=1e-5, rtol=1e-4)
 
 
+def test_decoding_reads_the_voice_from_the_speaker_embedding(speech):
+    codec = tiny_codec(speaker_embedding_size=6)
+    with torch.no_grad():
+        codec.speaker_projection.weight.normal_()
+    encoded = codec.encode(speech)
+    tokens = torch.tensor(stand_in_tokens(speech[:1]) * 2)[:, : encoded.codes.shape[-1] // 2]
+    voices = torch.randn(2, 6)
+    decode = lambda **kw: codec.decode_mel(encoded.codes, encoded.lengths, tokens, depth=1, **kw)
+    with torch.no_grad():
+        assert not torch.allclose(decode(speaker_embeddings=voices), decode())  # the voice counts
+        assert not torch.allclose(decode(speaker_embeddings=voices)[0], decode(speaker_embeddings=voices.flip(0))[0])
+        mixed = decode(speaker_embeddings=torch.stack([voices[0], voices[0]]))  # each item reads its own voice
+        assert torch.equal(mixed[0], decode(speaker_embeddings=voices)[0])
+        assert torch.equal(decode(speaker_embeddings=voices * 0), decode())  # a zero embedding is no voice (training drops it so)
+    # the public decode: batched equals one by one
+    out = codec.decode(encoded.codes, encoded.lengths, ustokens=tokens, speaker_embeddings=voices)
+    alone = codec.decode(encoded.codes[1:, :, : encoded.lengths[1]], ustokens=tokens[1:], speaker_embeddings=voices[1])
+    torch.testing.assert_close(out.waveforms[1, : alone.lengths[0]], alone.waveforms[0], atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match=r"expected speaker_embeddings \[batch=2, 6\], got shape \(2, 5\)"):
+        codec.decode(encoded.codes, encoded.lengths, speaker_embeddings=torch.zeros(2, 5))
+    with pytest.raises(ValueError, match="speaker_embeddings contain NaN"):
+        codec.decode(encoded.codes, encoded.lengths, speaker_embeddings=torch.full((2, 6), float("nan")))
+    with pytest.raises(ValueError, match="does not read speaker embeddings"):
+        tiny_codec().decode(encoded.codes, encoded.lengths, speaker_embeddings=voices)
+
+
 def test_bad_tokens_are_a_clear_error(speech):
     codec = tiny_codec()
     codes = codec.encode(speech[1]).codes
@@ -82,38 +108,47 @@ def test_bad_tokens_are_a_clear_error(speech):
         MelCodecConfig(**{**TINY, "ustoken_decode_codebooks": 4})
 
 
-def test_save_and_load_keep_the_token_embedding(speech, tmp_path):
-    codec = tiny_codec(ustoken_decode_codebooks=1)
+def test_save_and_load_keep_the_token_embedding_and_speaker_projection(speech, tmp_path):
+    codec = tiny_codec(ustoken_decode_codebooks=1, speaker_embedding_size=6)
     encoded = codec.encode(speech[0])  # k-means initialises the codebooks before saving
     codec.save_pretrained(tmp_path)
     loaded = MelCodecModel.from_pretrained(tmp_path).eval()
     assert loaded.ustoken_vocab_size == 20 and loaded.config.ustoken_decode_codebooks == 1
     assert torch.equal(loaded.ustoken_embedding.weight, codec.ustoken_embedding.weight)
-    tokens = torch.tensor(stand_in_tokens(speech[:1]))
-    torch.testing.assert_close(loaded.decode(encoded.codes, ustokens=tokens).waveforms,
-                               codec.decode(encoded.codes, ustokens=tokens).waveforms, atol=1e-5, rtol=1e-4)
+    assert loaded.speaker_embedding_size == 6
+    assert torch.equal(loaded.speaker_projection.weight, codec.speaker_projection.weight)
+    tokens, voice = torch.tensor(stand_in_tokens(speech[:1])), torch.randn(1, 6)
+    torch.testing.assert_close(loaded.decode(encoded.codes, ustokens=tokens, speaker_embeddings=voice).waveforms,
+                               codec.decode(encoded.codes, ustokens=tokens, speaker_embeddings=voice).waveforms,
+                               atol=1e-5, rtol=1e-4)
 
 
 def test_training_lowers_the_loss_and_leaves_the_codes_alone(speech):
-    codec = tiny_codec(ustoken_vocab_size=32)
+    codec = tiny_codec(ustoken_vocab_size=32, speaker_embedding_size=6)
     # content-bearing stand-in USTokens: codebook 0 of every other frame (25 Hz)
     tokens = [codes[0, :n:2].tolist() for codes, n in zip(*codec.encode(speech).to_tuple())]
-    items = decoder_items(codec, speech, tokens)
-    assert [item[0].shape[-1] for item in items] == [2 * len(t) for t in tokens]
+    items = decoder_items(codec, speech, tokens, speakers=torch.randn(2, 6))
+    assert [item.codes.shape[-1] for item in items] == [2 * len(t) for t in tokens]
     generator = torch.Generator().manual_seed(0)
-    codes, mels, frames, ids, token_lengths = random_batch(items, 4, 10, 2, generator)
-    assert codes.shape == (4, 3, 20) and mels.shape == (4, 80, 20) and ids.shape == (4, 10)
-    assert torch.equal(frames, 2 * token_lengths)
+    batch = random_batch(items, 4, 10, 2, generator)
+    assert batch.codes.shape == (4, 3, 20) and batch.log_mels.shape == (4, 80, 20) and batch.ustokens.shape == (4, 10)
+    assert torch.equal(batch.frame_lengths, 2 * batch.ustoken_lengths) and batch.speakers.shape == (4, 6)
+    assert all(any(torch.equal(voice, item.speaker) for item in items) for voice in batch.speakers)
 
     def loss() -> float:
         with torch.no_grad():
-            return codec.mel_l1(codec.decode_mel(codes, frames, ids, token_lengths, depth=0), mels, frames).item()
+            decoded = codec.decode_mel(batch.codes, batch.frame_lengths, batch.ustokens, batch.ustoken_lengths, depth=0,
+                                       speaker_embeddings=batch.speakers)
+            return codec.mel_l1(decoded, batch.log_mels, batch.frame_lengths).item()
 
-    frozen = {k: v.clone() for k, v in codec.state_dict().items() if not k.startswith(("decoder.", "ustoken_embedding."))}
+    trained = ("decoder.", "ustoken_embedding.", "speaker_projection.")
+    frozen = {k: v.clone() for k, v in codec.state_dict().items() if not k.startswith(trained)}
+    projection = codec.speaker_projection.weight.clone()
     before_codes = codec.encode(speech).codes
     before = loss()
     losses = train_decoder(codec, items, 200, 4, 1e-2, generator, tokens_per_crop=10)
     after = loss()
-    assert len(losses) == 200 and after < 0.7 * before  # the tokens alone (depth 0) now render the mel
+    assert len(losses) == 200 and after < 0.7 * before  # the tokens and the voice (depth 0) now render the mel
+    assert not torch.equal(codec.speaker_projection.weight, projection)
     assert all(torch.equal(frozen[k], v) for k, v in codec.state_dict().items() if k in frozen)
     assert torch.equal(codec.encode(speech).codes, before_codes) and not codec.training

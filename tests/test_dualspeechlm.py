@@ -253,6 +253,22 @@ def test_speech_generation_decodes_with_a_codec():
     with_tokens = reading.decode(out.codes, out.code_lengths.clamp(min=1), out.ustokens, out.ustoken_lengths)
     torch.testing.assert_close(out.waveforms, with_tokens.waveforms * (out.code_lengths > 0)[:, None])
     assert not torch.allclose(out.waveforms, reading.decode(out.codes, out.code_lengths.clamp(min=1)).waveforms)
+    assert out.speaker_embeddings is None  # no voice asked for: the codec hears none
+
+    # a codec that reads the voice gets the speaker embeddings asked for
+    torch.manual_seed(0)
+    voiced = MelCodecModel(MelCodecConfig(**{**reading.config.to_dict(), "speaker_embedding_size": 512}))
+    with torch.no_grad():
+        voiced.ustoken_embedding.weight.normal_()
+        voiced.speaker_projection.weight.normal_()
+    speakers = torch.randn(2, 512)
+    out = model.generate_speech(ids, mask, speaker_embeddings=speakers, codec=voiced.eval(), max_new_tokens=4,
+                                acoustic_max_new_tokens=6)
+    assert torch.equal(out.speaker_embeddings, speakers)
+    expected = voiced.decode(out.codes, out.code_lengths.clamp(min=1), out.ustokens, out.ustoken_lengths, speakers)
+    torch.testing.assert_close(out.waveforms, expected.waveforms * (out.code_lengths > 0)[:, None])
+    unvoiced = voiced.decode(out.codes, out.code_lengths.clamp(min=1), out.ustokens, out.ustoken_lengths)
+    assert not torch.allclose(out.waveforms, unvoiced.waveforms * (out.code_lengths > 0)[:, None])
 
 
 def word_tokenizer(words: list[str]) -> PreTrainedTokenizerFast:

@@ -117,6 +117,19 @@ def test_call_tokenizes_audio_at_25_tokens_per_second_and_decodes(parts, speech)
         for row, audio in enumerate(with_tokens):
             assert np.allclose(audio, expected.waveforms[row, : len(audio)].numpy(), atol=1e-5)
         assert not np.allclose(with_tokens[0], processor.decode_audio(out.codes, out.code_lengths)[0])
+        # the voice goes to a codec that reads it, and is ignored by one that does not
+        assert all(np.array_equal(a, b) for a, b in zip(with_tokens, processor.decode_audio(
+            out.codes, out.code_lengths, out.ustokens, out.ustoken_lengths, out.speaker_embeddings)))
+        processor.codec = MelCodecModel(MelCodecConfig(**{**processor.codec.config.to_dict(),
+                                                          "speaker_embedding_size": 512})).eval()
+        with torch.no_grad():
+            processor.codec.speaker_projection.weight.normal_()
+        voiced = processor.decode_audio(out.codes, out.code_lengths, out.ustokens, out.ustoken_lengths,
+                                        out.speaker_embeddings)
+        expected = processor.codec.decode(out.codes, out.code_lengths.clamp(min=1), out.ustokens, out.ustoken_lengths,
+                                          out.speaker_embeddings)
+        for row, audio in enumerate(voiced):
+            assert np.allclose(audio, expected.waveforms[row, : len(audio)].numpy(), atol=1e-5)
     finally:
         processor.codec = plain_codec
 

@@ -6,12 +6,16 @@ the words directly: the USTokens of the speech, embedded and added to the quanti
 per token), and it learns, with codebook dropout, to render speech from the tokens and the first k codebooks
 for every k (0..num_quantizers). Half of those codes are replaced by random ones (`--code-noise`), as AcousticGPT
 gets about half of codebook 0 wrong: the words must come from the tokens, the voice may come from the codes.
-At inference it reads the tokens and the first `--decode-codebooks` codes (default 1).
+It also reads the speaker encoder's embedding of the utterance (unless `--without-speaker`; dropped for a fifth
+of the crops), so that the voice need not come from the codes at all. At inference it reads the tokens, the
+target voice's embedding and the first `--decode-codebooks` codes (default 0: AcousticGPT's free-running codes
+cost more words than they add voice, docs/RESULTS.md).
 
 The encoder, the codebooks and the vocoder stay frozen, so the codes are the codec's own (a DualSpeechLM trained
 on them needs no retraining). Training: L1 to the true log-mel on random 2-second crops of the `speech` training
-split, whose codes, log-mels and USTokens are computed once up front. Then the judges score the test splits'
-reference codes decoded without the tokens and with them, reading no codebook, the default number and all.
+split, whose codes, log-mels, USTokens and speaker embeddings are computed once up front. Then the judges score
+the test splits' reference codes decoded without the tokens and with them, reading no codebook, the default
+number and all, and the speaker encoder scores the voice (SIM to the reference audio).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from tqdm.auto import tqdm
@@ -28,6 +33,7 @@ from dualspeechlm.codecs.configuration_mel_codec import MelCodecConfig
 from dualspeechlm.codecs.modeling_mel_codec import MelCodecModel
 from dualspeechlm.feature_extraction_ustokenizer import USTokenizerFeatureExtractor
 from dualspeechlm.modeling_ustokenizer import USTokenizerModel
+from dualspeechlm.speaker_encoder import SpeakerEncoderModel
 
 from .encoder_cache import cached_encoder_outputs
 from .judge import judge, PocketsphinxJudge, WhisperJudge
@@ -35,47 +41,74 @@ from .token_cache import ustokens
 from .train_codec import add_run_arguments, corpus_waveforms, optimizer_step
 
 
+class DecoderItem(NamedTuple):
+    """One utterance: codes `[n_q, F]`, log-mel `[n_mels, F]`, USTokens `[U]`, speaker embedding `[S]` (or None)."""
+
+    codes: torch.Tensor
+    log_mel: torch.Tensor
+    ustokens: torch.Tensor
+    speaker: torch.Tensor | None
+
+
 @torch.no_grad()
-def decoder_items(codec: MelCodecModel, waveforms: list[torch.Tensor], tokens: list[list[int]]) -> list[tuple]:
-    """(codes `[n_q, F]`, log-mel `[n_mels, F]`, USTokens `[U]`) per utterance, F cut to the tokens' 2U frames."""
+def decoder_items(codec: MelCodecModel, waveforms: list[torch.Tensor], tokens: list[list[int]],
+                  speakers: torch.Tensor | None = None) -> list[DecoderItem]:
+    """One `DecoderItem` per utterance, F cut to the tokens' 2U frames; `speakers` `[N, S]`: the utterances' speaker
+    embeddings, for a codec that reads them."""
     codec.eval()
     items = []
-    for waveform, ids in zip(tqdm(waveforms, desc="codes and log-mels", unit="utterance"), tokens):
+    for index, (waveform, ids) in enumerate(zip(tqdm(waveforms, desc="codes and log-mels", unit="utterance"), tokens)):
         log_mel, frame_lengths = codec.log_mel(waveform[None], torch.tensor([len(waveform)]))
         codes = codec.quantize(log_mel, frame_lengths)[1][0]
         frames = min(codes.shape[-1], codec.config.frames_per_ustoken * len(ids))
-        items.append((codes[:, :frames], log_mel[0, :, :frames], torch.tensor(ids)))
+        speaker = None if speakers is None else speakers[index]
+        items.append(DecoderItem(codes[:, :frames], log_mel[0, :, :frames], torch.tensor(ids), speaker))
     return items
 
 
-def random_batch(items: list[tuple], batch_size: int, tokens_per_crop: int, per_token: int, generator: torch.Generator):
-    """Random crops of whole tokens -> codes `[B, n_q, F]`, log-mels `[B, n_mels, F]`, frame lengths `[B]`, USTokens
-    `[B, U]`, token lengths `[B]` (zero padded)."""
+class DecoderBatch(NamedTuple):
+    """codes `[B, n_q, F]`, log-mels `[B, n_mels, F]`, frame lengths `[B]`, USTokens `[B, U]`, token lengths `[B]`
+    (zero padded), speaker embeddings `[B, S]` (None when the items have none)."""
+
+    codes: torch.Tensor
+    log_mels: torch.Tensor
+    frame_lengths: torch.Tensor
+    ustokens: torch.Tensor
+    ustoken_lengths: torch.Tensor
+    speakers: torch.Tensor | None
+
+
+def random_batch(items: list[DecoderItem], batch_size: int, tokens_per_crop: int, per_token: int,
+                 generator: torch.Generator) -> DecoderBatch:
+    """Random crops of whole tokens (`per_token` frames each) from random items."""
     picks = [items[i] for i in torch.randint(len(items), (batch_size,), generator=generator).tolist()]
-    n_q, n_mels = picks[0][0].shape[0], picks[0][1].shape[0]
+    n_q, n_mels = picks[0].codes.shape[0], picks[0].log_mel.shape[0]
     codes = torch.zeros(batch_size, n_q, tokens_per_crop * per_token, dtype=torch.long)
     mels = torch.zeros(batch_size, n_mels, tokens_per_crop * per_token)
     ids = torch.zeros(batch_size, tokens_per_crop, dtype=torch.long)
     frame_lengths, token_lengths = torch.zeros(batch_size, dtype=torch.long), torch.zeros(batch_size, dtype=torch.long)
-    for row, (item_codes, item_mel, item_ids) in enumerate(picks):
-        start = torch.randint(max(1, len(item_ids) - tokens_per_crop + 1), (1,), generator=generator).item()
-        token_crop = item_ids[start : start + tokens_per_crop]
-        frames = item_codes[:, start * per_token : (start + tokens_per_crop) * per_token].shape[-1]
-        codes[row, :, :frames] = item_codes[:, start * per_token : start * per_token + frames]
-        mels[row, :, :frames] = item_mel[:, start * per_token : start * per_token + frames]
+    for row, item in enumerate(picks):
+        start = torch.randint(max(1, len(item.ustokens) - tokens_per_crop + 1), (1,), generator=generator).item()
+        token_crop = item.ustokens[start : start + tokens_per_crop]
+        frames = item.codes[:, start * per_token : (start + tokens_per_crop) * per_token].shape[-1]
+        codes[row, :, :frames] = item.codes[:, start * per_token : start * per_token + frames]
+        mels[row, :, :frames] = item.log_mel[:, start * per_token : start * per_token + frames]
         ids[row, : len(token_crop)] = token_crop
         frame_lengths[row], token_lengths[row] = frames, len(token_crop)
-    return codes, mels, frame_lengths, ids, token_lengths
+    speakers = None if picks[0].speaker is None else torch.stack([item.speaker for item in picks])
+    return DecoderBatch(codes, mels, frame_lengths, ids, token_lengths, speakers)
 
 
-def train_decoder(codec: MelCodecModel, items: list[tuple], steps: int, batch_size: int, lr: float,
+def train_decoder(codec: MelCodecModel, items: list[DecoderItem], steps: int, batch_size: int, lr: float,
                   generator: torch.Generator, token_dropout: float = 0.2, tokens_per_crop: int = 50,
-                  code_noise: float = 0.0) -> list[float]:
-    """Decoder + USToken embedding on log-mel L1 with codebook dropout: each item reads its tokens and the first k
-    codebooks, k uniform in 0..n_q, or, with probability `token_dropout`, every codebook and no tokens, so the plain
-    codec path keeps working. With `code_noise`, that share of the codes of items that keep their tokens is replaced by
-    random codes, as AcousticGPT gets them wrong: the decoder learns to take the words from the tokens."""
-    parts = [codec.decoder, codec.ustoken_embedding]
+                  code_noise: float = 0.0, speaker_dropout: float = 0.2) -> list[float]:
+    """Decoder + USToken embedding (+ speaker projection) on log-mel L1 with codebook dropout: each item reads its
+    tokens and the first k codebooks, k uniform in 0..n_q, or, with probability `token_dropout`, every codebook and no
+    tokens, so the plain codec path keeps working. With `code_noise`, that share of the codes of items that keep their
+    tokens is replaced by random codes, as AcousticGPT gets them wrong: the decoder learns to take the words from the
+    tokens. Items that keep their tokens read their speaker embedding too, but for a `speaker_dropout` share."""
+    reads_speakers = codec.config.speaker_embedding_size is not None
+    parts = [codec.decoder, codec.ustoken_embedding] + ([codec.speaker_projection] if reads_speakers else [])
     parameters = [p for part in parts for p in part.parameters()]
     optimizer = torch.optim.AdamW(parameters, lr=lr, betas=(0.9, 0.99), weight_decay=0.0)
     codec.eval()
@@ -83,40 +116,57 @@ def train_decoder(codec: MelCodecModel, items: list[tuple], steps: int, batch_si
         part.train()
     losses = []
     for step in (bar := tqdm(range(steps), desc="USToken-aided decoder", unit="step")):
-        codes, mels, frame_lengths, ids, token_lengths = random_batch(
-            items, batch_size, tokens_per_crop, codec.config.frames_per_ustoken, generator)
+        batch = random_batch(items, batch_size, tokens_per_crop, codec.config.frames_per_ustoken, generator)
         depth = torch.randint(codec.num_codebooks + 1, (batch_size,), generator=generator)
         dropped = torch.rand(batch_size, generator=generator) < token_dropout
         depth = torch.where(dropped, codec.num_codebooks, depth)
-        noisy = (torch.rand(codes.shape, generator=generator) < code_noise) & ~dropped[:, None, None]
-        codes = torch.where(noisy, torch.randint(codec.codebook_size, codes.shape, generator=generator), codes)
-        decoded = codec.decode_mel(codes, frame_lengths, ids, token_lengths * ~dropped, depth=depth)
-        losses.append(optimizer_step(optimizer, codec.mel_l1(decoded, mels, frame_lengths), parameters, step, steps, lr))
+        noisy = (torch.rand(batch.codes.shape, generator=generator) < code_noise) & ~dropped[:, None, None]
+        codes = torch.where(noisy, torch.randint(codec.codebook_size, batch.codes.shape, generator=generator), batch.codes)
+        speakers = None
+        if reads_speakers:
+            heard = ~dropped & (torch.rand(batch_size, generator=generator) >= speaker_dropout)
+            speakers = batch.speakers * heard[:, None]  # zero: decoded as without a voice
+        decoded = codec.decode_mel(codes, batch.frame_lengths, batch.ustokens, batch.ustoken_lengths * ~dropped,
+                                   depth=depth, speaker_embeddings=speakers)
+        loss = codec.mel_l1(decoded, batch.log_mels, batch.frame_lengths)
+        losses.append(optimizer_step(optimizer, loss, parameters, step, steps, lr))
         bar.set_postfix(mel_l1=f"{losses[-1]:.3f}")
     codec.eval()
     return losses
 
 
-def judge_depths(codec: MelCodecModel, items: list[tuple], texts: list[str], judges: dict, batch_size: int = 16) -> dict:
+@torch.no_grad()
+def judge_depths(codec: MelCodecModel, items: list[DecoderItem], texts: list[str], judges: dict,
+                 speaker_encoder=None, batch_size: int = 16) -> dict:
     """Judges' WER of the items' reference codes decoded without tokens (the plain codec) and with them, reading no
-    codebook, the config's `ustoken_decode_codebooks` and every one: {condition: {judge: WER}}."""
+    codebook, the config's `ustoken_decode_codebooks` and every one (and the items' speaker embeddings, for a codec
+    that reads them): {condition: {judge: WER, and "sim" with a `speaker_encoder`: the mean cosine of the decoded
+    audio's speaker embedding and the reference's}}."""
     depths = sorted({0, codec.config.ustoken_decode_codebooks or 0, codec.num_codebooks})
-    conditions = {"codes only": None, **{f"USTokens + {k} codebook(s)": k for k in depths}}
+    speaker = " + speaker" if codec.config.speaker_embedding_size is not None else ""
+    conditions = {"codes only": None, **{f"USTokens{speaker} + {k} codebook(s)": k for k in depths}}
     report = {}
     for name, depth in conditions.items():
         audio = []
         for start in range(0, len(items), batch_size):
             chunk = items[start : start + batch_size]
-            codes = torch.nn.utils.rnn.pad_sequence([c.T for c, _, _ in chunk], batch_first=True).transpose(1, 2)
-            frames = torch.tensor([c.shape[-1] for c, _, _ in chunk])
-            ids = torch.nn.utils.rnn.pad_sequence([t for _, _, t in chunk], batch_first=True)
-            with torch.no_grad():
-                mel = (codec.decode_mel(codes, frames) if depth is None else
-                       codec.decode_mel(codes, frames, ids, torch.tensor([len(t) for _, _, t in chunk]), depth=depth))
-                waves = codec.vocode(mel, frames)
+            codes = torch.nn.utils.rnn.pad_sequence([item.codes.T for item in chunk], batch_first=True).transpose(1, 2)
+            frames = torch.tensor([item.codes.shape[-1] for item in chunk])
+            if depth is None:
+                mel = codec.decode_mel(codes, frames)
+            else:
+                ids = torch.nn.utils.rnn.pad_sequence([item.ustokens for item in chunk], batch_first=True)
+                speakers = torch.stack([item.speaker for item in chunk]) if speaker else None
+                mel = codec.decode_mel(codes, frames, ids, torch.tensor([len(item.ustokens) for item in chunk]),
+                                       depth=depth, speaker_embeddings=speakers)
+            waves = codec.vocode(mel, frames)
             audio += [w[: int(n) * codec.config.hop_length].numpy() for w, n in zip(waves, frames)]
         result = judge(texts, audio, codec.sampling_rate, judges=judges)
         report[name] = {j: result["judges"][j]["wer"] for j in judges}
+        if speaker_encoder is not None:
+            embedded = speaker_encoder.embed(audio, sampling_rate=codec.sampling_rate)
+            references = torch.stack([item.speaker for item in items])
+            report[name]["sim"] = torch.nn.functional.cosine_similarity(embedded, references).mean().item()
     return report
 
 
@@ -127,13 +177,18 @@ def main(argv=None) -> None:
     parser.add_argument("--ustokenizer", default="models/ustokenizer", type=Path)
     parser.add_argument("--corpus", default="data/corpus", type=Path)
     parser.add_argument("--cache-dir", default="data/encoder_cache", type=Path)
+    parser.add_argument("--speaker-encoder", default="models/speaker-encoder", type=Path,
+                        help="its embeddings give the decoder the voice; also scores SIM of the decoded audio")
+    parser.add_argument("--without-speaker", action="store_true",
+                        help="the decoder does not read speaker embeddings (the voice comes from the codes alone)")
     parser.add_argument("--whisper", default="models/whisper-tiny.en", type=Path, help="the judge's Whisper folder")
     parser.add_argument("--output-dir", default="models/mel-codec-ustokens", type=Path)
     parser.add_argument("--steps", type=int, default=8000)
     parser.add_argument("--code-noise", type=float, default=0.5,
                         help="share of codes replaced by random ones where the tokens are read (see train_decoder)")
-    parser.add_argument("--decode-codebooks", type=int, default=1,
-                        help="codebooks the decoder reads beside the USTokens at inference (the saved default)")
+    parser.add_argument("--decode-codebooks", type=int, default=0,
+                        help="codebooks the decoder reads beside the USTokens at inference (the saved default; 0: "
+                             "the words from the tokens, the voice from the speaker embedding)")
     add_run_arguments(parser, lr=1e-3, eval_limit=50)
     args = parser.parse_args(argv)
 
@@ -144,6 +199,9 @@ def main(argv=None) -> None:
     config = MelCodecConfig.from_pretrained(args.codec)
     config.ustoken_vocab_size, config.ustoken_decode_codebooks = ustokenizer.config.codebook_size, args.decode_codebooks
     config.frames_per_ustoken = round(config.frame_rate / ustokenizer.config.tokens_per_second)
+    speaker_encoder = SpeakerEncoderModel.from_pretrained(args.speaker_encoder).eval()
+    if not args.without_speaker:
+        config.speaker_embedding_size = speaker_encoder.config.embedding_size
     codec = MelCodecModel.from_pretrained(args.codec, config=config)
 
     def split_items(split: str, limit: int | None):
@@ -151,7 +209,8 @@ def main(argv=None) -> None:
         if limit is not None:
             states = states.select(range(min(limit, len(states))))
         waveforms, texts, _ = corpus_waveforms(args.corpus, split, limit)
-        return decoder_items(codec, waveforms, ustokens(ustokenizer, states)), texts
+        speakers = speaker_encoder.embed(waveforms, sampling_rate=codec.sampling_rate)
+        return decoder_items(codec, waveforms, ustokens(ustokenizer, states), speakers), texts
 
     started = time.perf_counter()
     items, _ = split_items("train", args.train_limit)
@@ -160,17 +219,19 @@ def main(argv=None) -> None:
     codec.save_pretrained(args.output_dir)
 
     judges = {"whisper": WhisperJudge(args.whisper), "pocketsphinx": PocketsphinxJudge()}
-    report = {split: judge_depths(codec, *split_items(split, args.eval_limit), judges)
+    report = {split: judge_depths(codec, *split_items(split, args.eval_limit), judges, speaker_encoder)
               for split in ("test", "test_unseen_voice")}
-    lines = ["| split | decoded from | " + " | ".join(f"{j} WER" for j in judges) + " |", "|---|---|" + "---|" * len(judges)]
-    lines += [f"| {split} | {name} | " + " | ".join(f"{100 * wer[j]:.1f}%" for j in judges) + " |"
-              for split, conditions in report.items() for name, wer in conditions.items()]
+    lines = ["| split | decoded from | " + " | ".join(f"{j} WER" for j in judges) + " | SIM |",
+             "|---|---|" + "---|" * (len(judges) + 1)]
+    lines += [f"| {split} | {name} | " + " | ".join(f"{100 * scores[j]:.1f}%" for j in judges) + f" | {scores['sim']:.2f} |"
+              for split, conditions in report.items() for name, scores in conditions.items()]
     table = "\n".join(lines)
     (args.output_dir / "decoder_report.json").write_text(json.dumps(
         {"training_seconds": training_seconds, "loss": losses, "evaluation": report}, indent=1) + "\n")
     (args.output_dir / "decoder_report.md").write_text(
         f"# USToken-aided decoder\n\ntrained {training_seconds / 60:.1f} min (from {args.codec}); reference codes of "
-        f"the first {args.eval_limit} utterances per split; default: USTokens + {args.decode_codebooks} codebook(s)\n\n"
+        f"the first {args.eval_limit} utterances per split; default: USTokens + {args.decode_codebooks} codebook(s); SIM: "
+        f"speaker encoder cosine to the reference audio\n\n"
         f"{table}\n")
     print(table)
 

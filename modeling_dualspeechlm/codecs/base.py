@@ -84,13 +84,15 @@ class SpeechCodecMixin:
     """Shared `encode` / `decode` for codecs. Subclasses set the four properties and implement
     `_encode(waveforms [B, T], lengths [B]) -> codes [B, n_q, F]` and
     `_decode(codes [B, n_q, F], frame_lengths [B]) -> waveforms [B, T']`. A codec whose decoder also reads
-    the speech's USTokens sets `ustoken_vocab_size` and takes `ustokens=` / `ustoken_lengths=` in `_decode`."""
+    the speech's USTokens sets `ustoken_vocab_size` and takes `ustokens=` / `ustoken_lengths=` in `_decode`; one that
+    reads the target voice's speaker embedding sets `speaker_embedding_size` and takes `speaker_embeddings=`."""
 
     sampling_rate: int
     frame_rate: float
     codebook_size: int
     num_codebooks: int
     ustoken_vocab_size: int | None = None  # None: the decoder reads codes only
+    speaker_embedding_size: int | None = None  # None: the voice comes from the codes alone
 
     def frames_for(self, num_samples: torch.Tensor) -> torch.Tensor:
         """Code frames that cover `num_samples` samples (ceil)."""
@@ -113,10 +115,12 @@ class SpeechCodecMixin:
         return CodecEncoderOutput(codes=codes * mask[:, None], lengths=frame_lengths)
 
     @torch.no_grad()
-    def decode(self, codes, lengths=None, ustokens=None, ustoken_lengths=None) -> CodecDecoderOutput:
+    def decode(self, codes, lengths=None, ustokens=None, ustoken_lengths=None,
+               speaker_embeddings=None) -> CodecDecoderOutput:
         """codes `[batch, num_codebooks, frames]` (or `[num_codebooks, frames]`) -> waveforms. A codec with
         `ustoken_vocab_size` also reads the speech's USTokens `[batch, tokens]` (25 Hz; `ustoken_lengths` `[batch]`,
-        default all), which carry its words."""
+        default all), which carry its words; one with `speaker_embedding_size` the voice's `speaker_embeddings`
+        `[batch, speaker_embedding_size]`."""
         codes = torch.as_tensor(codes, dtype=torch.long)
         if codes.ndim == 2:
             codes = codes[None]
@@ -133,6 +137,8 @@ class SpeechCodecMixin:
         if lengths.shape[0] != codes.shape[0] or (lengths < 1).any() or (lengths > codes.shape[-1]).any():
             raise ValueError(f"lengths {lengths.tolist()} do not fit codes of shape {tuple(codes.shape)}")
         extra = {} if ustokens is None else self._check_ustokens(ustokens, ustoken_lengths, codes.shape[0])
+        if speaker_embeddings is not None:
+            extra["speaker_embeddings"] = self._check_speaker_embeddings(speaker_embeddings, codes.shape[0])
         waveforms = self._decode(codes.to(self.device), lengths.to(self.device), **extra).float().cpu()
         sample_lengths = torch.clamp(self.samples_for(lengths), max=waveforms.shape[-1])
         waveforms = waveforms[:, : int(sample_lengths.max())]
@@ -157,3 +163,18 @@ class SpeechCodecMixin:
         if (((ustokens < 0) | (ustokens >= self.ustoken_vocab_size)) & valid).any():
             raise ValueError(f"USTokens must lie in [0, {self.ustoken_vocab_size}) within ustoken_lengths")
         return {"ustokens": (ustokens * valid).to(self.device), "ustoken_lengths": ustoken_lengths.to(self.device)}
+
+    def _check_speaker_embeddings(self, speaker_embeddings, batch: int) -> torch.Tensor:
+        """-> `speaker_embeddings` as float `[batch, speaker_embedding_size]` on this codec's device, or a clear error."""
+        if self.speaker_embedding_size is None:
+            raise ValueError(f"this {type(self).__name__} does not read speaker embeddings (its speaker_embedding_size "
+                             "is None)")
+        speaker_embeddings = torch.as_tensor(speaker_embeddings, dtype=torch.float32)
+        if speaker_embeddings.ndim == 1:
+            speaker_embeddings = speaker_embeddings[None]
+        if tuple(speaker_embeddings.shape) != (batch, self.speaker_embedding_size):
+            raise ValueError(f"expected speaker_embeddings [batch={batch}, {self.speaker_embedding_size}], got shape "
+                             f"{tuple(speaker_embeddings.shape)}")
+        if not torch.isfinite(speaker_embeddings).all():
+            raise ValueError("speaker_embeddings contain NaN or infinite values")
+        return speaker_embeddings.to(self.device)

@@ -18,6 +18,9 @@ class MelCodecConfig(PretrainedConfig):
     `frames_per_ustoken` frames, and uses only the first `ustoken_decode_codebooks` codebooks when it has
     them (None: all). Trained with codebook dropout, it renders the words from the USTokens and takes the
     voice and prosody from the coarse codes, which AcousticGPT predicts far better than the fine ones.
+    With `speaker_embedding_size` set it also reads the target voice's speaker embedding (the speaker
+    encoder's, projected and added to every frame's latent), so the voice need not come from the codes:
+    `ustoken_decode_codebooks=0` then renders tokens + voice alone.
 
     The paper uses WavTokenizer (one 4096-code codebook, 40 frames/s at 24 kHz); frame rate and
     codebooks here are chosen so that round trips keep espeak-ng speech as intelligible as the
@@ -54,6 +57,7 @@ class MelCodecConfig(PretrainedConfig):
         ustoken_vocab_size: int | None = None,
         frames_per_ustoken: int = 2,
         ustoken_decode_codebooks: int | None = None,
+        speaker_embedding_size: int | None = None,
         **kwargs,
     ):
         if vocoder not in ("neural", "griffin_lim"):
@@ -89,6 +93,7 @@ class MelCodecConfig(PretrainedConfig):
         self.ustoken_vocab_size = ustoken_vocab_size
         self.frames_per_ustoken = frames_per_ustoken
         self.ustoken_decode_codebooks = ustoken_decode_codebooks
+        self.speaker_embedding_size = speaker_embedding_size
         super().__init__(**kwargs)
 
     @property

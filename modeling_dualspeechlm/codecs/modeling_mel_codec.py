@@ -90,6 +90,9 @@ class MelCodecModel(MelCodecPreTrainedModel, SpeechCodecMixin):
         self.decoder = ConvStack(config.latent_size, config.hidden_size, config.n_mels, config.decoder_layers, config.kernel_size)
         if config.ustoken_vocab_size is not None:
             self.ustoken_embedding = nn.Embedding(config.ustoken_vocab_size, config.latent_size)
+        if config.speaker_embedding_size is not None:
+            # no bias: a zero embedding (a crop trained without its voice) decodes as no embedding at all
+            self.speaker_projection = nn.Linear(config.speaker_embedding_size, config.latent_size, bias=False)
         self.vocoder = NeuralVocoder(
             config.n_mels, config.vocoder_hidden_size, config.vocoder_intermediate_size, config.vocoder_layers,
             config.n_fft, config.hop_length,
@@ -117,6 +120,10 @@ class MelCodecModel(MelCodecPreTrainedModel, SpeechCodecMixin):
     def ustoken_vocab_size(self) -> int | None:
         return self.config.ustoken_vocab_size
 
+    @property
+    def speaker_embedding_size(self) -> int | None:
+        return self.config.speaker_embedding_size
+
     def _frame_mask(self, frame_lengths: torch.Tensor, frames: int) -> torch.Tensor:
         return lengths_to_mask(frame_lengths, frames)[:, None].float()
 
@@ -140,10 +147,12 @@ class MelCodecModel(MelCodecPreTrainedModel, SpeechCodecMixin):
         return quantized.transpose(1, 2) * mask, codes.transpose(1, 2), commitment.sum()
 
     def decode_mel(self, codes: torch.Tensor, frame_lengths: torch.Tensor, ustokens: torch.Tensor | None = None,
-                   ustoken_lengths: torch.Tensor | None = None, depth: int | torch.Tensor | None = None) -> torch.Tensor:
+                   ustoken_lengths: torch.Tensor | None = None, depth: int | torch.Tensor | None = None,
+                   speaker_embeddings: torch.Tensor | None = None) -> torch.Tensor:
         """codes `[batch, num_quantizers, frames]` -> log-mel `[batch, n_mels, frames]`. With USTokens `[batch, tokens]`
         (+ `ustoken_lengths`), only the first `depth` codebooks are read (an int or `[batch]`; default the config's
-        `ustoken_decode_codebooks`, else all) and the tokens' embeddings are added to the latents."""
+        `ustoken_decode_codebooks`, else all) and the tokens' embeddings are added to the latents; so is the
+        projection of `speaker_embeddings` `[batch, speaker_embedding_size]`, at every frame, when given."""
         mask = self._frame_mask(frame_lengths, codes.shape[-1])
         if depth is None:
             depth = self.config.ustoken_decode_codebooks if ustokens is not None else None
@@ -153,6 +162,10 @@ class MelCodecModel(MelCodecPreTrainedModel, SpeechCodecMixin):
         quantized = self.quantizer.get_output_from_indices(codes.masked_fill(~kept, -1).transpose(1, 2)).transpose(1, 2)
         if ustokens is not None:
             quantized = quantized + self.embed_ustokens(ustokens, ustoken_lengths, codes.shape[-1])
+        if speaker_embeddings is not None:
+            if self.config.speaker_embedding_size is None:
+                raise ValueError("this codec does not read speaker embeddings (config.speaker_embedding_size is None)")
+            quantized = quantized + self.speaker_projection(speaker_embeddings)[..., None]
         return self._decode_latents(quantized * mask, mask)
 
     def embed_ustokens(self, ustokens: torch.Tensor, ustoken_lengths: torch.Tensor | None, frames: int) -> torch.Tensor:
@@ -186,8 +199,9 @@ class MelCodecModel(MelCodecPreTrainedModel, SpeechCodecMixin):
         return self.quantize(*self.log_mel(waveforms, lengths))[1]
 
     def _decode(self, codes: torch.Tensor, frame_lengths: torch.Tensor, ustokens: torch.Tensor | None = None,
-                ustoken_lengths: torch.Tensor | None = None) -> torch.Tensor:
-        return self.vocode(self.decode_mel(codes, frame_lengths, ustokens, ustoken_lengths), frame_lengths)
+                ustoken_lengths: torch.Tensor | None = None, speaker_embeddings: torch.Tensor | None = None) -> torch.Tensor:
+        mel = self.decode_mel(codes, frame_lengths, ustokens, ustoken_lengths, speaker_embeddings=speaker_embeddings)
+        return self.vocode(mel, frame_lengths)
 
     def forward(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> MelCodecOutput:
         """Teacher-forced autoencoding for training: waveforms `[batch, samples]`, lengths `[batch]`."""
