@@ -9,9 +9,11 @@ judged through a codec that renders the tokens alone.
 `prepare` writes the stage-3 TTS sequences of the `speech` training split (prompt, `<audio>`, USTokens,
 `</audio>`; loss on the answer, as stage 3 computes it), the prompts of the first `--limit` sentences of each
 test split with their reference USTokens, texts and speaker embeddings, and the model's LLM (config + weights).
-`train` continues that LLM on TTS alone (AdamW, linear warm-up, constant rate), and at each checkpoint step
-writes USTokens for the test prompts (the model's `speech_generation` sampling, seeded) and measures the
-teacher-forced cross-entropy of the reference USTokens. `render` decodes the written tokens, and the
+`train` continues that LLM on TTS alone (AdamW, linear warm-up, constant rate), or with `--asr-share p` on
+single-task batches of TTS and, with probability p, ASR (the split's USTokens -> its text), and at each checkpoint
+step writes USTokens for the test prompts (the model's `speech_generation` sampling, seeded), measures the
+teacher-forced cross-entropy of the reference USTokens and transcribes the first `--asr-limit` test utterances
+(greedy; scored by `render`, so that what TTS training costs ASR is seen). `render` decodes the written tokens, and the
 reference ones, with the model folder's codec reading the tokens alone (`--decode-codebooks 0`, and the
 speaker embedding when the codec reads one) and scores them with Whisper tiny.en: the gap between the
 reference row and a checkpoint is what the LLM's writing loses.
@@ -43,20 +45,31 @@ def prepare(args) -> None:
         rows = cached_tokens(corpus, "speech", split, *parts, cache_dir).with_format("numpy")
         return [task_example("tts", rows[i]) for i in range(min(limit or len(rows), len(rows)))]
 
+    def as_asr(example: dict) -> dict:  # the TTS target is the utterance's audio: its USTokens -> its text
+        return {"task": "asr", "speech_ids": example["answer_speech_ids"], "answer": example["text"]}
+
     tests = {split: examples(args.corpus, args.cache_dir, split, args.limit) for split in ("test", "test_unseen_voice")}
-    held_out = {str(ex["text"]) for chosen in tests.values() for ex in chosen}
-    train = []
+    asr_tests = {split: [as_asr(ex) for ex in examples(args.corpus, args.cache_dir, split, args.asr_limit)]
+                 for split in tests}
+    held_out = {str(ex["answer"]) for chosen in asr_tests.values() for ex in chosen}
+    held_out |= {str(ex["text"]) for chosen in tests.values() for ex in chosen}
+    train, asr_train = [], []
     for example in examples(args.train_corpus or args.corpus, args.train_cache_dir or args.cache_dir, "train"):
         if str(example["text"]) not in held_out:  # another corpus' training split may hold the test sentences
             batch = processor.build_inputs([example], with_answers=True)
             train.append((batch["input_ids"][0], batch["labels"][0]))
+            asr = processor.build_inputs([as_asr(example)], with_answers=True)
+            asr_train.append((asr["input_ids"][0], asr["labels"][0]))
     for split, chosen in tests.items():
         prompts = [processor.build_inputs([ex], with_answers=False)["input_ids"][0] for ex in chosen]
         tests[split] = {"prompts": prompts, "reference": [torch.tensor(ex["answer_speech_ids"]) for ex in chosen],
                         "texts": [str(ex["text"]) for ex in chosen],
-                        "speakers": torch.from_numpy(np.stack([ex["speaker"] for ex in chosen]))}
+                        "speakers": torch.from_numpy(np.stack([ex["speaker"] for ex in chosen])),
+                        "asr_prompts": [processor.build_inputs([ex], with_answers=False)["input_ids"][0]
+                                        for ex in asr_tests[split]],
+                        "asr_texts": [str(ex["answer"]) for ex in asr_tests[split]]}
     config = model.config
-    torch.save({"train": train, "tests": tests, "llm_config": config.text_config.to_dict(),
+    torch.save({"train": train, "asr_train": asr_train, "tests": tests, "llm_config": config.text_config.to_dict(),
                 "llm_state": model.language_model.state_dict(), "speech_generation": dict(config.speech_generation),
                 "speech_token_offset": config.speech_token_offset, "num_speech_tokens": config.num_speech_tokens,
                 "audio_start_token_id": config.audio_start_token_id, "audio_end_token_id": config.audio_end_token_id,
@@ -77,6 +90,16 @@ def speech_only_logits(saved: dict):
     return process
 
 
+def left_padded(prompts: list[torch.Tensor], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prompts -> ids and attention mask `[batch, longest]`, left-padded for generation."""
+    longest = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), longest), pad, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for row, prompt in enumerate(prompts):
+        ids[row, longest - len(prompt):], mask[row, longest - len(prompt):] = prompt, 1
+    return ids, mask
+
+
 @torch.no_grad()
 def write_tokens(llm, saved: dict, prompts: list[torch.Tensor], device: str, seed: int, batch_size: int = 64):
     """USToken ids (0..K-1) the LLM writes after each prompt + `<audio>`, sampled as the model samples."""
@@ -84,24 +107,33 @@ def write_tokens(llm, saved: dict, prompts: list[torch.Tensor], device: str, see
 
     offset, end, pad = saved["speech_token_offset"], saved["audio_end_token_id"], saved["pad_token_id"]
     settings = {**saved["speech_generation"], "eos_token_id": end, "pad_token_id": pad}
-    limit = llm.config.max_position_embeddings
     torch.manual_seed(seed)
     written = []
     for start in range(0, len(prompts), batch_size):
-        chunk = [torch.cat([p, torch.tensor([saved["audio_start_token_id"]])]) for p in prompts[start : start + batch_size]]
-        longest = max(len(p) for p in chunk)
-        ids = torch.full((len(chunk), longest), pad, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for row, prompt in enumerate(chunk):  # left padding
-            ids[row, longest - len(prompt):], mask[row, longest - len(prompt):] = prompt, 1
-        config = GenerationConfig(**{**settings, "max_new_tokens": min(settings.get("max_new_tokens", 400), limit - longest)})
+        ids, mask = left_padded([torch.cat([p, torch.tensor([saved["audio_start_token_id"]])])
+                                 for p in prompts[start : start + batch_size]], pad)
+        room = llm.config.max_position_embeddings - ids.shape[1]
+        config = GenerationConfig(**{**settings, "max_new_tokens": min(settings.get("max_new_tokens", 400), room)})
         out = llm.generate(ids.to(device), attention_mask=mask.to(device), generation_config=config,
-                           logits_processor=LogitsProcessorList([speech_only_logits(saved)]))[:, longest:].cpu()
+                           logits_processor=LogitsProcessorList([speech_only_logits(saved)]))[:, ids.shape[1]:].cpu()
         for row in out:
             stop = (row == end).nonzero()
             row = row[: int(stop[0]) if len(stop) else len(row)]
             written.append((row - offset).tolist())
     return written
+
+
+@torch.no_grad()
+def transcribe(llm, saved: dict, prompts: list[torch.Tensor], device: str, batch_size: int = 64) -> list[list[int]]:
+    """Greedy text token ids after each ASR prompt (up to EOS, at most 48), as the evaluation transcribes."""
+    eos, pad = saved["llm_config"]["eos_token_id"], saved["pad_token_id"]
+    answers = []
+    for start in range(0, len(prompts), batch_size):
+        ids, mask = left_padded(prompts[start : start + batch_size], pad)
+        out = llm.generate(ids.to(device), attention_mask=mask.to(device), do_sample=False, max_new_tokens=48,
+                           eos_token_id=eos, pad_token_id=pad)[:, ids.shape[1]:].cpu()
+        answers += [row[: int((row == eos).nonzero()[0]) if (row == eos).any() else len(row)].tolist() for row in out]
+    return answers
 
 
 def batch_of(sequences: list[tuple[torch.Tensor, torch.Tensor]], pad: int, device: str) -> dict:
@@ -144,7 +176,8 @@ def train(args) -> None:
             entry = {"seconds": time.perf_counter() - started}
             for name, split in saved["tests"].items():
                 entry[name] = {"loss": reference_loss(llm, saved, split, args.device),
-                               "written": write_tokens(llm, saved, split["prompts"], args.device, args.seed)}
+                               "written": write_tokens(llm, saved, split["prompts"], args.device, args.seed),
+                               "transcribed": transcribe(llm, saved, split["asr_prompts"], args.device)}
             results["checkpoints"][step] = entry
             torch.save(results, args.output)  # a run cut short keeps its checkpoints
             print(f"step {step}: " + ", ".join(f"{n} loss {entry[n]['loss']:.3f}, mean length "
@@ -153,8 +186,9 @@ def train(args) -> None:
             llm.train()
         if step == args.steps:
             break
-        picks = torch.randint(len(saved["train"]), (args.batch_size,), generator=generator).tolist()
-        loss = llm(**batch_of([saved["train"][i] for i in picks], saved["pad_token_id"], args.device)).loss
+        task = "asr_train" if torch.rand(1, generator=generator).item() < args.asr_share else "train"
+        picks = torch.randint(len(saved[task]), (args.batch_size,), generator=generator).tolist()
+        loss = llm(**batch_of([saved[task][i] for i in picks], saved["pad_token_id"], args.device)).loss
         for group in optimizer.param_groups:
             group["lr"] = args.learning_rate * min(1.0, (step + 1) / args.warmup_steps)
         optimizer.zero_grad(set_to_none=True)
@@ -170,6 +204,7 @@ def render(args) -> None:
 
     from dualspeechlm.processing_dualspeechlm import DualSpeechLMProcessor
     from dualspeechlm.training.judge import WhisperJudge, judge
+    from dualspeechlm.training.metrics import word_error_rate
 
     processor = DualSpeechLMProcessor.from_pretrained(args.model)
     codec, saved, written = processor.codec, torch.load(args.inputs), torch.load(args.written)
@@ -194,13 +229,24 @@ def render(args) -> None:
                      judges=whisper)["judges"]["whisper"]["wer"]
 
     splits = list(saved["tests"])
-    rows = [("reference USTokens", "", [wer(s, [t.tolist() for t in saved["tests"][s]["reference"]]) for s in splits])]
+
+    def asr_wer(entry: dict) -> str:
+        if "transcribed" not in entry[splits[0]]:  # written before the probe transcribed
+            return ""
+        scores = []
+        for split in splits:
+            hypotheses = processor.tokenizer.batch_decode(entry[split]["transcribed"], skip_special_tokens=True)
+            scores.append(word_error_rate(saved["tests"][split]["asr_texts"], [h.strip() for h in hypotheses]))
+        return " / ".join(f"{100 * w:.1f}%" for w in scores)
+
+    rows = [("reference USTokens", "", [wer(s, [t.tolist() for t in saved["tests"][s]["reference"]]) for s in splits], "")]
     for step, entry in sorted(written["checkpoints"].items()):
         rows.append((f"step {step}", " / ".join(f"{entry[s]['loss']:.2f}" for s in splits),
-                     [wer(s, entry[s]["written"]) for s in splits]))
-    print(f"| USTokens | teacher-forced CE ({' / '.join(splits)}) | Whisper WER ({' / '.join(splits)}) |\n|---|---|---|")
-    for name, loss, wers in rows:
-        print(f"| {name} | {loss} | " + " / ".join(f"{100 * w:.1f}%" for w in wers) + " |")
+                     [wer(s, entry[s]["written"]) for s in splits], asr_wer(entry)))
+    names = " / ".join(splits)
+    print(f"| USTokens | teacher-forced CE ({names}) | Whisper WER ({names}) | ASR WER ({names}) |\n|---|---|---|---|")
+    for name, loss, wers, asr in rows:
+        print(f"| {name} | {loss} | " + " / ".join(f"{100 * w:.1f}%" for w in wers) + f" | {asr} |")
     print(json.dumps(written["settings"]))
 
 
@@ -212,6 +258,7 @@ def main(argv=None) -> None:
     p.add_argument("--corpus", default="data/corpus")
     p.add_argument("--cache-dir", default="data/encoder_cache")
     p.add_argument("--limit", type=int, default=60, help="test sentences per split (the evaluation's TTS count)")
+    p.add_argument("--asr-limit", type=int, default=100, help="test utterances per split to transcribe (the ASR count)")
     p.add_argument("--train-corpus", help="train on this corpus' `speech` training split instead (e.g. a larger one)")
     p.add_argument("--train-cache-dir", help="its encoder cache (default --cache-dir)")
     p.add_argument("--output", default="tts_inputs.pt")
@@ -223,6 +270,7 @@ def main(argv=None) -> None:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--learning-rate", type=float, default=5e-4)
     p.add_argument("--warmup-steps", type=int, default=50)
+    p.add_argument("--asr-share", type=float, default=0.0, help="share of ASR batches (single-task, as stage 3's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--output", default="tts_written.pt")

@@ -93,6 +93,17 @@ def test_decoding_reads_the_voice_from_the_speaker_embedding(speech):
         tiny_codec().decode(encoded.codes, encoded.lengths, speaker_embeddings=voices)
 
 
+def test_reading_no_codebook_the_speech_lasts_as_long_as_its_tokens(speech):
+    codec = tiny_codec(ustoken_decode_codebooks=0)
+    codes = codec.encode(speech[1]).codes[..., :3].expand(2, -1, -1)  # AcousticGPT's guess: 3 frames each
+    tokens = torch.tensor([[1, 2, 3, 4, 5], [6, 7, 0, 0, 0]])
+    out = codec.decode(codes, [3, 2], ustokens=tokens, ustoken_lengths=[5, 2])
+    assert out.lengths.tolist() == [10 * 320, 4 * 320] and out.waveforms.shape == (2, 10 * 320)
+    assert codec.decode(codes, [3, 2], ustokens=tokens, ustoken_lengths=[5, 0]).lengths.tolist() == [10 * 320, 2 * 320]
+    codec.config.ustoken_decode_codebooks = 1  # reading the codes, the codes' frames count
+    assert codec.decode(codes, [3, 2], ustokens=tokens, ustoken_lengths=[5, 2]).lengths.tolist() == [3 * 320, 2 * 320]
+
+
 def test_bad_tokens_are_a_clear_error(speech):
     codec = tiny_codec()
     codes = codec.encode(speech[1]).codes

@@ -137,6 +137,9 @@ class SpeechCodecMixin:
         if lengths.shape[0] != codes.shape[0] or (lengths < 1).any() or (lengths > codes.shape[-1]).any():
             raise ValueError(f"lengths {lengths.tolist()} do not fit codes of shape {tuple(codes.shape)}")
         extra = {} if ustokens is None else self._check_ustokens(ustokens, ustoken_lengths, codes.shape[0])
+        if ustokens is not None:
+            lengths = self.frames_to_decode(lengths, extra["ustoken_lengths"].cpu())
+            codes = torch.nn.functional.pad(codes, (0, max(0, int(lengths.max()) - codes.shape[-1])))
         if speaker_embeddings is not None:
             extra["speaker_embeddings"] = self._check_speaker_embeddings(speaker_embeddings, codes.shape[0])
         waveforms = self._decode(codes.to(self.device), lengths.to(self.device), **extra).float().cpu()
@@ -144,6 +147,11 @@ class SpeechCodecMixin:
         waveforms = waveforms[:, : int(sample_lengths.max())]
         mask = lengths_to_mask(sample_lengths, waveforms.shape[-1])
         return CodecDecoderOutput(waveforms=waveforms * mask, lengths=sample_lengths)
+
+    def frames_to_decode(self, code_lengths: torch.Tensor, ustoken_lengths: torch.Tensor) -> torch.Tensor:
+        """Frames to decode per item `[batch]` when USTokens are read: the codes' own (a codec that does not read the
+        codes for the words may take the tokens' extent instead)."""
+        return code_lengths
 
     def _check_ustokens(self, ustokens, ustoken_lengths, batch: int) -> dict:
         """-> `_decode`'s keyword arguments `ustokens` `[batch, tokens]` and `ustoken_lengths` `[batch]` on this

@@ -124,6 +124,13 @@ class MelCodecModel(MelCodecPreTrainedModel, SpeechCodecMixin):
     def speaker_embedding_size(self) -> int | None:
         return self.config.speaker_embedding_size
 
+    def frames_to_decode(self, code_lengths: torch.Tensor, ustoken_lengths: torch.Tensor) -> torch.Tensor:
+        """Reading no codebook (`ustoken_decode_codebooks=0`), the speech lasts as long as its USTokens: AcousticGPT's
+        frame count only guesses it (and ends 9-19% early, docs/RESULTS.md). Items without tokens keep their codes'."""
+        if self.config.ustoken_decode_codebooks != 0:
+            return code_lengths
+        return torch.where(ustoken_lengths > 0, ustoken_lengths * self.config.frames_per_ustoken, code_lengths)
+
     def _frame_mask(self, frame_lengths: torch.Tensor, frames: int) -> torch.Tensor:
         return lengths_to_mask(frame_lengths, frames)[:, None].float()
 
