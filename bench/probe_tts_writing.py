@@ -1,22 +1,21 @@
-"""Does the LLM write better USTokens for TTS with more training? A TTS-only continuation of a model's LLM,
-judged through a codec that renders the tokens alone.
+"""Does the LLM write better USTokens for TTS with more training, or more data? A TTS continuation of a model's
+LLM, judged through a codec that renders the tokens alone.
 
     python bench/probe_tts_writing.py prepare --model models/dualspeechlm --output tts_inputs.pt
-    python bench/probe_tts_writing.py train --inputs tts_inputs.pt --steps 8000 --checkpoints 0,1000,4000,8000 \\
-        --device cuda --output tts_written.pt                  # no dualspeechlm import: runs where torch is
+    python bench/probe_tts_writing.py train --inputs tts_inputs.pt --steps 8000 --checkpoints 0,1000,4000 \\
+        --batch-size 32 [--asr-share 0.5] --device cuda --output tts_written.pt   # torch + transformers alone
     python bench/probe_tts_writing.py render --model models/dualspeechlm --written tts_written.pt
 
-`prepare` writes the stage-3 TTS sequences of the `speech` training split (prompt, `<audio>`, USTokens,
-`</audio>`; loss on the answer, as stage 3 computes it), the prompts of the first `--limit` sentences of each
-test split with their reference USTokens, texts and speaker embeddings, and the model's LLM (config + weights).
-`train` continues that LLM on TTS alone (AdamW, linear warm-up, constant rate), or with `--asr-share p` on
-single-task batches of TTS and, with probability p, ASR (the split's USTokens -> its text), and at each checkpoint
-step writes USTokens for the test prompts (the model's `speech_generation` sampling, seeded), measures the
-teacher-forced cross-entropy of the reference USTokens and transcribes the first `--asr-limit` test utterances
-(greedy; scored by `render`, so that what TTS training costs ASR is seen). `render` decodes the written tokens, and the
-reference ones, with the model folder's codec reading the tokens alone (`--decode-codebooks 0`, and the
-speaker embedding when the codec reads one) and scores them with Whisper tiny.en: the gap between the
-reference row and a checkpoint is what the LLM's writing loses.
+`prepare` writes the stage-3 TTS and ASR sequences of the `speech` training split (of `--train-corpus`, e.g. a
+larger one, without the test sentences; loss on the answer, as stage 3 computes it), the prompts of the first
+`--limit` (TTS) and `--asr-limit` (ASR) utterances of each test split with their reference USTokens, texts and
+speaker embeddings, and the model's LLM (config + weights). `train` continues that LLM on TTS alone (AdamW, linear
+warm-up, constant rate), or with `--asr-share p` on single-task batches, ASR with probability p, and at each
+checkpoint step writes USTokens for the TTS prompts (the model's `speech_generation` sampling, seeded), measures
+the teacher-forced cross-entropy of the reference USTokens and transcribes the ASR prompts (greedy). `render`
+decodes the written tokens, and the reference ones, with the model folder's codec reading the tokens alone
+(`--decode-codebooks 0`, and the speaker embedding when the codec reads one), scores them with Whisper tiny.en
+and scores the transcripts: the gap between the reference row and a checkpoint is what the LLM's writing loses.
 """
 
 from __future__ import annotations
@@ -56,10 +55,9 @@ def prepare(args) -> None:
     train, asr_train = [], []
     for example in examples(args.train_corpus or args.corpus, args.train_cache_dir or args.cache_dir, "train"):
         if str(example["text"]) not in held_out:  # another corpus' training split may hold the test sentences
-            batch = processor.build_inputs([example], with_answers=True)
-            train.append((batch["input_ids"][0], batch["labels"][0]))
-            asr = processor.build_inputs([as_asr(example)], with_answers=True)
-            asr_train.append((asr["input_ids"][0], asr["labels"][0]))
+            for task, sequences in ((example, train), (as_asr(example), asr_train)):
+                batch = processor.build_inputs([task], with_answers=True)  # int16: the file must travel (64 MiB)
+                sequences.append((batch["input_ids"][0].to(torch.int16), batch["labels"][0].to(torch.int16)))
     for split, chosen in tests.items():
         prompts = [processor.build_inputs([ex], with_answers=False)["input_ids"][0] for ex in chosen]
         tests[split] = {"prompts": prompts, "reference": [torch.tensor(ex["answer_speech_ids"]) for ex in chosen],
@@ -138,8 +136,8 @@ def transcribe(llm, saved: dict, prompts: list[torch.Tensor], device: str, batch
 
 def batch_of(sequences: list[tuple[torch.Tensor, torch.Tensor]], pad: int, device: str) -> dict:
     """(ids, labels) pairs -> the LLM's right-padded keyword inputs."""
-    ids = pad_sequence([s for s, _ in sequences], batch_first=True, padding_value=pad)
-    labels = pad_sequence([l for _, l in sequences], batch_first=True, padding_value=-100)
+    ids = pad_sequence([s.long() for s, _ in sequences], batch_first=True, padding_value=pad)
+    labels = pad_sequence([l.long() for _, l in sequences], batch_first=True, padding_value=-100)
     mask = pad_sequence([torch.ones_like(s) for s, _ in sequences], batch_first=True)
     return {"input_ids": ids.to(device), "attention_mask": mask.to(device), "labels": labels.to(device)}
 
