@@ -84,7 +84,7 @@ def main() -> None:
     for start in range(0, len(examples), args.batch_size):
         chunk = examples[start : start + args.batch_size]
         batch = collate(chunk)
-        written = [torch.as_tensor(ids) for ids in rows[start : start + len(chunk)]["audio_ustokens"]]
+        written = [torch.as_tensor(example["answer_speech_ids"]) for example in chunk]  # the reference USTokens
         ustokens, ustoken_lengths = pad_sequence(written, batch_first=True), torch.tensor([len(ids) for ids in written])
         codes, lengths = batch["acoustic_codes"], batch["acoustic_lengths"]
         guesses, chunk_ce, chunk_correct, chunk_counts = teacher_forced(model, batch)

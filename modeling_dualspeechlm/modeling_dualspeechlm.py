@@ -101,6 +101,17 @@ def packed_left(values: torch.Tensor, mask: torch.Tensor) -> tuple[torch.LongTen
     return packed * (torch.arange(packed.shape[1], device=packed.device) < counts[:, None]), counts
 
 
+def codec_decoder_inputs(codec, ustokens=None, ustoken_lengths=None, speaker_embeddings=None) -> dict:
+    """The keyword arguments of `codec.decode` that `codec` reads, among those given: the written USTokens (+ lengths)
+    for a codec with `ustoken_vocab_size`, the voice for one with `speaker_embedding_size`; a plain codec gets none."""
+    inputs = {}
+    if ustokens is not None and getattr(codec, "ustoken_vocab_size", None) is not None:
+        inputs.update(ustokens=ustokens, ustoken_lengths=ustoken_lengths)
+    if speaker_embeddings is not None and getattr(codec, "speaker_embedding_size", None) is not None:
+        inputs["speaker_embeddings"] = speaker_embeddings
+    return inputs
+
+
 def check_shape(name: str, tensor: torch.Tensor | None, *shape: int) -> None:
     if tensor is not None and tuple(tensor.shape) != shape:
         raise ValueError(f"{name} must have shape {list(shape)}, got {list(tensor.shape)}")
@@ -428,16 +439,12 @@ class DualSpeechLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
                              f"{self.config.num_codebooks} of {self.config.codebook_size}")
         if codes.shape[-1] == 0:
             return torch.zeros(codes.shape[0], 0), torch.zeros(codes.shape[0], dtype=torch.long)
-        if getattr(codec, "ustoken_vocab_size", None) is None:
-            ustokens = ustoken_lengths = None
-        if getattr(codec, "speaker_embedding_size", None) is None:
-            speaker_embeddings = None
-        decoded = codec.decode(codes, lengths.clamp(min=1), ustokens=ustokens, ustoken_lengths=ustoken_lengths,
-                               speaker_embeddings=speaker_embeddings)
+        decoded = codec.decode(codes, lengths.clamp(min=1),
+                               **codec_decoder_inputs(codec, ustokens, ustoken_lengths, speaker_embeddings))
         has_speech = lengths.to(decoded.lengths.device) > 0
         return decoded.waveforms * has_speech[:, None], decoded.lengths * has_speech
 
 
 register_auto_classes(DualSpeechLMConfig, DualSpeechLMForConditionalGeneration, AutoModel)
 
-__all__ = ["DualSpeechLMForConditionalGeneration", "DualSpeechLMOutput", "DualSpeechLMSpeechOutput", "SpeechTokensOnly"]
+__all__ = ["codec_decoder_inputs", "DualSpeechLMForConditionalGeneration", "DualSpeechLMOutput", "DualSpeechLMSpeechOutput", "SpeechTokensOnly"]

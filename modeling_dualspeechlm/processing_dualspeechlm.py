@@ -27,6 +27,7 @@ from transformers.utils import PROCESSOR_NAME, cached_file
 
 from .configuration_dualspeechlm import DualSpeechLMConfig, speech_token_strings
 from .feature_extraction_ustokenizer import USTokenizerFeatureExtractor
+from .modeling_dualspeechlm import codec_decoder_inputs
 from .modeling_ustokenizer import USTokenizerModel
 from .registration import register_processor
 from .speaker_encoder import SpeakerEncoderModel
@@ -237,12 +238,11 @@ class DualSpeechLMProcessor(ProcessorMixin):
         waveforms = [np.zeros(0, dtype=np.float32) for _ in range(len(lengths))]
         speaking = (lengths > 0).nonzero().flatten()
         if len(speaking):
-            extra = {}
-            if ustokens is not None and getattr(codec, "ustoken_vocab_size", None) is not None:
-                extra = {"ustokens": torch.as_tensor(ustokens).cpu()[speaking], "ustoken_lengths":
-                         None if ustoken_lengths is None else torch.as_tensor(ustoken_lengths).cpu()[speaking]}
-            if speaker_embeddings is not None and getattr(codec, "speaker_embedding_size", None) is not None:
-                extra["speaker_embeddings"] = torch.as_tensor(speaker_embeddings).cpu().reshape(len(lengths), -1)[speaking]
+            extra = codec_decoder_inputs(codec, ustokens, ustoken_lengths, speaker_embeddings)
+            if "speaker_embeddings" in extra:  # one row per item, also for a single voice given as [S]
+                extra["speaker_embeddings"] = torch.as_tensor(extra["speaker_embeddings"]).reshape(len(lengths), -1)
+            extra = {name: None if value is None else torch.as_tensor(value).cpu()[speaking]  # the speaking items'
+                     for name, value in extra.items()}
             decoded = codec.decode(codes[speaking].to(codec.device), lengths[speaking], **extra)
             for row, index in enumerate(speaking.tolist()):
                 waveforms[index] = decoded.waveforms[row, : decoded.lengths[row]].float().cpu().numpy()
