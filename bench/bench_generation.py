@@ -11,6 +11,11 @@ frames per second), the work a trained model does for that much audio. All four 
 interleaved within each of `--repeats` rounds, and each figure is the best round.
 Prints a Markdown table: acoustic tokens (frames x codebooks) per second of compute and the real-time factor
 (compute seconds / audio seconds, < 1 is faster than real time), then the speed-up ratios.
+
+A second table times speech *with waveforms*: the batched, cached generation decoded by a random mel codec of the
+embedded one's size that reads the USTokens and the voice (neural vocoder), once reading AcousticGPT's first
+codebook too (`ustoken_decode_codebooks=1`: AcousticGPT runs) and once the tokens alone (`0`, the main job's
+setting: AcousticGPT is skipped).
 """
 
 import argparse
@@ -20,6 +25,7 @@ import time
 import torch
 from bench_ustokenizer import best_times  # bench/ is on sys.path when this script runs
 
+from dualspeechlm.codecs import MelCodecConfig, MelCodecModel
 from dualspeechlm.configuration_dualspeechlm import AcousticGPTConfig, DualSpeechLMConfig
 from dualspeechlm.modeling_dualspeechlm import DualSpeechLMForConditionalGeneration
 
@@ -38,6 +44,14 @@ def small_model(seed: int = 0) -> DualSpeechLMForConditionalGeneration:
         table = model.acoustic_gpt.embed_codes.weight  # codebook 0's rows come first
         table[[acoustic.eos_id, acoustic.no_speech_id]] = 0.0
     return model
+
+
+def small_codec(seed: int = 0) -> MelCodecModel:
+    """A random mel codec the size of the embedded one (models/mel-codec-ustokens), with 2 codebooks."""
+    torch.manual_seed(seed)
+    config = MelCodecConfig(num_quantizers=2, codebook_size=1024, hidden_size=192, latent_size=128, encoder_layers=4,
+                            decoder_layers=4, vocoder="neural", ustoken_vocab_size=1024, speaker_embedding_size=512)
+    return MelCodecModel(config).eval()
 
 
 def main() -> None:
@@ -82,6 +96,22 @@ def main() -> None:
           f"{best['no cache', 'one by one'] / best['KV cache', 'one by one']:.1f}x one by one; "
           f"batching speed-up: {best['KV cache', 'one by one'] / best['KV cache', 'batched']:.1f}x with the cache, "
           f"{best['no cache', 'one by one'] / best['no cache', 'batched']:.1f}x without")
+
+    codec, speakers = small_codec(), torch.randn(args.batch_size, config.speaker_embedding_size)
+
+    def with_codec(depth: int):
+        codec.config.ustoken_decode_codebooks = depth
+        return model.generate_speech(prompts, speaker_embeddings=speakers, codec=codec, **settings).waveform_lengths
+
+    rendered = {f"USTokens + voice + AcousticGPT's codebook 0 (depth 1)": lambda: with_codec(1),
+                "USTokens + voice alone (depth 0: AcousticGPT skipped)": lambda: with_codec(0)}
+    assert all((run() == round(args.seconds * codec.sampling_rate)).all() for run in rendered.values())  # warm-up
+    best = best_times(rendered, args.repeats, clock)
+    print("\n| waveforms, KV cache, batched: the codec reads | seconds | real-time factor |\n|---|---|---|")
+    for name, seconds in best.items():
+        print(f"| {name} | {seconds:.2f} | {seconds / audio:.3f} |")
+    first, second = best.values()
+    print(f"\nskipping AcousticGPT where its codes go unread: {first / second:.1f}x faster")
 
 
 if __name__ == "__main__":

@@ -61,8 +61,8 @@ class DualSpeechLMSpeechOutput(ModelOutput):
     """sequences `[batch, L + new]`: prompt + `<audio>` + USTokens + `</audio>` (then pad); ustokens `[batch, U]` and
     ustoken_lengths `[batch]`: the USToken ids (0..K-1) written after the last `<audio>`; speaker_embeddings
     `[batch, speaker_embedding_size]`: the voice it was asked for (None when none was given); codes `[batch, n_q, T]`
-    and code_lengths `[batch]` (0: AcousticGPT wrote no-speech); waveforms `[batch, samples]` and waveform_lengths when
-    a codec was given."""
+    and code_lengths `[batch]` (0: AcousticGPT wrote no-speech; both None when the codec given `decodes_ustokens_alone`,
+    for then AcousticGPT does not run); waveforms `[batch, samples]` and waveform_lengths when a codec was given."""
 
     sequences: torch.LongTensor | None = None
     ustokens: torch.LongTensor | None = None
@@ -404,24 +404,33 @@ class DualSpeechLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
         `[batch, L]`: the positions conditioning AcousticGPT (the prompt's condition and the written USTokens, as in
         training; the USTokens after the last `<audio>` are the aligned condition when it is on); speaker_embeddings
         `[batch, speaker_embedding_size]` (default zeros); acoustic_generation_config (default
-        `config.acoustic_generation`) and `acoustic_kwargs` (its fields, e.g. `do_sample=False`).
+        `config.acoustic_generation`) and `acoustic_kwargs` (its fields, e.g. `do_sample=False`). A codec that
+        `decodes_ustokens_alone` renders the USTokens and the voice without AcousticGPT (no codes are returned).
         """
         config = self.config
+        voice = speaker_embeddings  # the codec hears the voice only when one was asked for
+        check_shape("speaker_embeddings", voice, sequences.shape[0], config.speaker_embedding_size)
+        answer = (sequences == config.audio_start_token_id).flip(1).cumsum(1).flip(1) == 0  # after the last <audio>
+        aligned = condition_mask.bool() & attention_mask.bool() & answer & config.is_speech_token(sequences)
+        ustokens, ustoken_lengths = packed_left(sequences - config.speech_token_offset, aligned)
+        output = DualSpeechLMSpeechOutput(sequences=sequences, ustokens=ustokens, ustoken_lengths=ustoken_lengths,
+                                          speaker_embeddings=voice)
+        if codec is not None and codec.decodes_ustokens_alone:
+            # AcousticGPT's codes would go unread (2.8x the time of TTS, docs/RESULTS.md): the tokens and the voice are
+            # decoded alone, with one placeholder code frame per item that has tokens (none: no speech)
+            placeholder = ustokens.new_zeros(sequences.shape[0], config.num_codebooks, 1)
+            output.waveforms, output.waveform_lengths = self.decode_codes(
+                codec, placeholder, (ustoken_lengths > 0).long(), ustokens, ustoken_lengths, voice)
+            return output
         hidden = self.language_model(sequences, attention_mask=attention_mask, use_cache=False, output_hidden_states=-1,
                                      position_ids=positions_from_mask(attention_mask, attention_mask.shape[1]),
                                      logits_to_keep=1).hidden_states[-1]
-        voice = speaker_embeddings  # the codec hears the voice only when one was asked for
         if speaker_embeddings is None:
             speaker_embeddings = hidden.new_zeros(sequences.shape[0], config.speaker_embedding_size)
-        check_shape("speaker_embeddings", speaker_embeddings, sequences.shape[0], config.speaker_embedding_size)
         acoustic_generation_config = acoustic_generation_config or GenerationConfig(**config.acoustic_generation)
-        answer = (sequences == config.audio_start_token_id).flip(1).cumsum(1).flip(1) == 0  # after the last <audio>
-        aligned = condition_mask.bool() & attention_mask.bool() & answer & config.is_speech_token(sequences)
         acoustic = self.acoustic_gpt.generate(speaker_embeddings, hidden, condition_mask.bool(), acoustic_generation_config,
                                               use_cache=use_cache, aligned_mask=aligned, **acoustic_kwargs)
-        ustokens, ustoken_lengths = packed_left(sequences - config.speech_token_offset, aligned)
-        output = DualSpeechLMSpeechOutput(sequences=sequences, ustokens=ustokens, ustoken_lengths=ustoken_lengths,
-                                          speaker_embeddings=voice, codes=acoustic.codes, code_lengths=acoustic.lengths)
+        output.codes, output.code_lengths = acoustic.codes, acoustic.lengths
         if codec is not None:
             output.waveforms, output.waveform_lengths = self.decode_codes(codec, acoustic.codes, acoustic.lengths,
                                                                           ustokens, ustoken_lengths, voice)

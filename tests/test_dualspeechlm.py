@@ -270,6 +270,24 @@ def test_speech_generation_decodes_with_a_codec():
     unvoiced = voiced.decode(out.codes, out.code_lengths.clamp(min=1), out.ustokens, out.ustoken_lengths)
     assert not torch.allclose(out.waveforms, unvoiced.waveforms * (out.code_lengths > 0)[:, None])
 
+    # a codec that renders the tokens and the voice alone: AcousticGPT does not run, the speech lasts as its tokens
+    voiced.config.ustoken_decode_codebooks = 0
+    model.acoustic_gpt.generate = lambda *args, **kwargs: pytest.fail("AcousticGPT ran though its codes go unread")
+    out = model.generate_speech(ids, mask, speaker_embeddings=speakers, codec=voiced, max_new_tokens=4)
+    assert out.codes is None and out.code_lengths is None and torch.equal(out.speaker_embeddings, speakers)
+    assert out.waveform_lengths.tolist() == (out.ustoken_lengths * 2 * 320).tolist()  # 2 codec frames per USToken
+    any_codes = torch.randint(0, 64, (2, 2, 8))
+    expected = voiced.decode(any_codes, torch.ones(2, dtype=torch.long), out.ustokens, out.ustoken_lengths, speakers)
+    torch.testing.assert_close(out.waveforms, expected.waveforms)
+    # an item whose answer holds no USToken gets no speech
+    config = model.config
+    answer = torch.tensor([[config.audio_start_token_id, config.speech_token_offset + 7, config.audio_end_token_id],
+                           [config.audio_start_token_id, config.audio_end_token_id, config.text_config.pad_token_id]])
+    sequences, full_mask = torch.cat([ids, answer], 1), torch.cat([mask, torch.tensor([[1, 1, 1], [1, 1, 0]])], 1)
+    rendered = model.render_speech(sequences, full_mask, full_mask.bool() & (sequences != config.audio_start_token_id),
+                                   speakers, codec=voiced)
+    assert rendered.ustoken_lengths.tolist() == [1, 0] and rendered.waveform_lengths.tolist() == [640, 0]
+
 
 def word_tokenizer(words: list[str]) -> PreTrainedTokenizerFast:
     vocab = {word: index for index, word in enumerate(["<unk>", *words])}

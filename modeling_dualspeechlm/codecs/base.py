@@ -94,6 +94,16 @@ class SpeechCodecMixin:
     ustoken_vocab_size: int | None = None  # None: the decoder reads codes only
     speaker_embedding_size: int | None = None  # None: the voice comes from the codes alone
 
+    def encoding_modules(self) -> list[torch.nn.Module]:
+        """The modules that turn waveforms into codes: while they stay the same, so do the codes (and caches of them,
+        and a model trained on them), whatever the decoder becomes."""
+        return [self]
+
+    @property
+    def decodes_ustokens_alone(self) -> bool:
+        """Given USTokens, does the decoder read no code at all? Then whoever writes speech need not write codes."""
+        return False
+
     def frames_for(self, num_samples: torch.Tensor) -> torch.Tensor:
         """Code frames that cover `num_samples` samples (ceil)."""
         return torch.ceil(torch.as_tensor(num_samples) * self.frame_rate / self.sampling_rate).long()

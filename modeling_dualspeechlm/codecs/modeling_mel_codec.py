@@ -124,10 +124,17 @@ class MelCodecModel(MelCodecPreTrainedModel, SpeechCodecMixin):
     def speaker_embedding_size(self) -> int | None:
         return self.config.speaker_embedding_size
 
+    def encoding_modules(self) -> list[nn.Module]:
+        return [self.mel, self.encoder, self.quantizer]
+
+    @property
+    def decodes_ustokens_alone(self) -> bool:
+        return self.ustoken_vocab_size is not None and self.config.ustoken_decode_codebooks == 0
+
     def frames_to_decode(self, code_lengths: torch.Tensor, ustoken_lengths: torch.Tensor) -> torch.Tensor:
         """Reading no codebook (`ustoken_decode_codebooks=0`), the speech lasts as long as its USTokens: AcousticGPT's
         frame count only guesses it (and ends 9-19% early, docs/RESULTS.md). Items without tokens keep their codes'."""
-        if self.config.ustoken_decode_codebooks != 0:
+        if not self.decodes_ustokens_alone:
             return code_lengths
         return torch.where(ustoken_lengths > 0, ustoken_lengths * self.config.frames_per_ustoken, code_lengths)
 
