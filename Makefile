@@ -13,7 +13,8 @@ export HF_HUB_OFFLINE ?= 1
 # job on two threads for these small models.
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: setup quickstart stages corpus whisper baseline codec codec-decoder speaker-encoder ustokenizer dualspeechlm test test-slow clean
+.PHONY: setup quickstart stages corpus whisper baseline codec codec-decoder speaker-encoder ustokenizer dualspeechlm \
+	evaluation test test-slow clean
 
 setup: $(VENV)/.installed
 
@@ -22,13 +23,14 @@ $(VENV)/.installed: setup.py scripts/setup.sh
 	touch $@
 
 # The main job on the embedded default: corpus, Whisper, the judges' baseline, then every training
-# stage (codec, speaker encoder and USTokenizer in parallel, then DualSpeechLM) and its evaluation.
+# stage (codec, speaker encoder and USTokenizer in parallel, then DualSpeechLM beside the codec's
+# USToken-reading decoder) and the evaluation of the model with that decoder.
 quickstart: setup
 	$(MAKE) -j2 stages
 
 # Prerequisites are listed longest first: with -j2, stage 1 (the longest) and the codec start as soon as the
 # corpus and Whisper exist; the speaker encoder and the judges' baseline fill the gaps.
-stages: dualspeechlm baseline
+stages: evaluation baseline
 
 corpus: setup
 	$(BIN)/dualspeechlm-data build --output-dir $(CORPUS)
@@ -45,6 +47,7 @@ codec-decoder: $(MODELS)/mel-codec-ustokens/config.json
 speaker-encoder: $(MODELS)/speaker-encoder/config.json
 ustokenizer: $(MODELS)/ustokenizer/config.json
 dualspeechlm: $(MODELS)/dualspeechlm/config.json
+evaluation: $(MODELS)/dualspeechlm/evaluation.json
 
 $(MODELS)/mel-codec/config.json: | corpus whisper
 	$(BIN)/dualspeechlm-train-codec --corpus $(CORPUS) --whisper $(WHISPER) --output-dir $(MODELS)/mel-codec
@@ -64,11 +67,19 @@ $(MODELS)/ustokenizer/config.json: | corpus whisper
 	$(BIN)/dualspeechlm-train-ustokenizer --corpus $(CORPUS) --whisper $(WHISPER) --cache-dir $(CACHE) \
 		--output-dir $(MODELS)/ustokenizer
 
-$(MODELS)/dualspeechlm/config.json: $(MODELS)/ustokenizer/config.json $(MODELS)/mel-codec-ustokens/config.json \
+# Stage 3 learns the plain codec's codes, which the USToken-reading decoder keeps (same encoder and codebooks), so
+# the two train side by side; the model gets that decoder before it is evaluated.
+$(MODELS)/dualspeechlm/config.json: $(MODELS)/ustokenizer/config.json $(MODELS)/mel-codec/config.json \
 		$(MODELS)/speaker-encoder/config.json
 	$(BIN)/dualspeechlm-train-dualspeechlm --corpus $(CORPUS) --ustokenizer $(MODELS)/ustokenizer \
-		--codec $(MODELS)/mel-codec-ustokens --speaker-encoder $(MODELS)/speaker-encoder --cache-dir $(CACHE) \
-		--output-dir $(MODELS)/dualspeechlm
+		--codec $(MODELS)/mel-codec --speaker-encoder $(MODELS)/speaker-encoder --cache-dir $(CACHE) \
+		--output-dir $(MODELS)/dualspeechlm --skip-evaluation
+
+# Nothing else runs by then: the evaluation takes both cores.
+$(MODELS)/dualspeechlm/evaluation.json: $(MODELS)/dualspeechlm/config.json $(MODELS)/mel-codec-ustokens/config.json
+	$(BIN)/dualspeechlm-set-codec --model $(MODELS)/dualspeechlm --codec $(MODELS)/mel-codec-ustokens
+	OMP_NUM_THREADS=2 $(BIN)/dualspeechlm-evaluate --model $(MODELS)/dualspeechlm --corpus $(CORPUS) --cache-dir $(CACHE) \
+		--whisper $(WHISPER)
 
 test: setup
 	$(BIN)/python -m pytest -m "not slow" -q -rs

@@ -77,6 +77,7 @@ setup(
             "dualspeechlm-judge=dualspeechlm.training.judge:main",
             "dualspeechlm-train-codec=dualspeechlm.training.train_codec:main",
             "dualspeechlm-train-codec-decoder=dualspeechlm.training.train_codec_decoder:main",
+            "dualspeechlm-set-codec=dualspeechlm.training.train_codec_decoder:set_codec_main",
             "dualspeechlm-train-speaker-encoder=dualspeechlm.training.train_speaker_encoder:main",
             "dualspeechlm-train-ustokenizer=dualspeechlm.training.train_ustokenizer:main",
             "dualspeechlm-train-dualspeechlm=dualspeechlm.training.train_dualspeechlm:main",

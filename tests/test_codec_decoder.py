@@ -5,8 +5,12 @@ import torch
 
 from dualspeechlm.codecs.configuration_mel_codec import MelCodecConfig
 from dualspeechlm.codecs.modeling_mel_codec import MelCodecModel
+from dualspeechlm.pipelines_dualspeechlm import save_for_pipelines
 from dualspeechlm.processing.corpus import TRAIN_VOICES, synthesize
-from dualspeechlm.training.train_codec_decoder import decoder_items, random_batch, train_decoder
+from dualspeechlm.processing_dualspeechlm import DualSpeechLMProcessor
+from dualspeechlm.testing_utils import tiny_random_model_and_processor
+from dualspeechlm.training.encoder_cache import codes_fingerprint, weights_fingerprint
+from dualspeechlm.training.train_codec_decoder import decoder_items, random_batch, set_codec, set_codec_main, train_decoder
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -156,6 +160,7 @@ def test_training_lowers_the_loss_and_leaves_the_codes_alone(speech):
     frozen = {k: v.clone() for k, v in codec.state_dict().items() if not k.startswith(trained)}
     projection = codec.speaker_projection.weight.clone()
     before_codes = codec.encode(speech).codes
+    before_fingerprints = codes_fingerprint(codec), weights_fingerprint(codec)
     before = loss()
     losses = train_decoder(codec, items, 200, 4, 1e-2, generator, tokens_per_crop=10)
     after = loss()
@@ -163,3 +168,26 @@ def test_training_lowers_the_loss_and_leaves_the_codes_alone(speech):
     assert not torch.equal(codec.speaker_projection.weight, projection)
     assert all(torch.equal(frozen[k], v) for k, v in codec.state_dict().items() if k in frozen)
     assert torch.equal(codec.encode(speech).codes, before_codes) and not codec.training
+    # so the token caches (keyed by the codes' fingerprint) and a model trained on the codes stay valid
+    assert codes_fingerprint(codec) == before_fingerprints[0] and weights_fingerprint(codec) != before_fingerprints[1]
+
+
+def test_set_codec_gives_a_model_folder_a_new_decoder_only_when_the_codes_stay(tmp_path):
+    model, processor = tiny_random_model_and_processor()
+    save_for_pipelines(model, processor, tmp_path / "model")
+    plain = processor.codec
+    reading = MelCodecModel(MelCodecConfig(**{**plain.config.to_dict(), "ustoken_vocab_size": 32}))
+    reading.load_state_dict(plain.state_dict(), strict=False)  # the same encoder and codebooks, a new token table
+    with torch.no_grad():
+        reading.decoder.output.weight.mul_(2.0)  # ... and another decoder
+    reading.save_pretrained(tmp_path / "reading")
+    set_codec_main(["--model", str(tmp_path / "model"), "--codec", str(tmp_path / "reading")])
+    loaded = DualSpeechLMProcessor.from_pretrained(tmp_path / "model").codec
+    assert loaded.ustoken_vocab_size == 32 and torch.equal(loaded.decoder.output.weight, reading.decoder.output.weight)
+    assert codes_fingerprint(loaded) == codes_fingerprint(plain)
+
+    torch.manual_seed(1)
+    MelCodecModel(plain.config).save_pretrained(tmp_path / "other")  # other codebooks: other codes
+    with pytest.raises(ValueError, match="encodes differently"):
+        set_codec(tmp_path / "model", tmp_path / "other")
+    assert DualSpeechLMProcessor.from_pretrained(tmp_path / "model").codec.ustoken_vocab_size == 32  # left as it was

@@ -35,6 +35,11 @@ def weights_fingerprint(model: torch.nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
+def codes_fingerprint(codec) -> str:
+    """`weights_fingerprint` of the codec's encoding modules: a new decoder keeps the codes, and their caches."""
+    return weights_fingerprint(torch.nn.ModuleList(codec.encoding_modules()))
+
+
 def corpus_identity(corpus_dir: str | Path) -> dict:
     """What makes a corpus' content (a folder or Hub id): its generator version, seed and sizes (manifest.json)."""
     manifest = json.loads((corpus_folder(corpus_dir) / "manifest.json").read_text())
@@ -101,5 +106,5 @@ def cached_encoder_outputs(corpus_dir: str | Path, config: str, split: str, enco
     return write_cache(path, dataset, info)
 
 
-__all__ = ["cached_encoder_outputs", "encode_batch", "weights_fingerprint", "corpus_identity", "read_cache",
+__all__ = ["cached_encoder_outputs", "codes_fingerprint", "encode_batch", "weights_fingerprint", "corpus_identity", "read_cache",
            "write_cache"]

@@ -22,8 +22,8 @@ from dualspeechlm.modeling_ustokenizer import USTokenizerModel
 from dualspeechlm.processing.corpus import load_corpus
 from dualspeechlm.processing.corpus.builder import AUDIO_COLUMNS
 
-from .encoder_cache import (cached_encoder_outputs, corpus_identity, read_cache, weights_fingerprint,
-                            write_cache)
+from .encoder_cache import (cached_encoder_outputs, codes_fingerprint, corpus_identity, read_cache,
+                            weights_fingerprint, write_cache)
 
 GENERATION_TARGETS = {"speech": ("audio",), "qa": ("answer_audio",), "translation": ("translation_audio",),
                       "vc": ("target_audio",)}
@@ -63,10 +63,11 @@ def cached_tokens(corpus_dir: str | Path, config: str, split: str, ustokenizer: 
                   feature_extractor: USTokenizerFeatureExtractor, codec, speaker_encoder,
                   cache_dir: str | Path) -> datasets.Dataset:
     """The corpus `config`/`split` with its audio replaced by USTokens, codes and speaker embeddings
-    (module docstring), read from `cache_dir` when the corpus and all three models are unchanged."""
+    (module docstring), read from `cache_dir` when the corpus, the tokenizer, the speaker encoder and the codec's
+    encoding modules are unchanged (a codec with a new decoder, same codes, reads the same cache)."""
     path = Path(cache_dir) / "tokens" / f"{config}-{split}"
     info = {**corpus_identity(corpus_dir), "ustokenizer": weights_fingerprint(ustokenizer),
-            "codec": weights_fingerprint(codec), "speaker_encoder": weights_fingerprint(speaker_encoder)}
+            "codec_codes": codes_fingerprint(codec), "speaker_encoder": weights_fingerprint(speaker_encoder)}
     if (cached := read_cache(path, info)) is not None:
         return cached
 

@@ -16,6 +16,9 @@ on them needs no retraining). Training: L1 to the true log-mel on random 2-secon
 split, whose codes, log-mels, USTokens and speaker embeddings are computed once up front. Then the judges score
 the test splits' reference codes decoded without the tokens and with them, reading no codebook, the default
 number and all, and the speaker encoder scores the voice (SIM to the reference audio).
+
+`dualspeechlm-set-codec --model <DualSpeechLM folder> --codec <this decoder's folder>` then gives a model trained on
+the plain codec's codes this decoder (the main job trains the two side by side).
 """
 
 from __future__ import annotations
@@ -29,13 +32,15 @@ from typing import NamedTuple
 import torch
 from tqdm.auto import tqdm
 
+from dualspeechlm.codecs import load_codec
 from dualspeechlm.codecs.configuration_mel_codec import MelCodecConfig
 from dualspeechlm.codecs.modeling_mel_codec import MelCodecModel
 from dualspeechlm.feature_extraction_ustokenizer import USTokenizerFeatureExtractor
 from dualspeechlm.modeling_ustokenizer import USTokenizerModel
+from dualspeechlm.processing_dualspeechlm import DualSpeechLMProcessor
 from dualspeechlm.speaker_encoder import SpeakerEncoderModel
 
-from .encoder_cache import cached_encoder_outputs
+from .encoder_cache import cached_encoder_outputs, codes_fingerprint
 from .judge import judge, PocketsphinxJudge, WhisperJudge
 from .token_cache import ustokens
 from .train_codec import add_run_arguments, corpus_waveforms, optimizer_step
@@ -234,6 +239,30 @@ def main(argv=None) -> None:
         f"speaker encoder cosine to the reference audio\n\n"
         f"{table}\n")
     print(table)
+
+
+def set_codec(model_folder: str | Path, codec_folder: str | Path) -> None:
+    """Give the DualSpeechLM folder `model_folder` the codec in `codec_folder` (its `codec/` is rewritten). The new
+    codec must encode as the old one does (the same encoding modules: e.g. the same codec with a decoder trained
+    here), for the model writes the codes it was trained on."""
+    processor = DualSpeechLMProcessor.from_pretrained(model_folder)
+    codec = load_codec(str(codec_folder))
+    if processor.codec is None:
+        raise ValueError(f"{model_folder} has no codec/: nothing tells which codes its model writes")
+    if codes_fingerprint(codec) != codes_fingerprint(processor.codec):
+        raise ValueError(f"{codec_folder} encodes differently from {model_folder}'s codec: the model's codes would "
+                         "not be its codes (give a codec whose encoder and codebooks are those the model trained on)")
+    processor.codec = codec.eval()
+    processor.save_pretrained(model_folder)
+
+
+def set_codec_main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=set_codec.__doc__)
+    parser.add_argument("--model", required=True, type=Path, help="a DualSpeechLM model folder")
+    parser.add_argument("--codec", required=True, type=Path, help="the codec folder to give it")
+    args = parser.parse_args(argv)
+    set_codec(args.model, args.codec)
+    print(f"{args.model}/codec <- {args.codec}")
 
 
 if __name__ == "__main__":
