@@ -10,7 +10,8 @@ RESULTS ?= results
 # lets transformers and datasets reach it where a network exists.
 export HF_HUB_OFFLINE ?= 1
 # Two cores: the independent stages run side by side on one thread each (`-j2`), which beats one
-# job on two threads for these small models.
+# job on two threads for these small models; stages 1 and 3 take the second core when it falls idle
+# (`--use-idle-cores`).
 export OMP_NUM_THREADS ?= 1
 
 .PHONY: setup quickstart stages corpus whisper baseline codec codec-decoder speaker-encoder ustokenizer dualspeechlm \
@@ -65,7 +66,7 @@ $(MODELS)/speaker-encoder/config.json: | corpus
 
 $(MODELS)/ustokenizer/config.json: | corpus whisper
 	$(BIN)/dualspeechlm-train-ustokenizer --corpus $(CORPUS) --whisper $(WHISPER) --cache-dir $(CACHE) \
-		--output-dir $(MODELS)/ustokenizer
+		--output-dir $(MODELS)/ustokenizer --use-idle-cores
 
 # Stage 3 learns the plain codec's codes, which the USToken-reading decoder keeps (same encoder and codebooks), so
 # the two train side by side; the model gets that decoder before it is evaluated.
@@ -73,7 +74,7 @@ $(MODELS)/dualspeechlm/config.json: $(MODELS)/ustokenizer/config.json $(MODELS)/
 		$(MODELS)/speaker-encoder/config.json
 	$(BIN)/dualspeechlm-train-dualspeechlm --corpus $(CORPUS) --ustokenizer $(MODELS)/ustokenizer \
 		--codec $(MODELS)/mel-codec --speaker-encoder $(MODELS)/speaker-encoder --cache-dir $(CACHE) \
-		--output-dir $(MODELS)/dualspeechlm --skip-evaluation
+		--output-dir $(MODELS)/dualspeechlm --skip-evaluation --use-idle-cores
 
 # Nothing else runs by then: the evaluation takes both cores.
 $(MODELS)/dualspeechlm/evaluation.json: $(MODELS)/dualspeechlm/config.json $(MODELS)/mel-codec-ustokens/config.json

@@ -1,13 +1,16 @@
 """Recipe presets are YAML files; command lines apply preset, then --config, then flags."""
 
 import dataclasses
+from types import SimpleNamespace
 
 import pytest
+import torch
 import yaml
 
 from dualspeechlm.training.recipe_cli import PRESETS, recipe_from_args, recipe_parser
 from dualspeechlm.training.train_dualspeechlm import DualSpeechLMRecipe
 from dualspeechlm.training.train_ustokenizer import USTokenizerRecipe
+from dualspeechlm.training.trainer import IdleCoresCallback
 
 
 def test_every_preset_file_loads_and_the_paper_presets_hold_the_papers_setup():
@@ -49,3 +52,30 @@ def test_bad_config_files_are_clear_errors(tmp_path):
     (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
     with pytest.raises(ValueError, match="must hold a mapping"):
         recipe_from_args(USTokenizerRecipe, vars(parser.parse_args(["--config", str(tmp_path / "list.yaml")])))
+
+
+@pytest.mark.parametrize("recipe_class", [DualSpeechLMRecipe, USTokenizerRecipe])
+def test_use_idle_cores_is_off_unless_asked(recipe_class):
+    parser = recipe_parser(recipe_class, "a stage")
+    assert recipe_from_args(recipe_class, vars(parser.parse_args([]))).use_idle_cores is False
+    assert recipe_from_args(recipe_class, vars(parser.parse_args(["--use-idle-cores"]))).use_idle_cores is True
+
+
+def test_idle_cores_callback_follows_the_other_processes_load():
+    loads = iter([0.9, 3.2, 2.3, 1.4])  # 1-minute load averages, this process' own threads included
+    callback = IdleCoresCallback(every=10, cores=2, load=lambda: (next(loads), 0.0, 0.0))
+    state, threads_before = SimpleNamespace(global_step=5), torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        callback.on_step_end(None, state, None)  # not a multiple of `every`: nothing read, nothing changed
+        assert torch.get_num_threads() == 1
+        expected = {10: 2,  # 0.9 with one thread of ours: the other core is idle
+                    20: 1,  # 3.2 with two of ours: another process is busy
+                    30: 1,  # 2.3 with one of ours: still busy
+                    40: 2}  # 1.4 with one of ours: it is done
+        for step, threads in expected.items():
+            state.global_step = step
+            callback.on_step_end(None, state, None)
+            assert torch.get_num_threads() == threads, step
+    finally:
+        torch.set_num_threads(threads_before)

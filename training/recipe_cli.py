@@ -64,6 +64,9 @@ def recipe_parser(recipe_class, description: str) -> argparse.ArgumentParser:
         if field.type in FLAG_TYPES:
             parser.add_argument(f"--{field.name.replace('_', '-')}", type=FLAG_TYPES[field.type], default=None,
                                 help=f"tiny preset: {getattr(defaults, field.name)}")
+    if hasattr(defaults, "use_idle_cores"):
+        parser.add_argument("--use-idle-cores", action="store_true", default=None,
+                            help="raise the threads to the cores other processes leave idle (IdleCoresCallback)")
     return parser
 
 

@@ -40,7 +40,7 @@ from .plots import plot_losses
 from .recipe_cli import PresetRecipe, recipe_from_args, recipe_parser
 from .token_cache import cached_tokens
 from .train_ustokenizer import UNDERSTANDING_LLM
-from .trainer import BatchSamplerTrainer
+from .trainer import BatchSamplerTrainer, IdleCoresCallback
 
 ALL_TASKS = tuple(CONFIG_OF_TASK)
 
@@ -85,6 +85,7 @@ class DualSpeechLMRecipe(PresetRecipe):
     eval_steps: int = 250  # validation loss every so many steps (0: never)
     eval_examples: int = 32  # validation examples per task
     seed: int = 0
+    use_idle_cores: bool = False  # raise the threads to the cores other processes leave idle (the main job does)
 
     preset_stem = "dualspeechlm"  # presets/dualspeechlm_<name>.yaml
 
@@ -188,7 +189,8 @@ def train_dualspeechlm(recipe: DualSpeechLMRecipe) -> Path:
     )
     sampler = TaskBatchSampler(train.task_of, recipe.batch_size, recipe.task_weights, seed=recipe.seed)
     trainer = BatchSamplerTrainer(model=trained, args=args, train_dataset=train, eval_dataset=validation,
-                                  batch_sampler=sampler, data_collator=DualSpeechLMCollator(tokenizer, model.config))
+                                  batch_sampler=sampler, data_collator=DualSpeechLMCollator(tokenizer, model.config),
+                                  callbacks=[IdleCoresCallback()] if recipe.use_idle_cores else None)
     checkpoints = sorted((output_dir / "checkpoints").glob("checkpoint-*"))
     trainer.train(resume_from_checkpoint=str(checkpoints[-1]) if checkpoints else None)
     if not trainer.is_world_process_zero():  # under `accelerate launch`, one process writes the folder

@@ -44,7 +44,7 @@ from .plots import plot_losses
 from .recipe_cli import PresetRecipe, recipe_from_args, recipe_parser
 from .text_llm import (small_llm_config, stage3_task_documents, text_llm_corpus, train_text_llm,
                        understanding_examples)
-from .trainer import LossTermsTrainer
+from .trainer import IdleCoresCallback, LossTermsTrainer
 from .understanding import FitCodebookCallback, UnderstandingCollator, USTokenizerForUnderstanding, character_ids
 
 EVAL_SPLITS = ("test", "test_unseen_voice")
@@ -77,6 +77,7 @@ class USTokenizerRecipe(PresetRecipe):
     eval_limit: int | None = None  # utterances per evaluated split (None: all)
     whisper_baseline: bool = True
     seed: int = 0
+    use_idle_cores: bool = False  # raise the threads to the cores other processes leave idle (the main job does)
 
     preset_stem = "ustokenizer"  # presets/ustokenizer_<name>.yaml
 
@@ -239,6 +240,7 @@ def train_ustokenizer(recipe: USTokenizerRecipe) -> dict:
     collator = UnderstandingCollator(text_tokenizer.pad_token_id)
     callbacks = ([FitCodebookCallback(model, train_data, collator, recipe.quantizer_warmup_steps, seed=recipe.seed)]
                  if recipe.quantizer_warmup_steps > 0 else [])
+    callbacks += [IdleCoresCallback()] if recipe.use_idle_cores else []
     trainer = LossTermsTrainer(model=model, args=args, train_dataset=train_data, data_collator=collator,
                                callbacks=callbacks)
     trainer.train()
