@@ -10,7 +10,7 @@ import yaml
 from dualspeechlm.training.recipe_cli import PRESETS, recipe_from_args, recipe_parser
 from dualspeechlm.training.train_dualspeechlm import DualSpeechLMRecipe
 from dualspeechlm.training.train_ustokenizer import USTokenizerRecipe
-from dualspeechlm.training.trainer import IdleCoresCallback
+from dualspeechlm.training.trainer import IdleCoresCallback, cpu_seconds
 
 
 def test_every_preset_file_loads_and_the_paper_presets_hold_the_papers_setup():
@@ -61,21 +61,29 @@ def test_use_idle_cores_is_off_unless_asked(recipe_class):
     assert recipe_from_args(recipe_class, vars(parser.parse_args(["--use-idle-cores"]))).use_idle_cores is True
 
 
-def test_idle_cores_callback_follows_the_other_processes_load():
-    loads = iter([0.9, 3.2, 2.3, 1.4])  # 1-minute load averages, this process' own threads included
-    callback = IdleCoresCallback(every=10, cores=2, load=lambda: (next(loads), 0.0, 0.0))
+def test_idle_cores_callback_takes_the_cores_the_other_processes_leave_idle():
+    # (wall seconds, machine busy CPU seconds, this process' CPU seconds) at steps 0, 10, 20, 30, 40
+    readings = iter([(0, 0, 0), (10, 10, 10), (20, 30, 25), (30, 50, 35), (40, 60, 45)])
+    callback = IdleCoresCallback(every=10, cores=2, usage=lambda: next(readings))
     state, threads_before = SimpleNamespace(global_step=5), torch.get_num_threads()
     try:
         torch.set_num_threads(1)
         callback.on_step_end(None, state, None)  # not a multiple of `every`: nothing read, nothing changed
-        assert torch.get_num_threads() == 1
-        expected = {10: 2,  # 0.9 with one thread of ours: the other core is idle
-                    20: 1,  # 3.2 with two of ours: another process is busy
-                    30: 1,  # 2.3 with one of ours: still busy
-                    40: 2}  # 1.4 with one of ours: it is done
+        expected = {0: 1,   # the first reading: nothing to compare with yet
+                    10: 2,  # only this process was busy: the other core is idle
+                    20: 1,  # another process used half a core (not three quarters idle)
+                    30: 1,  # ... and then a whole one
+                    40: 2}  # it is done
         for step, threads in expected.items():
             state.global_step = step
             callback.on_step_end(None, state, None)
             assert torch.get_num_threads() == threads, step
     finally:
         torch.set_num_threads(threads_before)
+
+
+def test_cpu_seconds_reads_this_machine():
+    wall, busy, own = cpu_seconds()
+    sum(range(5_000_000))  # some work of this process (CPU times tick every 10 ms)
+    later = cpu_seconds()
+    assert later[0] > wall and later[1] >= busy and later[2] > own >= 0

@@ -5,8 +5,10 @@ processes leave idle."""
 from __future__ import annotations
 
 import os
+import time
 from collections import defaultdict
 
+import psutil
 import torch
 from accelerate.utils import gather_object
 from torch.utils.data import DataLoader, Sampler
@@ -58,25 +60,40 @@ class BatchSamplerTrainer(LossTermsTrainer):
         return self.accelerator.prepare(loader)
 
 
-class IdleCoresCallback(TrainerCallback):
-    """Every `every` steps, sets torch's intra-op threads to the cores the other processes leave idle: `cores` minus
-    the 1-minute load average less this process' own threads, at least 1. The main job runs its stages side by side
-    at one thread each; a stage left alone (stage 1 once the codec is trained, stage 3 once the decoder is) then takes
-    both cores. Measured on a stage-1 step here: 1.01 s at one thread, 0.62 s at two, but 1.74 s at two beside a
-    busy process, so threads follow the load rather than a fixed count. `load`: a stand-in for `os.getloadavg`."""
+def cpu_seconds() -> tuple[float, float, float]:
+    """(wall clock, CPU seconds the whole machine has been busy, CPU seconds of this process), all in seconds."""
+    machine = psutil.cpu_times()
+    idle = machine.idle + getattr(machine, "iowait", 0.0)
+    guest = getattr(machine, "guest", 0.0) + getattr(machine, "guest_nice", 0.0)  # already counted in user time
+    own = psutil.Process().cpu_times()
+    return time.perf_counter(), sum(machine) - idle - guest, own.user + own.system
 
-    def __init__(self, every: int = 25, cores: int | None = None, load=os.getloadavg):
-        self.every, self.cores, self.load = every, cores or os.cpu_count() or 1, load
+
+class IdleCoresCallback(TrainerCallback):
+    """Every `every` steps, sets torch's intra-op threads to the cores that the other processes left idle over those
+    steps (the machine's busy CPU time less this process', per second; a core counts as idle when at least three
+    quarters of it were), at least 1. The main job runs its stages side by side at one thread each; a stage left
+    alone (stage 1 once the codec is trained, stage 3 once the decoder is) then takes both cores. Measured on a
+    stage-1 step here: 1.01 s at one thread, 0.62 s at two, but 1.74 s at two beside a busy process, so the threads
+    follow what the others use rather than a fixed count. `usage`: a stand-in for `cpu_seconds`."""
+
+    def __init__(self, every: int = 25, cores: int | None = None, usage=cpu_seconds):
+        self.every, self.usage, self.last = every, usage, None
+        self.cores = cores or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step % self.every:
             return
-        mine = torch.get_num_threads()
-        others = self.load()[0] - mine
-        wanted = max(1, min(self.cores, int(self.cores - others + 0.5)))
-        if wanted != mine:
-            torch.set_num_threads(wanted)
-            print(f"step {state.global_step}: {wanted} thread(s) (load {others + mine:.1f} on {self.cores} cores)")
+        now = self.usage()
+        if self.last is not None and now[0] > self.last[0]:
+            wall, busy, own = (a - b for a, b in zip(now, self.last))
+            others = max(0.0, (busy - own) / wall)  # cores the other processes kept busy
+            wanted = max(1, min(self.cores, int(self.cores - others + 0.25)))
+            if wanted != torch.get_num_threads():
+                torch.set_num_threads(wanted)
+                print(f"step {state.global_step}: {wanted} thread(s) (other processes used {others:.1f} of "
+                      f"{self.cores} cores)")
+        self.last = now
 
 
-__all__ = ["LossTermsTrainer", "BatchSamplerTrainer", "IdleCoresCallback"]
+__all__ = ["LossTermsTrainer", "BatchSamplerTrainer", "IdleCoresCallback", "cpu_seconds"]
