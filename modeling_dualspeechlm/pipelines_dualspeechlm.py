@@ -108,17 +108,15 @@ class DualSpeechLMTextToSpeechPipeline(DualSpeechLMPipeline):
         return inputs
 
     def _forward(self, model_inputs, generate_kwargs: dict | None = None):
-        output = self.model.generate_speech(
+        output = self.model.generate_speech(  # with the codec: one that reads no codes spares AcousticGPT
             model_inputs["input_ids"], attention_mask=model_inputs["attention_mask"],
             condition_mask=model_inputs["condition_mask"], speaker_embeddings=model_inputs["speaker_embeddings"],
-            **(generate_kwargs or {}))
-        return {name: output[name] for name in ("codes", "code_lengths", "ustokens", "ustoken_lengths", "speaker_embeddings")}
+            codec=self.processor.require("codec"), **(generate_kwargs or {}))
+        return {"waveforms": output.waveforms, "waveform_lengths": output.waveform_lengths}
 
     def postprocess(self, model_outputs):
-        audio = self.processor.decode_audio(model_outputs["codes"], model_outputs["code_lengths"],
-                                            model_outputs["ustokens"], model_outputs["ustoken_lengths"],
-                                            model_outputs["speaker_embeddings"])[0]
-        return {"audio": audio.astype(np.float32), "sampling_rate": self.processor.sampling_rate}
+        audio = model_outputs["waveforms"][0, : int(model_outputs["waveform_lengths"][0])]
+        return {"audio": audio.float().cpu().numpy(), "sampling_rate": self.processor.sampling_rate}
 
 
 PIPELINES = {

@@ -127,11 +127,10 @@ class SpeechDemo:
             torch.manual_seed(SEED)
             output = self.model.generate_speech(
                 inputs["input_ids"], attention_mask=inputs["attention_mask"], condition_mask=inputs["condition_mask"],
-                speaker_embeddings=speaker)
+                speaker_embeddings=speaker, codec=self.processor.codec)
         except ValueError as error:
             raise gr.Error(str(error)) from error
-        waveform = self.processor.decode_audio(output.codes, output.code_lengths, output.ustokens, output.ustoken_lengths,
-                                               output.speaker_embeddings)[0]
+        waveform = output.waveforms[0, : int(output.waveform_lengths[0])].float().numpy()
         if waveform.size == 0:
             raise gr.Error("The model wrote no speech for this input; try another text or reference voice.")
         return self.processor.sampling_rate, (np.clip(waveform, -1, 1) * 32767).astype(np.int16)
