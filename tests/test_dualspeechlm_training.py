@@ -219,8 +219,8 @@ class KillAfterSave(TrainerCallback):
             os.kill(os.getpid(), signal.SIGKILL)  # as an out-of-memory kill or a pre-empted node would
 
 class Killed(stage3.BatchSamplerTrainer):
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, callbacks=[KillAfterSave()], **kwargs)
+    def __init__(self, *args, callbacks=None, **kwargs):
+        super().__init__(*args, callbacks=[*(callbacks or []), KillAfterSave()], **kwargs)
 
 stage3.BatchSamplerTrainer = Killed
 settings = json.loads(sys.argv[1])
@@ -257,8 +257,8 @@ def test_resume_after_a_kill_reaches_the_uninterrupted_state(tiny_recipe, tmp_pa
             steps_run.append(state.global_step)
 
     class Counted(stage3.BatchSamplerTrainer):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, callbacks=[CountSteps()], **kwargs)
+        def __init__(self, *args, callbacks=None, **kwargs):
+            super().__init__(*args, callbacks=[*(callbacks or []), CountSteps()], **kwargs)
 
     monkeypatch.setattr(stage3, "BatchSamplerTrainer", Counted)
     resumed = train_dualspeechlm(recipe)
