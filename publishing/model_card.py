@@ -139,7 +139,8 @@ def describe_architecture(config: dict, folder: Path) -> dict:
         "ustokenizer": (f"Whisper encoder ({encoder.get('encoder_layers', '?')} layers, width "
                         f"{encoder.get('d_model', '?')}) -> 25 Hz -> {ustokenizer.get('codebook_size', '?')}-code VQ"),
         "acoustic": (f"{acoustic['num_hidden_layers']} layers, width {acoustic['hidden_size']}, speaker embedding "
-                     f"{acoustic['speaker_embedding_size']}"),
+                     f"{acoustic['speaker_embedding_size']}" + ("; trained, but not run when generating: the codec "
+                     "reads no codes" if depth == 0 and reads_tokens else "")),
         "codec": (f"{acoustic['num_codebooks']} x {acoustic['codebook_size']} codes at {config['codec_frame_rate']:g} "
                   f"Hz, {config['codec_sampling_rate']} Hz audio{reads_tokens}"),
     }
