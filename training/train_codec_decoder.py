@@ -37,7 +37,6 @@ from dualspeechlm.codecs.configuration_mel_codec import MelCodecConfig
 from dualspeechlm.codecs.modeling_mel_codec import MelCodecModel
 from dualspeechlm.feature_extraction_ustokenizer import USTokenizerFeatureExtractor
 from dualspeechlm.modeling_ustokenizer import USTokenizerModel
-from dualspeechlm.processing_dualspeechlm import DualSpeechLMProcessor
 from dualspeechlm.speaker_encoder import SpeakerEncoderModel
 
 from .encoder_cache import cached_encoder_outputs, codes_fingerprint
@@ -245,15 +244,14 @@ def set_codec(model_folder: str | Path, codec_folder: str | Path) -> None:
     """Give the DualSpeechLM folder `model_folder` the codec in `codec_folder` (its `codec/` is rewritten). The new
     codec must encode as the old one does (the same encoding modules: e.g. the same codec with a decoder trained
     here), for the model writes the codes it was trained on."""
-    processor = DualSpeechLMProcessor.from_pretrained(model_folder)
-    codec = load_codec(str(codec_folder))
-    if processor.codec is None:
+    saved_at = Path(model_folder) / "codec"  # only this subfolder changes: the processor's other parts stay as saved
+    if not (saved_at / "config.json").is_file():
         raise ValueError(f"{model_folder} has no codec/: nothing tells which codes its model writes")
-    if codes_fingerprint(codec) != codes_fingerprint(processor.codec):
+    codec = load_codec(str(codec_folder))
+    if codes_fingerprint(codec) != codes_fingerprint(load_codec(str(saved_at))):
         raise ValueError(f"{codec_folder} encodes differently from {model_folder}'s codec: the model's codes would "
                          "not be its codes (give a codec whose encoder and codebooks are those the model trained on)")
-    processor.codec = codec.eval()
-    processor.save_pretrained(model_folder)
+    codec.save_pretrained(saved_at)
 
 
 def set_codec_main(argv=None) -> None:
