@@ -6,11 +6,13 @@ from types import SimpleNamespace
 import pytest
 import torch
 import yaml
+from transformers import TrainingArguments
 
 from dualspeechlm.training.recipe_cli import PRESETS, recipe_from_args, recipe_parser
 from dualspeechlm.training.train_dualspeechlm import DualSpeechLMRecipe
 from dualspeechlm.training.train_ustokenizer import USTokenizerRecipe
-from dualspeechlm.training.trainer import IdleCoresCallback, cpu_seconds
+from dualspeechlm.training import trainer as trainer_module
+from dualspeechlm.training.trainer import IdleCoresCallback, LossTermsTrainer, cpu_seconds, precision_arguments
 
 
 def test_every_preset_file_loads_and_the_paper_presets_hold_the_papers_setup():
@@ -87,3 +89,40 @@ def test_cpu_seconds_reads_this_machine():
     sum(range(5_000_000))  # some work of this process (CPU times tick every 10 ms)
     later = cpu_seconds()
     assert later[0] > wall and later[1] >= busy and later[2] > own >= 0
+
+
+def test_precision_is_bf16_where_asked_or_native(monkeypatch):
+    assert precision_arguments("fp32") == {"bf16": False, "use_cpu": False}
+    assert precision_arguments("bf16") == {"bf16": True, "use_cpu": not torch.cuda.is_available()}
+    for native in (True, False):
+        monkeypatch.setattr(trainer_module, "native_bf16", lambda: native)
+        assert precision_arguments("auto")["bf16"] is native
+    with pytest.raises(ValueError, match="precision must be one of"):
+        precision_arguments("fp16")
+    parser = recipe_parser(DualSpeechLMRecipe, "stage 3")
+    assert recipe_from_args(DualSpeechLMRecipe, vars(parser.parse_args([]))).precision == "auto"
+    assert recipe_from_args(DualSpeechLMRecipe, vars(parser.parse_args(["--precision", "fp32"]))).precision == "fp32"
+
+
+class _DtypeRecorder(torch.nn.Module):
+    """A linear regression that records the dtype its matmul ran in."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear, self.seen = torch.nn.Linear(4, 1), []
+
+    def forward(self, x, y):
+        prediction = self.linear(x)
+        self.seen.append(prediction.dtype)
+        return {"loss": torch.nn.functional.mse_loss(prediction.float(), y)}
+
+
+@pytest.mark.parametrize("precision, dtype", [("bf16", torch.bfloat16), ("fp32", torch.float32)])
+def test_the_trainer_steps_under_the_precision_asked(tmp_path, precision, dtype):
+    data = [{"x": torch.randn(4), "y": torch.randn(1)} for _ in range(8)]
+    model = _DtypeRecorder()
+    args = TrainingArguments(output_dir=str(tmp_path), max_steps=2, per_device_train_batch_size=4, report_to=[],
+                             save_strategy="no", disable_tqdm=True, dataloader_pin_memory=False,
+                             **precision_arguments(precision))
+    LossTermsTrainer(model=model, args=args, train_dataset=data).train()
+    assert model.seen == [dtype, dtype] and model.linear.weight.dtype == torch.float32  # fp32 weights

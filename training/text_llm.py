@@ -20,7 +20,7 @@ from dualspeechlm.processing.corpus import load_corpus
 from dualspeechlm.tasks import answer_text, prompt_parts
 
 from .multitask import ANSWER_COLUMN, CONFIG_OF_TASK
-from .trainer import LossTermsTrainer
+from .trainer import LossTermsTrainer, precision_arguments
 
 
 def understanding_examples(corpus_dir: str | Path, split: str = "train") -> list[dict]:
@@ -89,9 +89,10 @@ def small_llm_config(tokenizer: PreTrainedTokenizerBase, **overrides) -> LlamaCo
 
 def train_text_llm(documents: list[str], tokenizer: PreTrainedTokenizerBase, config: LlamaConfig,
                    output_dir: str | Path, steps: int = 1500, batch_size: int = 32, learning_rate: float = 1e-3,
-                   seed: int = 0) -> PreTrainedModel:
+                   seed: int = 0, precision: str = "auto") -> PreTrainedModel:
     """Train a `LlamaForCausalLM` of `config` from scratch on `documents` (next-token loss, EOS
-    appended) with the HF Trainer; saves model + tokenizer to `output_dir` and returns the model."""
+    appended) with the HF Trainer (`precision` as in `precision_arguments`); saves model + tokenizer
+    to `output_dir` and returns the model."""
     eos = tokenizer.eos_token
     data = datasets.Dataset.from_dict({"text": [doc + eos for doc in documents]})
     data = data.map(lambda batch: tokenizer(batch["text"]), batched=True, remove_columns=["text"])
@@ -99,7 +100,7 @@ def train_text_llm(documents: list[str], tokenizer: PreTrainedTokenizerBase, con
         output_dir=str(output_dir), max_steps=steps, per_device_train_batch_size=batch_size,
         learning_rate=learning_rate, lr_scheduler_type="cosine", warmup_steps=min(100, steps // 10),
         weight_decay=0.01, logging_steps=max(1, steps // 20), save_strategy="no", report_to=[], seed=seed,
-        dataloader_num_workers=0, dataloader_pin_memory=False,
+        dataloader_num_workers=0, dataloader_pin_memory=False, **precision_arguments(precision),
     )
     model = LlamaForCausalLM(config)
     trainer = LossTermsTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer,

@@ -40,7 +40,7 @@ from .plots import plot_losses
 from .recipe_cli import PresetRecipe, recipe_from_args, recipe_parser
 from .token_cache import cached_tokens
 from .train_ustokenizer import UNDERSTANDING_LLM
-from .trainer import BatchSamplerTrainer, IdleCoresCallback
+from .trainer import BatchSamplerTrainer, IdleCoresCallback, precision_arguments
 
 ALL_TASKS = tuple(CONFIG_OF_TASK)
 
@@ -86,6 +86,8 @@ class DualSpeechLMRecipe(PresetRecipe):
     eval_examples: int = 32  # validation examples per task
     seed: int = 0
     use_idle_cores: bool = False  # raise the threads to the cores other processes leave idle (the main job does)
+    # "auto": bfloat16 autocast where the hardware runs it natively (AVX512-BF16 / AMX CPUs, Ampere+ GPUs), else fp32
+    precision: str = "auto"
 
     preset_stem = "dualspeechlm"  # presets/dualspeechlm_<name>.yaml
 
@@ -186,6 +188,7 @@ def train_dualspeechlm(recipe: DualSpeechLMRecipe) -> Path:
         eval_strategy="steps" if validation else "no", eval_steps=recipe.eval_steps or None,
         per_device_eval_batch_size=recipe.batch_size, prediction_loss_only=True,
         remove_unused_columns=False, dataloader_num_workers=0, dataloader_pin_memory=False, label_names=["labels"],
+        **precision_arguments(recipe.precision),
     )
     sampler = TaskBatchSampler(train.task_of, recipe.batch_size, recipe.task_weights, seed=recipe.seed)
     trainer = BatchSamplerTrainer(model=trained, args=args, train_dataset=train, eval_dataset=validation,

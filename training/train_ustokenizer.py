@@ -44,7 +44,7 @@ from .plots import plot_losses
 from .recipe_cli import PresetRecipe, recipe_from_args, recipe_parser
 from .text_llm import (small_llm_config, stage3_task_documents, text_llm_corpus, train_text_llm,
                        understanding_examples)
-from .trainer import IdleCoresCallback, LossTermsTrainer
+from .trainer import IdleCoresCallback, LossTermsTrainer, precision_arguments
 from .understanding import FitCodebookCallback, UnderstandingCollator, USTokenizerForUnderstanding, character_ids
 
 EVAL_SPLITS = ("test", "test_unseen_voice")
@@ -78,6 +78,8 @@ class USTokenizerRecipe(PresetRecipe):
     whisper_baseline: bool = True
     seed: int = 0
     use_idle_cores: bool = False  # raise the threads to the cores other processes leave idle (the main job does)
+    # "auto": bfloat16 autocast where the hardware runs it natively (AVX512-BF16 / AMX CPUs, Ampere+ GPUs), else fp32
+    precision: str = "auto"
 
     preset_stem = "ustokenizer"  # presets/ustokenizer_<name>.yaml
 
@@ -92,7 +94,8 @@ def text_llm(recipe: USTokenizerRecipe, train_examples: list[dict]):
     tokenizer = train_text_tokenizer(documents, recipe.text_vocab_size)
     config = small_llm_config(tokenizer, **recipe.llm_config)
     model = train_text_llm(documents, tokenizer, config, folder, steps=recipe.llm_steps,
-                           batch_size=recipe.llm_batch_size, learning_rate=recipe.llm_learning_rate, seed=recipe.seed)
+                           batch_size=recipe.llm_batch_size, learning_rate=recipe.llm_learning_rate, seed=recipe.seed,
+                           precision=recipe.precision)
     return model, tokenizer
 
 
@@ -236,6 +239,7 @@ def train_ustokenizer(recipe: USTokenizerRecipe) -> dict:
         logging_steps=recipe.logging_steps, save_strategy="no", report_to=[], seed=recipe.seed,
         remove_unused_columns=False, dataloader_num_workers=0, dataloader_pin_memory=False, label_names=[],
         train_sampling_strategy="group_by_length", length_column_name="num_frames",  # little padding
+        **precision_arguments(recipe.precision),
     )
     collator = UnderstandingCollator(text_tokenizer.pad_token_id)
     callbacks = ([FitCodebookCallback(model, train_data, collator, recipe.quantizer_warmup_steps, seed=recipe.seed)]
