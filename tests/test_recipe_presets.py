@@ -91,17 +91,18 @@ def test_cpu_seconds_reads_this_machine():
     assert later[0] > wall and later[1] >= busy and later[2] > own >= 0
 
 
-def test_precision_is_bf16_where_asked_or_native(monkeypatch):
+def test_precision_is_bf16_where_asked_or_on_a_gpu_that_has_it(monkeypatch):
     assert precision_arguments("fp32") == {"bf16": False, "use_cpu": False}
     assert precision_arguments("bf16") == {"bf16": True, "use_cpu": not torch.cuda.is_available()}
-    for native in (True, False):
-        monkeypatch.setattr(trainer_module, "native_bf16", lambda: native)
-        assert precision_arguments("auto")["bf16"] is native
+    for gpu in (True, False):
+        monkeypatch.setattr(trainer_module, "cuda_bf16", lambda: gpu)
+        assert precision_arguments("auto")["bf16"] is gpu
     with pytest.raises(ValueError, match="precision must be one of"):
         precision_arguments("fp16")
     parser = recipe_parser(DualSpeechLMRecipe, "stage 3")
-    assert recipe_from_args(DualSpeechLMRecipe, vars(parser.parse_args([]))).precision == "auto"
-    assert recipe_from_args(DualSpeechLMRecipe, vars(parser.parse_args(["--precision", "fp32"]))).precision == "fp32"
+    assert recipe_from_args(DualSpeechLMRecipe, vars(parser.parse_args([]))).precision == "fp32"
+    assert recipe_from_args(DualSpeechLMRecipe, vars(parser.parse_args(["--precision", "bf16"]))).precision == "bf16"
+    assert DualSpeechLMRecipe.paper().precision == USTokenizerRecipe.paper().precision == "auto"
 
 
 class _DtypeRecorder(torch.nn.Module):

@@ -89,7 +89,7 @@ def small_llm_config(tokenizer: PreTrainedTokenizerBase, **overrides) -> LlamaCo
 
 def train_text_llm(documents: list[str], tokenizer: PreTrainedTokenizerBase, config: LlamaConfig,
                    output_dir: str | Path, steps: int = 1500, batch_size: int = 32, learning_rate: float = 1e-3,
-                   seed: int = 0, precision: str = "auto") -> PreTrainedModel:
+                   seed: int = 0, precision: str = "fp32") -> PreTrainedModel:
     """Train a `LlamaForCausalLM` of `config` from scratch on `documents` (next-token loss, EOS
     appended) with the HF Trainer (`precision` as in `precision_arguments`); saves model + tokenizer
     to `output_dir` and returns the model."""

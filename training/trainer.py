@@ -1,13 +1,12 @@
 """The Trainer hooks the recipes need: log each loss term the model returns beside the total, draw
 training batches from a batch sampler (stage 3's single-task batches), train on the cores other
-processes leave idle, and in bfloat16 where the hardware runs it natively."""
+processes leave idle, and in bfloat16 where asked."""
 
 from __future__ import annotations
 
 import os
 import time
 from collections import defaultdict
-from pathlib import Path
 
 import psutil
 import torch
@@ -100,28 +99,22 @@ class IdleCoresCallback(TrainerCallback):
 PRECISIONS = ("auto", "bf16", "fp32")
 
 
-def native_bf16() -> bool:
-    """Whether this machine runs bfloat16 matmuls natively: a CUDA GPU that supports them, else a CPU with
-    AVX512-BF16 or AMX, which oneDNN uses (on one core of this machine's AVX512-BF16 EPYC, a 1,600 x 256 x 1,024
-    matmul runs at 203 GFLOP/s in bf16 against 79 in fp32)."""
-    if torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported()
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:  # not Linux: no cheap way to tell, stay in fp32
-        return False
-    return " avx512_bf16" in flags or " amx_bf16" in flags
+def cuda_bf16() -> bool:
+    """Whether training runs on a CUDA GPU with native bfloat16 (Ampere and later)."""
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
 
 
 def precision_arguments(precision: str) -> dict:
-    """The `TrainingArguments` fields for a recipe's `precision`: "bf16" (bfloat16 autocast, on the CPU too),
-    "fp32", or "auto" (bf16 where `native_bf16()`). The weights and the optimizer stay fp32 either way."""
+    """The `TrainingArguments` fields for a recipe's `precision`: "fp32", "bf16" (bfloat16 autocast, on the CPU
+    too), or "auto": bf16 on a GPU that has it (`cuda_bf16`), else fp32. The weights and the optimizer stay fp32
+    either way. On this machine's AVX512-BF16 cores bf16 made a stage-1 step 1.3x faster but slowed its learning
+    (docs/RESULTS.md), so the tiny presets train in fp32 and the paper presets ask for "auto"."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    bf16 = precision == "bf16" or (precision == "auto" and native_bf16())
+    bf16 = precision == "bf16" or (precision == "auto" and cuda_bf16())
     # the Trainer refuses bf16 without a GPU unless told it trains on the CPU
     return {"bf16": bf16, "use_cpu": bf16 and not torch.cuda.is_available()}
 
 
-__all__ = ["LossTermsTrainer", "BatchSamplerTrainer", "IdleCoresCallback", "cpu_seconds", "native_bf16",
+__all__ = ["LossTermsTrainer", "BatchSamplerTrainer", "IdleCoresCallback", "cpu_seconds", "cuda_bf16",
            "precision_arguments", "PRECISIONS"]
