@@ -57,10 +57,12 @@ def test_bad_config_files_are_clear_errors(tmp_path):
 
 
 @pytest.mark.parametrize("recipe_class", [DualSpeechLMRecipe, USTokenizerRecipe])
-def test_use_idle_cores_is_off_unless_asked(recipe_class):
+def test_use_idle_cores_is_off_unless_asked_and_clipping_has_a_flag(recipe_class):
     parser = recipe_parser(recipe_class, "a stage")
-    assert recipe_from_args(recipe_class, vars(parser.parse_args([]))).use_idle_cores is False
-    assert recipe_from_args(recipe_class, vars(parser.parse_args(["--use-idle-cores"]))).use_idle_cores is True
+    default = recipe_from_args(recipe_class, vars(parser.parse_args([])))
+    assert default.use_idle_cores is False and default.max_grad_norm == 1.0
+    asked = recipe_from_args(recipe_class, vars(parser.parse_args(["--use-idle-cores", "--max-grad-norm", "0"])))
+    assert asked.use_idle_cores is True and asked.max_grad_norm == 0.0
 
 
 def test_idle_cores_callback_takes_the_cores_the_other_processes_leave_idle():

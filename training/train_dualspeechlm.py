@@ -79,6 +79,7 @@ class DualSpeechLMRecipe(PresetRecipe):
     batch_size: int = 16
     learning_rate: float = 1e-3
     warmup_steps: int = 100
+    max_grad_norm: float = 1.0  # gradient clipping (0: none), as in TrainingArguments
     weight_decay: float = 0.05
     logging_steps: int = 50
     save_steps: int = 500
@@ -189,7 +190,7 @@ def train_dualspeechlm(recipe: DualSpeechLMRecipe) -> Path:
         eval_strategy="steps" if validation else "no", eval_steps=recipe.eval_steps or None,
         per_device_eval_batch_size=recipe.batch_size, prediction_loss_only=True,
         remove_unused_columns=False, dataloader_num_workers=0, dataloader_pin_memory=False, label_names=["labels"],
-        **precision_arguments(recipe.precision),
+        max_grad_norm=recipe.max_grad_norm, **precision_arguments(recipe.precision),
     )
     sampler = TaskBatchSampler(train.task_of, recipe.batch_size, recipe.task_weights, seed=recipe.seed)
     trainer = BatchSamplerTrainer(model=trained, args=args, train_dataset=train, eval_dataset=validation,

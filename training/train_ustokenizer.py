@@ -72,6 +72,7 @@ class USTokenizerRecipe(PresetRecipe):
     batch_size: int = 16
     learning_rate: float = 1e-3
     warmup_steps: int = 100
+    max_grad_norm: float = 1.0  # gradient clipping (0: none), as in TrainingArguments
     quantizer_warmup_steps: int = 0  # > 0: train unquantized this long, then fit the codebook by k-means
     logging_steps: int = 50
     eval_limit: int | None = None  # utterances per evaluated split (None: all)
@@ -240,7 +241,7 @@ def train_ustokenizer(recipe: USTokenizerRecipe) -> dict:
         logging_steps=recipe.logging_steps, save_strategy="no", report_to=[], seed=recipe.seed,
         remove_unused_columns=False, dataloader_num_workers=0, dataloader_pin_memory=False, label_names=[],
         train_sampling_strategy="group_by_length", length_column_name="num_frames",  # little padding
-        **precision_arguments(recipe.precision),
+        max_grad_norm=recipe.max_grad_norm, **precision_arguments(recipe.precision),
     )
     collator = UnderstandingCollator(text_tokenizer.pad_token_id)
     callbacks = ([FitCodebookCallback(model, train_data, collator, recipe.quantizer_warmup_steps, seed=recipe.seed)]
