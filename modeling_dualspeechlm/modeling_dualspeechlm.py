@@ -26,6 +26,7 @@ import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from transformers import AutoModel, AutoModelForCausalLM, GenerationConfig, GenerationMixin, PreTrainedModel
 from transformers.generation.logits_process import LogitsProcessor, LogitsProcessorList
@@ -72,6 +73,13 @@ class DualSpeechLMSpeechOutput(ModelOutput):
     code_lengths: torch.LongTensor | None = None
     waveforms: torch.FloatTensor | None = None
     waveform_lengths: torch.LongTensor | None = None
+
+    def audio_arrays(self) -> list[np.ndarray]:
+        """One float32 waveform per item, its padding cut (empty where no speech was written); needs `waveforms`."""
+        if self.waveforms is None:
+            raise ValueError("no waveforms: pass `codec=` to generate_speech / render_speech")
+        return [waveform[:length].float().cpu().numpy()
+                for waveform, length in zip(self.waveforms, self.waveform_lengths.tolist())]
 
 
 class SpeechTokensOnly(LogitsProcessor):

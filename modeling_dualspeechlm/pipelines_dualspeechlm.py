@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
 from transformers import Pipeline
 from transformers.audio_utils import load_audio
 from transformers.dynamic_module_utils import custom_object_save
@@ -112,11 +111,10 @@ class DualSpeechLMTextToSpeechPipeline(DualSpeechLMPipeline):
             model_inputs["input_ids"], attention_mask=model_inputs["attention_mask"],
             condition_mask=model_inputs["condition_mask"], speaker_embeddings=model_inputs["speaker_embeddings"],
             codec=self.processor.require("codec"), **(generate_kwargs or {}))
-        return {"waveforms": output.waveforms, "waveform_lengths": output.waveform_lengths}
+        return {"audio": output.audio_arrays()[0]}
 
     def postprocess(self, model_outputs):
-        audio = model_outputs["waveforms"][0, : int(model_outputs["waveform_lengths"][0])]
-        return {"audio": audio.float().cpu().numpy(), "sampling_rate": self.processor.sampling_rate}
+        return {"audio": model_outputs["audio"], "sampling_rate": self.processor.sampling_rate}
 
 
 PIPELINES = {

@@ -130,7 +130,7 @@ class SpeechDemo:
                 speaker_embeddings=speaker, codec=self.processor.codec)
         except ValueError as error:
             raise gr.Error(str(error)) from error
-        waveform = output.waveforms[0, : int(output.waveform_lengths[0])].float().numpy()
+        waveform = output.audio_arrays()[0]
         if waveform.size == 0:
             raise gr.Error("The model wrote no speech for this input; try another text or reference voice.")
         return self.processor.sampling_rate, (np.clip(waveform, -1, 1) * 32767).astype(np.int16)

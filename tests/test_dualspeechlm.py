@@ -287,6 +287,11 @@ def test_speech_generation_decodes_with_a_codec():
     rendered = model.render_speech(sequences, full_mask, full_mask.bool() & (sequences != config.audio_start_token_id),
                                    speakers, codec=voiced)
     assert rendered.ustoken_lengths.tolist() == [1, 0] and rendered.waveform_lengths.tolist() == [640, 0]
+    arrays = rendered.audio_arrays()  # padding cut, empty where no speech was written
+    assert [a.shape for a in arrays] == [(640,), (0,)] and arrays[0].dtype == np.float32
+    assert np.array_equal(arrays[0], rendered.waveforms[0, :640].numpy())
+    with pytest.raises(ValueError, match="pass `codec=`"):
+        type(rendered)(ustokens=rendered.ustokens).audio_arrays()  # an output generated without a codec
 
 
 def word_tokenizer(words: list[str]) -> PreTrainedTokenizerFast:

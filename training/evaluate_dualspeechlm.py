@@ -79,7 +79,7 @@ def speak(model, processor, examples: list[dict], batch_size: int = 16, seed: in
                                         condition_mask=inputs["condition_mask"], speaker_embeddings=speakers,
                                         codec=processor.codec,
                                         **{f"acoustic_{key}": value for key, value in acoustic_kwargs.items()})
-        waveforms += [w[:n].numpy() if n > 0 else None for w, n in zip(out.waveforms, out.waveform_lengths.tolist())]
+        waveforms += [audio if audio.size else None for audio in out.audio_arrays()]
     return waveforms
 
 
