@@ -126,7 +126,7 @@ def tiny_recipe(tiny_corpus, whisper_dir, tmp_path_factory):
 def test_recipe_trains_saves_evaluates_and_fine_tunes_on_the_tiny_corpus(tiny_recipe, tiny_corpus, whisper_dir, tmp_path):
     """A few steps of stage 3, the evaluation, then a fine-tuning run that starts from the saved folder."""
     from dualspeechlm.processing_dualspeechlm import DualSpeechLMProcessor
-    from dualspeechlm.training.evaluate_dualspeechlm import evaluate_model
+    from dualspeechlm.training.evaluate_dualspeechlm import evaluate_model, main as evaluate_main
 
     recipe = tiny_recipe(tmp_path / "model", eval_steps=2, eval_examples=1)
     folder = train_dualspeechlm(recipe)
@@ -149,6 +149,17 @@ def test_recipe_trains_saves_evaluates_and_fine_tunes_on_the_tiny_corpus(tiny_re
         assert "whisper_wer_generated" in scores["tts"] and -1 <= scores["tts"]["sim"] <= 1
         assert "whisper_wer_generated" in scores["tts_resynthesis"]  # from the reference USTokens
     assert (folder / "evaluation.md").is_file() and any((folder / "samples").glob("*.wav"))
+
+    # the CLI on a subset of the tasks, written elsewhere: the model folder's own evaluation stays
+    saved = (folder / "evaluation.json").read_text()
+    evaluate_main(["--model", str(folder), "--corpus", str(tiny_corpus), "--cache-dir", recipe.cache_dir,
+                   "--whisper", str(whisper_dir), "--tasks", "asr", "sqa", "--limit", "2",
+                   "--output-dir", str(tmp_path / "elsewhere")])
+    subset = json.loads((tmp_path / "elsewhere" / "evaluation.json").read_text())
+    assert {split: set(scores) for split, scores in subset["splits"].items()} == {
+        "test": {"asr", "sqa"}, "test_unseen_voice": {"asr", "sqa"}}
+    assert subset["splits"]["test"]["asr"]["examples"] == 2
+    assert (folder / "evaluation.json").read_text() == saved
 
     # fine-tuning turns the aligned condition on: a fresh projection, 2 codec frames (50 Hz) per USToken (25 Hz)
     tuned = train_dualspeechlm(tiny_recipe(tmp_path / "tuned", init_from=str(folder), steps=2, aligned_condition=True))

@@ -9,7 +9,9 @@
 | T2ST | SIM only: both judges are English-only and the targets are Spanish / French |
 | TTS resynthesis | the judges' WER on speech AcousticGPT renders from the reference audio's own USTokens: the ceiling of TTS with perfectly written USTokens, which tells the LLM's share of TTS errors from AcousticGPT's + the codec's |
 
-Results land in `<model>/evaluation.json` + `evaluation.md`; a few generated waveforms in `samples/`.
+Results land in `<model>/evaluation.json` + `evaluation.md`, a few generated waveforms in `samples/` (or in
+`--output-dir`, which leaves the model folder's own evaluation as it was: scoring it on another corpus, say);
+`--tasks` scores a subset.
 """
 
 from __future__ import annotations
@@ -164,9 +166,14 @@ def markdown_report(results: dict) -> str:
 
 
 def evaluate_model(folder: str | Path, corpus: str = "data/corpus", cache_dir: str = "data/encoder_cache",
-                   whisper: str = "models/whisper-tiny.en", limits: dict | None = None) -> dict:
-    """Evaluate the model folder on both test splits; writes evaluation.json / .md into it."""
+                   whisper: str = "models/whisper-tiny.en", limits: dict | None = None,
+                   output_dir: str | Path | None = None) -> dict:
+    """Evaluate the model folder on both test splits; `limits`: {task: examples} of the tasks to score (default
+    `DEFAULT_LIMITS`, all eight). Writes evaluation.json / .md and samples/ into `output_dir` (default: the model
+    folder)."""
     folder = Path(folder)
+    output_dir = Path(output_dir) if output_dir is not None else folder
+    output_dir.mkdir(parents=True, exist_ok=True)
     model = DualSpeechLMForConditionalGeneration.from_pretrained(folder).eval()
     processor = DualSpeechLMProcessor.from_pretrained(folder)
     limits = limits or DEFAULT_LIMITS
@@ -174,9 +181,9 @@ def evaluate_model(folder: str | Path, corpus: str = "data/corpus", cache_dir: s
     judges = {"whisper": WhisperJudge(whisper), "pocketsphinx": PocketsphinxJudge()}  # one model load for all tasks
     for split in tqdm(SPLITS, desc="evaluate", unit="split"):
         results["splits"][split] = evaluate_split(model, processor, corpus, cache_dir, split, judges, limits,
-                                                  folder / "samples")
-    (folder / "evaluation.json").write_text(json.dumps(results, indent=2))
-    (folder / "evaluation.md").write_text(markdown_report(results))
+                                                  output_dir / "samples")
+    (output_dir / "evaluation.json").write_text(json.dumps(results, indent=2))
+    (output_dir / "evaluation.md").write_text(markdown_report(results))
     print(markdown_report(results))
     return results
 
@@ -188,9 +195,13 @@ def main(argv=None) -> None:
     parser.add_argument("--cache-dir", default="data/encoder_cache")
     parser.add_argument("--whisper", default="models/whisper-tiny.en")
     parser.add_argument("--limit", type=int, default=None, help="examples per task and split (default: per task)")
+    parser.add_argument("--tasks", nargs="+", choices=list(DEFAULT_LIMITS), default=list(DEFAULT_LIMITS),
+                        help="the tasks to score (default: all eight)")
+    parser.add_argument("--output-dir", default=None,
+                        help="where evaluation.json / .md and samples/ go (default: the model folder)")
     args = parser.parse_args(argv)
-    limits = {task: args.limit for task in DEFAULT_LIMITS} if args.limit else None
-    evaluate_model(args.model, args.corpus, args.cache_dir, args.whisper, limits)
+    limits = {task: args.limit or count for task, count in DEFAULT_LIMITS.items() if task in args.tasks}
+    evaluate_model(args.model, args.corpus, args.cache_dir, args.whisper, limits, args.output_dir)
 
 
 if __name__ == "__main__":
