@@ -46,13 +46,24 @@ def espeak():
 
 
 @pytest.fixture(scope="session")
-def tiny_corpus(tmp_path_factory, espeak):
-    """A corpus at 1/100 of the default size (2..32 rows per split), built once per session."""
-    from dualspeechlm.processing.corpus import CorpusConfig, build_corpus
+def tiny_corpus_config():
+    """1/100 of the default corpus (2..12 rows per split), the speech config at 1/400 (32 training rows) so that
+    the tests that train on it stay fast."""
+    from dualspeechlm.processing.corpus import CorpusConfig
+
+    config = CorpusConfig(seed=0).scaled(0.01)
+    config.sizes["speech"] = (32, 2, 2)
+    return config
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory, espeak, tiny_corpus_config):
+    """The corpus of `tiny_corpus_config`, built once per session."""
+    from dualspeechlm.processing.corpus import build_corpus
 
     require_tool("ffmpeg", "ffmpeg")  # datasets decodes the Audio column with torchcodec + ffmpeg
     path = tmp_path_factory.mktemp("corpus") / "corpus"
-    build_corpus(path, CorpusConfig(seed=0).scaled(0.01))
+    build_corpus(path, tiny_corpus_config)
     return path
 
 

@@ -33,8 +33,8 @@ def file_digests(path):
             for p in sorted(path.rglob("*")) if p.is_file()}
 
 
-def test_same_seed_gives_same_bytes(tiny_corpus, tmp_path):
-    build_corpus(tmp_path / "again", CorpusConfig(seed=0).scaled(0.01))
+def test_same_seed_gives_same_bytes(tiny_corpus, tiny_corpus_config, tmp_path):
+    build_corpus(tmp_path / "again", tiny_corpus_config)
     assert file_digests(tmp_path / "again") == file_digests(tiny_corpus)
 
 
@@ -68,6 +68,22 @@ def test_splits_are_disjoint_and_voices_held_out(tiny_corpus):
         assert set(corpus["train"]["speaker"]) <= train_voices
     speech = load_corpus(tiny_corpus, "speech")
     assert speech["test_unseen_voice"]["text"] == speech["test"]["text"]
+
+
+def test_held_out_splits_do_not_depend_on_the_training_size():
+    """Four times the speech (and twice the style) training rows: every config's validation and test rows stay
+    the same, sentence and voice, and the smaller speech training split is the start of the larger one."""
+    from dualspeechlm.processing.corpus.builder import _plan
+
+    small = CorpusConfig(seed=0).scaled(0.01)
+    large = CorpusConfig(seed=0, sizes={**small.sizes, "speech": (4 * small.sizes["speech"][0], *small.sizes["speech"][1:]),
+                                        "style": (2 * small.sizes["style"][0], *small.sizes["style"][1:])})
+    small_plan, large_plan = _plan(small), _plan(large)
+    for name in CONFIG_TASKS:
+        for split in ("validation", "test", "test_unseen_voice"):
+            assert large_plan[name][split] == small_plan[name][split], (name, split)
+    small_train, large_train = small_plan["speech"]["train"], large_plan["speech"]["train"]
+    assert len(large_train) == 4 * len(small_train) and large_train[: len(small_train)] == small_train
 
 
 def test_audio_is_16khz_mono_with_recorded_duration(tiny_corpus):
@@ -132,9 +148,9 @@ def test_grammar_vocabulary_and_uniqueness():
         grammar.unique_sentences(random.Random(0), 5, make=lambda rng: "always the same")
 
 
-def test_build_is_reused_when_identical(tiny_corpus, capsys):
+def test_build_is_reused_when_identical(tiny_corpus, tiny_corpus_config, capsys):
     before = file_digests(tiny_corpus)
-    build_corpus(tiny_corpus, CorpusConfig(seed=0).scaled(0.01))
+    build_corpus(tiny_corpus, tiny_corpus_config)
     assert "up to date" in capsys.readouterr().out
     assert file_digests(tiny_corpus) == before
 
@@ -176,7 +192,7 @@ def test_cli_build_and_summary(tmp_path, capsys, espeak):
 def test_corpora_in_same_named_folders_do_not_share_a_cache(tiny_corpus, tmp_path):
     """datasets keys `load_dataset(folder, config)`'s cache on the folder name; load_corpus must not."""
     other = tmp_path / tiny_corpus.name
-    build_corpus(other, CorpusConfig(seed=0).scaled(0.002))
+    build_corpus(other, CorpusConfig(seed=0, sizes={**CorpusConfig().scaled(0.002).sizes, "speech": (6, 2, 2)}))
     assert len(load_corpus(other, "speech")["train"]) == 6
     assert len(load_corpus(tiny_corpus, "speech")["train"]) == 32
 

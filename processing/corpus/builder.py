@@ -13,6 +13,9 @@ Five configs cover the paper's eight tasks; every config has the same four split
 
 Splits: `train`, `validation`, `test` (sentences never in train) and `test_unseen_voice` (the
 test sentences spoken by a voice never in train). `duration` is the length of `audio` in seconds.
+The held-out splits are drawn before `train`, each pool from its own random stream, so a corpus with more (or
+fewer) training rows keeps the same validation and test rows: models trained on corpora of different sizes are
+scored on the same sentences and voices.
 
 The folder holds one parquet file per config and split, a README.md whose YAML declares the
 configs (so `datasets.load_dataset(folder, "speech")` and `push_to_hub` work as on the Hub) and
@@ -38,7 +41,7 @@ from . import grammar
 from .espeak import SAMPLING_RATE, Voice, check_voice, encode_flac, espeak_binary, synthesize
 from .voices import STYLE_DESCRIPTIONS, TRAIN_VOICES, TRANSLATION_VOICES, UNSEEN_VOICE, styled
 
-GENERATOR_VERSION = "1.0.0"
+GENERATOR_VERSION = "1.1.0"  # 1.1: held-out splits independent of the training size
 CARD_DATASET_PATH = "path/to/corpus"  # the dataset card's loading example; `dualspeechlm-push` puts the repo id there
 SPLITS = ("train", "validation", "test", "test_unseen_voice")
 CONFIG_TASKS = {
@@ -81,14 +84,15 @@ class CorpusConfig:
         return CorpusConfig(seed=self.seed, sizes=sizes, workers=self.workers)
 
 
-def _split_pools(items: list, counts: tuple[int, int, int]) -> dict[str, list]:
-    """Cut a list of distinct items into disjoint train / validation / test pools."""
+def _draw_pools(seed: int, name: str, counts: tuple[int, int, int], make=grammar.english_sentence,
+                key=lambda item: item) -> dict[str, list]:
+    """Disjoint train / validation / test pools of distinct items from the random stream `name`. Validation and
+    test come first in the stream, so they do not depend on how many training items follow (and a smaller
+    train pool is the start of a larger one)."""
     train, validation, test = counts
-    return {
-        "train": items[:train],
-        "validation": items[train : train + validation],
-        "test": items[train + validation : train + validation + test],
-    }
+    items = grammar.unique_sentences(random.Random(f"{seed}/{name}"), validation + test + train, make=make, key=key)
+    return {"validation": items[:validation], "test": items[validation : validation + test],
+            "train": items[validation + test :]}
 
 
 def _voice_for(split: str, index: int) -> Voice:
@@ -99,23 +103,20 @@ def _voice_for(split: str, index: int) -> Voice:
 
 def _plan(config: CorpusConfig) -> dict[str, dict[str, list[dict]]]:
     """Every row of every config and split, with `(text, Voice)` pairs where audio goes."""
-    rng = random.Random(config.seed)
-    sizes = config.sizes
-    english_needs = [max(sizes[c][i] for c in ("speech", "style", "vc")) for i in range(3)]
-    english = _split_pools(grammar.unique_sentences(rng, sum(english_needs)), tuple(english_needs))
-    translations = _split_pools(
-        grammar.unique_sentences(rng, sum(sizes["translation"]), make=grammar.translation_example),
-        sizes["translation"],
-    )
+    seed, sizes = config.seed, config.sizes
+    english_needs = tuple(max(sizes[c][i] for c in ("speech", "style", "vc")) for i in range(3))
+    english = _draw_pools(seed, "english", english_needs)
+    translations = _draw_pools(seed, "translation", sizes["translation"], make=grammar.translation_example)
     # one question per passage, so no passage is heard in two splits
-    passages = grammar.unique_sentences(rng, sum(sizes["qa"]), make=grammar.question_answer, key=lambda qa: qa[0])
-    questions = _split_pools(passages, sizes["qa"])
+    questions = _draw_pools(seed, "qa", sizes["qa"], make=grammar.question_answer, key=lambda qa: qa[0])
 
     plan: dict[str, dict[str, list[dict]]] = {name: {} for name in CONFIG_TASKS}
     for split in SPLITS:
         pool_split = "test" if split == "test_unseen_voice" else split
         index = ("train", "validation", "test").index(pool_split)
         sentences = english[pool_split]
+        # the style and VC picks of a split have their own stream, so one split's size does not move another's
+        rng = random.Random(f"{seed}/picks/{pool_split}")
         plan["speech"][split] = [
             {"audio": (text, _voice_for(split, i)), "text": text, "language": "en"}
             for i, text in enumerate(sentences[: sizes["speech"][index]])
