@@ -15,9 +15,9 @@ def test_default_corpus_builds_within_ten_minutes(tmp_path, espeak):
     manifest = build_corpus(tmp_path / "corpus", CorpusConfig())
     seconds = time.perf_counter() - started
     assert seconds < 600, f"default corpus took {seconds:.0f} s to build"
-    assert manifest["configs"]["speech"]["splits"]["train"] >= 3000
+    assert manifest["configs"]["speech"]["splits"]["train"] >= 12000
     assert len({u["speaker"] for u in manifest["utterances"] if u["split"] == "train"}) >= 8
     assert json.loads((tmp_path / "corpus" / "manifest.json").read_text())["hours"] == manifest["hours"]
     speech = load_corpus(tmp_path / "corpus", "speech")
     assert {split: len(rows) for split, rows in speech.items()} == {
-        "train": 3200, "validation": 200, "test": 200, "test_unseen_voice": 200}
+        "train": 12800, "validation": 200, "test": 200, "test_unseen_voice": 200}
