@@ -79,9 +79,7 @@ class USTokenizerRecipe(PresetRecipe):
     whisper_baseline: bool = True
     seed: int = 0
     use_idle_cores: bool = False  # raise the threads to the cores other processes leave idle (the main job does)
-    # "fp32", "bf16" (autocast), or "auto": bf16 on a GPU that has it (the paper preset). bf16 slowed the tiny
-    # preset's learning (stage 1: 30.0% -> 38.4% ASR at 2,000 steps, docs/RESULTS.md), so it stays fp32
-    precision: str = "fp32"
+    precision: str = "fp32"  # "fp32" | "bf16" | "auto" (the paper preset): see trainer.precision_arguments
 
     preset_stem = "ustokenizer"  # presets/ustokenizer_<name>.yaml
 
