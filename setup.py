@@ -81,6 +81,7 @@ setup(
             "dualspeechlm-set-codec=dualspeechlm.training.train_codec_decoder:set_codec_main",
             "dualspeechlm-train-speaker-encoder=dualspeechlm.training.train_speaker_encoder:main",
             "dualspeechlm-train-ustokenizer=dualspeechlm.training.train_ustokenizer:main",
+            "dualspeechlm-evaluate-ustokenizer=dualspeechlm.training.evaluate_ustokenizer:main",
             "dualspeechlm-train-dualspeechlm=dualspeechlm.training.train_dualspeechlm:main",
             "dualspeechlm-evaluate=dualspeechlm.training.evaluate_dualspeechlm:main",
             "dualspeechlm-push=dualspeechlm.publishing.push:main",

@@ -103,7 +103,7 @@ def main() -> None:
         codec.config.ustoken_decode_codebooks = depth
         return model.generate_speech(prompts, speaker_embeddings=speakers, codec=codec, **settings).waveform_lengths
 
-    rendered = {f"USTokens + voice + AcousticGPT's codebook 0 (depth 1)": lambda: with_codec(1),
+    rendered = {"USTokens + voice + AcousticGPT's codebook 0 (depth 1)": lambda: with_codec(1),
                 "USTokens + voice alone (depth 0: AcousticGPT skipped)": lambda: with_codec(0)}
     assert all((run() == round(args.seconds * codec.sampling_rate)).all() for run in rendered.values())  # warm-up
     best = best_times(rendered, args.repeats, clock)

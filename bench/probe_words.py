@@ -200,7 +200,7 @@ def train_ctc(model, train, tests, alphabet, steps: int, batch_size: int, eval_e
     optimizer = torch.optim.AdamW(model.parameters(), 1e-3, weight_decay=0.01)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, 1e-3, total_steps=steps, pct_start=0.1)
     ctc = nn.CTCLoss(zero_infinity=True)
-    print(f"| step | minutes | train CTC loss | " + " | ".join(f"{s} WER / CER" for s in tests) + " |")
+    print("| step | minutes | train CTC loss | " + " | ".join(f"{s} WER / CER" for s in tests) + " |")
     print("|---|---|---|" + "---|" * len(tests))
     started = time.perf_counter()
     for step in range(1, steps + 1):

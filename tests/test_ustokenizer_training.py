@@ -17,8 +17,9 @@ from dualspeechlm.modeling_ustokenizer import RealLengthWhisperEncoder, USTokeni
 from dualspeechlm.processing.corpus import corpus_audio
 from dualspeechlm.training import encoder_cache
 from dualspeechlm.training.plots import plot_losses
-from dualspeechlm.training.train_ustokenizer import (USTokenizerRecipe, codebook_usage, evaluate_split, markdown_report,
-                                                     train_ustokenizer)
+from dualspeechlm.training import evaluate_ustokenizer
+from dualspeechlm.training.evaluate_ustokenizer import codebook_usage, evaluate_split, markdown_report, reading_llm_folder
+from dualspeechlm.training.train_ustokenizer import USTokenizerRecipe, train_ustokenizer
 from dualspeechlm.training.trainer import LossTermsTrainer
 from dualspeechlm.training.understanding import (IGNORE_INDEX, FitCodebookCallback, UnderstandingCollator,
                                                  USTokenizerForUnderstanding, character_ids)
@@ -118,7 +119,7 @@ def test_without_the_understanding_loss_only_the_codebook_is_trained_and_scored(
     assert f"| test | - | - | - | - | - | {report['codes_used']} / 32 |" in table
 
 
-def test_transcript_ctc_trains_the_tokens_to_spell_the_words():
+def test_transcript_ctc_trains_the_tokens_to_spell_the_words(tmp_path):
     base = tiny_understanding()
     base.ustokenizer.config.transcript_ctc_weight = 1.0
     with pytest.raises(ValueError, match="alphabet"):
@@ -154,6 +155,13 @@ def test_transcript_ctc_trains_the_tokens_to_spell_the_words():
         out.loss.backward()
         optimizer.step()
     assert model.eval().spell(**batch) == ["ab", "cab", "a bc"]
+    # saved beside the tokenizer, the head spells the same after loading; without it the CTC is off
+    model.ustokenizer.save_pretrained(tmp_path)
+    model.save_transcript_head(tmp_path)
+    loaded = USTokenizerForUnderstanding.from_pretrained(tmp_path, model.llm)
+    assert loaded.alphabet == "abc " and loaded.eval().spell(**batch) == ["ab", "cab", "a bc"]
+    (tmp_path / "transcript_head.safetensors").unlink()
+    assert USTokenizerForUnderstanding.from_pretrained(tmp_path, model.llm).ustokenizer.config.transcript_ctc_weight == 0
     config.understanding_weight = understanding_weight  # the report's LLM column again
     rows = [{**row, "task": "asr", "answer": text} for row, text in zip(rows, ("ab", "cab", "a b c"))]
     report = evaluate_split(model, datasets.Dataset.from_list(rows).with_format("numpy"), SimpleNamespace(
@@ -228,7 +236,7 @@ def test_recipe_end_to_end_on_the_tiny_corpus(tiny_corpus, whisper_dir, tmp_path
     results = train_ustokenizer(recipe)
     out = tmp_path / "ust"
     for name in ("config.json", "model.safetensors", "preprocessor_config.json", "evaluation.json", "evaluation.md",
-                 "loss.png", "text_llm/config.json", "text_llm/tokenizer.json", "understanding_llm/model.safetensors",
+                 "loss.png", "transcript_head.safetensors", "text_llm/config.json", "text_llm/tokenizer.json", "understanding_llm/model.safetensors",
                  "understanding_llm/tokenizer.json"):
         assert (out / name).is_file(), name
     # the tiny preset trains the LLM along with the tokenizer and keeps it for stage 3
@@ -239,6 +247,17 @@ def test_recipe_end_to_end_on_the_tiny_corpus(tiny_corpus, whisper_dir, tmp_path
         assert 0 <= report["asr_wer"] and 0 < report["codes_used"] <= 64 and report["asr_examples"] == 2
         assert {"ser_accuracy", "sqa_accuracy", "asr_ctc_wer"} <= set(report)  # the tiny preset's transcript CTC
     assert json.loads((out / "evaluation.json").read_text())["splits"]["test"]["asr_wer"] == results["splits"]["test"]["asr_wer"]
+
+    # the saved folder scores the same again, through the LLM trained along with it
+    evaluate_ustokenizer.main(["--model", str(out), "--corpus", str(tiny_corpus), "--cache-dir", str(tmp_path / "cache"),
+                               "--limit", "2", "--no-whisper-baseline", "--output-dir", str(tmp_path / "again")])
+    again = json.loads((tmp_path / "again" / "evaluation.json").read_text())
+    assert again["llm"] == str(out / "understanding_llm")
+    for split in ("test", "test_unseen_voice"):
+        for key in ("asr_wer", "asr_ctc_wer", "ser_accuracy", "sqa_accuracy", "codes_used"):
+            assert again["splits"][split][key] == results["splits"][split][key], (split, key)
+    with pytest.raises(FileNotFoundError, match="--llm"):
+        reading_llm_folder(tmp_path / "again")
 
     # the text tokenizer also learnt the stage-3 tasks' text: Spanish / French answers and every instruction
     from dualspeechlm.processing.corpus import load_corpus

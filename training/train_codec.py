@@ -25,7 +25,7 @@ from dualspeechlm.codecs.configuration_mel_codec import MelCodecConfig
 from dualspeechlm.codecs.modeling_mel_codec import MelCodecModel
 from dualspeechlm.codecs.spectral import stft
 
-from .judge import format_markdown_table, judge, PocketsphinxJudge, WhisperJudge
+from .judge import judge, PocketsphinxJudge, WhisperJudge
 
 STFT_RESOLUTIONS = ((512, 128), (1024, 256), (2048, 512))
 

@@ -39,7 +39,7 @@ from .multitask import CONFIG_OF_TASK, DualSpeechLMCollator, TaskBatchSampler, T
 from .plots import plot_losses
 from .recipe_cli import PresetRecipe, recipe_from_args, recipe_parser
 from .token_cache import cached_tokens
-from .train_ustokenizer import UNDERSTANDING_LLM
+from .evaluate_ustokenizer import UNDERSTANDING_LLM
 from .trainer import BatchSamplerTrainer, IdleCoresCallback, precision_arguments
 
 ALL_TASKS = tuple(CONFIG_OF_TASK)

@@ -13,17 +13,27 @@ The LLM is frozen (the paper's setting), so the gradient shapes only the tokeniz
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
+import datasets
 import numpy as np
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 from torch import nn
 from torch.nn.utils.rnn import pad_sequence
 from transformers import PreTrainedModel, TrainerCallback
-from transformers.utils import ModelOutput
+from transformers.utils import ModelOutput, logging
 
 from dualspeechlm.modeling_ustokenizer import USTokenizerModel
+from dualspeechlm.tasks import answer_text
+
+from .encoder_cache import cached_encoder_outputs
+
+logger = logging.get_logger(__name__)
 
 IGNORE_INDEX = -100
+TRANSCRIPT_HEAD = "transcript_head.safetensors"  # the transcript CTC head + its alphabet, beside the tokenizer
 
 
 @dataclass
@@ -104,6 +114,29 @@ class USTokenizerForUnderstanding(nn.Module):
             self.transcript_head = nn.Sequential(
                 nn.Conv1d(config.codebook_dim, config.codebook_dim, 5, padding=2), nn.GELU(),
                 nn.Conv1d(config.codebook_dim, 2 * (len(alphabet) + 1), 1))
+
+    def save_transcript_head(self, folder: str | Path) -> None:
+        """Write the transcript CTC head and its alphabet to `folder/transcript_head.safetensors` (the tokenizer's
+        folder): with them `from_pretrained` can score the tokens' spelling again without retraining."""
+        save_file(self.transcript_head.state_dict(), Path(folder) / TRANSCRIPT_HEAD, metadata={"alphabet": self.alphabet})
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path, llm: PreTrainedModel, freeze_llm: bool = True) -> USTokenizerForUnderstanding:
+        """The tokenizer saved in `folder` feeding `llm`, with its transcript head when one was saved there. A
+        tokenizer trained with the transcript CTC but saved without the head (stage 1 before it kept it) loads with
+        the CTC off: its answers are scored, its spelling is not."""
+        ustokenizer = USTokenizerModel.from_pretrained(folder)
+        head_file = Path(folder) / TRANSCRIPT_HEAD
+        if ustokenizer.config.transcript_ctc_weight == 0:
+            return cls(ustokenizer, llm, freeze_llm)
+        if not head_file.is_file():
+            logger.warning(f"{folder} holds no {TRANSCRIPT_HEAD}: its tokens' spelling is not scored")
+            ustokenizer.config.transcript_ctc_weight = 0.0
+            return cls(ustokenizer, llm, freeze_llm)
+        with safe_open(head_file, framework="pt") as saved:
+            model = cls(ustokenizer, llm, freeze_llm, alphabet=saved.metadata()["alphabet"])
+            model.transcript_head.load_state_dict({name: saved.get_tensor(name) for name in saved.keys()})
+        return model
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -202,6 +235,35 @@ class USTokenizerForUnderstanding(nn.Module):
                                  pad_token_id=config.pad_token_id)
 
 
+def understanding_dataset(corpus: str, cache_dir: str, split: str, examples: list[dict], text_tokenizer, encoder,
+                          feature_extractor, alphabet: str | None = None) -> datasets.Dataset:
+    """Cached encoder outputs of every understanding example of `split` + its tokenized prompt parts (and, given
+    an `alphabet`, the `character_ids` of its transcript for the transcript CTC); encoder outputs cached in `cache_dir`."""
+    parts = []
+    for config in ("speech", "style", "qa"):
+        rows = [ex for ex in examples if ex["config"] == config]
+        cache = cached_encoder_outputs(corpus, config, split, encoder, feature_extractor, cache_dir)
+        cache = cache.select([ex["index"] for ex in rows]).select_columns(["encoder_hidden_states", "num_frames"])
+
+        def ids(texts):
+            return text_tokenizer(texts, add_special_tokens=False).input_ids
+
+        eos = text_tokenizer.eos_token
+        columns = {
+            "task": [ex["task"] for ex in rows],
+            "before_ids": [[text_tokenizer.bos_token_id] + i for i in ids([ex["before"] for ex in rows])],
+            "after_ids": ids([ex["after"] for ex in rows]),
+            "answer_ids": ids([answer_text(ex["answer"]) + eos for ex in rows]),
+            "answer": [ex["answer"] for ex in rows],
+        }
+        if alphabet:
+            columns["transcript_ids"] = [character_ids(ex["transcript"], alphabet) for ex in rows]
+        for name, values in columns.items():
+            cache = cache.add_column(name, values)
+        parts.append(cache)
+    return datasets.concatenate_datasets(parts).with_format("numpy")
+
+
 class FitCodebookCallback(TrainerCallback):
     """A codebook warm-up: `model` trains with its quantizer bypassed for the first `step` steps, then its codebook
     is fit by k-means to the latents of up to `num_vectors` frames of `dataset` (random rows) and training goes on
@@ -243,4 +305,4 @@ class FitCodebookCallback(TrainerCallback):
 
 
 __all__ = ["FitCodebookCallback", "USTokenizerForUnderstanding", "UnderstandingCollator", "UnderstandingOutput",
-           "greedy_ctc_texts", "pad_ids"]
+           "greedy_ctc_texts", "pad_ids", "understanding_dataset"]

@@ -8,7 +8,6 @@ validated tensors; padding, lengths and input checks live here once.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
