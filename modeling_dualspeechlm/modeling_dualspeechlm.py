@@ -6,7 +6,9 @@
 
 Training (`forward` with `labels`): loss = llm_loss_weight * LLM CE (text answers, or the target USTokens of a
 generation task: the semantic supervision) + acoustic_loss_weight * AcousticGPT CE. Understanding items teach
-AcousticGPT [BOS, no-speech, EOS] with a zero speaker embedding, so every batch trains both models.
+AcousticGPT [BOS, no-speech, EOS] with a zero speaker embedding, so every batch trains both models; with
+acoustic_loss_weight 0 AcousticGPT is not run at all, and the model speaks only through a codec that decodes the
+USTokens alone.
 
 Chain-of-Condition (CoC): for items of `config.coc_tasks` in training mode the condition positions are the prompt
 (`condition_mask`), the target USTokens (labels that are USTokens) or both, drawn per item with equal probability
@@ -294,7 +296,8 @@ class DualSpeechLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
         if position_ids is None and attention_mask is not None:
             length = (input_ids if input_ids is not None else inputs_embeds).shape[1]
             position_ids = positions_from_mask(attention_mask, length)
-        if labels is not None:  # the acoustic prefix needs the final hidden states: capture only those
+        trains_acoustic = labels is not None and self.config.acoustic_loss_weight > 0
+        if trains_acoustic:  # the acoustic prefix needs the final hidden states: capture only those
             kwargs["output_hidden_states"] = kwargs.get("output_hidden_states") or -1
         out = self.language_model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                                   cache=cache, inputs_embeds=inputs_embeds, labels=labels, use_cache=use_cache,
@@ -313,6 +316,10 @@ class DualSpeechLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
         target = self.config.is_speech_token(labels)
         if (is_generation.to(labels.device) & ~target.any(-1)).any():
             raise ValueError("every generation item needs its target USTokens <a_k> in labels")
+        output.llm_loss = out.loss
+        if not trains_acoustic:  # AcousticGPT learns nothing: its pass is spared (see render_speech)
+            output.loss = self.config.llm_loss_weight * out.loss
+            return output
         aligned = target & (modes != PROMPT)[:, None]  # the target USTokens, when the condition holds them
         condition = (prompt & (modes != TARGET)[:, None]) | aligned
         if speaker_embeddings is None:
@@ -320,7 +327,7 @@ class DualSpeechLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
         check_shape("speaker_embeddings", speaker_embeddings, batch, self.config.speaker_embedding_size)
         speaker_embeddings = speaker_embeddings * is_generation.to(speaker_embeddings)[:, None]
         acoustic = self.acoustic_gpt(speaker_embeddings, out.hidden_states[-1], condition, codes, lengths, aligned)
-        output.llm_loss, output.acoustic_loss = out.loss, acoustic.loss
+        output.acoustic_loss = acoustic.loss
         output.loss = self.config.llm_loss_weight * out.loss + self.config.acoustic_loss_weight * acoustic.loss
         output.acoustic_logits, output.acoustic_condition_mask, output.coc_modes = acoustic.logits, condition, modes
         return output
@@ -430,6 +437,9 @@ class DualSpeechLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
             output.waveforms, output.waveform_lengths = self.decode_codes(
                 codec, placeholder, (ustoken_lengths > 0).long(), ustokens, ustoken_lengths, voice)
             return output
+        if config.acoustic_loss_weight == 0:
+            raise ValueError("this model's AcousticGPT was trained with acoustic_loss_weight 0, i.e. not at all: render "
+                             "its speech with a codec that decodes the USTokens alone (codec.decodes_ustokens_alone)")
         hidden = self.language_model(sequences, attention_mask=attention_mask, use_cache=False, output_hidden_states=-1,
                                      position_ids=positions_from_mask(attention_mask, attention_mask.shape[1]),
                                      logits_to_keep=1).hidden_states[-1]

@@ -121,6 +121,13 @@ def limitations(evaluation: dict | None) -> str:
     return text
 
 
+def acoustic_role(config: dict, codec_reads_no_codes: bool) -> str:
+    """What the card says of AcousticGPT beside its size: whether it was trained and whether generation runs it."""
+    if config.get("acoustic_loss_weight", 1.0) == 0:
+        return "; not trained (acoustic_loss_weight 0): the model speaks through a codec that reads no codes"
+    return "; trained, but not run when generating: the codec reads no codes" if codec_reads_no_codes else ""
+
+
 def describe_architecture(config: dict, folder: Path) -> dict:
     """The card's architecture rows, from `config.json` and the USTokenizer's config."""
     text, acoustic = config["text_config"], config["acoustic_config"]
@@ -139,8 +146,7 @@ def describe_architecture(config: dict, folder: Path) -> dict:
         "ustokenizer": (f"Whisper encoder ({encoder.get('encoder_layers', '?')} layers, width "
                         f"{encoder.get('d_model', '?')}) -> 25 Hz -> {ustokenizer.get('codebook_size', '?')}-code VQ"),
         "acoustic": (f"{acoustic['num_hidden_layers']} layers, width {acoustic['hidden_size']}, speaker embedding "
-                     f"{acoustic['speaker_embedding_size']}" + ("; trained, but not run when generating: the codec "
-                     "reads no codes" if depth == 0 and reads_tokens else "")),
+                     f"{acoustic['speaker_embedding_size']}" + acoustic_role(config, depth == 0 and bool(reads_tokens))),
         "codec": (f"{acoustic['num_codebooks']} x {acoustic['codebook_size']} codes at {config['codec_frame_rate']:g} "
                   f"Hz, {config['codec_sampling_rate']} Hz audio{reads_tokens}"),
     }

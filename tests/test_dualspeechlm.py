@@ -106,6 +106,20 @@ def test_forward_returns_both_losses_and_their_sum(backbone):
     assert not torch.equal(model(**other_speakers).acoustic_loss, out.acoustic_loss)
 
 
+def test_without_the_acoustic_loss_acousticgpt_does_not_run():
+    model = tiny_model(acoustic_loss_weight=0.0)
+    batch = make_batch(model.config, ["tts", "asr"])
+    model.acoustic_gpt.forward = lambda *args, **kwargs: pytest.fail("AcousticGPT ran though it learns nothing")
+    out = model(**batch)
+    assert out.acoustic_loss is None and out.hidden_states is None
+    backbone = model.language_model(batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"])
+    assert torch.allclose(out.loss, backbone.loss) and torch.allclose(out.llm_loss, backbone.loss)
+    out.loss.backward()
+    assert all(p.grad is None for p in model.acoustic_gpt.parameters())
+    with pytest.raises(ValueError, match="target USTokens"):  # the batch is still checked
+        model(**dict(batch, labels=torch.where(model.config.is_speech_token(batch["labels"]), -100, batch["labels"])))
+
+
 @pytest.mark.parametrize("tasks", [["asr", "s2tt", "ser", "sqa"], ["tts", "vc", "t2st", "sc"]], ids=["understanding", "generation"])
 def test_overfitting_one_batch_lowers_both_losses(tasks):
     model = tiny_model().train()
@@ -292,6 +306,12 @@ def test_speech_generation_decodes_with_a_codec():
     assert np.array_equal(arrays[0], rendered.waveforms[0, :640].numpy())
     with pytest.raises(ValueError, match="pass `codec=`"):
         type(rendered)(ustokens=rendered.ustokens).audio_arrays()  # an output generated without a codec
+    # a model whose AcousticGPT was never trained speaks through such a codec and refuses one that reads codes
+    config.acoustic_loss_weight = 0.0
+    assert model.generate_speech(ids, mask, speaker_embeddings=speakers, codec=voiced, max_new_tokens=4).codes is None
+    voiced.config.ustoken_decode_codebooks = 1
+    with pytest.raises(ValueError, match="acoustic_loss_weight 0.*decodes the USTokens alone"):
+        model.generate_speech(ids, mask, speaker_embeddings=speakers, codec=voiced, max_new_tokens=4)
 
 
 def word_tokenizer(words: list[str]) -> PreTrainedTokenizerFast:

@@ -219,6 +219,16 @@ def test_stage3_starts_from_the_llm_trained_along_with_the_tokenizer(tiny_recipe
     torch.testing.assert_close(rows, rows[:1].expand_as(rows))  # every new row at the mean of the old ones
 
 
+def test_recipe_can_leave_acousticgpt_untrained(tiny_recipe, tmp_path):
+    from dualspeechlm.training.train_dualspeechlm import build_model, load_parts, main
+
+    recipe = tiny_recipe(tmp_path / "model", acoustic_loss_weight=0.0)
+    ustokenizer, _, codec, _ = load_parts(recipe)
+    assert build_model(recipe, ustokenizer, codec)[0].config.acoustic_loss_weight == 0
+    with pytest.raises(SystemExit):  # the flag exists (and --print-config exits after printing the recipe)
+        main(["--acoustic-loss-weight", "0", "--print-config"])
+
+
 KILL_AT_SAVE = """
 import json, os, signal, sys
 from transformers import TrainerCallback

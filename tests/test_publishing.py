@@ -173,3 +173,7 @@ def test_model_card_names_a_codec_that_reads_the_ustokens(model_folder, tmp_path
     card = str(render_model_card(folder, "me/tiny"))
     assert "its decoder reads the USTokens + 0 codebook(s) and the speaker embedding" in card
     assert "trained, but not run when generating: the codec reads no codes" in card
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "acoustic_loss_weight": 0.0}))
+    assert "not trained (acoustic_loss_weight 0): the model speaks through a codec that reads no codes" in str(
+        render_model_card(folder, "me/tiny"))

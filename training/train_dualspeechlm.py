@@ -71,6 +71,9 @@ class DualSpeechLMRecipe(PresetRecipe):
     # AcousticGPT also reads each code frame's target USToken (AcousticGPTConfig.aligned_frames_per_token, from the
     # codec and token rates); a checkpoint (`init_from`) without it gets a fresh projection, one with it keeps it
     aligned_condition: bool = False
+    # 0: AcousticGPT is not trained, and its pass is spared (about half of a generation batch's time); the model then
+    # speaks only through a codec that decodes the USTokens and the voice alone (`dualspeechlm-set-codec`)
+    acoustic_loss_weight: float = 1.0
     lora: bool = False
     lora_r: int = 16
     lora_alpha: int = 32
@@ -129,6 +132,7 @@ def build_model(recipe: DualSpeechLMRecipe, ustokenizer, codec):
                    ) if recipe.aligned_condition else {}
     if recipe.init_from:
         config = DualSpeechLMConfig.from_pretrained(recipe.init_from)
+        config.acoustic_loss_weight = recipe.acoustic_loss_weight
         for name, value in aligned.items():
             setattr(config.acoustic_config, name, value)
         return (DualSpeechLMForConditionalGeneration.from_pretrained(recipe.init_from, config=config),
@@ -148,7 +152,8 @@ def build_model(recipe: DualSpeechLMRecipe, ustokenizer, codec):
             llm.get_output_embeddings().weight.copy_(llm.get_input_embeddings().weight)
     model = DualSpeechLMForConditionalGeneration.from_text_model(
         llm, tokenizer, num_speech_tokens=ustokenizer.config.codebook_size,
-        acoustic_config={**recipe.acoustic_config, **aligned}, **DualSpeechLMConfig.codec_kwargs(codec))
+        acoustic_config={**recipe.acoustic_config, **aligned}, acoustic_loss_weight=recipe.acoustic_loss_weight,
+        **DualSpeechLMConfig.codec_kwargs(codec))
     if from_reader:
         offset, count = model.config.speech_token_offset, model.config.num_speech_tokens
         with torch.no_grad():
