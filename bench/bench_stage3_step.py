@@ -1,0 +1,76 @@
+"""Stage 3's training step per task, with and without AcousticGPT's pass (`acoustic_loss_weight` 1 vs 0).
+
+    python bench/bench_stage3_step.py                 # one thread, process CPU time (robust on a busy machine)
+    python bench/bench_stage3_step.py --clock wall --threads 2
+
+Builds the stage-3 model as the recipe does (stage 1's reader + a fresh AcousticGPT, from the main job's folders) and
+times forward + backward + AdamW on real single-task batches of the corpus' cached training split (the first
+`--batch-size` rows of each task), once training AcousticGPT and once sparing it. Each figure is the best of
+`--repeats` rounds, the two settings interleaved within a round. Prints a Markdown table per task with its share of
+batches under the recipe's task weights, and the expected seconds per 1,000 steps of that mix.
+"""
+
+import argparse
+import time
+
+import torch
+from bench_ustokenizer import best_times  # bench/ is on sys.path when this script runs
+
+from dualspeechlm.training.multitask import DualSpeechLMCollator, TaskExamples
+from dualspeechlm.training.train_dualspeechlm import DualSpeechLMRecipe, build_model, cached_splits, load_parts
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--corpus", default="data/corpus")
+    parser.add_argument("--cache-dir", default="data/encoder_cache")
+    parser.add_argument("--ustokenizer", default="models/ustokenizer")
+    parser.add_argument("--codec", default="models/mel-codec")
+    parser.add_argument("--speaker-encoder", default="models/speaker-encoder")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--clock", choices=["wall", "cpu"], default="cpu",
+                        help="cpu: process CPU time, robust to a busy machine (use it with --threads 1)")
+    args = parser.parse_args()
+    clock = time.perf_counter if args.clock == "wall" else time.process_time
+    torch.set_num_threads(args.threads)
+
+    recipe = DualSpeechLMRecipe.tiny(corpus=args.corpus, cache_dir=args.cache_dir, ustokenizer=args.ustokenizer,
+                                     codec=args.codec, speaker_encoder=args.speaker_encoder)
+    parts = load_parts(recipe)
+    train = TaskExamples(cached_splits(recipe, "train", parts), recipe.tasks)
+    torch.manual_seed(recipe.seed)
+    model, tokenizer = build_model(recipe, parts[0], parts[2])
+    model.train()
+    collate = DualSpeechLMCollator(tokenizer, model.config)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6)
+    rows = {}
+    for index, task in enumerate(train.task_of):
+        rows.setdefault(task, []).append(index)
+    counts = {task: len(indices) for task, indices in rows.items()}
+    weights = {task: recipe.task_weights.get(task, count) for task, count in counts.items()}
+    shares = {task: weight / sum(weights.values()) for task, weight in weights.items()}
+
+    def step(batch: dict, acoustic_loss_weight: float) -> None:
+        model.config.acoustic_loss_weight = acoustic_loss_weight
+        model(**batch).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+
+    print("\n| task | share of batches | s/step, AcousticGPT trained | s/step, spared | ratio |\n|---|---|---|---|---|")
+    mean = {1.0: 0.0, 0.0: 0.0}
+    for task in recipe.tasks:
+        batch = collate([train[i] for i in rows[task][: args.batch_size]])
+        settings = {weight: (lambda weight=weight: step(batch, weight)) for weight in (1.0, 0.0)}
+        best = best_times(settings, args.repeats, clock)
+        for weight in mean:
+            mean[weight] += shares[task] * best[weight]
+        print(f"| {task} | {shares[task]:.1%} | {best[1.0]:.2f} | {best[0.0]:.2f} | {best[1.0] / best[0.0]:.2f}x |")
+    print(f"| **mix** | 100% | {mean[1.0]:.2f} | {mean[0.0]:.2f} | {mean[1.0] / mean[0.0]:.2f}x |")
+    print(f"\n1,000 steps of this mix: {mean[1.0] * 1000 / 60:.1f} min with AcousticGPT, {mean[0.0] * 1000 / 60:.1f} min "
+          f"without ({args.threads} thread(s), batch {args.batch_size}, {args.clock} clock)")
+
+
+if __name__ == "__main__":
+    main()
