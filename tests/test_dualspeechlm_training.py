@@ -117,6 +117,7 @@ def tiny_recipe(tiny_corpus, whisper_dir, tmp_path_factory):
             corpus=str(tiny_corpus), ustokenizer=str(parts / "ust"), codec=str(parts / "codec"),
             speaker_encoder=str(parts / "spk"), output_dir=str(output_dir), cache_dir=str(parts / "cache"),
             acoustic_config=dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32),
+            acoustic_loss_weight=1.0,  # AcousticGPT trained, the paper's path (the tiny preset spares it)
             steps=3, batch_size=2, logging_steps=1, warmup_steps=1, save_steps=100, eval_steps=0)
         return DualSpeechLMRecipe.tiny(**{**settings, **overrides})
 

@@ -78,7 +78,7 @@ class DualSpeechLMRecipe(PresetRecipe):
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.05
-    steps: int = 1000  # 37 min at one thread here (docs/RESULTS.md)
+    steps: int = 1000  # the tiny preset: 2,500 without AcousticGPT (presets/dualspeechlm_tiny.yaml)
     batch_size: int = 16
     learning_rate: float = 1e-3
     warmup_steps: int = 100
