@@ -20,10 +20,9 @@ setting: AcousticGPT is skipped).
 
 import argparse
 import os
-import time
 
 import torch
-from bench_ustokenizer import best_times  # bench/ is on sys.path when this script runs
+from bench_ustokenizer import add_timing_arguments, best_times, timing_clock  # bench/ is on sys.path when this runs
 
 from dualspeechlm.codecs import MelCodecConfig, MelCodecModel
 from dualspeechlm.configuration_dualspeechlm import AcousticGPTConfig, DualSpeechLMConfig
@@ -59,13 +58,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=2.0, help="speech written per item")
     parser.add_argument("--prompt-tokens", type=int, default=24)
-    parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--clock", choices=["wall", "cpu"], default="cpu",
-                        help="cpu: process CPU time, robust to a busy machine (use it with --threads 1)")
+    add_timing_arguments(parser, repeats=2)
     args = parser.parse_args()
-    clock = time.perf_counter if args.clock == "wall" else time.process_time
-    torch.set_num_threads(args.threads)
+    clock = timing_clock(args)
 
     model = small_model()
     config = model.config

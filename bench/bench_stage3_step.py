@@ -11,10 +11,9 @@ batches under the recipe's task weights, and the expected seconds per 1,000 step
 """
 
 import argparse
-import time
 
 import torch
-from bench_ustokenizer import best_times  # bench/ is on sys.path when this script runs
+from bench_ustokenizer import add_timing_arguments, best_times, timing_clock  # bench/ is on sys.path when this runs
 
 from dualspeechlm.training.multitask import DualSpeechLMCollator, TaskExamples
 from dualspeechlm.training.train_dualspeechlm import DualSpeechLMRecipe, build_model, cached_splits, load_parts
@@ -28,13 +27,9 @@ def main() -> None:
     parser.add_argument("--codec", default="models/mel-codec")
     parser.add_argument("--speaker-encoder", default="models/speaker-encoder")
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--clock", choices=["wall", "cpu"], default="cpu",
-                        help="cpu: process CPU time, robust to a busy machine (use it with --threads 1)")
+    add_timing_arguments(parser)
     args = parser.parse_args()
-    clock = time.perf_counter if args.clock == "wall" else time.process_time
-    torch.set_num_threads(args.threads)
+    clock = timing_clock(args)
 
     recipe = DualSpeechLMRecipe.tiny(corpus=args.corpus, cache_dir=args.cache_dir, ustokenizer=args.ustokenizer,
                                      codec=args.codec, speaker_encoder=args.speaker_encoder)

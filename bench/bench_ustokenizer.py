@@ -32,6 +32,20 @@ TEXT = ("the quiet horse slept behind the old bridge while seven green birds san
         "and anna saw the cat walk slowly across the garden wall ")
 
 
+def add_timing_arguments(parser: argparse.ArgumentParser, repeats: int = 3, threads: int = 1, clock: str = "cpu") -> None:
+    """`--repeats`, `--threads` and `--clock`, with this bench's defaults."""
+    parser.add_argument("--repeats", type=int, default=repeats)
+    parser.add_argument("--threads", type=int, default=threads)
+    parser.add_argument("--clock", choices=["wall", "cpu"], default=clock,
+                        help="cpu: process CPU time, robust to a busy machine (use it with --threads 1)")
+
+
+def timing_clock(args: argparse.Namespace):
+    """Set torch's threads to `args.threads`; return the clock `args.clock` names."""
+    torch.set_num_threads(args.threads)
+    return time.perf_counter if args.clock == "wall" else time.process_time
+
+
 def best_times(functions: dict, repeats: int, clock) -> dict:
     """Best time of each function over `repeats` rounds, the functions interleaved within a round
     (so a change in machine load hits all of them alike)."""
@@ -49,13 +63,9 @@ def main() -> None:
     parser.add_argument("--whisper", default="models/whisper-tiny.en")
     parser.add_argument("--seconds", type=float, nargs="+", default=[2.0, 5.0, 10.0])
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
-                        help="cpu: process CPU time, robust to a busy machine (use it with --threads 1)")
+    add_timing_arguments(parser, threads=2, clock="wall")
     args = parser.parse_args()
-    clock = time.perf_counter if args.clock == "wall" else time.process_time
-    torch.set_num_threads(args.threads)
+    clock = timing_clock(args)
 
     tokenizer = USTokenizerModel.from_whisper(args.whisper, USTokenizerConfig.tiny()).eval()
     padded_encoder = WhisperEncoder(tokenizer.config.encoder_config).eval()
