@@ -68,8 +68,9 @@ $(MODELS)/ustokenizer/config.json: | corpus whisper
 	$(BIN)/dualspeechlm-train-ustokenizer --corpus $(CORPUS) --whisper $(WHISPER) --cache-dir $(CACHE) \
 		--output-dir $(MODELS)/ustokenizer --use-idle-cores
 
-# Stage 3 learns the plain codec's codes, which the USToken-reading decoder keeps (same encoder and codebooks), so
-# the two train side by side; the model gets that decoder before it is evaluated.
+# Stage 3 caches its inputs with the plain codec, whose codes the USToken-reading decoder keeps (same encoder and
+# codebooks), so the two train side by side; the model, whose AcousticGPT the tiny preset leaves untrained, speaks
+# through that decoder, which it gets before it is evaluated.
 $(MODELS)/dualspeechlm/config.json: $(MODELS)/ustokenizer/config.json $(MODELS)/mel-codec/config.json \
 		$(MODELS)/speaker-encoder/config.json
 	$(BIN)/dualspeechlm-train-dualspeechlm --corpus $(CORPUS) --ustokenizer $(MODELS)/ustokenizer \
