@@ -15,7 +15,7 @@ import argparse
 import torch
 from bench_ustokenizer import add_timing_arguments, best_times, timing_clock  # bench/ is on sys.path when this runs
 
-from dualspeechlm.training.multitask import DualSpeechLMCollator, TaskExamples
+from dualspeechlm.training.multitask import DualSpeechLMCollator, TaskBatchSampler, TaskExamples
 from dualspeechlm.training.train_dualspeechlm import DualSpeechLMRecipe, build_model, cached_splits, load_parts
 
 
@@ -40,12 +40,8 @@ def main() -> None:
     model.train()
     collate = DualSpeechLMCollator(tokenizer, model.config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6)
-    rows = {}
-    for index, task in enumerate(train.task_of):
-        rows.setdefault(task, []).append(index)
-    counts = {task: len(indices) for task, indices in rows.items()}
-    weights = {task: recipe.task_weights.get(task, count) for task, count in counts.items()}
-    shares = {task: weight / sum(weights.values()) for task, weight in weights.items()}
+    sampler = TaskBatchSampler(train.task_of, args.batch_size, recipe.task_weights, seed=recipe.seed)  # as stage 3 draws
+    rows, shares = sampler.members, dict(zip(sampler.tasks, sampler.probabilities))
 
     def step(batch: dict, acoustic_loss_weight: float) -> None:
         model.config.acoustic_loss_weight = acoustic_loss_weight

@@ -39,7 +39,7 @@ from .multitask import CONFIG_OF_TASK, DualSpeechLMCollator, TaskBatchSampler, T
 from .plots import plot_losses
 from .recipe_cli import PresetRecipe, recipe_from_args, recipe_parser
 from .token_cache import cached_tokens
-from .evaluate_ustokenizer import UNDERSTANDING_LLM
+from .evaluate_ustokenizer import TEXT_LLM, UNDERSTANDING_LLM
 from .trainer import BatchSamplerTrainer, IdleCoresCallback, precision_arguments
 
 ALL_TASKS = tuple(CONFIG_OF_TASK)
@@ -139,7 +139,7 @@ def build_model(recipe: DualSpeechLMRecipe, ustokenizer, codec):
                 AutoTokenizer.from_pretrained(recipe.init_from))
     reader = Path(recipe.ustokenizer) / UNDERSTANDING_LLM
     from_reader = recipe.llm is None and recipe.start_from_reader and (reader / "config.json").is_file()
-    source = recipe.llm or str(reader if from_reader else Path(recipe.ustokenizer) / "text_llm")
+    source = recipe.llm or str(reader if from_reader else Path(recipe.ustokenizer) / TEXT_LLM)
     config = AutoConfig.from_pretrained(source)
     tied = config.tie_word_embeddings
     if from_reader:
