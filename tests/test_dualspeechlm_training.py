@@ -162,8 +162,11 @@ def test_recipe_trains_saves_evaluates_and_fine_tunes_on_the_tiny_corpus(tiny_re
     assert subset["splits"]["test"]["asr"]["examples"] == 2
     assert (folder / "evaluation.json").read_text() == saved
 
-    # fine-tuning turns the aligned condition on: a fresh projection, 2 codec frames (50 Hz) per USToken (25 Hz)
-    tuned = train_dualspeechlm(tiny_recipe(tmp_path / "tuned", init_from=str(folder), steps=2, aligned_condition=True))
+    # fine-tuning turns the aligned condition on: a fresh projection, 2 codec frames (50 Hz) per USToken (25 Hz);
+    # and the recipe's USToken decoding replaces the saved one (the tiny preset's greedy decoding)
+    sampling = {"do_sample": True, "temperature": 0.8, "max_new_tokens": 7}
+    tuned = train_dualspeechlm(tiny_recipe(tmp_path / "tuned", init_from=str(folder), steps=2, aligned_condition=True,
+                                           speech_generation=sampling))
     before, after = (load_file(path / "model.safetensors") for path in (folder, tuned))
     projection = {f"acoustic_gpt.aligned_projection.{name}" for name in ("weight", "bias")}
     assert after.keys() == before.keys() | projection
@@ -172,6 +175,8 @@ def test_recipe_trains_saves_evaluates_and_fine_tunes_on_the_tiny_corpus(tiny_re
     assert tuned_config["text_config"] == config["text_config"]
     assert tuned_config["acoustic_config"]["aligned_frames_per_token"] == 2.0
     assert config["acoustic_config"]["aligned_frames_per_token"] is None
+    assert config["speech_generation"] == {"do_sample": False, "max_new_tokens": 400}
+    assert tuned_config["speech_generation"] == sampling
 
 
 def test_stage3_starts_from_the_llm_trained_along_with_the_tokenizer(tiny_recipe, tmp_path):
@@ -223,9 +228,10 @@ def test_stage3_starts_from_the_llm_trained_along_with_the_tokenizer(tiny_recipe
 def test_recipe_can_leave_acousticgpt_untrained(tiny_recipe, tmp_path):
     from dualspeechlm.training.train_dualspeechlm import build_model, load_parts, main
 
-    recipe = tiny_recipe(tmp_path / "model", acoustic_loss_weight=0.0)
+    recipe = tiny_recipe(tmp_path / "model", acoustic_loss_weight=0.0, speech_generation={"do_sample": False})
     ustokenizer, _, codec, _ = load_parts(recipe)
-    assert build_model(recipe, ustokenizer, codec)[0].config.acoustic_loss_weight == 0
+    config = build_model(recipe, ustokenizer, codec)[0].config
+    assert (config.acoustic_loss_weight, config.speech_generation) == (0, {"do_sample": False})
     with pytest.raises(SystemExit):  # the flag exists (and --print-config exits after printing the recipe)
         main(["--acoustic-loss-weight", "0", "--print-config"])
 

@@ -74,6 +74,9 @@ class DualSpeechLMRecipe(PresetRecipe):
     # 0: AcousticGPT is not trained, and its pass is spared (about half of a generation batch's time); the model then
     # speaks only through a codec that decodes the USTokens and the voice alone (`dualspeechlm-set-codec`)
     acoustic_loss_weight: float = 1.0
+    # How the saved model writes USTokens (its `config.speech_generation`: GenerationConfig fields, replacing the
+    # default whole); None keeps the default, the paper's sampling (T 0.6, top-p 0.9, up to 400 tokens)
+    speech_generation: dict | None = None
     lora: bool = False
     lora_r: int = 16
     lora_alpha: int = 32
@@ -127,12 +130,15 @@ def validation_examples(recipe: DualSpeechLMRecipe, parts) -> Subset:
 
 def build_model(recipe: DualSpeechLMRecipe, ustokenizer, codec):
     """(model, text tokenizer): the backbone + speech vocabulary + a fresh AcousticGPT, or the model
-    to fine-tune (`init_from`)."""
+    to fine-tune (`init_from`); either with the recipe's `speech_generation`."""
     aligned = dict(aligned_frames_per_token=codec.frame_rate / ustokenizer.config.tokens_per_second
                    ) if recipe.aligned_condition else {}
+    generation = {} if recipe.speech_generation is None else dict(speech_generation=dict(recipe.speech_generation))
     if recipe.init_from:
         config = DualSpeechLMConfig.from_pretrained(recipe.init_from)
         config.acoustic_loss_weight = recipe.acoustic_loss_weight
+        for name, value in generation.items():
+            setattr(config, name, value)
         for name, value in aligned.items():
             setattr(config.acoustic_config, name, value)
         return (DualSpeechLMForConditionalGeneration.from_pretrained(recipe.init_from, config=config),
@@ -153,7 +159,7 @@ def build_model(recipe: DualSpeechLMRecipe, ustokenizer, codec):
     model = DualSpeechLMForConditionalGeneration.from_text_model(
         llm, tokenizer, num_speech_tokens=ustokenizer.config.codebook_size,
         acoustic_config={**recipe.acoustic_config, **aligned}, acoustic_loss_weight=recipe.acoustic_loss_weight,
-        **DualSpeechLMConfig.codec_kwargs(codec))
+        **generation, **DualSpeechLMConfig.codec_kwargs(codec))
     if from_reader:
         offset, count = model.config.speech_token_offset, model.config.num_speech_tokens
         with torch.no_grad():
