@@ -9,7 +9,7 @@ import torch
 from dualspeechlm.configuration_dualspeechlm import DualSpeechLMConfig
 from dualspeechlm.modeling_dualspeechlm import DualSpeechLMForConditionalGeneration
 from dualspeechlm.training.lora import apply_lora, lora_target_modules, merge_lora
-from dualspeechlm.training.multitask import TaskBatchSampler, task_example
+from dualspeechlm.training.multitask import TaskBatchSampler, TaskExamples, task_example
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -58,6 +58,33 @@ def test_task_batches_hold_one_task_follow_weights_and_repeat_with_the_seed():
         TaskBatchSampler(task_of, 8, {"vc": 1})
     with pytest.raises(ValueError, match="non-negative"):
         TaskBatchSampler(task_of, 8, {"asr": -1})
+
+
+def test_batches_grouped_by_length_pad_less_and_keep_the_draws_random():
+    task_of = ["asr"] * 300 + ["tts"] * 100 + ["ser"] * 20
+    lengths = np.random.default_rng(0).integers(10, 200, len(task_of)).tolist()
+    plain = list(TaskBatchSampler(task_of, 8, seed=3))
+    grouped = list(TaskBatchSampler(task_of, 8, seed=3, lengths=lengths, group_batches=5))
+    assert [task_of[b[0]] for b in grouped] == [task_of[b[0]] for b in plain]  # the same task draws
+    assert all(len(b) == 8 and len({task_of[i] for i in b}) == 1 for b in grouped)
+    padded = lambda batches: sum(max(lengths[i] for i in b) * len(b) for b in batches) / sum(
+        lengths[i] for b in batches for i in b)
+    assert padded(plain) > 1.5 and padded(grouped) < 1.2
+    longest = [max(lengths[i] for i in b) for b in grouped]
+    assert longest != sorted(longest) and longest != sorted(longest, reverse=True)  # batches in random order
+    first_pass = [i for b in grouped if task_of[b[0]] == "asr" for i in b][: 300 // 8 * 8]
+    assert len(set(first_pass)) == len(first_pass)  # a shuffle of asr is drawn without replacement
+    assert grouped == list(TaskBatchSampler(task_of, 8, seed=3, lengths=lengths, group_batches=5))
+    with pytest.raises(ValueError, match="3 lengths for 420 examples"):
+        TaskBatchSampler(task_of, 8, lengths=[1, 2, 3])
+
+
+def test_an_examples_length_counts_the_ustokens_it_reads_and_writes():
+    import datasets
+
+    rows = datasets.Dataset.from_list([cached_row(), cached_row(audio_ustokens=[1] * 10)])
+    examples = TaskExamples({"speech": rows, "qa": rows}, ("asr", "tts", "sc"))
+    assert examples.lengths() == [3, 10, 3, 10, 3 + 2 + 2, 10 + 2 + 2]  # asr reads the audio, tts writes it, sc both
 
 
 @pytest.mark.parametrize("backbone", ["llama", "qwen2", "phi3"])

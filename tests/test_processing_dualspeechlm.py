@@ -11,7 +11,6 @@ import torch
 from transformers import AutoProcessor
 
 from dualspeechlm.codecs import MelCodecConfig, MelCodecModel
-from dualspeechlm.modeling_dualspeechlm import DualSpeechLMForConditionalGeneration
 from dualspeechlm.processing.corpus import TRAIN_VOICES, synthesize
 from dualspeechlm.processing.text_tokenizer import train_text_tokenizer
 from dualspeechlm.processing_dualspeechlm import DualSpeechLMProcessor

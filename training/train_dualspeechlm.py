@@ -83,6 +83,7 @@ class DualSpeechLMRecipe(PresetRecipe):
     lora_dropout: float = 0.05
     steps: int = 1000  # the tiny preset: 2,500 without AcousticGPT (presets/dualspeechlm_tiny.yaml)
     batch_size: int = 16
+    group_by_length: bool = True  # batches of like-length examples, less padding (TaskBatchSampler)
     learning_rate: float = 1e-3
     warmup_steps: int = 100
     max_grad_norm: float = 1.0  # gradient clipping (0: none), as in TrainingArguments
@@ -201,7 +202,8 @@ def train_dualspeechlm(recipe: DualSpeechLMRecipe) -> Path:
         remove_unused_columns=False, dataloader_num_workers=0, dataloader_pin_memory=False, label_names=["labels"],
         max_grad_norm=recipe.max_grad_norm, **precision_arguments(recipe.precision),
     )
-    sampler = TaskBatchSampler(train.task_of, recipe.batch_size, recipe.task_weights, seed=recipe.seed)
+    sampler = TaskBatchSampler(train.task_of, recipe.batch_size, recipe.task_weights, seed=recipe.seed,
+                               lengths=train.lengths() if recipe.group_by_length else None)
     trainer = BatchSamplerTrainer(model=trained, args=args, train_dataset=train, eval_dataset=validation,
                                   batch_sampler=sampler, data_collator=DualSpeechLMCollator(tokenizer, model.config),
                                   callbacks=[IdleCoresCallback()] if recipe.use_idle_cores else None)
