@@ -32,7 +32,8 @@ def main() -> None:
     clock = timing_clock(args)
 
     recipe = DualSpeechLMRecipe.tiny(corpus=args.corpus, cache_dir=args.cache_dir, ustokenizer=args.ustokenizer,
-                                     codec=args.codec, speaker_encoder=args.speaker_encoder)
+                                     codec=args.codec, speaker_encoder=args.speaker_encoder,
+                                     acoustic_loss_weight=1.0)  # caches AcousticGPT's targets, which one setting trains on
     parts = load_parts(recipe)
     train = TaskExamples(cached_splits(recipe, "train", parts), recipe.tasks)
     torch.manual_seed(recipe.seed)

@@ -285,7 +285,8 @@ class DualSpeechLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
             tasks (`list[str]`): each item's task (config.understanding_tasks / generation_tasks; None: understanding).
             condition_mask `[batch, L]`: the prompt positions conditioning AcousticGPT (default: attended positions
                 without a label).
-            acoustic_codes `[batch, num_codebooks, frames]` + acoustic_lengths `[batch]`: targets of generation items.
+            acoustic_codes `[batch, num_codebooks, frames]` + acoustic_lengths `[batch]`: targets of generation items
+                (unread, and not needed, with acoustic_loss_weight 0).
             speaker_embeddings `[batch, speaker_embedding_size]` (default and for understanding items: zeros).
             coc_modes (`list[str]` from COC_MODES, or indices): fixes the CoC draw of the CoC items.
         """
@@ -309,17 +310,17 @@ class DualSpeechLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
 
         batch = labels.shape[0]
         is_generation, uses_coc = self.task_flags(tasks, batch, acoustic_codes is not None)
-        codes, lengths = self.acoustic_targets(is_generation, acoustic_codes, acoustic_lengths, labels)
-        modes = self.draw_coc_modes(uses_coc, coc_modes).to(labels.device)
-        attended = attention_mask.bool() if attention_mask is not None else torch.ones_like(labels, dtype=torch.bool)
-        prompt = attended & (condition_mask.bool() if condition_mask is not None else labels == -100)
         target = self.config.is_speech_token(labels)
         if (is_generation.to(labels.device) & ~target.any(-1)).any():
             raise ValueError("every generation item needs its target USTokens <a_k> in labels")
         output.llm_loss = out.loss
-        if not trains_acoustic:  # AcousticGPT learns nothing: its pass is spared (see render_speech)
+        if not trains_acoustic:  # AcousticGPT learns nothing: its pass, and its targets, are spared (see render_speech)
             output.loss = self.config.llm_loss_weight * out.loss
             return output
+        codes, lengths = self.acoustic_targets(is_generation, acoustic_codes, acoustic_lengths, labels)
+        modes = self.draw_coc_modes(uses_coc, coc_modes).to(labels.device)
+        attended = attention_mask.bool() if attention_mask is not None else torch.ones_like(labels, dtype=torch.bool)
+        prompt = attended & (condition_mask.bool() if condition_mask is not None else labels == -100)
         aligned = target & (modes != PROMPT)[:, None]  # the target USTokens, when the condition holds them
         condition = (prompt & (modes != TARGET)[:, None]) | aligned
         if speaker_embeddings is None:

@@ -118,6 +118,8 @@ def test_without_the_acoustic_loss_acousticgpt_does_not_run():
     assert all(p.grad is None for p in model.acoustic_gpt.parameters())
     with pytest.raises(ValueError, match="target USTokens"):  # the batch is still checked
         model(**dict(batch, labels=torch.where(model.config.is_speech_token(batch["labels"]), -100, batch["labels"])))
+    without_codes = model(**dict(batch, acoustic_codes=None, acoustic_lengths=None))  # AcousticGPT's targets: unread
+    assert torch.equal(without_codes.loss, out.loss)
 
 
 @pytest.mark.parametrize("tasks", [["asr", "s2tt", "ser", "sqa"], ["tts", "vc", "t2st", "sc"]], ids=["understanding", "generation"])

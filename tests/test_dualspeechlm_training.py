@@ -1,5 +1,6 @@
 """Stage 3: the task sequences, the collator, and the recipe end to end on the tiny corpus with tiny parts."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -85,6 +86,12 @@ def test_collator_pads_codes_and_zeroes_understanding_speakers(tokenizer):
     assert batch["acoustic_codes"].shape == (3, 2, 3) and batch["acoustic_lengths"].tolist() == [1, 3, 1]
     assert batch["acoustic_codes"][1].tolist() == [[0, 1, 2], [3, 4, 5]]
     assert batch["speaker_embeddings"][[0, 2]].abs().sum() == 0 and (batch["speaker_embeddings"][1] == 0.5).all()
+    # a cache without codes (AcousticGPT spared): the same batch, the voice kept, no acoustic targets
+    without_codes = DualSpeechLMCollator(tokenizer, speech_config(tokenizer))(
+        [{k: v for k, v in example.items() if k != "codes"} for example in EXAMPLES])
+    assert "acoustic_codes" not in without_codes and "acoustic_lengths" not in without_codes
+    assert torch.equal(without_codes["speaker_embeddings"], batch["speaker_embeddings"])
+    assert torch.equal(without_codes["labels"], batch["labels"])
 
 
 @pytest.fixture(scope="module")
@@ -226,12 +233,18 @@ def test_stage3_starts_from_the_llm_trained_along_with_the_tokenizer(tiny_recipe
 
 
 def test_recipe_can_leave_acousticgpt_untrained(tiny_recipe, tmp_path):
-    from dualspeechlm.training.train_dualspeechlm import build_model, load_parts, main
+    from dualspeechlm.training.train_dualspeechlm import build_model, cached_splits, load_parts, main
 
     recipe = tiny_recipe(tmp_path / "model", acoustic_loss_weight=0.0, speech_generation={"do_sample": False})
-    ustokenizer, _, codec, _ = load_parts(recipe)
-    config = build_model(recipe, ustokenizer, codec)[0].config
+    parts = load_parts(recipe)
+    config = build_model(recipe, parts[0], parts[2])[0].config
     assert (config.acoustic_loss_weight, config.speech_generation) == (0, {"do_sample": False})
+    # its token cache holds no codes, which cost most of the cache's time; the speakers and USTokens are the same
+    spared, trained = (cached_splits(recipe, "validation", parts)["speech"],
+                       cached_splits(dataclasses.replace(recipe, acoustic_loss_weight=1.0), "validation", parts)["speech"])
+    assert "audio_codes" in trained.column_names and set(spared.column_names) == set(trained.column_names) - {
+        "audio_codes", "audio_frames"}
+    assert spared["audio_speaker"] == trained["audio_speaker"] and spared["audio_ustokens"] == trained["audio_ustokens"]
     with pytest.raises(SystemExit):  # the flag exists (and --print-config exits after printing the recipe)
         main(["--acoustic-loss-weight", "0", "--print-config"])
 

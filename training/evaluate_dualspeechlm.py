@@ -104,7 +104,7 @@ def similarity(speaker_encoder, generated: list, references: list[np.ndarray]) -
 def evaluate_split(model, processor, corpus: str, cache_dir: str, split: str, judges: dict, limits: dict,
                    samples_dir: Path) -> dict:
     """Every task's scores on `split`; `judges`: {"whisper": WhisperJudge, "pocketsphinx": PocketsphinxJudge}."""
-    parts = (processor.ustokenizer, processor.feature_extractor, processor.codec, processor.speaker_encoder)
+    parts = (processor.ustokenizer, processor.feature_extractor, None, processor.speaker_encoder)  # no codes: unread
     results = {}
     for task, limit in limits.items():
         config = CONFIG_OF_TASK[task]

@@ -2,9 +2,9 @@
 
 Each cached row (training/token_cache.py) yields the examples of its config's tasks, as the dicts
 `dualspeechlm.tasks.build_inputs` reads: `task`, the prompt's text fields, `speech_ids` (the
-input speech's USTokens), and `answer` (text) or `answer_speech_ids` + `codes` `[n_q, frames]` +
-`speaker` (512-d) for generation tasks. The paper trains on single-task batches mixed by a
-multiplexer; `TaskBatchSampler` does that with per-task weights.
+input speech's USTokens), and `answer` (text) or `answer_speech_ids` + `speaker` (512-d) + `codes`
+`[n_q, frames]` (when cached: AcousticGPT's targets) for generation tasks. The paper trains on
+single-task batches mixed by a multiplexer; `TaskBatchSampler` does that with per-task weights.
 """
 
 from __future__ import annotations
@@ -25,10 +25,12 @@ ANSWER_COLUMN = {"asr": "text", "ser": "style", "sqa": "answer", "s2tt": "transl
 
 
 def _target(row: dict, column: str) -> dict:
-    frames = int(row[f"{column}_frames"])
-    codes = np.asarray(row[f"{column}_codes"], dtype=np.int64).reshape(-1, frames)
-    return {"answer_speech_ids": list(row[f"{column}_ustokens"]), "codes": codes,
-            "speaker": np.asarray(row[f"{column}_speaker"], dtype=np.float32)}
+    target = {"answer_speech_ids": list(row[f"{column}_ustokens"]),
+              "speaker": np.asarray(row[f"{column}_speaker"], dtype=np.float32)}
+    if f"{column}_codes" in row:  # cached only for a recipe that trains AcousticGPT
+        frames = int(row[f"{column}_frames"])
+        target["codes"] = np.asarray(row[f"{column}_codes"], dtype=np.int64).reshape(-1, frames)
+    return target
 
 
 def task_example(task: str, row: dict) -> dict:
@@ -138,8 +140,8 @@ class TaskBatchSampler(Sampler[list[int]]):
 
 class DualSpeechLMCollator:
     """Examples -> `DualSpeechLMForConditionalGeneration.forward` inputs: `tasks.build_inputs` builds
-    the token sequences (as at inference); acoustic codes are padded to `[batch, n_q, frames]` +
-    `acoustic_lengths`; speaker embeddings `[batch, 512]` (zeros for understanding items)."""
+    the token sequences (as at inference); speaker embeddings `[batch, 512]` (zeros for understanding items);
+    acoustic codes, where the examples have them, padded to `[batch, n_q, frames]` + `acoustic_lengths`."""
 
     def __init__(self, tokenizer, config):
         self.tokenizer, self.config = tokenizer, config
@@ -147,19 +149,20 @@ class DualSpeechLMCollator:
 
     def __call__(self, examples: list[dict]) -> dict:
         batch = build_inputs(self.tokenizer, self.config, examples, with_answers=True)
-        generation = [ex for ex in examples if "codes" in ex]
         speakers = torch.zeros(len(examples), self.speaker_size)
-        if generation:
-            frames = max(ex["codes"].shape[-1] for ex in generation)
+        for row, ex in enumerate(examples):
+            if "speaker" in ex:
+                speakers[row] = torch.from_numpy(ex["speaker"])
+        batch["speaker_embeddings"] = speakers
+        if with_codes := [ex for ex in examples if "codes" in ex]:
+            frames = max(ex["codes"].shape[-1] for ex in with_codes)
             codes = torch.zeros(len(examples), self.num_codebooks, frames, dtype=torch.long)
             lengths = torch.ones(len(examples), dtype=torch.long)
             for row, ex in enumerate(examples):
                 if "codes" in ex:
                     codes[row, :, : ex["codes"].shape[-1]] = torch.from_numpy(ex["codes"])
                     lengths[row] = ex["codes"].shape[-1]
-                    speakers[row] = torch.from_numpy(ex["speaker"])
             batch.update(acoustic_codes=codes, acoustic_lengths=lengths)
-        batch["speaker_embeddings"] = speakers
         return batch
 
 

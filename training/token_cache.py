@@ -3,8 +3,9 @@ and speaker embeddings of every audio a generation task must write.
 
 A cached split is the corpus split's text columns plus, per audio column `c`:
 `c_ustokens` (USToken ids, 25 per second) and, where `c` is a generation target (TTS `audio`, SC
-`answer_audio`, T2ST `translation_audio`, VC `target_audio`), `c_codes` (`[num_codebooks * frames]`
-row-major) + `c_frames` and `c_speaker` (the speaker encoder's embedding). The Whisper encoder
+`answer_audio`, T2ST `translation_audio`, VC `target_audio`), `c_speaker` (the speaker encoder's embedding)
+and, when a codec is given, `c_codes` (`[num_codebooks * frames]` row-major) + `c_frames`: AcousticGPT's
+targets, which only a recipe that trains it reads (they were 90% of the cache's time). The Whisper encoder
 outputs come from `encoder_cache` (shared with stage 1), so USTokens cost only the small convs.
 """
 
@@ -45,8 +46,8 @@ def ustokens(ustokenizer: USTokenizerModel, cached: datasets.Dataset, batch_size
 
 
 @torch.no_grad()
-def codec_and_speaker(codec, speaker_encoder, waveforms: list[np.ndarray], batch_size: int = 16):
-    """-> (codes `[num_codebooks * frames]` int16 per item, frames per item, speaker embeddings)."""
+def codec_codes(codec, waveforms: list[np.ndarray], batch_size: int = 16) -> tuple[list[np.ndarray], list[int]]:
+    """-> (codes `[num_codebooks * frames]` int16 per item, frames per item)."""
     codes, frames = [None] * len(waveforms), [0] * len(waveforms)
     order = sorted(range(len(waveforms)), key=lambda i: len(waveforms[i]))  # little padding per batch
     for start in range(0, len(order), batch_size):
@@ -55,19 +56,19 @@ def codec_and_speaker(codec, speaker_encoder, waveforms: list[np.ndarray], batch
                            sampling_rate=codec.sampling_rate)
         for i, row, n in zip(picked, out.codes, out.lengths.tolist()):
             codes[i], frames[i] = row[:, :n].to(torch.int16).flatten().numpy(), n
-    speakers = speaker_encoder.embed([np.asarray(w, dtype=np.float32) for w in waveforms], sampling_rate=16000)
-    return codes, frames, speakers.float().numpy()
+    return codes, frames
 
 
 def cached_tokens(corpus_dir: str | Path, config: str, split: str, ustokenizer: USTokenizerModel,
                   feature_extractor: USTokenizerFeatureExtractor, codec, speaker_encoder,
                   cache_dir: str | Path) -> datasets.Dataset:
-    """The corpus `config`/`split` with its audio replaced by USTokens, codes and speaker embeddings
-    (module docstring), read from `cache_dir` when the corpus, the tokenizer, the speaker encoder and the codec's
-    encoding modules are unchanged (a codec with a new decoder, same codes, reads the same cache)."""
-    path = Path(cache_dir) / "tokens" / f"{config}-{split}"
+    """The corpus `config`/`split` with its audio replaced by USTokens, speaker embeddings and, unless `codec` is
+    None, codes (module docstring), read from `cache_dir` when the corpus, the tokenizer, the speaker encoder and
+    the codec's encoding modules are unchanged (a codec with a new decoder, same codes, reads the same cache)."""
+    path = Path(cache_dir) / "tokens" / f"{config}-{split}{'' if codec is not None else '-without-codes'}"
     info = {**corpus_identity(corpus_dir), "ustokenizer": weights_fingerprint(ustokenizer),
-            "codec_codes": codes_fingerprint(codec), "speaker_encoder": weights_fingerprint(speaker_encoder)}
+            "codec_codes": None if codec is None else codes_fingerprint(codec),
+            "speaker_encoder": weights_fingerprint(speaker_encoder)}
     if (cached := read_cache(path, info)) is not None:
         return cached
 
@@ -79,13 +80,15 @@ def cached_tokens(corpus_dir: str | Path, config: str, split: str, ustokenizer: 
                                         cache_dir, column=column)
         dataset = dataset.add_column(f"{column}_ustokens", ustokens(ustokenizer, states))
         if column in GENERATION_TARGETS.get(config, ()):
-            waveforms = [item["array"] for item in source.select_columns([column])[column]]
-            codes, frames, speakers = codec_and_speaker(codec, speaker_encoder, waveforms)
-            dataset = dataset.add_column(f"{column}_codes", codes, feature=datasets.List(datasets.Value("int16")))
-            dataset = dataset.add_column(f"{column}_frames", frames)
+            waveforms = [np.asarray(item["array"], dtype=np.float32) for item in source.select_columns([column])[column]]
+            speakers = speaker_encoder.embed(waveforms, sampling_rate=16000).float().numpy()
             dataset = dataset.add_column(f"{column}_speaker", list(speakers),
                                          feature=datasets.List(datasets.Value("float32")))
+            if codec is not None:
+                codes, frames = codec_codes(codec, waveforms)
+                dataset = dataset.add_column(f"{column}_codes", codes, feature=datasets.List(datasets.Value("int16")))
+                dataset = dataset.add_column(f"{column}_frames", frames)
     return write_cache(path, dataset, info)
 
 
-__all__ = ["cached_tokens", "GENERATION_TARGETS", "ustokens", "codec_and_speaker"]
+__all__ = ["cached_tokens", "GENERATION_TARGETS", "ustokens", "codec_codes"]

@@ -113,8 +113,10 @@ def load_parts(recipe: DualSpeechLMRecipe):
 
 
 def cached_splits(recipe: DualSpeechLMRecipe, split: str, parts) -> dict:
-    """{corpus config: cached tokens of `split`} for the configs the recipe's tasks read."""
+    """{corpus config: cached tokens of `split`} for the configs the recipe's tasks read; with codec codes only
+    when the recipe trains AcousticGPT."""
     ustokenizer, extractor, codec, speaker_encoder = parts
+    codec = codec if recipe.acoustic_loss_weight > 0 else None
     configs = sorted({CONFIG_OF_TASK[task] for task in recipe.tasks})
     return {config: cached_tokens(recipe.corpus, config, split, ustokenizer, extractor, codec, speaker_encoder,
                                   recipe.cache_dir) for config in configs}
