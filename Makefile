@@ -68,8 +68,8 @@ $(MODELS)/ustokenizer/config.json: | corpus whisper
 	$(BIN)/dualspeechlm-train-ustokenizer --corpus $(CORPUS) --whisper $(WHISPER) --cache-dir $(CACHE) \
 		--output-dir $(MODELS)/ustokenizer --use-idle-cores
 
-# Stage 3 caches its inputs with the plain codec, whose codes the USToken-reading decoder keeps (same encoder and
-# codebooks), so the two train side by side; the model, whose AcousticGPT the tiny preset leaves untrained, speaks
+# Stage 3 takes the plain codec (its codes, which the USToken-reading decoder keeps: same encoder and codebooks; the
+# tiny preset, which leaves AcousticGPT untrained, caches none), so the two train side by side; the model speaks
 # through that decoder, which it gets before it is evaluated.
 $(MODELS)/dualspeechlm/config.json: $(MODELS)/ustokenizer/config.json $(MODELS)/mel-codec/config.json \
 		$(MODELS)/speaker-encoder/config.json
