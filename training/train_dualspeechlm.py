@@ -139,9 +139,7 @@ def build_model(recipe: DualSpeechLMRecipe, ustokenizer, codec):
     generation = {} if recipe.speech_generation is None else dict(speech_generation=dict(recipe.speech_generation))
     if recipe.init_from:
         config = DualSpeechLMConfig.from_pretrained(recipe.init_from)
-        config.acoustic_loss_weight = recipe.acoustic_loss_weight
-        for name, value in generation.items():
-            setattr(config, name, value)
+        config.update(dict(acoustic_loss_weight=recipe.acoustic_loss_weight, **generation))
         for name, value in aligned.items():
             setattr(config.acoustic_config, name, value)
         return (DualSpeechLMForConditionalGeneration.from_pretrained(recipe.init_from, config=config),
