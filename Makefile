@@ -14,8 +14,8 @@ export HF_HUB_OFFLINE ?= 1
 # (`--use-idle-cores`).
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: setup quickstart stages corpus whisper baseline codec codec-decoder speaker-encoder ustokenizer dualspeechlm \
-	evaluation test test-slow clean
+.PHONY: setup quickstart stages corpus whisper baseline encoder-cache text-llm codec codec-decoder speaker-encoder \
+	ustokenizer dualspeechlm evaluation test test-slow clean
 
 setup: $(VENV)/.installed
 
@@ -29,8 +29,9 @@ $(VENV)/.installed: setup.py scripts/setup.sh
 quickstart: setup
 	$(MAKE) -j2 stages
 
-# Prerequisites are listed longest first: with -j2, stage 1 (the longest) and the codec start as soon as the
-# corpus and Whisper exist; the speaker encoder and the judges' baseline fill the gaps.
+# Prerequisites are listed longest first: with -j2, stage 1's two inputs (the text LLM and the encoder cache of its
+# audio) are made side by side as soon as the corpus and Whisper exist, then stage 1 (the longest) and the codec; the
+# speaker encoder and the judges' baseline fill the gaps.
 stages: evaluation baseline
 
 corpus: setup
@@ -42,7 +43,14 @@ whisper: setup
 baseline: corpus whisper
 	$(BIN)/dualspeechlm-judge --corpus $(CORPUS) --whisper $(WHISPER) --output-dir $(RESULTS)/judge_baseline
 
+# The frozen Whisper encoder's outputs for stage 1's audio (the later stages cache the rest as they need it); a
+# cache that matches the corpus and the encoder is kept, so this is quick once made.
+encoder-cache: corpus whisper
+	$(BIN)/dualspeechlm-cache-encoder --corpus $(CORPUS) --whisper $(WHISPER) --cache-dir $(CACHE) \
+		--configs speech style qa --columns audio
+
 # Each training stage is a file target: it reruns only when its model folder is missing.
+text-llm: $(MODELS)/ustokenizer/text_llm/config.json
 codec: $(MODELS)/mel-codec/config.json
 codec-decoder: $(MODELS)/mel-codec-ustokens/config.json
 speaker-encoder: $(MODELS)/speaker-encoder/config.json
@@ -64,7 +72,11 @@ $(MODELS)/mel-codec-ustokens/config.json: $(MODELS)/mel-codec/config.json $(MODE
 $(MODELS)/speaker-encoder/config.json: | corpus
 	$(BIN)/dualspeechlm-train-speaker-encoder --corpus $(CORPUS) --output-dir $(MODELS)/speaker-encoder
 
-$(MODELS)/ustokenizer/config.json: | corpus whisper
+# stage 1's small text LLM (trained on the corpus' text), which stage 1 then trains along with the tokenizer
+$(MODELS)/ustokenizer/text_llm/config.json: | corpus
+	$(BIN)/dualspeechlm-train-ustokenizer --corpus $(CORPUS) --output-dir $(MODELS)/ustokenizer --text-llm-only
+
+$(MODELS)/ustokenizer/config.json: $(MODELS)/ustokenizer/text_llm/config.json | encoder-cache
 	$(BIN)/dualspeechlm-train-ustokenizer --corpus $(CORPUS) --whisper $(WHISPER) --cache-dir $(CACHE) \
 		--output-dir $(MODELS)/ustokenizer --use-idle-cores
 

@@ -80,6 +80,7 @@ setup(
             "dualspeechlm-train-codec-decoder=dualspeechlm.training.train_codec_decoder:main",
             "dualspeechlm-set-codec=dualspeechlm.training.train_codec_decoder:set_codec_main",
             "dualspeechlm-train-speaker-encoder=dualspeechlm.training.train_speaker_encoder:main",
+            "dualspeechlm-cache-encoder=dualspeechlm.training.encoder_cache:main",
             "dualspeechlm-train-ustokenizer=dualspeechlm.training.train_ustokenizer:main",
             "dualspeechlm-evaluate-ustokenizer=dualspeechlm.training.evaluate_ustokenizer:main",
             "dualspeechlm-train-dualspeechlm=dualspeechlm.training.train_dualspeechlm:main",

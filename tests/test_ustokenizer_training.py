@@ -7,6 +7,7 @@ import datasets
 import numpy as np
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 from transformers import (AutoFeatureExtractor, AutoModel, AutoTokenizer, LlamaConfig, LlamaForCausalLM, TrainerCallback,
                           TrainingArguments)
@@ -19,6 +20,7 @@ from dualspeechlm.training import encoder_cache
 from dualspeechlm.training.plots import plot_losses
 from dualspeechlm.training import evaluate_ustokenizer
 from dualspeechlm.training.evaluate_ustokenizer import codebook_usage, evaluate_split, markdown_report, reading_llm_folder
+from dualspeechlm.training import train_ustokenizer as stage1
 from dualspeechlm.training.train_ustokenizer import USTokenizerRecipe, train_ustokenizer
 from dualspeechlm.training.trainer import LossTermsTrainer
 from dualspeechlm.training.understanding import (IGNORE_INDEX, FitCodebookCallback, UnderstandingCollator,
@@ -226,15 +228,40 @@ def test_encoder_cache_matches_the_encoder_and_is_reused(tiny_corpus, whisper_di
     assert again["num_frames"] == cached["num_frames"]
 
 
-def test_recipe_end_to_end_on_the_tiny_corpus(tiny_corpus, whisper_dir, tmp_path):
-    recipe = USTokenizerRecipe.tiny(corpus=str(tiny_corpus), whisper=str(whisper_dir), output_dir=str(tmp_path / "ust"),
-                                    cache_dir=str(tmp_path / "cache"), text_vocab_size=1000,
-                                    llm_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1),
+def test_encode_sorted_keeps_the_order_and_the_values_of_one_item_alone(whisper_dir):
+    encoder = RealLengthWhisperEncoder.from_whisper(whisper_dir).eval()
+    extractor = USTokenizerFeatureExtractor()
+    rng = np.random.default_rng(0)
+    waveforms = [rng.standard_normal(n).astype(np.float32) * 0.1 for n in (8000, 2400, 16000, 4000, 11200)]
+    states = encoder_cache.encode_sorted(encoder, extractor, waveforms, batch_size=2)
+    for waveform, state in zip(waveforms, states):
+        alone = encoder_cache.encode_batch(encoder, extractor, [waveform])[0]
+        assert state.shape == alone.shape  # every length differs: a wrong order shows here
+        np.testing.assert_allclose(state.astype(np.float32), alone.astype(np.float32), atol=1e-2)
+
+
+def test_recipe_end_to_end_on_the_tiny_corpus(tiny_corpus, whisper_dir, tmp_path, monkeypatch):
+    out, cache = tmp_path / "ust", tmp_path / "cache"
+    llm_fields = dict(text_vocab_size=1000, llm_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1),
+                      llm_steps=4)
+    recipe = USTokenizerRecipe.tiny(corpus=str(tiny_corpus), whisper=str(whisper_dir), output_dir=str(out),
+                                    cache_dir=str(cache), **llm_fields,
                                     tokenizer_config=dict(conv_hidden_size=32, codebook_dim=16, codebook_size=64),
-                                    llm_steps=4, steps=4, batch_size=4, logging_steps=2, warmup_steps=1, eval_limit=2,
+                                    steps=4, batch_size=4, logging_steps=2, warmup_steps=1, eval_limit=2,
                                     whisper_baseline=False)
+    # as the main job runs it: the text LLM and the encoder cache of stage 1's audio first (side by side there),
+    # then stage 1, which trains no text LLM and encodes no audio again
+    (tmp_path / "llm.yaml").write_text(yaml.safe_dump(llm_fields))
+    stage1.main(["--corpus", str(tiny_corpus), "--output-dir", str(out), "--config", str(tmp_path / "llm.yaml"),
+                 "--text-llm-only"])
+    assert (out / "text_llm" / "config.json").is_file() and not (out / "config.json").exists()
+    encoder_cache.main(["--corpus", str(tiny_corpus), "--whisper", str(whisper_dir), "--cache-dir", str(cache),
+                        "--configs", "speech", "style", "qa", "--columns", "audio"])
+    assert sorted(p.name for p in cache.iterdir()) == sorted(f"{config}-{split}" for config in ("speech", "style", "qa")
+                                                          for split in ("train", "validation", "test", "test_unseen_voice"))
+    monkeypatch.setattr(stage1, "train_text_llm", lambda *a, **k: pytest.fail("the text LLM was trained again"))
+    monkeypatch.setattr(encoder_cache, "encode_batch", lambda *a, **k: pytest.fail("cached audio was encoded again"))
     results = train_ustokenizer(recipe)
-    out = tmp_path / "ust"
     for name in ("config.json", "model.safetensors", "preprocessor_config.json", "evaluation.json", "evaluation.md",
                  "loss.png", "transcript_head.safetensors", "text_llm/config.json", "text_llm/tokenizer.json", "understanding_llm/model.safetensors",
                  "understanding_llm/tokenizer.json"):
@@ -249,7 +276,7 @@ def test_recipe_end_to_end_on_the_tiny_corpus(tiny_corpus, whisper_dir, tmp_path
     assert json.loads((out / "evaluation.json").read_text())["splits"]["test"]["asr_wer"] == results["splits"]["test"]["asr_wer"]
 
     # the saved folder scores the same again, through the LLM trained along with it
-    evaluate_ustokenizer.main(["--model", str(out), "--corpus", str(tiny_corpus), "--cache-dir", str(tmp_path / "cache"),
+    evaluate_ustokenizer.main(["--model", str(out), "--corpus", str(tiny_corpus), "--cache-dir", str(cache),
                                "--limit", "2", "--no-whisper-baseline", "--output-dir", str(tmp_path / "again")])
     again = json.loads((tmp_path / "again" / "evaluation.json").read_text())
     assert again["llm"] == str(out / "understanding_llm")

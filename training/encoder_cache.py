@@ -4,11 +4,13 @@ The USTokenizer's encoder is frozen, so every training epoch would recompute the
 features; a cache turns training into running only the small parts. A cached split is the corpus
 split without its audio plus `encoder_hidden_states` (`[frames_50hz, d_model]` flattened row-major,
 float16, Arrow on disk, memory-mapped) and `num_frames`, saved with `save_to_disk` and reused while the corpus manifest and
-the encoder weights are unchanged.
+the encoder weights are unchanged. The stages fill it as they need it; `dualspeechlm-cache-encoder` (`main`) fills it
+ahead of them.
 """
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 from pathlib import Path
@@ -21,9 +23,10 @@ from tqdm.auto import tqdm
 from dualspeechlm.feature_extraction_ustokenizer import USTokenizerFeatureExtractor
 from dualspeechlm.modeling_ustokenizer import RealLengthWhisperEncoder
 from dualspeechlm.processing.corpus import corpus_folder, load_corpus
-from dualspeechlm.processing.corpus.builder import AUDIO_COLUMNS
+from dualspeechlm.processing.corpus.builder import AUDIO_COLUMNS, SPLITS
 
 CACHE_INFO = "cache_info.json"
+SORTED_BATCHES = 32  # the audio is decoded this many batches at a time and sorted by length within them
 
 
 def weights_fingerprint(model: torch.nn.Module) -> str:
@@ -79,6 +82,19 @@ def encode_batch(encoder: RealLengthWhisperEncoder, feature_extractor: USTokeniz
     return [hidden[i, :length].to(torch.float16).numpy() for i, length in enumerate(lengths.tolist())]
 
 
+def encode_sorted(encoder: RealLengthWhisperEncoder, feature_extractor: USTokenizerFeatureExtractor,
+                  waveforms: list[np.ndarray], batch_size: int) -> list[np.ndarray]:
+    """`encode_batch` over batches of like length (little padding: the encoder is masked, so a batch's company
+    changes nothing but the time); the outputs come back in the order of `waveforms`."""
+    order = sorted(range(len(waveforms)), key=lambda i: len(waveforms[i]))
+    states = [None] * len(waveforms)
+    for start in range(0, len(order), batch_size):
+        batch = order[start : start + batch_size]
+        for i, state in zip(batch, encode_batch(encoder, feature_extractor, [waveforms[i] for i in batch])):
+            states[i] = state
+    return states
+
+
 def cached_encoder_outputs(corpus_dir: str | Path, config: str, split: str, encoder: RealLengthWhisperEncoder,
                            feature_extractor: USTokenizerFeatureExtractor, cache_dir: str | Path,
                            batch_size: int = 16, column: str = "audio") -> datasets.Dataset:
@@ -96,9 +112,12 @@ def cached_encoder_outputs(corpus_dir: str | Path, config: str, split: str, enco
     rows = source.remove_columns(list(AUDIO_COLUMNS[config]))
     encoder.eval()
     states = []
-    for start in tqdm(range(0, len(source), batch_size), desc=f"encoder cache {name}", unit="batch"):
-        batch = audio[start : start + batch_size][column]
-        states.extend(encode_batch(encoder, feature_extractor, [item["array"] for item in batch]))
+    chunk = batch_size * SORTED_BATCHES
+    with tqdm(total=len(source), desc=f"encoder cache {name}", unit="utt") as progress:
+        for start in range(0, len(source), chunk):
+            waveforms = [item["array"] for item in audio[start : start + chunk][column]]
+            states.extend(encode_sorted(encoder, feature_extractor, waveforms, batch_size))
+            progress.update(len(waveforms))
     # flattened: Arrow builds 1-D float16 lists straight from numpy, and they read back as one array
     flat = datasets.List(datasets.Value("float16"))
     dataset = rows.add_column("encoder_hidden_states", [s.ravel() for s in states], feature=flat)
@@ -106,5 +125,26 @@ def cached_encoder_outputs(corpus_dir: str | Path, config: str, split: str, enco
     return write_cache(path, dataset, info)
 
 
-__all__ = ["cached_encoder_outputs", "codes_fingerprint", "encode_batch", "weights_fingerprint", "corpus_identity", "read_cache",
+def main(argv=None) -> None:
+    """`dualspeechlm-cache-encoder`: fill the encoder cache ahead of the stages that read it. The main job runs it
+    for stage 1's audio beside the text LLM's training, so stage 1 starts with its features ready."""
+    parser = argparse.ArgumentParser(description="Fill the Whisper encoder cache of a corpus ahead of training.")
+    parser.add_argument("--corpus", default="data/corpus", help="a corpus folder or Hub dataset id")
+    parser.add_argument("--whisper", default="models/whisper-tiny.en", help="the Whisper checkpoint whose encoder runs")
+    parser.add_argument("--cache-dir", default="data/encoder_cache")
+    parser.add_argument("--configs", nargs="+", choices=list(AUDIO_COLUMNS), default=list(AUDIO_COLUMNS))
+    parser.add_argument("--splits", nargs="+", choices=SPLITS, default=list(SPLITS))
+    parser.add_argument("--columns", nargs="+", help="only these audio columns (default: every audio column of a config)")
+    args = parser.parse_args(argv)
+    encoder = RealLengthWhisperEncoder.from_whisper(args.whisper)
+    feature_extractor = USTokenizerFeatureExtractor()
+    for config in args.configs:
+        for column in AUDIO_COLUMNS[config]:
+            if args.columns is None or column in args.columns:
+                for split in args.splits:
+                    cached_encoder_outputs(args.corpus, config, split, encoder, feature_extractor, args.cache_dir,
+                                           column=column)
+
+
+__all__ = ["cached_encoder_outputs", "codes_fingerprint", "encode_batch", "encode_sorted", "weights_fingerprint", "corpus_identity", "read_cache",
            "write_cache"]

@@ -145,7 +145,16 @@ def main(argv=None) -> None:
     parser.add_argument("--no-freeze-llm", dest="freeze_llm", action="store_false", default=None,
                         help="train the LLM along with the tokenizer (the tiny preset's default)")
     parser.add_argument("--no-whisper-baseline", dest="whisper_baseline", action="store_false", default=None)
-    train_ustokenizer(recipe_from_args(USTokenizerRecipe, vars(parser.parse_args(argv))))
+    parser.add_argument("--text-llm-only", action="store_true",
+                        help="train the text LLM into <output-dir>/text_llm and stop (a later run starts from it); "
+                             "the main job runs this beside dualspeechlm-cache-encoder")
+    args = vars(parser.parse_args(argv))
+    text_llm_only = args.pop("text_llm_only")
+    recipe = recipe_from_args(USTokenizerRecipe, args)
+    if text_llm_only:
+        text_llm(recipe, understanding_examples(recipe.corpus, "train"))
+    else:
+        train_ustokenizer(recipe)
 
 
 if __name__ == "__main__":
