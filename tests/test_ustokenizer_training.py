@@ -17,7 +17,9 @@ from dualspeechlm.feature_extraction_ustokenizer import USTokenizerFeatureExtrac
 from dualspeechlm.modeling_ustokenizer import RealLengthWhisperEncoder, USTokenizerModel
 from dualspeechlm.processing.corpus import corpus_audio
 from dualspeechlm.training import encoder_cache
+from dualspeechlm.processing.text_tokenizer import train_text_tokenizer
 from dualspeechlm.training.plots import plot_losses
+from dualspeechlm.training.text_llm import small_llm_config, train_text_llm
 from dualspeechlm.training import evaluate_ustokenizer
 from dualspeechlm.training.evaluate_ustokenizer import codebook_usage, evaluate_split, markdown_report, reading_llm_folder
 from dualspeechlm.training import train_ustokenizer as stage1
@@ -238,6 +240,19 @@ def test_encode_sorted_keeps_the_order_and_the_values_of_one_item_alone(whisper_
         alone = encoder_cache.encode_batch(encoder, extractor, [waveform])[0]
         assert state.shape == alone.shape  # every length differs: a wrong order shows here
         np.testing.assert_allclose(state.astype(np.float32), alone.astype(np.float32), atol=1e-2)
+
+
+def test_text_llm_is_the_same_whatever_the_random_state_before(tmp_path):
+    documents = ["the cat sat on the mat", "a dog ran in the park", "please find the red ball"] * 6
+    tokenizer = train_text_tokenizer(documents, 300)
+    config = small_llm_config(tokenizer, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                              num_key_value_heads=2)
+    weights = []
+    for run in range(2):
+        torch.manual_seed(100 + run)  # its own process in the main job, after stage 1's seeding inline before
+        model = train_text_llm(documents, tokenizer, config, tmp_path / str(run), steps=2, batch_size=4, seed=0)
+        weights.append(model.state_dict())
+    assert all(torch.equal(weights[0][name], weights[1][name]) for name in weights[0])
 
 
 def test_recipe_end_to_end_on_the_tiny_corpus(tiny_corpus, whisper_dir, tmp_path, monkeypatch):

@@ -13,6 +13,7 @@ import random
 from pathlib import Path
 
 import datasets
+import torch
 from transformers import (DataCollatorForLanguageModeling, LlamaConfig, LlamaForCausalLM, PreTrainedModel,
                           PreTrainedTokenizerBase, TrainingArguments)
 
@@ -102,6 +103,7 @@ def train_text_llm(documents: list[str], tokenizer: PreTrainedTokenizerBase, con
         weight_decay=0.01, logging_steps=max(1, steps // 20), save_strategy="no", report_to=[], seed=seed,
         dataloader_num_workers=0, dataloader_pin_memory=False, **precision_arguments(precision),
     )
+    torch.manual_seed(seed)  # the initial weights too: the main job trains this LLM in a process of its own
     model = LlamaForCausalLM(config)
     trainer = LossTermsTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer,
                                data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False))
