@@ -112,6 +112,9 @@ class DualSpeechLMConfig(PretrainedConfig):
         coc_modes (`tuple[str]`, all of `COC_MODES`): the prefixes CoC draws from with equal probability
             (("both",) switches CoC off, the paper's ablation).
         llm_loss_weight, acoustic_loss_weight (`float`, 1.0 and 1.0).
+        speech_input_noise (`float`, 0.0): in training, the share of the target USTokens replaced in the LLM's input
+            by random ones (labels keep the true tokens), a dropout on the written history that makes the LLM read
+            its prompt; 0 in the paper.
         speech_generation (`dict`): GenerationConfig fields for the USTokens written by `generate_speech`.
         acoustic_generation (`dict`): `do_sample`, `temperature`, `top_k`, `top_p`, `max_new_tokens` (frames) for
             AcousticGPT.
@@ -137,6 +140,7 @@ class DualSpeechLMConfig(PretrainedConfig):
     coc_modes: tuple[str, ...] = COC_MODES
     llm_loss_weight: float = 1.0
     acoustic_loss_weight: float = 1.0
+    speech_input_noise: float = 0.0
     speech_generation: dict = field(default_factory=lambda: dict(
         do_sample=True, temperature=0.6, top_p=0.9, max_new_tokens=400))
     acoustic_generation: dict = field(default_factory=lambda: dict(do_sample=True, top_k=10, max_new_tokens=1000))
@@ -170,6 +174,8 @@ class DualSpeechLMConfig(PretrainedConfig):
         self.validate_tasks()
         if self.llm_loss_weight < 0 or self.acoustic_loss_weight < 0:
             raise ValueError("loss weights must be non-negative")
+        if not 0 <= self.speech_input_noise < 1:
+            raise ValueError(f"speech_input_noise must be in [0, 1), got {self.speech_input_noise}")
 
     def validate_tasks(self) -> None:
         for name in ("understanding_tasks", "generation_tasks", "coc_tasks", "coc_modes"):

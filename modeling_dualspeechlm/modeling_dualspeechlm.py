@@ -297,6 +297,8 @@ class DualSpeechLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
         if position_ids is None and attention_mask is not None:
             length = (input_ids if input_ids is not None else inputs_embeds).shape[1]
             position_ids = positions_from_mask(attention_mask, length)
+        if self.training and labels is not None and input_ids is not None and self.config.speech_input_noise > 0:
+            input_ids = self.noisy_speech_history(input_ids, labels)
         trains_acoustic = labels is not None and self.config.acoustic_loss_weight > 0
         if trains_acoustic:  # the acoustic prefix needs the final hidden states: capture only those
             kwargs["output_hidden_states"] = kwargs.get("output_hidden_states") or -1
@@ -332,6 +334,16 @@ class DualSpeechLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
         output.loss = self.config.llm_loss_weight * out.loss + self.config.acoustic_loss_weight * acoustic.loss
         output.acoustic_logits, output.acoustic_condition_mask, output.coc_modes = acoustic.logits, condition, modes
         return output
+
+    def noisy_speech_history(self, input_ids: torch.LongTensor, labels: torch.LongTensor) -> torch.LongTensor:
+        """`input_ids` `[batch, L]` with each target USToken (an `<a_k>` label) replaced by a random `<a_k>` with
+        probability `config.speech_input_noise`. The labels keep the true tokens, so the history written so far no
+        longer predicts the next token alone and the LLM must read the text it speaks (the purpose of Tacotron's
+        pre-net dropout); a small LLM otherwise writes fluent token sentences of the wrong words."""
+        config = self.config
+        noisy = config.is_speech_token(labels) & (torch.rand(labels.shape, device=labels.device) < config.speech_input_noise)
+        random_tokens = torch.randint_like(input_ids, config.num_speech_tokens) + config.speech_token_offset
+        return torch.where(noisy, random_tokens, input_ids)
 
     @torch.no_grad()
     def generate_speech(

@@ -122,6 +122,32 @@ def test_without_the_acoustic_loss_acousticgpt_does_not_run():
     assert torch.equal(without_codes.loss, out.loss)
 
 
+def test_speech_input_noise_replaces_only_target_ustokens_and_only_in_training():
+    model = tiny_model(acoustic_loss_weight=0.0, speech_input_noise=0.3)
+    config = model.config
+    batch = make_batch(config, ["tts", "asr", "vc", "s2tt"] * 8)
+    torch.manual_seed(0)
+    noisy = model.noisy_speech_history(batch["input_ids"], batch["labels"])
+    changed = noisy != batch["input_ids"]
+    target = config.is_speech_token(batch["labels"])
+    assert not (changed & ~target).any()  # the prompts, <audio>, </audio> and understanding items stay
+    assert config.is_speech_token(noisy[changed]).all()
+    assert 0.2 < changed.sum() / target.sum() < 0.35  # 0.3, less the random tokens that drew the true one
+
+    seen = []
+    model.language_model.register_forward_pre_hook(lambda module, args, kwargs: seen.append(kwargs["input_ids"]),
+                                                   with_kwargs=True)
+    eval_loss = model(**batch).loss
+    assert torch.equal(seen[-1], batch["input_ids"])  # in eval mode the model reads what it was given
+    model.train()
+    train_loss = model(**batch).loss
+    read = seen[-1]
+    assert (read != batch["input_ids"]).any() and not ((read != batch["input_ids"]) & ~target).any()
+    assert not torch.equal(train_loss, eval_loss)
+    with pytest.raises(ValueError, match="speech_input_noise"):
+        DualSpeechLMConfig.tiny("llama", speech_input_noise=1.0)
+
+
 @pytest.mark.parametrize("tasks", [["asr", "s2tt", "ser", "sqa"], ["tts", "vc", "t2st", "sc"]], ids=["understanding", "generation"])
 def test_overfitting_one_batch_lowers_both_losses(tasks):
     model = tiny_model().train()

@@ -182,7 +182,7 @@ def test_recipe_trains_saves_evaluates_and_fine_tunes_on_the_tiny_corpus(tiny_re
     assert tuned_config["text_config"] == config["text_config"]
     assert tuned_config["acoustic_config"]["aligned_frames_per_token"] == 2.0
     assert config["acoustic_config"]["aligned_frames_per_token"] is None
-    assert config["speech_generation"] == {"do_sample": False, "max_new_tokens": 400}
+    assert config["speech_generation"] == {"do_sample": False, "num_beams": 8, "max_new_tokens": 400}
     assert tuned_config["speech_generation"] == sampling
 
 

@@ -20,7 +20,7 @@ def test_every_preset_file_loads_and_the_paper_presets_hold_the_papers_setup():
         "dualspeechlm_paper.yaml", "dualspeechlm_tiny.yaml", "ustokenizer_paper.yaml", "ustokenizer_tiny.yaml"]
     assert DualSpeechLMRecipe.tiny() == DualSpeechLMRecipe(
         acoustic_loss_weight=0.0, steps=2500, task_weights={"s2tt": 3200},
-        speech_generation={"do_sample": False, "max_new_tokens": 400})
+        speech_generation={"do_sample": False, "num_beams": 8, "max_new_tokens": 400})
     paper = DualSpeechLMRecipe.paper()
     assert (paper.llm, paper.lora, paper.lora_r, paper.learning_rate, paper.steps) == (
         "microsoft/Phi-3.5-mini-instruct", True, 16, 1e-4, 60000)

@@ -74,6 +74,8 @@ class DualSpeechLMRecipe(PresetRecipe):
     # 0: AcousticGPT is not trained, and its pass is spared (about half of a generation batch's time); the model then
     # speaks only through a codec that decodes the USTokens and the voice alone (`dualspeechlm-set-codec`)
     acoustic_loss_weight: float = 1.0
+    # the share of a generation item's target USTokens the LLM reads as random ones in training (config.speech_input_noise)
+    speech_input_noise: float = 0.0
     # How the saved model writes USTokens (its `config.speech_generation`: GenerationConfig fields, replacing the
     # default whole); None keeps the default, the paper's sampling (T 0.6, top-p 0.9, up to 400 tokens)
     speech_generation: dict | None = None
@@ -139,7 +141,8 @@ def build_model(recipe: DualSpeechLMRecipe, ustokenizer, codec):
     generation = {} if recipe.speech_generation is None else dict(speech_generation=dict(recipe.speech_generation))
     if recipe.init_from:
         config = DualSpeechLMConfig.from_pretrained(recipe.init_from)
-        config.update(dict(acoustic_loss_weight=recipe.acoustic_loss_weight, **generation))
+        config.update(dict(acoustic_loss_weight=recipe.acoustic_loss_weight,
+                           speech_input_noise=recipe.speech_input_noise, **generation))
         for name, value in aligned.items():
             setattr(config.acoustic_config, name, value)
         return (DualSpeechLMForConditionalGeneration.from_pretrained(recipe.init_from, config=config),
@@ -160,7 +163,7 @@ def build_model(recipe: DualSpeechLMRecipe, ustokenizer, codec):
     model = DualSpeechLMForConditionalGeneration.from_text_model(
         llm, tokenizer, num_speech_tokens=ustokenizer.config.codebook_size,
         acoustic_config={**recipe.acoustic_config, **aligned}, acoustic_loss_weight=recipe.acoustic_loss_weight,
-        **generation, **DualSpeechLMConfig.codec_kwargs(codec))
+        speech_input_noise=recipe.speech_input_noise, **generation, **DualSpeechLMConfig.codec_kwargs(codec))
     if from_reader:
         offset, count = model.config.speech_token_offset, model.config.num_speech_tokens
         with torch.no_grad():
