@@ -30,9 +30,17 @@ quickstart: setup
 	$(MAKE) -j2 stages
 
 # Prerequisites are listed longest first: with -j2, stage 1's two inputs (the text LLM and the encoder cache of its
-# audio) are made side by side as soon as the corpus and Whisper exist, then stage 1 (the longest) and the codec; the
-# speaker encoder and the judges' baseline fill the gaps.
+# audio) are made side by side as soon as the corpus and Whisper exist, then stage 1 (the longest) beside the codec,
+# then the speaker encoder, stage 3 beside the decoder, the judges' baseline and the evaluation.
 stages: evaluation baseline
+
+# GNU make -j2 starts whatever side job is ready when stage 1's inputs are done (the speaker encoder, then the
+# judges' baseline came first, 10 minutes before stage 1): in the main job the speaker encoder waits for the codec and
+# the baseline for stage 3, so that stage 1 starts as soon as it can and the short jobs fill the gaps at the end.
+ifeq ($(MAKECMDGOALS),stages)
+$(MODELS)/speaker-encoder/config.json: | $(MODELS)/mel-codec/config.json
+baseline: | $(MODELS)/dualspeechlm/config.json
+endif
 
 corpus: setup
 	$(BIN)/dualspeechlm-data build --output-dir $(CORPUS)
