@@ -35,7 +35,7 @@ quickstart: setup
 stages: evaluation baseline
 
 # GNU make -j2 starts whatever side job is ready when stage 1's inputs are done (the speaker encoder, then the
-# judges' baseline came first, 10 minutes before stage 1): in the main job the speaker encoder waits for the codec and
+# judges' baseline came first, both before stage 1): in the main job the speaker encoder waits for the codec and
 # the baseline for stage 3, so that stage 1 starts as soon as it can and the short jobs fill the gaps at the end.
 ifeq ($(MAKECMDGOALS),stages)
 $(MODELS)/speaker-encoder/config.json: | $(MODELS)/mel-codec/config.json
