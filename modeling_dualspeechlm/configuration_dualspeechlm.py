@@ -115,6 +115,12 @@ class DualSpeechLMConfig(PretrainedConfig):
         speech_input_noise (`float`, 0.0): in training, the share of the target USTokens replaced in the LLM's input
             by random ones (labels keep the true tokens), a dropout on the written history that makes the LLM read
             its prompt; 0 in the paper.
+        alignment_loss_weight (`float`, 0.0), alignment_layer (`int | None`, None: the second layer, or the only
+            one), alignment_sigma (`float`, 0.2): an attention prior on head 0 of the backbone's `alignment_layer` in
+            training: where the answer speaks a text of the prompt in order (TTS), the query writing the t-th of T
+            target USTokens is pulled towards the text tokens at the same relative place, n / N ~ t / T within a
+            Gaussian band of width sigma (DC-TTS's guided attention, as -log of the attention mass in the band); 0
+            in the paper.
         speech_generation (`dict`): GenerationConfig fields for the USTokens written by `generate_speech`.
         acoustic_generation (`dict`): `do_sample`, `temperature`, `top_k`, `top_p`, `max_new_tokens` (frames) for
             AcousticGPT.
@@ -141,6 +147,9 @@ class DualSpeechLMConfig(PretrainedConfig):
     llm_loss_weight: float = 1.0
     acoustic_loss_weight: float = 1.0
     speech_input_noise: float = 0.0
+    alignment_loss_weight: float = 0.0
+    alignment_layer: int | None = None
+    alignment_sigma: float = 0.2
     speech_generation: dict = field(default_factory=lambda: dict(
         do_sample=True, temperature=0.6, top_p=0.9, max_new_tokens=400))
     acoustic_generation: dict = field(default_factory=lambda: dict(do_sample=True, top_k=10, max_new_tokens=1000))
@@ -176,6 +185,14 @@ class DualSpeechLMConfig(PretrainedConfig):
             raise ValueError("loss weights must be non-negative")
         if not 0 <= self.speech_input_noise < 1:
             raise ValueError(f"speech_input_noise must be in [0, 1), got {self.speech_input_noise}")
+        if self.alignment_loss_weight < 0 or self.alignment_sigma <= 0:
+            raise ValueError(f"alignment_loss_weight must be >= 0 and alignment_sigma > 0, got "
+                             f"{self.alignment_loss_weight} and {self.alignment_sigma}")
+        layers = self.text_config.num_hidden_layers
+        if self.alignment_layer is None:
+            self.alignment_layer = min(1, layers - 1)
+        if not 0 <= self.alignment_layer < layers:
+            raise ValueError(f"alignment_layer must name one of the backbone's {layers} layers, got {self.alignment_layer}")
 
     def validate_tasks(self) -> None:
         for name in ("understanding_tasks", "generation_tasks", "coc_tasks", "coc_modes"):

@@ -24,6 +24,7 @@ Imports only torch, transformers and this folder (relatively), so a saved folder
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -43,13 +44,14 @@ PROMPT, TARGET, BOTH = (COC_MODES.index(mode) for mode in ("prompt", "target", "
 
 @dataclass
 class DualSpeechLMOutput(ModelOutput):
-    """loss = weighted llm_loss + acoustic_loss (when `labels` are given); logits `[batch, L, vocab]`; cache: the
+    """loss = weighted llm_loss + acoustic_loss (+ alignment_loss, the attention prior) when `labels` are given; logits `[batch, L, vocab]`; cache: the
     backbone's KV cache; acoustic_logits `[batch, steps, n_q, vocab]`; acoustic_condition_mask `[batch, L]`: the LLM
     positions whose hidden states formed each item's AcousticGPT prefix; coc_modes `[batch]`: index into COC_MODES."""
 
     loss: torch.FloatTensor | None = None
     llm_loss: torch.FloatTensor | None = None
     acoustic_loss: torch.FloatTensor | None = None
+    alignment_loss: torch.FloatTensor | None = None
     logits: torch.FloatTensor | None = None
     cache: object | None = None
     hidden_states: tuple | None = None
@@ -276,6 +278,7 @@ class DualSpeechLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
         acoustic_lengths: torch.LongTensor | None = None,
         speaker_embeddings: torch.FloatTensor | None = None,
         coc_modes: Sequence[str | int] | torch.Tensor | None = None,
+        spoken_text_mask: torch.Tensor | None = None,
         **kwargs,
     ) -> DualSpeechLMOutput:
         r"""
@@ -289,6 +292,8 @@ class DualSpeechLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
                 (unread, and not needed, with acoustic_loss_weight 0).
             speaker_embeddings `[batch, speaker_embedding_size]` (default and for understanding items: zeros).
             coc_modes (`list[str]` from COC_MODES, or indices): fixes the CoC draw of the CoC items.
+            spoken_text_mask `[batch, L]`: the prompt tokens the answer speaks in order (`build_inputs`), read by the
+                attention prior in training when config.alignment_loss_weight > 0.
         """
         if input_ids is not None:
             self.check_text_inputs(input_ids, attention_mask)
@@ -302,11 +307,17 @@ class DualSpeechLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
         trains_acoustic = labels is not None and self.config.acoustic_loss_weight > 0
         if trains_acoustic:  # the acoustic prefix needs the final hidden states: capture only those
             kwargs["output_hidden_states"] = kwargs.get("output_hidden_states") or -1
-        out = self.language_model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                                  cache=cache, inputs_embeds=inputs_embeds, labels=labels, use_cache=use_cache,
-                                  logits_to_keep=logits_to_keep, **kwargs)
+        aligns = (self.training and labels is not None and self.config.alignment_loss_weight > 0
+                  and spoken_text_mask is not None and bool(spoken_text_mask.any()))
+        asked_attentions = kwargs.get("output_attentions")
+        if aligns:
+            kwargs["output_attentions"] = True
+        with self.eager_attention(aligns):
+            out = self.language_model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                                      cache=cache, inputs_embeds=inputs_embeds, labels=labels, use_cache=use_cache,
+                                      logits_to_keep=logits_to_keep, **kwargs)
         output = DualSpeechLMOutput(logits=out.logits, cache=out.get("cache"), hidden_states=out.get("hidden_states"),
-                                    attentions=out.get("attentions"))
+                                    attentions=out.get("attentions") if asked_attentions else None)
         if labels is None:
             return output
 
@@ -316,8 +327,13 @@ class DualSpeechLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
         if (is_generation.to(labels.device) & ~target.any(-1)).any():
             raise ValueError("every generation item needs its target USTokens <a_k> in labels")
         output.llm_loss = out.loss
+        loss = self.config.llm_loss_weight * out.loss
+        if aligns:
+            head = out.attentions[self.config.alignment_layer][:, 0]
+            output.alignment_loss = self.alignment_loss(head, spoken_text_mask, labels)
+            loss = loss + self.config.alignment_loss_weight * output.alignment_loss
         if not trains_acoustic:  # AcousticGPT learns nothing: its pass, and its targets, are spared (see render_speech)
-            output.loss = self.config.llm_loss_weight * out.loss
+            output.loss = loss
             return output
         codes, lengths = self.acoustic_targets(is_generation, acoustic_codes, acoustic_lengths, labels)
         modes = self.draw_coc_modes(uses_coc, coc_modes).to(labels.device)
@@ -331,9 +347,35 @@ class DualSpeechLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
         speaker_embeddings = speaker_embeddings * is_generation.to(speaker_embeddings)[:, None]
         acoustic = self.acoustic_gpt(speaker_embeddings, out.hidden_states[-1], condition, codes, lengths, aligned)
         output.acoustic_loss = acoustic.loss
-        output.loss = self.config.llm_loss_weight * out.loss + self.config.acoustic_loss_weight * acoustic.loss
+        output.loss = loss + self.config.acoustic_loss_weight * acoustic.loss
         output.acoustic_logits, output.acoustic_condition_mask, output.coc_modes = acoustic.logits, condition, modes
         return output
+
+    @contextlib.contextmanager
+    def eager_attention(self, active: bool = True):
+        """The backbone on eager attention while active, the only kernel that returns attention probabilities."""
+        config = self.language_model.config
+        kept = config._attn_implementation
+        if active:
+            config._attn_implementation = "eager"
+        try:
+            yield
+        finally:
+            config._attn_implementation = kept
+
+    def alignment_loss(self, attention: torch.Tensor, spoken_text_mask: torch.Tensor, labels: torch.LongTensor):
+        """The attention prior (config.alignment_*): one head's probabilities `[batch, L, L]`, the spoken text's
+        positions `[batch, L]` and the labels -> mean over the queries that write a target USToken of -log(the
+        attention mass on the text within the Gaussian band around the query's relative place)."""
+        text = spoken_text_mask.bool()
+        queries = torch.zeros_like(text)
+        queries[:, :-1] = self.config.is_speech_token(labels[:, 1:])  # the position before a USToken predicts it
+        queries &= text.any(-1, keepdim=True)
+        text_place = (text.cumsum(-1) - 0.5) / text.sum(-1, keepdim=True).clamp(min=1)
+        query_place = (queries.cumsum(-1) - 0.5) / queries.sum(-1, keepdim=True).clamp(min=1)
+        band = torch.exp(-(query_place[:, :, None] - text_place[:, None, :]) ** 2 / (2 * self.config.alignment_sigma ** 2))
+        mass = (attention.float() * band * text[:, None, :]).sum(-1)
+        return -torch.log(mass[queries] + 1e-6).mean()
 
     def noisy_speech_history(self, input_ids: torch.LongTensor, labels: torch.LongTensor) -> torch.LongTensor:
         """`input_ids` `[batch, L]` with each target USToken (an `<a_k>` label) replaced by a random `<a_k>` with

@@ -18,12 +18,14 @@ USER, ASSISTANT = "USER: ", "\nASSISTANT:"
 @dataclass(frozen=True)
 class Task:
     """`instruction` may hold `{placeholders}` filled from the example (e.g. `{question}`).
-    `speech_input`: the prompt carries a speech span; `speech_output`: the answer is speech."""
+    `speech_input`: the prompt carries a speech span; `speech_output`: the answer is speech; `spoken_field`: the
+    field whose words the answer speaks in order (TTS's text), which `build_inputs` marks for the alignment prior."""
 
     name: str
     instruction: str
     speech_input: bool
     speech_output: bool
+    spoken_field: str | None = None
 
 
 TASKS = {
@@ -33,7 +35,7 @@ TASKS = {
         Task("s2tt", "Translate the speech into {language}.", True, False),
         Task("ser", "Describe the speaking style.", True, False),
         Task("sqa", "Answer the question about the speech: {question}", True, False),
-        Task("tts", "Speak this text: {text}", False, True),
+        Task("tts", "Speak this text: {text}", False, True, spoken_field="text"),
         Task("vc", "Say the same words in the target voice.", True, True),
         Task("t2st", "Speak the translation of this text into {language}: {text}", False, True),
         Task("sc", "Answer the spoken question in speech.", True, True),
@@ -80,6 +82,20 @@ __all__ = ["TASKS", "Task", "answer_text", "build_inputs", "UNDERSTANDING_TASKS"
            "AUDIO_START", "AUDIO_END"]
 
 
+def _spoken_span(tokenizer, before: str, spoken: str) -> tuple[int, int]:
+    """(first, end): the tokens of `before` that spell `spoken` (its last occurrence there). The span starts at the
+    space before it, which a BPE tokenizer joins to the word, so the tokens of `before` up to either end are those
+    of the whole."""
+    end = before.rindex(spoken.strip()) + len(spoken.strip())
+    start = end - len(spoken.strip())
+    start -= before[:start].endswith(" ")
+
+    def count(text: str) -> int:
+        return len(tokenizer(text, add_special_tokens=False).input_ids)
+
+    return count(before[:start]), count(before[:end])
+
+
 def build_inputs(tokenizer, config, examples: list[dict], with_answers: bool, padding_side: str = "right") -> dict:
     """Token sequences of a batch of task examples, for training (`with_answers`) or generation.
 
@@ -90,9 +106,10 @@ def build_inputs(tokenizer, config, examples: list[dict], with_answers: bool, pa
         prompt  = BOS + before + <a_k>... (the speech span) + after         (`prompt_parts`)
         answer  = answer_text(answer) + EOS,  or  <audio> <a_k>... </audio> + EOS
     Returns `input_ids`, `attention_mask`, `condition_mask` (the prompt: what AcousticGPT is
-    conditioned on) `[batch, longest]`, `labels` (answer + EOS, -100 elsewhere) with answers, and
-    `tasks`. Generation prompts are left-padded (`padding_side="left"`) and end where the answer
-    starts.
+    conditioned on) `[batch, longest]`, with answers `labels` (answer + EOS, -100 elsewhere) and
+    `spoken_text_mask` (1 on the prompt tokens of the task's `spoken_field`, which the answer speaks in
+    order: the model's alignment prior reads it), and `tasks`. Generation prompts are left-padded
+    (`padding_side="left"`) and end where the answer starts.
     """
     import torch
 
@@ -108,6 +125,7 @@ def build_inputs(tokenizer, config, examples: list[dict], with_answers: bool, pa
             raise ValueError(f"task {task.name!r} got an empty text")
         before, after = prompt_parts(task.name, **fields)
         prompt = [tokenizer.bos_token_id] + tokenizer(before, add_special_tokens=False).input_ids
+        spoken = _spoken_span(tokenizer, before, fields[task.spoken_field]) if task.spoken_field else (0, 0)
         if task.speech_input:
             speech = example.get("speech_ids")
             if speech is None or len(speech) == 0:
@@ -122,19 +140,23 @@ def build_inputs(tokenizer, config, examples: list[dict], with_answers: bool, pa
             else:
                 answer = tokenizer(answer_text(example["answer"]), add_special_tokens=False).input_ids
             answer.append(tokenizer.eos_token_id)
-        rows.append((prompt, answer))
-    width = max(len(p) + len(a) for p, a in rows)
-    batch = {name: torch.zeros(len(rows), width, dtype=torch.long) for name in ("input_ids", "attention_mask", "condition_mask")}
+        rows.append((prompt, answer, spoken))
+    width = max(len(p) + len(a) for p, a, _ in rows)
+    names = ("input_ids", "attention_mask", "condition_mask", "spoken_text_mask")
+    batch = {name: torch.zeros(len(rows), width, dtype=torch.long) for name in names}
     batch["input_ids"].fill_(tokenizer.pad_token_id)
     labels = torch.full((len(rows), width), -100, dtype=torch.long)
-    for row, (prompt, answer) in enumerate(rows):
+    for row, (prompt, answer, (first, end)) in enumerate(rows):
         length = len(prompt) + len(answer)
         start = width - length if padding_side == "left" else 0
         batch["input_ids"][row, start : start + length] = torch.tensor(prompt + answer)
         batch["attention_mask"][row, start : start + length] = 1
         batch["condition_mask"][row, start : start + len(prompt)] = 1
+        batch["spoken_text_mask"][row, start + 1 + first : start + 1 + end] = 1  # + 1: the BOS
         labels[row, start + len(prompt) : start + length] = torch.tensor(answer, dtype=torch.long)
     if with_answers:
         batch["labels"] = labels
+    else:
+        del batch["spoken_text_mask"]
     batch["tasks"] = [example["task"] for example in examples]
     return batch

@@ -122,6 +122,75 @@ def test_without_the_acoustic_loss_acousticgpt_does_not_run():
     assert torch.equal(without_codes.loss, out.loss)
 
 
+def spoken_text(batch: dict) -> torch.Tensor:
+    """make_batch's text prompts of the TTS items (SYSTEM excluded) as a spoken_text_mask."""
+    mask = batch["condition_mask"].clone()
+    mask[[task != "tts" for task in batch["tasks"]]] = 0
+    return mask
+
+
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_alignment_prior_adds_its_term_in_training_only(backbone):
+    model = tiny_model(backbone, acoustic_loss_weight=0.0, alignment_loss_weight=0.5)
+    batch = make_batch(model.config, ["tts", "asr", "tts", "vc"])
+    batch["spoken_text_mask"] = spoken_text(batch)
+    kernel = model.language_model.config._attn_implementation
+    evaluated = model(**batch)
+    assert evaluated.alignment_loss is None and torch.equal(evaluated.loss, evaluated.llm_loss)
+    model.train()
+    out = model(**batch)
+    assert out.alignment_loss > 0 and torch.allclose(out.loss, out.llm_loss + 0.5 * out.alignment_loss)
+    assert out.attentions is None and model.language_model.config._attn_implementation == kernel  # restored
+    out.loss.backward()
+    assert model.language_model.get_input_embeddings().weight.grad.abs().sum() > 0
+    without_tts = model(**{**batch, "spoken_text_mask": torch.zeros_like(batch["spoken_text_mask"])})
+    assert without_tts.alignment_loss is None
+
+
+def test_alignment_loss_is_small_on_the_diagonal_and_large_off_the_text():
+    model = tiny_model(alignment_loss_weight=1.0)
+    config = model.config
+    # [BOS, 4 text tokens, <audio>, 8 USTokens, </audio>]: the query before the t-th USToken writes it
+    text = torch.tensor([[0, 1, 1, 1, 1] + [0] * 10])
+    labels = torch.tensor([[-100] * 5 + [config.audio_start_token_id] + [config.speech_token_offset] * 8
+                           + [config.audio_end_token_id]])
+    queries = list(range(5, 13))
+    on_text, off_text = torch.zeros(1, 15, 15), torch.zeros(1, 15, 15)
+    for t, query in enumerate(queries):
+        on_text[0, query, 1 + t // 2] = 1  # two USTokens per text token, in order
+        off_text[0, query, query] = 1  # the query looks at itself
+    assert model.alignment_loss(on_text, text, labels) < 0.05
+    assert model.alignment_loss(off_text, text, labels) > 13  # -log(1e-6)
+    backwards = torch.zeros(1, 15, 15)  # the text read from its end: outside the band for most queries
+    for t, query in enumerate(queries):
+        backwards[0, query, 4 - t // 2] = 1
+    assert model.alignment_loss(backwards, text, labels) > 1
+
+
+def test_alignment_prior_teaches_the_head_to_follow_the_text():
+    model = tiny_model(acoustic_loss_weight=0.0, alignment_loss_weight=1.0).train()
+    batch = make_batch(model.config, ["tts"] * 8)
+    batch["spoken_text_mask"] = spoken_text(batch)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(40):
+        loss = model(**batch).alignment_loss
+        losses.append(loss.item())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_alignment_prior_settings_are_checked():
+    with pytest.raises(ValueError, match="alignment_layer"):
+        DualSpeechLMConfig.tiny("llama", alignment_loss_weight=1.0, alignment_layer=2)  # 2 layers: 0 and 1
+    with pytest.raises(ValueError, match="alignment_sigma"):
+        DualSpeechLMConfig.tiny("llama", alignment_sigma=0.0)
+    assert DualSpeechLMConfig.tiny("llama").alignment_layer == 1  # the second layer by default
+    assert DualSpeechLMConfig.tiny("llama", text_overrides=dict(num_hidden_layers=1)).alignment_layer == 0
+
+
 def test_speech_input_noise_replaces_only_target_ustokens_and_only_in_training():
     model = tiny_model(acoustic_loss_weight=0.0, speech_input_noise=0.3)
     config = model.config

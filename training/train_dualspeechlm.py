@@ -76,6 +76,9 @@ class DualSpeechLMRecipe(PresetRecipe):
     acoustic_loss_weight: float = 1.0
     # the share of a generation item's target USTokens the LLM reads as random ones in training (config.speech_input_noise)
     speech_input_noise: float = 0.0
+    # the attention prior on TTS (config.alignment_loss_weight): a head of the backbone's second layer pulled to the
+    # text token at the place of the USToken it writes; 0: off, as in the paper
+    alignment_loss_weight: float = 0.0
     # How the saved model writes USTokens (its `config.speech_generation`: GenerationConfig fields, replacing the
     # default whole); None keeps the default, the paper's sampling (T 0.6, top-p 0.9, up to 400 tokens)
     speech_generation: dict | None = None
@@ -139,10 +142,11 @@ def build_model(recipe: DualSpeechLMRecipe, ustokenizer, codec):
     aligned = dict(aligned_frames_per_token=codec.frame_rate / ustokenizer.config.tokens_per_second
                    ) if recipe.aligned_condition else {}
     generation = {} if recipe.speech_generation is None else dict(speech_generation=dict(recipe.speech_generation))
+    training = dict(acoustic_loss_weight=recipe.acoustic_loss_weight, speech_input_noise=recipe.speech_input_noise,
+                    alignment_loss_weight=recipe.alignment_loss_weight, **generation)
     if recipe.init_from:
         config = DualSpeechLMConfig.from_pretrained(recipe.init_from)
-        config.update(dict(acoustic_loss_weight=recipe.acoustic_loss_weight,
-                           speech_input_noise=recipe.speech_input_noise, **generation))
+        config.update(training)
         for name, value in aligned.items():
             setattr(config.acoustic_config, name, value)
         return (DualSpeechLMForConditionalGeneration.from_pretrained(recipe.init_from, config=config),
@@ -162,8 +166,7 @@ def build_model(recipe: DualSpeechLMRecipe, ustokenizer, codec):
             llm.get_output_embeddings().weight.copy_(llm.get_input_embeddings().weight)
     model = DualSpeechLMForConditionalGeneration.from_text_model(
         llm, tokenizer, num_speech_tokens=ustokenizer.config.codebook_size,
-        acoustic_config={**recipe.acoustic_config, **aligned}, acoustic_loss_weight=recipe.acoustic_loss_weight,
-        speech_input_noise=recipe.speech_input_noise, **generation, **DualSpeechLMConfig.codec_kwargs(codec))
+        acoustic_config={**recipe.acoustic_config, **aligned}, **training, **DualSpeechLMConfig.codec_kwargs(codec))
     if from_reader:
         offset, count = model.config.speech_token_offset, model.config.num_speech_tokens
         with torch.no_grad():
