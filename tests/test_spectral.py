@@ -24,14 +24,21 @@ def test_masked_istft_ignores_frames_past_each_length():
     assert batch[1, 17 * HOP :].abs().max() == 0
 
 
-def test_griffin_lim_is_batch_exact_and_recovers_a_tone():
+def test_griffin_lim_ignores_padding_and_recovers_a_tone():
     t = torch.arange(16000) / 16000
     tone = 0.5 * torch.sin(2 * torch.pi * 440 * t)
     magnitude = stft(tone[None], N_FFT, HOP, WINDOW).abs()[..., :50]
     pair = torch.cat([magnitude, magnitude * torch.tensor(0.5)])
-    both = griffin_lim(pair, torch.tensor([50, 30]), N_FFT, HOP, WINDOW, iterations=32)
-    second = griffin_lim(pair[1:, :, :30], torch.tensor([30]), N_FFT, HOP, WINDOW, iterations=32)
-    assert torch.equal(both[1, : 30 * HOP], second[0])
+    lengths = torch.tensor([50, 30])
+    both = griffin_lim(pair, lengths, N_FFT, HOP, WINDOW, iterations=32)
+    loud_padding = pair.clone()
+    loud_padding[1, :, 30:] = 100.0
+    assert torch.equal(griffin_lim(loud_padding, lengths, N_FFT, HOP, WINDOW, iterations=32), both)
+    # alone, the short item matches up to the FFT's rounding, which differs with the batch size on some CPUs (Intel
+    # Xeon here) and which Griffin-Lim's iterations amplify: compare after one
+    one_step = griffin_lim(pair, lengths, N_FFT, HOP, WINDOW, iterations=1)
+    alone = griffin_lim(pair[1:, :, :30], lengths[1:], N_FFT, HOP, WINDOW, iterations=1)
+    torch.testing.assert_close(one_step[1, : 30 * HOP], alone[0], atol=1e-5, rtol=0)
     rebuilt = stft(both[:1], N_FFT, HOP, WINDOW).abs()[..., :50]
     assert (rebuilt - magnitude).norm() < 0.15 * magnitude.norm()  # spectral convergence (torchaudio: 0.13)
 
