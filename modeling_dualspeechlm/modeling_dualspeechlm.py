@@ -309,7 +309,7 @@ class DualSpeechLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
             kwargs["output_hidden_states"] = kwargs.get("output_hidden_states") or -1
         aligns = (self.training and labels is not None and self.config.alignment_loss_weight > 0
                   and spoken_text_mask is not None and bool(spoken_text_mask.any()))
-        asked_attentions = kwargs.get("output_attentions")
+        asked_attentions = kwargs.get("output_attentions", self.language_model.config.output_attentions)
         if aligns:
             kwargs["output_attentions"] = True
         with self.eager_attention(aligns):

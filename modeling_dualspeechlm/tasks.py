@@ -86,8 +86,9 @@ def _spoken_span(tokenizer, before: str, spoken: str) -> tuple[int, int]:
     """(first, end): the tokens of `before` that spell `spoken` (its last occurrence there). The span starts at the
     space before it, which a BPE tokenizer joins to the word, so the tokens of `before` up to either end are those
     of the whole."""
-    end = before.rindex(spoken.strip()) + len(spoken.strip())
-    start = end - len(spoken.strip())
+    words = spoken.strip()
+    start = before.rindex(words)
+    end = start + len(words)
     start -= before[:start].endswith(" ")
 
     def count(text: str) -> int:
@@ -125,7 +126,9 @@ def build_inputs(tokenizer, config, examples: list[dict], with_answers: bool, pa
             raise ValueError(f"task {task.name!r} got an empty text")
         before, after = prompt_parts(task.name, **fields)
         prompt = [tokenizer.bos_token_id] + tokenizer(before, add_special_tokens=False).input_ids
-        spoken = _spoken_span(tokenizer, before, fields[task.spoken_field]) if task.spoken_field else (0, 0)
+        spoken = (0, 0)  # the alignment prior's span, read only in training
+        if with_answers and task.spoken_field:
+            spoken = _spoken_span(tokenizer, before, fields[task.spoken_field])
         if task.speech_input:
             speech = example.get("speech_ids")
             if speech is None or len(speech) == 0:
@@ -142,7 +145,7 @@ def build_inputs(tokenizer, config, examples: list[dict], with_answers: bool, pa
             answer.append(tokenizer.eos_token_id)
         rows.append((prompt, answer, spoken))
     width = max(len(p) + len(a) for p, a, _ in rows)
-    names = ("input_ids", "attention_mask", "condition_mask", "spoken_text_mask")
+    names = ("input_ids", "attention_mask", "condition_mask") + (("spoken_text_mask",) if with_answers else ())
     batch = {name: torch.zeros(len(rows), width, dtype=torch.long) for name in names}
     batch["input_ids"].fill_(tokenizer.pad_token_id)
     labels = torch.full((len(rows), width), -100, dtype=torch.long)
@@ -152,11 +155,10 @@ def build_inputs(tokenizer, config, examples: list[dict], with_answers: bool, pa
         batch["input_ids"][row, start : start + length] = torch.tensor(prompt + answer)
         batch["attention_mask"][row, start : start + length] = 1
         batch["condition_mask"][row, start : start + len(prompt)] = 1
-        batch["spoken_text_mask"][row, start + 1 + first : start + 1 + end] = 1  # + 1: the BOS
         labels[row, start + len(prompt) : start + length] = torch.tensor(answer, dtype=torch.long)
+        if with_answers:
+            batch["spoken_text_mask"][row, start + 1 + first : start + 1 + end] = 1  # + 1: the BOS
     if with_answers:
         batch["labels"] = labels
-    else:
-        del batch["spoken_text_mask"]
     batch["tasks"] = [example["task"] for example in examples]
     return batch
