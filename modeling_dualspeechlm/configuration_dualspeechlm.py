@@ -121,7 +121,13 @@ class DualSpeechLMConfig(PretrainedConfig):
             target USTokens is pulled towards the text tokens at the same relative place, n / N ~ t / T within a
             Gaussian band of width sigma (DC-TTS's guided attention, as -log of the attention mass in the band); 0
             in the paper.
-        speech_generation (`dict`): GenerationConfig fields for the USTokens written by `generate_speech`.
+        spoken_text_dropout (`float`, 0.0): in training, the probability that an item with a spoken text (TTS) hides
+            that text from attention (its positions kept), so the model also learns to write USTokens without it:
+            the unconditional branch of classifier-free guidance (`guidance_scale` in `speech_generation`); 0 in
+            the paper.
+        speech_generation (`dict`): GenerationConfig fields for the USTokens written by `generate_speech`; its
+            `guidance_scale` w (> 1) writes from log p(y | text) * w + log p(y | text hidden) * (1 - w) for the items
+            whose spoken text is marked (`spoken_text_mask`).
         acoustic_generation (`dict`): `do_sample`, `temperature`, `top_k`, `top_p`, `max_new_tokens` (frames) for
             AcousticGPT.
     """
@@ -150,6 +156,7 @@ class DualSpeechLMConfig(PretrainedConfig):
     alignment_loss_weight: float = 0.0
     alignment_layer: int | None = None
     alignment_sigma: float = 0.2
+    spoken_text_dropout: float = 0.0
     speech_generation: dict = field(default_factory=lambda: dict(
         do_sample=True, temperature=0.6, top_p=0.9, max_new_tokens=400))
     acoustic_generation: dict = field(default_factory=lambda: dict(do_sample=True, top_k=10, max_new_tokens=1000))
@@ -183,8 +190,9 @@ class DualSpeechLMConfig(PretrainedConfig):
         self.validate_tasks()
         if self.llm_loss_weight < 0 or self.acoustic_loss_weight < 0:
             raise ValueError("loss weights must be non-negative")
-        if not 0 <= self.speech_input_noise < 1:
-            raise ValueError(f"speech_input_noise must be in [0, 1), got {self.speech_input_noise}")
+        for name in ("speech_input_noise", "spoken_text_dropout"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
         if self.alignment_loss_weight < 0 or self.alignment_sigma <= 0:
             raise ValueError(f"alignment_loss_weight must be >= 0 and alignment_sigma > 0, got "
                              f"{self.alignment_loss_weight} and {self.alignment_sigma}")

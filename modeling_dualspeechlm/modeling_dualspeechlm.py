@@ -98,6 +98,48 @@ class SpeechTokensOnly(LogitsProcessor):
         return scores.masked_fill(~allowed, float("-inf"))
 
 
+class SpokenTextGuidance(LogitsProcessor):
+    """Classifier-free guidance on the spoken text: log-probabilities c of the prompt as given and u of the same prompt
+    with its spoken text hidden from attention (positions kept, as `spoken_text_dropout` trains it) -> u + w (c - u).
+    Items without a marked text get c. The hidden-text branch runs the backbone with its own KV cache, which follows
+    beam search by matching each row's history to the rows of the step before.
+
+    Args:
+        model: the DualSpeechLM model; attention_mask, spoken_text_mask `[batch, L]`: the left-padded prompts given to
+            `generate()` and the positions of their spoken text; guidance_scale: w.
+    """
+
+    def __init__(self, model, attention_mask: torch.Tensor, spoken_text_mask: torch.Tensor, guidance_scale: float):
+        self.model, self.guidance_scale = model, guidance_scale
+        self.attention_mask = attention_mask.masked_fill(spoken_text_mask.bool(), 0)
+        self.positions = positions_from_mask(attention_mask, attention_mask.shape[1])
+        self.cache = self.history = None
+
+    def unconditional_logits(self, input_ids: torch.LongTensor) -> torch.FloatTensor:
+        if self.history is None:  # the first step: the prompts, repeated for beams / returned sequences
+            copies = input_ids.shape[0] // self.attention_mask.shape[0]
+            self.attention_mask = self.attention_mask.repeat_interleave(copies, 0)
+            positions, new_ids = self.positions.repeat_interleave(copies, 0), input_ids
+        else:
+            same = (input_ids[:, None, :-1] == self.history[None]).all(-1)  # [rows now, rows before]
+            if not same.any(-1).all():
+                raise RuntimeError("guidance lost track of a sequence's history between two generation steps")
+            parents = same.int().argmax(-1)
+            self.cache.reorder_cache(parents)
+            self.attention_mask = torch.cat([self.attention_mask[parents], self.attention_mask.new_ones(len(parents), 1)], 1)
+            positions, new_ids = self.positions[parents] + 1, input_ids[:, -1:]
+        self.positions, self.history = positions[:, -1:], input_ids
+        out = self.model.language_model(new_ids, attention_mask=self.attention_mask, position_ids=positions,
+                                        cache=self.cache, use_cache=True, logits_to_keep=1)
+        self.cache = out.get("cache")
+        return out.logits[:, -1].float()
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        conditional = torch.log_softmax(scores.float(), dim=-1)
+        unconditional = torch.log_softmax(self.unconditional_logits(input_ids), dim=-1)
+        return unconditional + self.guidance_scale * (conditional - unconditional)
+
+
 def positions_from_mask(attention_mask: torch.Tensor, length: int) -> torch.LongTensor:
     """Position ids of the last `length` tokens counting attended tokens only (left padding keeps them equal to an
     unpadded item's), as `generate()` computes them."""
@@ -292,16 +334,23 @@ class DualSpeechLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
                 (unread, and not needed, with acoustic_loss_weight 0).
             speaker_embeddings `[batch, speaker_embedding_size]` (default and for understanding items: zeros).
             coc_modes (`list[str]` from COC_MODES, or indices): fixes the CoC draw of the CoC items.
-            spoken_text_mask `[batch, L]`: the prompt tokens the answer speaks in order (`build_inputs`), read by the
-                attention prior in training when config.alignment_loss_weight > 0.
+            spoken_text_mask `[batch, L]`: the prompt tokens the answer speaks in order (`build_inputs`), read in
+                training by the attention prior (config.alignment_loss_weight > 0) and the spoken-text dropout
+                (config.spoken_text_dropout > 0).
         """
         if input_ids is not None:
             self.check_text_inputs(input_ids, attention_mask)
-            for name, tensor in (("labels", labels), ("condition_mask", condition_mask)):
+            for name, tensor in (("labels", labels), ("condition_mask", condition_mask), ("spoken_text_mask", spoken_text_mask)):
                 check_shape(name, tensor, *input_ids.shape)
+        drops_text = (self.training and labels is not None and spoken_text_mask is not None
+                      and self.config.spoken_text_dropout > 0)
+        if drops_text and attention_mask is None:
+            attention_mask = torch.ones_like(labels)
         if position_ids is None and attention_mask is not None:
             length = (input_ids if input_ids is not None else inputs_embeds).shape[1]
             position_ids = positions_from_mask(attention_mask, length)
+        if drops_text:  # after the positions: a hidden text keeps its places, as guidance's unconditional branch does
+            attention_mask, spoken_text_mask = self.drop_spoken_text(attention_mask, spoken_text_mask)
         if self.training and labels is not None and input_ids is not None and self.config.speech_input_noise > 0:
             input_ids = self.noisy_speech_history(input_ids, labels)
         trains_acoustic = labels is not None and self.config.acoustic_loss_weight > 0
@@ -377,6 +426,13 @@ class DualSpeechLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
         mass = (attention.float() * band * text[:, None, :]).sum(-1)
         return -torch.log(mass[queries] + 1e-6).mean()
 
+    def drop_spoken_text(self, attention_mask: torch.Tensor, spoken_text_mask: torch.Tensor):
+        """Hide each item's spoken text from attention with probability config.spoken_text_dropout -> (attention_mask,
+        spoken_text_mask of the items that keep their text) `[batch, L]`; the attention prior skips the others."""
+        hidden = torch.rand(spoken_text_mask.shape[0], device=spoken_text_mask.device) < self.config.spoken_text_dropout
+        spoken = spoken_text_mask.bool()
+        return attention_mask.masked_fill(spoken & hidden[:, None], 0), spoken_text_mask * ~hidden[:, None]
+
     def noisy_speech_history(self, input_ids: torch.LongTensor, labels: torch.LongTensor) -> torch.LongTensor:
         """`input_ids` `[batch, L]` with each target USToken (an `<a_k>` label) replaced by a random `<a_k>` with
         probability `config.speech_input_noise`. The labels keep the true tokens, so the history written so far no
@@ -398,6 +454,7 @@ class DualSpeechLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
         acoustic_generation_config: GenerationConfig | None = None,
         codec=None,
         use_cache: bool = True,
+        spoken_text_mask: torch.Tensor | None = None,
         **kwargs,
     ) -> DualSpeechLMSpeechOutput:
         r"""Speech for a batch of left-padded prompts `input_ids` / `attention_mask` `[batch, L]` (everything before the
@@ -410,11 +467,14 @@ class DualSpeechLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
         code sampling (default `config.acoustic_generation`); kwargs `acoustic_<name>` update the latter, the others
         the former (e.g. `do_sample=False, max_new_tokens=200, acoustic_max_new_tokens=500`). use_cache: KV caches in
         both models. codec: a `SpeechCodecMixin`; when given, waveforms at its sampling rate are decoded too.
+        spoken_text_mask `[batch, L]`: the prompt tokens of the text to speak (`build_inputs`), which a
+        `guidance_scale` other than 1 contrasts with the prompt without them (`SpokenTextGuidance`).
         """
         config = self.config
         attention_mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
         self.check_text_inputs(input_ids, attention_mask)
         check_shape("condition_mask", condition_mask, *input_ids.shape)
+        check_shape("spoken_text_mask", spoken_text_mask, *input_ids.shape)
         if not attention_mask[:, -1].all():
             raise ValueError("prompts must be left-padded for batched generation (tokenizer.padding_side = 'left')")
         prompt = attention_mask.bool() & (condition_mask.bool() if condition_mask is not None else True)
@@ -427,6 +487,8 @@ class DualSpeechLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
             input_ids = torch.cat([input_ids, torch.full_like(input_ids[:, :1], config.audio_start_token_id)], dim=1)
             attention_mask = torch.cat([attention_mask, torch.ones_like(attention_mask[:, :1])], dim=1)
             prompt = torch.cat([prompt, torch.zeros_like(prompt[:, :1])], dim=1)
+            if spoken_text_mask is not None:
+                spoken_text_mask = torch.cat([spoken_text_mask, torch.zeros_like(spoken_text_mask[:, :1])], dim=1)
 
         acoustic_kwargs = {key[len("acoustic_"):]: kwargs.pop(key) for key in list(kwargs) if key.startswith("acoustic_")}
         generation_config = copy.deepcopy(generation_config or GenerationConfig(**config.speech_generation))
@@ -439,8 +501,15 @@ class DualSpeechLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
         if generation_config.max_new_tokens and limit and "max_new_tokens" not in kwargs:  # the default fits the backbone
             generation_config.max_new_tokens = max(1, min(generation_config.max_new_tokens, limit - input_ids.shape[1]))
         self.check_text_inputs(input_ids, attention_mask, input_ids.shape[1] + (generation_config.max_new_tokens or 0))
+        processors = [SpeechTokensOnly(config)]
+        guidance_scale, generation_config.guidance_scale = generation_config.guidance_scale, None  # not transformers'
+        if guidance_scale not in (None, 1):
+            if spoken_text_mask is None:
+                raise ValueError(f"guidance_scale={guidance_scale} contrasts the prompt with its spoken text hidden: "
+                                 "pass spoken_text_mask (the processor returns it)")
+            processors.insert(0, SpokenTextGuidance(self, attention_mask, spoken_text_mask, guidance_scale))
         sequences = self.generate(input_ids, attention_mask=attention_mask, generation_config=generation_config,
-                                  logits_processor=LogitsProcessorList([SpeechTokensOnly(config)]))
+                                  logits_processor=LogitsProcessorList(processors))
         copies = sequences.shape[0] // input_ids.shape[0]  # num_return_sequences
         attention_mask, prompt = attention_mask.repeat_interleave(copies, 0), prompt.repeat_interleave(copies, 0)
 
@@ -529,4 +598,5 @@ class DualSpeechLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
 
 register_auto_classes(DualSpeechLMConfig, DualSpeechLMForConditionalGeneration, AutoModel)
 
-__all__ = ["codec_decoder_inputs", "DualSpeechLMForConditionalGeneration", "DualSpeechLMOutput", "DualSpeechLMSpeechOutput", "SpeechTokensOnly"]
+__all__ = ["codec_decoder_inputs", "DualSpeechLMForConditionalGeneration", "DualSpeechLMOutput", "DualSpeechLMSpeechOutput",
+           "SpeechTokensOnly", "SpokenTextGuidance"]

@@ -19,7 +19,8 @@ USER, ASSISTANT = "USER: ", "\nASSISTANT:"
 class Task:
     """`instruction` may hold `{placeholders}` filled from the example (e.g. `{question}`).
     `speech_input`: the prompt carries a speech span; `speech_output`: the answer is speech; `spoken_field`: the
-    field whose words the answer speaks in order (TTS's text), which `build_inputs` marks for the alignment prior."""
+    field whose words the answer speaks in order (TTS's text), which `build_inputs` marks for the alignment prior,
+    the spoken-text dropout and guidance."""
 
     name: str
     instruction: str
@@ -107,9 +108,9 @@ def build_inputs(tokenizer, config, examples: list[dict], with_answers: bool, pa
         prompt  = BOS + before + <a_k>... (the speech span) + after         (`prompt_parts`)
         answer  = answer_text(answer) + EOS,  or  <audio> <a_k>... </audio> + EOS
     Returns `input_ids`, `attention_mask`, `condition_mask` (the prompt: what AcousticGPT is
-    conditioned on) `[batch, longest]`, with answers `labels` (answer + EOS, -100 elsewhere) and
-    `spoken_text_mask` (1 on the prompt tokens of the task's `spoken_field`, which the answer speaks in
-    order: the model's alignment prior reads it), and `tasks`. Generation prompts are left-padded
+    conditioned on) and `spoken_text_mask` (1 on the prompt tokens of the task's `spoken_field`, which the
+    answer speaks in order: the model's alignment prior, spoken-text dropout and guidance read it)
+    `[batch, longest]`, with answers `labels` (answer + EOS, -100 elsewhere), and `tasks`. Generation prompts are left-padded
     (`padding_side="left"`) and end where the answer starts.
     """
     import torch
@@ -126,8 +127,8 @@ def build_inputs(tokenizer, config, examples: list[dict], with_answers: bool, pa
             raise ValueError(f"task {task.name!r} got an empty text")
         before, after = prompt_parts(task.name, **fields)
         prompt = [tokenizer.bos_token_id] + tokenizer(before, add_special_tokens=False).input_ids
-        spoken = (0, 0)  # the alignment prior's span, read only in training
-        if with_answers and task.spoken_field:
+        spoken = (0, 0)
+        if task.spoken_field:
             spoken = _spoken_span(tokenizer, before, fields[task.spoken_field])
         if task.speech_input:
             speech = example.get("speech_ids")
@@ -145,7 +146,7 @@ def build_inputs(tokenizer, config, examples: list[dict], with_answers: bool, pa
             answer.append(tokenizer.eos_token_id)
         rows.append((prompt, answer, spoken))
     width = max(len(p) + len(a) for p, a, _ in rows)
-    names = ("input_ids", "attention_mask", "condition_mask") + (("spoken_text_mask",) if with_answers else ())
+    names = ("input_ids", "attention_mask", "condition_mask", "spoken_text_mask")
     batch = {name: torch.zeros(len(rows), width, dtype=torch.long) for name in names}
     batch["input_ids"].fill_(tokenizer.pad_token_id)
     labels = torch.full((len(rows), width), -100, dtype=torch.long)
@@ -156,8 +157,7 @@ def build_inputs(tokenizer, config, examples: list[dict], with_answers: bool, pa
         batch["attention_mask"][row, start : start + length] = 1
         batch["condition_mask"][row, start : start + len(prompt)] = 1
         labels[row, start + len(prompt) : start + length] = torch.tensor(answer, dtype=torch.long)
-        if with_answers:
-            batch["spoken_text_mask"][row, start + 1 + first : start + 1 + end] = 1  # + 1: the BOS
+        batch["spoken_text_mask"][row, start + 1 + first : start + 1 + end] = 1  # + 1: the BOS
     if with_answers:
         batch["labels"] = labels
     batch["tasks"] = [example["task"] for example in examples]

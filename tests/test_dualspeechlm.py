@@ -9,7 +9,8 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from dualspeechlm.codecs import MelCodecConfig, MelCodecModel
 from dualspeechlm.configuration_dualspeechlm import COC_MODES, DualSpeechLMConfig
-from dualspeechlm.modeling_dualspeechlm import DualSpeechLMForConditionalGeneration
+from dualspeechlm.modeling_dualspeechlm import (DualSpeechLMForConditionalGeneration, SpokenTextGuidance,
+                                                 positions_from_mask)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -215,6 +216,98 @@ def test_speech_input_noise_replaces_only_target_ustokens_and_only_in_training()
     assert not torch.equal(train_loss, eval_loss)
     with pytest.raises(ValueError, match="speech_input_noise"):
         DualSpeechLMConfig.tiny("llama", speech_input_noise=1.0)
+
+
+def test_spoken_text_dropout_hides_the_text_of_drawn_items_in_training_only():
+    model = tiny_model(acoustic_loss_weight=0.0, spoken_text_dropout=0.5)
+    batch = make_batch(model.config, ["tts", "asr", "tts", "tts", "vc", "tts"])
+    batch["spoken_text_mask"] = spoken = spoken_text(batch)
+    backbone = dict(input_ids=batch["input_ids"], labels=batch["labels"])
+    evaluated = model(**batch)
+    assert torch.allclose(evaluated.llm_loss, model.language_model(**backbone, attention_mask=batch["attention_mask"]).loss)
+    model.train()
+    torch.manual_seed(1)
+    hidden = torch.rand(6) < 0.5  # the draw forward makes first
+    tts = torch.tensor([task == "tts" for task in batch["tasks"]])
+    assert hidden[tts].any() and not hidden[tts].all()  # this seed hides some texts, not all
+    torch.manual_seed(1)
+    trained = model(**batch)
+    hiding = batch["attention_mask"].masked_fill(spoken.bool() & hidden[:, None], 0)
+    positions = positions_from_mask(batch["attention_mask"], hiding.shape[1])  # a hidden text keeps its places
+    expected = model.language_model(**backbone, attention_mask=hiding, position_ids=positions).loss
+    assert torch.allclose(trained.llm_loss, expected) and not torch.allclose(trained.llm_loss, evaluated.llm_loss)
+    torch.manual_seed(1)
+    _, kept = model.drop_spoken_text(batch["attention_mask"], spoken)  # what the attention prior still reads
+    assert torch.equal(kept.bool(), spoken.bool() & ~hidden[:, None])
+    with pytest.raises(ValueError, match="spoken_text_dropout"):
+        DualSpeechLMConfig.tiny("llama", spoken_text_dropout=1.0)
+
+
+def spoken_prompts():
+    """left_padded_prompts with their text marked as spoken: three tokens of item 0, none of item 1."""
+    ids, mask = left_padded_prompts()
+    spoken = torch.zeros_like(mask)
+    spoken[0, -4:-1] = 1
+    return ids, mask, spoken
+
+
+def guided_by_hand(model, ids, mask, spoken, scale: float, steps: int) -> torch.LongTensor:
+    """Greedy USTokens under guidance without caches: each step runs the backbone on the whole sequence twice."""
+    config = model.config
+    audio = torch.full_like(ids[:, :1], config.audio_start_token_id)
+    ids, mask, spoken = torch.cat([ids, audio], 1), torch.cat([mask, audio * 0 + 1], 1), torch.cat([spoken, audio * 0], 1)
+    for _ in range(steps):
+        positions = positions_from_mask(mask, mask.shape[1])
+        scores = [torch.log_softmax(model.language_model(ids, attention_mask=m, position_ids=positions).logits[:, -1], -1)
+                  for m in (mask, mask.masked_fill(spoken.bool(), 0))]
+        guided = scores[1] + scale * (scores[0] - scores[1])
+        vocab = torch.arange(guided.shape[-1])
+        guided[:, ~(config.is_speech_token(vocab) | (vocab == config.audio_end_token_id))] = float("-inf")
+        ids = torch.cat([ids, guided.argmax(-1, keepdim=True)], 1)
+        mask, spoken = torch.cat([mask, audio * 0 + 1], 1), torch.cat([spoken, audio * 0], 1)
+    return ids
+
+
+@torch.no_grad()
+def test_guidance_writes_what_the_two_branches_say():
+    model = tiny_model()
+    ids, mask, spoken = spoken_prompts()
+    greedy = dict(do_sample=False, max_new_tokens=6, acoustic_max_new_tokens=2)
+    guided = model.generate_speech(ids, mask, spoken_text_mask=spoken, guidance_scale=3.0, **greedy).sequences
+    assert torch.equal(guided, guided_by_hand(model, ids, mask, spoken, 3.0, 6))
+    plain = model.generate_speech(ids, mask, **greedy).sequences
+    assert torch.equal(guided[1], plain[1]) and not torch.equal(guided[0], plain[0])  # item 1 has no text to hide
+    assert torch.equal(model.generate_speech(ids, mask, spoken_text_mask=spoken, guidance_scale=1.0, **greedy).sequences,
+                       plain)
+    beams = model.generate_speech(ids, mask, spoken_text_mask=spoken, guidance_scale=3.0, num_beams=3, **greedy)
+    assert beams.sequences.shape[0] == 2 and (beams.ustoken_lengths > 0).all()
+    with pytest.raises(ValueError, match="spoken_text_mask"):
+        model.generate_speech(ids, mask, guidance_scale=3.0, **greedy)
+
+
+@torch.no_grad()
+def test_guidance_follows_reordered_beams():
+    """Beam search hands the processor its rows in a new order each step: the unconditional cache must follow."""
+    model = tiny_model()
+    ids, mask, spoken = spoken_prompts()
+    guidance = SpokenTextGuidance(model, mask, spoken, guidance_scale=2.0)
+    rows = ids.repeat_interleave(2, 0)  # two beams per item
+    full_mask, hidden = mask.repeat_interleave(2, 0), mask.masked_fill(spoken.bool(), 0).repeat_interleave(2, 0)
+    generator = torch.Generator().manual_seed(0)
+    for parents in (None, [0, 0, 2, 3], [1, 0, 3, 3], [1, 1, 2, 2]):
+        if parents is not None:
+            new = torch.randint(10, 64, (4, 1), generator=generator)
+            rows = torch.cat([rows[parents], new], 1)
+            full_mask = torch.cat([full_mask[parents], new * 0 + 1], 1)
+            hidden = torch.cat([hidden[parents], new * 0 + 1], 1)
+        scores = torch.randn(4, model.config.text_config.vocab_size, generator=generator)
+        positions = positions_from_mask(full_mask, full_mask.shape[1])
+        unconditional = torch.log_softmax(model.language_model(rows, attention_mask=hidden, position_ids=positions)
+                                          .logits[:, -1], -1)
+        expected = unconditional + 2.0 * (torch.log_softmax(scores, -1) - unconditional)
+        assert torch.allclose(guidance(rows, scores), expected, atol=1e-4)
+    with pytest.raises(RuntimeError, match="history"):
+        guidance(torch.cat([rows.flip(1), rows[:, :1]], 1), scores)
 
 
 @pytest.mark.parametrize("tasks", [["asr", "s2tt", "ser", "sqa"], ["tts", "vc", "t2st", "sc"]], ids=["understanding", "generation"])

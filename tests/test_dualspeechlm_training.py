@@ -249,18 +249,20 @@ def test_recipe_can_leave_acousticgpt_untrained(tiny_recipe, tmp_path):
         main(["--acoustic-loss-weight", "0", "--print-config"])
 
 
-def test_recipe_trains_with_the_alignment_prior(tiny_recipe, tmp_path):
+def test_recipe_trains_with_the_alignment_prior_and_spoken_text_dropout(tiny_recipe, tmp_path):
     from dualspeechlm.training.train_dualspeechlm import main
 
     folder = train_dualspeechlm(tiny_recipe(tmp_path / "model", acoustic_loss_weight=0.0, alignment_loss_weight=0.5,
-                                           tasks=("tts", "asr"), task_weights={"tts": 3, "asr": 1}, steps=4))
+                                           spoken_text_dropout=0.3, tasks=("tts", "asr"),
+                                           task_weights={"tts": 3, "asr": 1}, steps=4))
     config = json.loads((folder / "config.json").read_text())
     assert (config["alignment_loss_weight"], config["alignment_layer"]) == (0.5, 0)  # the one layer of the test LLM
+    assert config["spoken_text_dropout"] == 0.3
     logged = [entry["alignment_loss"] for entry in json.loads((folder / "training_log.json").read_text())
               if "alignment_loss" in entry]
     assert logged and all(0 < value < 20 for value in logged)  # logged beside the LLM's loss, on the TTS batches
     with pytest.raises(SystemExit):
-        main(["--alignment-loss-weight", "0.5", "--print-config"])
+        main(["--alignment-loss-weight", "0.5", "--spoken-text-dropout", "0.3", "--print-config"])
 
 
 KILL_AT_SAVE = """

@@ -84,7 +84,9 @@ def test_build_inputs_marks_the_text_tts_speaks(parts, text):
     assert (spoken[row] <= batch["condition_mask"][row].bool()).all()
     # exactly the text's tokens, as the whole prompt tokenizes them
     assert processor.tokenizer.decode(batch["input_ids"][row][spoken[row]]).strip() == text.strip()
-    assert "spoken_text_mask" not in processor.build_inputs(examples, with_answers=False)
+    prompts = processor.build_inputs(examples, with_answers=False, padding_side="left")  # guidance reads it there
+    kept = prompts["attention_mask"][row].bool()
+    assert torch.equal(prompts["spoken_text_mask"][row][kept], spoken[row][batch["condition_mask"][row].bool()].long())
 
 
 def test_call_tokenizes_audio_at_25_tokens_per_second_and_decodes(parts, speech):

@@ -79,7 +79,7 @@ def speak(model, processor, examples: list[dict], batch_size: int = 16, seed: in
             inputs = processor.build_inputs(chunk, with_answers=False, padding_side="left")
             out = model.generate_speech(inputs["input_ids"], attention_mask=inputs["attention_mask"],
                                         condition_mask=inputs["condition_mask"], speaker_embeddings=speakers,
-                                        codec=processor.codec,
+                                        spoken_text_mask=inputs["spoken_text_mask"], codec=processor.codec,
                                         **{f"acoustic_{key}": value for key, value in acoustic_kwargs.items()})
         waveforms += [audio if audio.size else None for audio in out.audio_arrays()]
     return waveforms

@@ -79,6 +79,9 @@ class DualSpeechLMRecipe(PresetRecipe):
     # the attention prior on TTS (config.alignment_loss_weight): a head of the backbone's second layer pulled to the
     # text token at the place of the USToken it writes; 0: off, as in the paper
     alignment_loss_weight: float = 0.0
+    # the probability that a TTS item hides its text from attention (config.spoken_text_dropout), which teaches the
+    # unconditional branch of guidance (`guidance_scale` in speech_generation); 0: off, as in the paper
+    spoken_text_dropout: float = 0.0
     # How the saved model writes USTokens (its `config.speech_generation`: GenerationConfig fields, replacing the
     # default whole); None keeps the default, the paper's sampling (T 0.6, top-p 0.9, up to 400 tokens)
     speech_generation: dict | None = None
@@ -143,7 +146,8 @@ def build_model(recipe: DualSpeechLMRecipe, ustokenizer, codec):
                    ) if recipe.aligned_condition else {}
     generation = {} if recipe.speech_generation is None else dict(speech_generation=dict(recipe.speech_generation))
     training = dict(acoustic_loss_weight=recipe.acoustic_loss_weight, speech_input_noise=recipe.speech_input_noise,
-                    alignment_loss_weight=recipe.alignment_loss_weight, **generation)
+                    alignment_loss_weight=recipe.alignment_loss_weight, spoken_text_dropout=recipe.spoken_text_dropout,
+                    **generation)
     if recipe.init_from:
         config = DualSpeechLMConfig.from_pretrained(recipe.init_from)
         config.update(training)
