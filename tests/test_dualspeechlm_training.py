@@ -158,15 +158,20 @@ def test_recipe_trains_saves_evaluates_and_fine_tunes_on_the_tiny_corpus(tiny_re
         assert "whisper_wer_generated" in scores["tts_resynthesis"]  # from the reference USTokens
     assert (folder / "evaluation.md").is_file() and any((folder / "samples").glob("*.wav"))
 
-    # the CLI on a subset of the tasks, written elsewhere: the model folder's own evaluation stays
+    # the CLI on a subset of the tasks with guided USToken writing, written elsewhere: the model folder's own
+    # evaluation stays
     saved = (folder / "evaluation.json").read_text()
-    evaluate_main(["--model", str(folder), "--corpus", str(tiny_corpus), "--cache-dir", recipe.cache_dir,
-                   "--whisper", str(whisper_dir), "--tasks", "asr", "sqa", "--limit", "2",
-                   "--output-dir", str(tmp_path / "elsewhere")])
+    cli = ["--model", str(folder), "--corpus", str(tiny_corpus), "--cache-dir", recipe.cache_dir, "--whisper",
+           str(whisper_dir), "--tasks", "asr", "sqa", "tts", "--limit", "2", "--speech-generation", "guidance_scale=2",
+           "max_new_tokens=12"]
+    with pytest.raises(SystemExit):  # other settings than the saved ones: not into the model folder
+        evaluate_main(cli)
+    evaluate_main(cli + ["--output-dir", str(tmp_path / "elsewhere")])
     subset = json.loads((tmp_path / "elsewhere" / "evaluation.json").read_text())
     assert {split: set(scores) for split, scores in subset["splits"].items()} == {
-        "test": {"asr", "sqa"}, "test_unseen_voice": {"asr", "sqa"}}
+        "test": {"asr", "sqa", "tts", "tts_resynthesis"}, "test_unseen_voice": {"asr", "sqa", "tts", "tts_resynthesis"}}
     assert subset["splits"]["test"]["asr"]["examples"] == 2
+    assert subset["speech_generation"] == {**config["speech_generation"], "guidance_scale": 2, "max_new_tokens": 12}
     assert (folder / "evaluation.json").read_text() == saved
 
     # fine-tuning turns the aligned condition on: a fresh projection, 2 codec frames (50 Hz) per USToken (25 Hz);

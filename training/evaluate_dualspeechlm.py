@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import soundfile
 import torch
+import yaml
 from tqdm.auto import tqdm
 
 from dualspeechlm.modeling_dualspeechlm import DualSpeechLMForConditionalGeneration
@@ -157,7 +158,8 @@ def speech_scores(task: str, generated: list, source, processor, judges: dict) -
 
 
 def markdown_report(results: dict) -> str:
-    lines = ["| split | task | n | result |", "|---|---|---|---|"]
+    lines = [f"USTokens written with {results['speech_generation']}", ""] if "speech_generation" in results else []
+    lines += ["| split | task | n | result |", "|---|---|---|---|"]
     for split, tasks in results["splits"].items():
         for task, score in tasks.items():
             shown = ", ".join(f"{k} {v:.3f}" for k, v in score.items() if isinstance(v, float))
@@ -167,17 +169,22 @@ def markdown_report(results: dict) -> str:
 
 def evaluate_model(folder: str | Path, corpus: str = "data/corpus", cache_dir: str = "data/encoder_cache",
                    whisper: str = "models/whisper-tiny.en", limits: dict | None = None,
-                   output_dir: str | Path | None = None) -> dict:
+                   output_dir: str | Path | None = None, speech_generation: dict | None = None) -> dict:
     """Evaluate the model folder on both test splits; `limits`: {task: examples} of the tasks to score (default
     `DEFAULT_LIMITS`, all eight). Writes evaluation.json / .md and samples/ into `output_dir` (default: the model
-    folder)."""
+    folder). `speech_generation`: GenerationConfig fields updating the saved `config.speech_generation` (e.g.
+    `{"guidance_scale": 2.0}`); the results then go elsewhere (`output_dir`) and record the settings used."""
     folder = Path(folder)
+    if speech_generation and output_dir is None:
+        raise ValueError("other speech_generation settings than the saved ones need an output_dir: the model folder's "
+                         "evaluation.json describes the model as saved")
     output_dir = Path(output_dir) if output_dir is not None else folder
     output_dir.mkdir(parents=True, exist_ok=True)
     model = DualSpeechLMForConditionalGeneration.from_pretrained(folder).eval()
+    model.config.speech_generation = {**model.config.speech_generation, **(speech_generation or {})}
     processor = DualSpeechLMProcessor.from_pretrained(folder)
     limits = limits or DEFAULT_LIMITS
-    results = {"splits": {}}
+    results = {"speech_generation": model.config.speech_generation, "splits": {}}
     judges = {"whisper": WhisperJudge(whisper), "pocketsphinx": PocketsphinxJudge()}  # one model load for all tasks
     for split in tqdm(SPLITS, desc="evaluate", unit="split"):
         results["splits"][split] = evaluate_split(model, processor, corpus, cache_dir, split, judges, limits,
@@ -199,9 +206,21 @@ def main(argv=None) -> None:
                         help="the tasks to score (default: all eight)")
     parser.add_argument("--output-dir", default=None,
                         help="where evaluation.json / .md and samples/ go (default: the model folder)")
+    parser.add_argument("--speech-generation", nargs="+", default=[], metavar="FIELD=VALUE",
+                        help="USToken writing other than the saved config's, e.g. guidance_scale=2 num_beams=1 "
+                             "(needs --output-dir)")
     args = parser.parse_args(argv)
     limits = {task: args.limit or count for task, count in DEFAULT_LIMITS.items() if task in args.tasks}
-    evaluate_model(args.model, args.corpus, args.cache_dir, args.whisper, limits, args.output_dir)
+    settings = {}
+    for item in args.speech_generation:
+        name, equals, value = item.partition("=")
+        if not equals or not name:
+            parser.error(f"--speech-generation takes FIELD=VALUE items, got {item!r}")
+        settings[name] = yaml.safe_load(value)
+    try:
+        evaluate_model(args.model, args.corpus, args.cache_dir, args.whisper, limits, args.output_dir, settings)
+    except ValueError as error:
+        parser.error(str(error))
 
 
 if __name__ == "__main__":
