@@ -17,7 +17,9 @@ from `config.coc_modes` with torch's global RNG (seed it with `torch.manual_seed
 
 Generation: text through the standard `generate()` (the cache and input preparation are the backbone's);
 speech through `generate_speech()`: USTokens (restricted to `<a_k>` and `</audio>`), one re-encoding pass for the
-hidden states of the whole sequence, then AcousticGPT; both with KV caches, batched (prompts left-padded).
+hidden states of the whole sequence, then AcousticGPT; both with KV caches, batched (prompts left-padded). A
+`guidance_scale` contrasts the USTokens' distribution with the one of the prompt whose spoken text is hidden
+(`SpokenTextGuidance`; `config.spoken_text_dropout` trains that branch).
 
 Imports only torch, transformers and this folder (relatively), so a saved folder loads with trust_remote_code.
 """
