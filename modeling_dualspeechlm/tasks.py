@@ -110,8 +110,8 @@ def build_inputs(tokenizer, config, examples: list[dict], with_answers: bool, pa
     Returns `input_ids`, `attention_mask`, `condition_mask` (the prompt: what AcousticGPT is
     conditioned on) and `spoken_text_mask` (1 on the prompt tokens of the task's `spoken_field`, which the
     answer speaks in order: the model's alignment prior, spoken-text dropout and guidance read it)
-    `[batch, longest]`, with answers `labels` (answer + EOS, -100 elsewhere), and `tasks`. Generation prompts are left-padded
-    (`padding_side="left"`) and end where the answer starts.
+    `[batch, longest]`, with answers `labels` (answer + EOS, -100 elsewhere), and `tasks`. Generation
+    prompts are left-padded (`padding_side="left"`) and end where the answer starts.
     """
     import torch
 
@@ -127,9 +127,7 @@ def build_inputs(tokenizer, config, examples: list[dict], with_answers: bool, pa
             raise ValueError(f"task {task.name!r} got an empty text")
         before, after = prompt_parts(task.name, **fields)
         prompt = [tokenizer.bos_token_id] + tokenizer(before, add_special_tokens=False).input_ids
-        spoken = (0, 0)
-        if task.spoken_field:
-            spoken = _spoken_span(tokenizer, before, fields[task.spoken_field])
+        spoken = _spoken_span(tokenizer, before, fields[task.spoken_field]) if task.spoken_field else (0, 0)
         if task.speech_input:
             speech = example.get("speech_ids")
             if speech is None or len(speech) == 0:

@@ -217,10 +217,9 @@ def main(argv=None) -> None:
         if not equals or not name:
             parser.error(f"--speech-generation takes FIELD=VALUE items, got {item!r}")
         settings[name] = yaml.safe_load(value)
-    try:
-        evaluate_model(args.model, args.corpus, args.cache_dir, args.whisper, limits, args.output_dir, settings)
-    except ValueError as error:
-        parser.error(str(error))
+    if settings and args.output_dir is None:
+        parser.error("--speech-generation needs --output-dir: the model folder's evaluation describes the model as saved")
+    evaluate_model(args.model, args.corpus, args.cache_dir, args.whisper, limits, args.output_dir, settings)
 
 
 if __name__ == "__main__":
