@@ -125,6 +125,11 @@ class DualSpeechLMConfig(PretrainedConfig):
             that text from attention (its positions kept), so the model also learns to write USTokens without it:
             the unconditional branch of classifier-free guidance (`guidance_scale` in `speech_generation`); 0 in
             the paper.
+        llm_hears_speaker (`bool`, False): the LLM reads the target voice too: a projection of the speaker embedding
+            (no bias, zero at initialisation, so a checkpoint without it writes as before) is added to every input
+            embedding of the items given one, so the USTokens it writes may follow the voice (the same words in two
+            voices differ in about half of their USTokens, docs/RESULTS.md). Off in the paper, whose LLM writes
+            voice-independent USTokens and leaves the voice to AcousticGPT.
         speech_generation (`dict`): GenerationConfig fields for the USTokens written by `generate_speech`; its
             `guidance_scale` w (> 1) writes from log p(y | text) * w + log p(y | text hidden) * (1 - w) for the items
             whose spoken text is marked (`spoken_text_mask`).
@@ -157,6 +162,7 @@ class DualSpeechLMConfig(PretrainedConfig):
     alignment_layer: int | None = None
     alignment_sigma: float = 0.2
     spoken_text_dropout: float = 0.0
+    llm_hears_speaker: bool = False
     speech_generation: dict = field(default_factory=lambda: dict(
         do_sample=True, temperature=0.6, top_p=0.9, max_new_tokens=400))
     acoustic_generation: dict = field(default_factory=lambda: dict(do_sample=True, top_k=10, max_new_tokens=1000))

@@ -33,7 +33,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch import nn
 from transformers import AutoModel, AutoModelForCausalLM, GenerationConfig, GenerationMixin, PreTrainedModel
+from transformers import initialization as init
 from transformers.generation.logits_process import LogitsProcessor, LogitsProcessorList
 from transformers.utils import ModelOutput
 
@@ -108,11 +110,13 @@ class SpokenTextGuidance(LogitsProcessor):
 
     Args:
         model: the DualSpeechLM model; attention_mask, spoken_text_mask `[batch, L]`: the left-padded prompts given to
-            `generate()` and the positions of their spoken text; guidance_scale: w.
+            `generate()` and the positions of their spoken text; guidance_scale: w; speaker_embeddings `[batch,
+            speaker_embedding_size]`: the voice given to `generate()`, for a model that hears it.
     """
 
-    def __init__(self, model, attention_mask: torch.Tensor, spoken_text_mask: torch.Tensor, guidance_scale: float):
-        self.model, self.guidance_scale = model, guidance_scale
+    def __init__(self, model, attention_mask: torch.Tensor, spoken_text_mask: torch.Tensor, guidance_scale: float,
+                 speaker_embeddings: torch.Tensor | None = None):
+        self.model, self.guidance_scale, self.speaker_embeddings = model, guidance_scale, speaker_embeddings
         self.attention_mask = attention_mask.masked_fill(spoken_text_mask.bool(), 0)
         self.positions = positions_from_mask(attention_mask, attention_mask.shape[1])
         self.cache = self.history = None
@@ -121,6 +125,8 @@ class SpokenTextGuidance(LogitsProcessor):
         if self.history is None:  # the first step: the prompts, repeated for beams / returned sequences
             copies = input_ids.shape[0] // self.attention_mask.shape[0]
             self.attention_mask = self.attention_mask.repeat_interleave(copies, 0)
+            if self.speaker_embeddings is not None:
+                self.speaker_embeddings = self.speaker_embeddings.repeat_interleave(copies, 0)
             positions, new_ids = self.positions.repeat_interleave(copies, 0), input_ids
         else:
             same = (input_ids[:, None, :-1] == self.history[None]).all(-1)  # [rows now, rows before]
@@ -129,10 +135,13 @@ class SpokenTextGuidance(LogitsProcessor):
             parents = same.int().argmax(-1)
             self.cache.reorder_cache(parents)
             self.attention_mask = torch.cat([self.attention_mask[parents], self.attention_mask.new_ones(len(parents), 1)], 1)
+            if self.speaker_embeddings is not None:
+                self.speaker_embeddings = self.speaker_embeddings[parents]
             positions, new_ids = self.positions[parents] + 1, input_ids[:, -1:]
         self.positions, self.history = positions[:, -1:], input_ids
-        out = self.model.language_model(new_ids, attention_mask=self.attention_mask, position_ids=positions,
-                                        cache=self.cache, use_cache=True, logits_to_keep=1)
+        out = self.model.language_model(**self.model.backbone_inputs(new_ids, speaker_embeddings=self.speaker_embeddings),
+                                        attention_mask=self.attention_mask, position_ids=positions, cache=self.cache,
+                                        use_cache=True, logits_to_keep=1)
         self.cache = out.get("cache")
         return out.logits[:, -1].float()
 
@@ -190,7 +199,14 @@ class DualSpeechLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
         self.language_model = language_model
         self.config.text_config = self.language_model.config  # one object: resizing the embeddings updates both
         self.acoustic_gpt = AcousticGPT(config.acoustic_config)
+        self.speaker_projection = (nn.Linear(config.speaker_embedding_size, self.config.text_config.hidden_size, bias=False)
+                                   if config.llm_hears_speaker else None)
         self.post_init()
+
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        if module is self.speaker_projection:  # no voice at first: a checkpoint without it writes as it did
+            init.zeros_(module.weight)
 
     @classmethod
     def from_text_model(cls, text_model: PreTrainedModel, tokenizer=None, num_speech_tokens: int = 1024,
@@ -237,6 +253,18 @@ class DualSpeechLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
 
     def prepare_inputs_for_generation(self, *args, **kwargs):
         return self.language_model.prepare_inputs_for_generation(*args, **kwargs)
+
+    def backbone_inputs(self, input_ids: torch.LongTensor | None = None, inputs_embeds: torch.FloatTensor | None = None,
+                        speaker_embeddings: torch.FloatTensor | None = None) -> dict:
+        """The backbone's `input_ids` / `inputs_embeds`: for a model that hears the voice (config.llm_hears_speaker)
+        given one, the token embeddings `[batch, L, hidden]` plus the projected `speaker_embeddings` `[batch,
+        speaker_embedding_size]` at every position (a zero embedding, as understanding items have, adds nothing)."""
+        if self.speaker_projection is None or speaker_embeddings is None:
+            return {"input_ids": input_ids, "inputs_embeds": inputs_embeds}
+        if inputs_embeds is None:
+            inputs_embeds = self.get_input_embeddings()(input_ids)
+        voice = self.speaker_projection(speaker_embeddings.to(inputs_embeds.dtype))
+        return {"input_ids": None, "inputs_embeds": inputs_embeds + voice[:, None]}
 
     def check_text_inputs(self, input_ids, attention_mask, total_length: int | None = None) -> None:
         if input_ids.ndim != 2 or 0 in input_ids.shape:
@@ -334,7 +362,8 @@ class DualSpeechLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
                 without a label).
             acoustic_codes `[batch, num_codebooks, frames]` + acoustic_lengths `[batch]`: targets of generation items
                 (unread, and not needed, with acoustic_loss_weight 0).
-            speaker_embeddings `[batch, speaker_embedding_size]` (default and for understanding items: zeros).
+            speaker_embeddings `[batch, speaker_embedding_size]` (default and for understanding items: zeros); a model
+                with config.llm_hears_speaker reads it in the backbone too, with or without labels.
             coc_modes (`list[str]` from COC_MODES, or indices): fixes the CoC draw of the CoC items.
             spoken_text_mask `[batch, L]`: the prompt tokens the answer speaks in order (`build_inputs`), read in
                 training by the attention prior (config.alignment_loss_weight > 0) and the spoken-text dropout
@@ -344,6 +373,10 @@ class DualSpeechLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
             self.check_text_inputs(input_ids, attention_mask)
             for name, tensor in (("labels", labels), ("condition_mask", condition_mask), ("spoken_text_mask", spoken_text_mask)):
                 check_shape(name, tensor, *input_ids.shape)
+        batch = (input_ids if input_ids is not None else inputs_embeds).shape[0]
+        check_shape("speaker_embeddings", speaker_embeddings, batch, self.config.speaker_embedding_size)
+        if speaker_embeddings is not None and tasks is not None:  # understanding items hear no voice, in either model
+            speaker_embeddings = speaker_embeddings * self.task_flags(tasks, batch, False)[0].to(speaker_embeddings)[:, None]
         drops_text = (self.training and labels is not None and spoken_text_mask is not None
                       and self.config.spoken_text_dropout > 0)
         if drops_text and attention_mask is None:
@@ -364,15 +397,14 @@ class DualSpeechLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
         if aligns:
             kwargs["output_attentions"] = True
         with self.eager_attention(aligns):
-            out = self.language_model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                                      cache=cache, inputs_embeds=inputs_embeds, labels=labels, use_cache=use_cache,
-                                      logits_to_keep=logits_to_keep, **kwargs)
+            out = self.language_model(**self.backbone_inputs(input_ids, inputs_embeds, speaker_embeddings),
+                                      attention_mask=attention_mask, position_ids=position_ids, cache=cache,
+                                      labels=labels, use_cache=use_cache, logits_to_keep=logits_to_keep, **kwargs)
         output = DualSpeechLMOutput(logits=out.logits, cache=out.get("cache"), hidden_states=out.get("hidden_states"),
                                     attentions=out.get("attentions") if asked_attentions else None)
         if labels is None:
             return output
 
-        batch = labels.shape[0]
         is_generation, uses_coc = self.task_flags(tasks, batch, acoustic_codes is not None)
         target = self.config.is_speech_token(labels)
         if (is_generation.to(labels.device) & ~target.any(-1)).any():
@@ -394,7 +426,6 @@ class DualSpeechLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
         condition = (prompt & (modes != TARGET)[:, None]) | aligned
         if speaker_embeddings is None:
             speaker_embeddings = out.hidden_states[-1].new_zeros(batch, self.config.speaker_embedding_size)
-        check_shape("speaker_embeddings", speaker_embeddings, batch, self.config.speaker_embedding_size)
         speaker_embeddings = speaker_embeddings * is_generation.to(speaker_embeddings)[:, None]
         acoustic = self.acoustic_gpt(speaker_embeddings, out.hidden_states[-1], condition, codes, lengths, aligned)
         output.acoustic_loss = acoustic.loss
@@ -477,6 +508,7 @@ class DualSpeechLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
         self.check_text_inputs(input_ids, attention_mask)
         check_shape("condition_mask", condition_mask, *input_ids.shape)
         check_shape("spoken_text_mask", spoken_text_mask, *input_ids.shape)
+        check_shape("speaker_embeddings", speaker_embeddings, input_ids.shape[0], config.speaker_embedding_size)
         if not attention_mask[:, -1].all():
             raise ValueError("prompts must be left-padded for batched generation (tokenizer.padding_side = 'left')")
         prompt = attention_mask.bool() & (condition_mask.bool() if condition_mask is not None else True)
@@ -509,9 +541,11 @@ class DualSpeechLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
             if spoken_text_mask is None:
                 raise ValueError(f"guidance_scale={guidance_scale} contrasts the prompt with its spoken text hidden: "
                                  "pass spoken_text_mask (the processor returns it)")
-            processors.insert(0, SpokenTextGuidance(self, attention_mask, spoken_text_mask, guidance_scale))
+            processors.insert(0, SpokenTextGuidance(self, attention_mask, spoken_text_mask, guidance_scale,
+                                                    speaker_embeddings))
+        hears = {} if self.speaker_projection is None or speaker_embeddings is None else {"speaker_embeddings": speaker_embeddings}
         sequences = self.generate(input_ids, attention_mask=attention_mask, generation_config=generation_config,
-                                  logits_processor=LogitsProcessorList(processors))
+                                  logits_processor=LogitsProcessorList(processors), **hears)
         copies = sequences.shape[0] // input_ids.shape[0]  # num_return_sequences
         attention_mask, prompt = attention_mask.repeat_interleave(copies, 0), prompt.repeat_interleave(copies, 0)
 
@@ -521,7 +555,6 @@ class DualSpeechLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
         full_mask = torch.cat([attention_mask, valid.long()], dim=1)
         condition = torch.cat([prompt, valid & config.is_speech_token(written)], dim=1)
         if speaker_embeddings is not None:
-            check_shape("speaker_embeddings", speaker_embeddings, input_ids.shape[0], config.speaker_embedding_size)
             speaker_embeddings = speaker_embeddings.repeat_interleave(copies, 0)
         return self.render_speech(sequences, full_mask, condition, speaker_embeddings, acoustic_generation_config,
                                   codec, use_cache, **acoustic_kwargs)
@@ -566,7 +599,8 @@ class DualSpeechLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
         if config.acoustic_loss_weight == 0:
             raise ValueError("this model's AcousticGPT was trained with acoustic_loss_weight 0, i.e. not at all: render "
                              "its speech with a codec that decodes the USTokens alone (codec.decodes_ustokens_alone)")
-        hidden = self.language_model(sequences, attention_mask=attention_mask, use_cache=False, output_hidden_states=-1,
+        hidden = self.language_model(**self.backbone_inputs(sequences, speaker_embeddings=speaker_embeddings),
+                                     attention_mask=attention_mask, use_cache=False, output_hidden_states=-1,
                                      position_ids=positions_from_mask(attention_mask, attention_mask.shape[1]),
                                      logits_to_keep=1).hidden_states[-1]
         if speaker_embeddings is None:

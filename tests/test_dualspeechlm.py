@@ -251,14 +251,16 @@ def spoken_prompts():
     return ids, mask, spoken
 
 
-def guided_by_hand(model, ids, mask, spoken, scale: float, steps: int) -> torch.LongTensor:
-    """Greedy USTokens under guidance without caches: each step runs the backbone on the whole sequence twice."""
+def guided_by_hand(model, ids, mask, spoken, scale: float, steps: int, voices=None) -> torch.LongTensor:
+    """Greedy USTokens under guidance without caches: each step runs the backbone on the whole sequence twice (with
+    `voices` `[batch, 512]` for a model that hears them); scale 1 is plain greedy writing."""
     config = model.config
     audio = torch.full_like(ids[:, :1], config.audio_start_token_id)
     ids, mask, spoken = torch.cat([ids, audio], 1), torch.cat([mask, audio * 0 + 1], 1), torch.cat([spoken, audio * 0], 1)
     for _ in range(steps):
         positions = positions_from_mask(mask, mask.shape[1])
-        scores = [torch.log_softmax(model.language_model(ids, attention_mask=m, position_ids=positions).logits[:, -1], -1)
+        inputs = model.backbone_inputs(ids, speaker_embeddings=voices)
+        scores = [torch.log_softmax(model.language_model(**inputs, attention_mask=m, position_ids=positions).logits[:, -1], -1)
                   for m in (mask, mask.masked_fill(spoken.bool(), 0))]
         guided = scores[1] + scale * (scores[0] - scores[1])
         vocab = torch.arange(guided.shape[-1])
@@ -308,6 +310,51 @@ def test_guidance_follows_reordered_beams():
         assert torch.allclose(guidance(rows, scores), expected, atol=1e-4)
     with pytest.raises(RuntimeError, match="history"):
         guidance(torch.cat([rows.flip(1), rows[:, :1]], 1), scores)
+
+
+@torch.no_grad()
+def test_llm_hears_the_voice_of_generation_items_only(tmp_path):
+    model = tiny_model(llm_hears_speaker=True, acoustic_loss_weight=0.0)
+    silent = tiny_model(acoustic_loss_weight=0.0)  # the same seed: the same backbone
+    batch = make_batch(model.config, ["tts", "asr"])
+    assert not model.speaker_projection.weight.any()  # no voice at first
+    assert torch.equal(model(**batch).logits, silent(**batch).logits)
+    torch.nn.init.normal_(model.speaker_projection.weight, std=0.05)
+    out = model(**batch)
+    voice = model.speaker_projection(batch["speaker_embeddings"]) * torch.tensor([[1.0], [0.0]])  # asr: none
+    positions = positions_from_mask(batch["attention_mask"], batch["input_ids"].shape[1])
+    by_hand = model.language_model(inputs_embeds=model.get_input_embeddings()(batch["input_ids"]) + voice[:, None],
+                                   attention_mask=batch["attention_mask"], position_ids=positions, labels=batch["labels"])
+    assert torch.allclose(out.logits, by_hand.logits, atol=1e-5) and torch.allclose(out.loss, by_hand.loss, atol=1e-5)
+    assert torch.allclose(out.logits[1], silent(**batch).logits[1], atol=1e-5)
+    assert not torch.allclose(out.logits[0], silent(**batch).logits[0], atol=1e-3)
+    with torch.enable_grad():
+        model.train()(**batch).loss.backward()
+    assert model.speaker_projection.weight.grad.abs().sum() > 0
+
+    silent.save_pretrained(tmp_path)  # a checkpoint without the projection starts with none: it writes as it did
+    loaded = DualSpeechLMForConditionalGeneration.from_pretrained(tmp_path, config=model.config)
+    assert loaded.speaker_projection is not None and not loaded.speaker_projection.weight.any()
+    assert torch.equal(loaded.eval()(**batch).logits, silent(**batch).logits)
+
+
+@torch.no_grad()
+def test_speech_generation_hears_the_voice():
+    model = tiny_model(llm_hears_speaker=True)
+    torch.nn.init.normal_(model.speaker_projection.weight, std=0.5)
+    ids, mask, spoken = spoken_prompts()
+    voices = torch.randn(2, 512, generator=torch.Generator().manual_seed(1))
+    greedy = dict(do_sample=False, max_new_tokens=6, acoustic_max_new_tokens=2)
+    written = model.generate_speech(ids, mask, speaker_embeddings=voices, **greedy)
+    assert torch.equal(written.sequences, guided_by_hand(model, ids, mask, spoken, 1.0, 6, voices))
+    assert not torch.equal(written.sequences, model.generate_speech(ids, mask, **greedy).sequences)
+    guided = model.generate_speech(ids, mask, speaker_embeddings=voices, spoken_text_mask=spoken, guidance_scale=3.0,
+                                   **greedy).sequences
+    assert torch.equal(guided, guided_by_hand(model, ids, mask, spoken, 3.0, 6, voices))
+    beams = model.generate_speech(ids, mask, speaker_embeddings=voices, num_beams=3, **greedy)
+    assert beams.sequences.shape[0] == 2 and beams.codes.shape[0] == 2
+    with pytest.raises(ValueError, match="speaker_embeddings"):
+        model.generate_speech(ids, mask, speaker_embeddings=voices[:1], **greedy)
 
 
 @pytest.mark.parametrize("tasks", [["asr", "s2tt", "ser", "sqa"], ["tts", "vc", "t2st", "sc"]], ids=["understanding", "generation"])

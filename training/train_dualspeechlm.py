@@ -82,6 +82,9 @@ class DualSpeechLMRecipe(PresetRecipe):
     # the probability that a TTS item hides its text from attention (config.spoken_text_dropout), which teaches the
     # unconditional branch of guidance (`guidance_scale` in speech_generation); 0: off, as in the paper
     spoken_text_dropout: float = 0.0
+    # the LLM reads the target voice (config.llm_hears_speaker), so its USTokens may follow the voice; a checkpoint
+    # (`init_from`) without it starts with a zero projection, one with it keeps it; off, as in the paper
+    llm_hears_speaker: bool = False
     # How the saved model writes USTokens (its `config.speech_generation`: GenerationConfig fields, replacing the
     # default whole); None keeps the default, the paper's sampling (T 0.6, top-p 0.9, up to 400 tokens)
     speech_generation: dict | None = None
@@ -151,6 +154,7 @@ def build_model(recipe: DualSpeechLMRecipe, ustokenizer, codec):
     if recipe.init_from:
         config = DualSpeechLMConfig.from_pretrained(recipe.init_from)
         config.update(training)
+        config.llm_hears_speaker |= recipe.llm_hears_speaker
         for name, value in aligned.items():
             setattr(config.acoustic_config, name, value)
         return (DualSpeechLMForConditionalGeneration.from_pretrained(recipe.init_from, config=config),
@@ -170,7 +174,8 @@ def build_model(recipe: DualSpeechLMRecipe, ustokenizer, codec):
             llm.get_output_embeddings().weight.copy_(llm.get_input_embeddings().weight)
     model = DualSpeechLMForConditionalGeneration.from_text_model(
         llm, tokenizer, num_speech_tokens=ustokenizer.config.codebook_size,
-        acoustic_config={**recipe.acoustic_config, **aligned}, **training, **DualSpeechLMConfig.codec_kwargs(codec))
+        acoustic_config={**recipe.acoustic_config, **aligned}, llm_hears_speaker=recipe.llm_hears_speaker, **training,
+        **DualSpeechLMConfig.codec_kwargs(codec))
     if from_reader:
         offset, count = model.config.speech_token_offset, model.config.num_speech_tokens
         with torch.no_grad():
