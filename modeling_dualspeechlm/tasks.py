@@ -4,12 +4,14 @@ Every model input is "USER: {content}\nASSISTANT: {answer}" (the paper's templat
 content holds the task's speech span(s) between `<audio>` and `</audio>` and its instruction. The
 USTokenizer recipe (speech = adapter embeddings) and the DualSpeechLM processor (speech = USToken
 ids) build their sequences from the same `prompt_parts`, so training and inference cannot drift.
-It lives beside the models (importing nothing) so a saved model folder's processor can use it.
+It lives beside the models (importing nothing but `phonemes`) so a saved model folder's processor can use it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from .phonemes import phonemize
 
 AUDIO_START, AUDIO_END = "<audio>", "</audio>"
 USER, ASSISTANT = "USER: ", "\nASSISTANT:"
@@ -98,7 +100,8 @@ def _spoken_span(tokenizer, before: str, spoken: str) -> tuple[int, int]:
     return count(before[:start]), count(before[:end])
 
 
-def build_inputs(tokenizer, config, examples: list[dict], with_answers: bool, padding_side: str = "right") -> dict:
+def build_inputs(tokenizer, config, examples: list[dict], with_answers: bool, padding_side: str = "right",
+                 spoken_text_phonemes: str | None = None) -> dict:
     """Token sequences of a batch of task examples, for training (`with_answers`) or generation.
 
     Each example: `task`, the fields its prompt needs (`text`, `question`, `language`), `speech_ids`
@@ -111,7 +114,8 @@ def build_inputs(tokenizer, config, examples: list[dict], with_answers: bool, pa
     conditioned on) and `spoken_text_mask` (1 on the prompt tokens of the task's `spoken_field`, which the
     answer speaks in order: the model's alignment prior, spoken-text dropout and guidance read it)
     `[batch, longest]`, with answers `labels` (answer + EOS, -100 elsewhere), and `tasks`. Generation
-    prompts are left-padded (`padding_side="left"`) and end where the answer starts.
+    prompts are left-padded (`padding_side="left"`) and end where the answer starts. `spoken_text_phonemes` (an
+    espeak-ng voice, e.g. "en-us"): the spoken field is written as its phonemes (`phonemes.phonemize`).
     """
     import torch
 
@@ -119,12 +123,19 @@ def build_inputs(tokenizer, config, examples: list[dict], with_answers: bool, pa
         raise ValueError("no examples")
     if padding_side not in ("left", "right"):
         raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
-    rows = []
+    items = []
     for example in examples:
         task = get_task(example["task"])
         fields = {k: example[k] for k in ("text", "question", "language") if k in example}
         if "text" in fields and not str(fields["text"]).strip():
             raise ValueError(f"task {task.name!r} got an empty text")
+        items.append((example, task, fields))
+    if spoken_text_phonemes:  # one espeak-ng call for the batch
+        said = [(fields, task.spoken_field) for _, task, fields in items if task.spoken_field]
+        for (fields, name), sounds in zip(said, phonemize([fields[name] for fields, name in said], spoken_text_phonemes)):
+            fields[name] = sounds
+    rows = []
+    for example, task, fields in items:
         before, after = prompt_parts(task.name, **fields)
         prompt = [tokenizer.bos_token_id] + tokenizer(before, add_special_tokens=False).input_ids
         spoken = _spoken_span(tokenizer, before, fields[task.spoken_field]) if task.spoken_field else (0, 0)

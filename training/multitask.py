@@ -141,14 +141,16 @@ class TaskBatchSampler(Sampler[list[int]]):
 class DualSpeechLMCollator:
     """Examples -> `DualSpeechLMForConditionalGeneration.forward` inputs: `tasks.build_inputs` builds
     the token sequences (as at inference); speaker embeddings `[batch, 512]` (zeros for understanding items);
-    acoustic codes, where the examples have them, padded to `[batch, n_q, frames]` + `acoustic_lengths`."""
+    acoustic codes, where the examples have them, padded to `[batch, n_q, frames]` + `acoustic_lengths`.
+    `spoken_text_phonemes`: the spoken text as espeak-ng phonemes in that voice (the processor's setting)."""
 
-    def __init__(self, tokenizer, config):
-        self.tokenizer, self.config = tokenizer, config
+    def __init__(self, tokenizer, config, spoken_text_phonemes: str | None = None):
+        self.tokenizer, self.config, self.spoken_text_phonemes = tokenizer, config, spoken_text_phonemes
         self.num_codebooks, self.speaker_size = config.num_codebooks, config.speaker_embedding_size
 
     def __call__(self, examples: list[dict]) -> dict:
-        batch = build_inputs(self.tokenizer, self.config, examples, with_answers=True)
+        batch = build_inputs(self.tokenizer, self.config, examples, with_answers=True,
+                             spoken_text_phonemes=self.spoken_text_phonemes)
         speakers = torch.zeros(len(examples), self.speaker_size)
         for row, ex in enumerate(examples):
             if "speaker" in ex:

@@ -85,6 +85,9 @@ class DualSpeechLMRecipe(PresetRecipe):
     # the LLM reads the target voice (config.llm_hears_speaker), so its USTokens may follow the voice; a checkpoint
     # (`init_from`) without it starts with a zero projection, one with it keeps it; off, as in the paper
     llm_hears_speaker: bool = False
+    # an espeak-ng voice (e.g. "en-us"): TTS reads its text as espeak-ng phonemes (the processor's setting, saved with
+    # the model); None: as written, as in the paper, or, fine-tuning (`init_from`), as that model reads it
+    spoken_text_phonemes: str | None = None
     # How the saved model writes USTokens (its `config.speech_generation`: GenerationConfig fields, replacing the
     # default whole); None keeps the default, the paper's sampling (T 0.6, top-p 0.9, up to 400 tokens)
     speech_generation: dict | None = None
@@ -183,13 +186,21 @@ def build_model(recipe: DualSpeechLMRecipe, ustokenizer, codec):
     return model, tokenizer
 
 
-def save_model_folder(folder: Path, model, tokenizer, parts) -> None:
+def save_model_folder(folder: Path, model, tokenizer, parts, spoken_text_phonemes: str | None = None) -> None:
     """The model, its processor (text tokenizer on top; USTokenizer + feature extractor, codec and
-    speaker encoder in subfolders) and the pipeline code: the folder answers
+    speaker encoder in subfolders; how it writes the spoken text) and the pipeline code: the folder answers
     `pipeline("automatic-speech-recognition" | "text-to-speech", model=folder, trust_remote_code=True)`."""
     ustokenizer, extractor, codec, speaker_encoder = parts
-    processor = DualSpeechLMProcessor(extractor, tokenizer, ustokenizer, codec=codec, speaker_encoder=speaker_encoder)
+    processor = DualSpeechLMProcessor(extractor, tokenizer, ustokenizer, codec=codec, speaker_encoder=speaker_encoder,
+                                      spoken_text_phonemes=spoken_text_phonemes)
     save_for_pipelines(model, processor, folder)
+
+
+def spoken_text_phonemes(recipe: DualSpeechLMRecipe) -> str | None:
+    """The recipe's espeak-ng voice for the spoken text, or the one of the model it fine-tunes."""
+    if recipe.spoken_text_phonemes or not recipe.init_from:
+        return recipe.spoken_text_phonemes
+    return DualSpeechLMProcessor.saved_settings(recipe.init_from).get("spoken_text_phonemes")
 
 
 def train_dualspeechlm(recipe: DualSpeechLMRecipe) -> Path:
@@ -202,6 +213,7 @@ def train_dualspeechlm(recipe: DualSpeechLMRecipe) -> Path:
     validation = validation_examples(recipe, parts) if recipe.eval_steps else None
     torch.manual_seed(recipe.seed)  # here, not earlier: building the token cache draws random numbers only when it is missing
     model, tokenizer = build_model(recipe, ustokenizer, codec)
+    phonemes = spoken_text_phonemes(recipe)
     trained = model
     if recipe.lora:
         from .lora import apply_lora
@@ -219,8 +231,9 @@ def train_dualspeechlm(recipe: DualSpeechLMRecipe) -> Path:
     )
     sampler = TaskBatchSampler(train.task_of, recipe.batch_size, recipe.task_weights, seed=recipe.seed,
                                lengths=train.lengths() if recipe.group_by_length else None)
+    collator = DualSpeechLMCollator(tokenizer, model.config, phonemes)
     trainer = BatchSamplerTrainer(model=trained, args=args, train_dataset=train, eval_dataset=validation,
-                                  batch_sampler=sampler, data_collator=DualSpeechLMCollator(tokenizer, model.config),
+                                  batch_sampler=sampler, data_collator=collator,
                                   callbacks=[IdleCoresCallback()] if recipe.use_idle_cores else None)
     checkpoints = sorted((output_dir / "checkpoints").glob("checkpoint-*"))
     trainer.train(resume_from_checkpoint=str(checkpoints[-1]) if checkpoints else None)
@@ -230,7 +243,7 @@ def train_dualspeechlm(recipe: DualSpeechLMRecipe) -> Path:
         from .lora import merge_lora
 
         model = merge_lora(trained)
-    save_model_folder(output_dir, model, tokenizer, parts)
+    save_model_folder(output_dir, model, tokenizer, parts, phonemes)
     plot_losses(trainer.state.log_history, output_dir / "loss.png", ("loss", "llm_loss", "acoustic_loss", "eval_loss"))
     (output_dir / "training_log.json").write_text(json.dumps(trainer.state.log_history, indent=1))
     return output_dir
