@@ -375,8 +375,12 @@ class DualSpeechLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
                 check_shape(name, tensor, *input_ids.shape)
         batch = (input_ids if input_ids is not None else inputs_embeds).shape[0]
         check_shape("speaker_embeddings", speaker_embeddings, batch, self.config.speaker_embedding_size)
-        if speaker_embeddings is not None and tasks is not None:  # understanding items hear no voice, in either model
-            speaker_embeddings = speaker_embeddings * self.task_flags(tasks, batch, False)[0].to(speaker_embeddings)[:, None]
+        # the items' kinds, known from their tasks (None with labels: all understanding); understanding items hear no
+        # voice, in either model
+        flags = (self.task_flags(tasks, batch, labels is not None and acoustic_codes is not None)
+                 if labels is not None or tasks is not None else None)
+        if flags is not None and speaker_embeddings is not None:
+            speaker_embeddings = speaker_embeddings * flags[0].to(speaker_embeddings)[:, None]
         drops_text = (self.training and labels is not None and spoken_text_mask is not None
                       and self.config.spoken_text_dropout > 0)
         if drops_text and attention_mask is None:
@@ -405,7 +409,7 @@ class DualSpeechLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
         if labels is None:
             return output
 
-        is_generation, uses_coc = self.task_flags(tasks, batch, acoustic_codes is not None)
+        is_generation, uses_coc = flags
         target = self.config.is_speech_token(labels)
         if (is_generation.to(labels.device) & ~target.any(-1)).any():
             raise ValueError("every generation item needs its target USTokens <a_k> in labels")
@@ -426,7 +430,6 @@ class DualSpeechLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
         condition = (prompt & (modes != TARGET)[:, None]) | aligned
         if speaker_embeddings is None:
             speaker_embeddings = out.hidden_states[-1].new_zeros(batch, self.config.speaker_embedding_size)
-        speaker_embeddings = speaker_embeddings * is_generation.to(speaker_embeddings)[:, None]
         acoustic = self.acoustic_gpt(speaker_embeddings, out.hidden_states[-1], condition, codes, lengths, aligned)
         output.acoustic_loss = acoustic.loss
         output.loss = loss + self.config.acoustic_loss_weight * acoustic.loss

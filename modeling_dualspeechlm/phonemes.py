@@ -1,4 +1,4 @@
-"""The text a model speaks, as espeak-ng phonemes (`DualSpeechLMConfig.spoken_text_phonemes`).
+"""The text a model speaks, as espeak-ng phonemes (`DualSpeechLMProcessor.spoken_text_phonemes`).
 
 Read as written, each word's USTokens are learnt word by word; read as phonemes (espeak-ng's ASCII mnemonics, `-x`:
 "did kate" -> "d'Id k'eIt"), every word that shares a sound shares what was learnt of it. Imports only the standard
@@ -20,8 +20,8 @@ def _espeak(texts: list[str], language: str) -> list[str]:
     """espeak-ng's output lines for `texts` (one per line of input) in one process."""
     binary = shutil.which("espeak-ng")
     if binary is None:
-        raise RuntimeError("this model reads the text it speaks as espeak-ng phonemes (config.spoken_text_phonemes), "
-                           "but espeak-ng is not installed: `apt-get install espeak-ng`")
+        raise RuntimeError("this model reads the text it speaks as espeak-ng phonemes (the processor's "
+                           "spoken_text_phonemes), but espeak-ng is not installed: `apt-get install espeak-ng`")
     result = subprocess.run([binary, "-q", "-x", "-v", language], input="".join(text + "\n" for text in texts),
                             capture_output=True, text=True)
     if result.returncode != 0:

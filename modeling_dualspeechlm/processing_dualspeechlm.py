@@ -146,7 +146,8 @@ class DualSpeechLMProcessor(ProcessorMixin):
         for name, load in loaders.items():
             if name not in parts and (name not in ("codec", "speaker_encoder") or has_subfolder(path, name, **hub)):
                 parts[name] = load()
-        phonemes = kwargs.get("spoken_text_phonemes", cls.saved_settings(path, **hub).get("spoken_text_phonemes"))
+        phonemes = (kwargs["spoken_text_phonemes"] if "spoken_text_phonemes" in kwargs
+                    else cls.saved_settings(path, **hub).get("spoken_text_phonemes"))
         return cls(**{name: part.eval() if isinstance(part, torch.nn.Module) else part for name, part in parts.items()},
                    spoken_text_phonemes=phonemes)
 
