@@ -10,7 +10,8 @@ from dualspeechlm.processing.corpus import TRAIN_VOICES, synthesize
 from dualspeechlm.processing_dualspeechlm import DualSpeechLMProcessor
 from dualspeechlm.testing_utils import tiny_random_model_and_processor
 from dualspeechlm.training.encoder_cache import codes_fingerprint, weights_fingerprint
-from dualspeechlm.training.train_codec_decoder import decoder_items, random_batch, set_codec, set_codec_main, train_decoder
+from dualspeechlm.training.train_codec_decoder import (better_vocoder, decoder_items, judge_depths, random_batch, set_codec,
+                                                       set_codec_main, train_decoder)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -170,6 +171,36 @@ def test_training_lowers_the_loss_and_leaves_the_codes_alone(speech):
     assert torch.equal(codec.encode(speech).codes, before_codes) and not codec.training
     # so the token caches (keyed by the codes' fingerprint) and a model trained on the codes stay valid
     assert codes_fingerprint(codec) == before_fingerprints[0] and weights_fingerprint(codec) != before_fingerprints[1]
+
+
+class HearsOnlySound:
+    """A stand-in judge: hears `text` in any audio that is not silent, nothing in silence."""
+
+    def __init__(self, text: str):
+        self.text = text
+
+    def transcribe(self, waveforms, sampling_rate: int) -> list[str]:
+        return [self.text if abs(waveform).max() > 0 else "" for waveform in waveforms]
+
+
+def test_the_decoder_keeps_the_vocoder_that_renders_the_token_decoding_better(speech, monkeypatch):
+    codec = tiny_codec(speaker_embedding_size=6)
+    assert codec.config.vocoder == "neural"
+    items = decoder_items(codec, speech, stand_in_tokens(speech), speakers=torch.randn(2, 6))
+    texts = ["the words", "the words"]
+    judges = {"hears sound": HearsOnlySound("the words")}
+    report = judge_depths(codec, items, texts, judges, batch_size=1)
+    assert list(report) == ["codes only, neural", "USTokens + speaker + 0 codebook(s), neural",
+                            "USTokens + speaker + 0 codebook(s), griffin_lim", "USTokens + speaker + 3 codebook(s), neural"]
+    assert all(scores == {"hears sound": 0.0} for scores in report.values())
+    # a neural vocoder that renders silence loses to Griffin-Lim on the token decoding
+    monkeypatch.setattr(codec.vocoder, "forward", lambda log_mel, frames, magnitude: torch.zeros(
+        log_mel.shape[0], log_mel.shape[-1] * codec.config.hop_length))
+    silent = judge_depths(codec, items, texts, judges)
+    assert silent["USTokens + speaker + 0 codebook(s), neural"] == {"hears sound": 1.0}
+    assert silent["USTokens + speaker + 0 codebook(s), griffin_lim"] == {"hears sound": 0.0}
+    assert better_vocoder(codec, {"test": silent, "test_unseen_voice": silent}) == "griffin_lim"
+    assert better_vocoder(codec, {"test": report}) == "neural"  # a tie keeps the codec's
 
 
 def test_set_codec_gives_a_model_folder_a_new_decoder_only_when_the_codes_stay(tmp_path):

@@ -15,7 +15,9 @@ The encoder, the codebooks and the vocoder stay frozen, so the codes are the cod
 on them needs no retraining). Training: L1 to the true log-mel on random 2-second crops of the `speech` training
 split, whose codes, log-mels, USTokens and speaker embeddings are computed once up front. Then the judges score
 the test splits' reference codes decoded without the tokens and with them, reading no codebook, the default
-number and all, and the speaker encoder scores the voice (SIM to the reference audio).
+number and all, and the speaker encoder scores the voice (SIM to the reference audio). The default decoding is
+judged through both vocoders, and the decoder keeps the better one there (the codec chose its own on round trips of
+the codes; on decoded tokens the other one may win).
 
 `dualspeechlm-set-codec --model <DualSpeechLM folder> --codec <this decoder's folder>` then gives a model trained on
 the plain codec's codes this decoder (the main job trains the two side by side).
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 from pathlib import Path
 from typing import NamedTuple
@@ -139,19 +142,31 @@ def train_decoder(codec: MelCodecModel, items: list[DecoderItem], steps: int, ba
     return losses
 
 
+def token_decoding(codec: MelCodecModel, depth: int | None = None) -> str:
+    """The name of `judge_depths`' condition that decodes the tokens (and the voice) with the first `depth` codebooks
+    (default: the config's `ustoken_decode_codebooks`, the decoding a DualSpeechLM's written tokens take)."""
+    speaker = " + speaker" if codec.config.speaker_embedding_size is not None else ""
+    depth = (codec.config.ustoken_decode_codebooks or 0) if depth is None else depth
+    return f"USTokens{speaker} + {depth} codebook(s)"
+
+
 @torch.no_grad()
 def judge_depths(codec: MelCodecModel, items: list[DecoderItem], texts: list[str], judges: dict,
                  speaker_encoder=None, batch_size: int = 16) -> dict:
     """Judges' WER of the items' reference codes decoded without tokens (the plain codec) and with them, reading no
     codebook, the config's `ustoken_decode_codebooks` and every one (and the items' speaker embeddings, for a codec
-    that reads them): {condition: {judge: WER, and "sim" with a `speaker_encoder`: the mean cosine of the decoded
+    that reads them), through the config's vocoder, and the default decoding (`token_decoding`) through each vocoder:
+    {"<decoded from>, <vocoder>": {judge: WER, and "sim" with a `speaker_encoder`: the mean cosine of the decoded
     audio's speaker embedding and the reference's}}."""
-    depths = sorted({0, codec.config.ustoken_decode_codebooks or 0, codec.num_codebooks})
-    speaker = " + speaker" if codec.config.speaker_embedding_size is not None else ""
-    conditions = {"codes only": None, **{f"USTokens{speaker} + {k} codebook(s)": k for k in depths}}
+    default = codec.config.ustoken_decode_codebooks or 0
+    depths = sorted({0, default, codec.num_codebooks})
+    conditions = {("codes only", None): [codec.config.vocoder],
+                  **{(token_decoding(codec, k), k): ["neural", "griffin_lim"] if k == default else [codec.config.vocoder]
+                     for k in depths}}
+    reads_speakers = codec.config.speaker_embedding_size is not None
     report = {}
-    for name, depth in conditions.items():
-        audio = []
+    for (name, depth), vocoders in conditions.items():
+        audio = {vocoder: [] for vocoder in vocoders}
         for start in range(0, len(items), batch_size):
             chunk = items[start : start + batch_size]
             codes = torch.nn.utils.rnn.pad_sequence([item.codes.T for item in chunk], batch_first=True).transpose(1, 2)
@@ -160,18 +175,31 @@ def judge_depths(codec: MelCodecModel, items: list[DecoderItem], texts: list[str
                 mel = codec.decode_mel(codes, frames)
             else:
                 ids = torch.nn.utils.rnn.pad_sequence([item.ustokens for item in chunk], batch_first=True)
-                speakers = torch.stack([item.speaker for item in chunk]) if speaker else None
+                speakers = torch.stack([item.speaker for item in chunk]) if reads_speakers else None
                 mel = codec.decode_mel(codes, frames, ids, torch.tensor([len(item.ustokens) for item in chunk]),
                                        depth=depth, speaker_embeddings=speakers)
-            waves = codec.vocode(mel, frames)
-            audio += [w[: int(n) * codec.config.hop_length].numpy() for w, n in zip(waves, frames)]
-        result = judge(texts, audio, codec.sampling_rate, judges=judges)
-        report[name] = {j: result["judges"][j]["wer"] for j in judges}
-        if speaker_encoder is not None:
-            embedded = speaker_encoder.embed(audio, sampling_rate=codec.sampling_rate)
-            references = torch.stack([item.speaker for item in items])
-            report[name]["sim"] = torch.nn.functional.cosine_similarity(embedded, references).mean().item()
+            for vocoder in vocoders:
+                waves = codec.vocode(mel, frames, vocoder=vocoder)
+                audio[vocoder] += [w[: int(n) * codec.config.hop_length].numpy() for w, n in zip(waves, frames)]
+        for vocoder, waves in audio.items():
+            result = judge(texts, waves, codec.sampling_rate, judges=judges)
+            scores = report[f"{name}, {vocoder}"] = {j: result["judges"][j]["wer"] for j in judges}
+            if speaker_encoder is not None:
+                embedded = speaker_encoder.embed(waves, sampling_rate=codec.sampling_rate)
+                references = torch.stack([item.speaker for item in items])
+                scores["sim"] = torch.nn.functional.cosine_similarity(embedded, references).mean().item()
     return report
+
+
+def better_vocoder(codec: MelCodecModel, report: dict) -> str:
+    """The vocoder with the lower mean WER (over the splits and judges of `report`: {split: `judge_depths`}) on the
+    default decoding, the one a DualSpeechLM's written tokens take. The codec chose its own on round trips of the codes,
+    which need not carry over (Griffin-Lim beat the neural vocoder by 6-16 points on written tokens, docs/RESULTS.md)."""
+    decoding = token_decoding(codec)
+    mean_wer = {vocoder: statistics.fmean(wer for conditions in report.values()
+                                          for name, wer in conditions[f"{decoding}, {vocoder}"].items() if name != "sim")
+                for vocoder in (codec.config.vocoder, *{"neural", "griffin_lim"} - {codec.config.vocoder})}
+    return min(mean_wer, key=mean_wer.get)  # a tie keeps the codec's
 
 
 def main(argv=None) -> None:
@@ -225,16 +253,20 @@ def main(argv=None) -> None:
     judges = {"whisper": WhisperJudge(args.whisper), "pocketsphinx": PocketsphinxJudge()}
     report = {split: judge_depths(codec, *split_items(split, args.eval_limit), judges, speaker_encoder)
               for split in ("test", "test_unseen_voice")}
+    codec.config.vocoder = better_vocoder(codec, report)
+    codec.save_pretrained(args.output_dir)
     lines = ["| split | decoded from | " + " | ".join(f"{j} WER" for j in judges) + " | SIM |",
              "|---|---|" + "---|" * (len(judges) + 1)]
     lines += [f"| {split} | {name} | " + " | ".join(f"{100 * scores[j]:.1f}%" for j in judges) + f" | {scores['sim']:.2f} |"
               for split, conditions in report.items() for name, scores in conditions.items()]
     table = "\n".join(lines)
     (args.output_dir / "decoder_report.json").write_text(json.dumps(
-        {"training_seconds": training_seconds, "loss": losses, "evaluation": report}, indent=1) + "\n")
+        {"training_seconds": training_seconds, "loss": losses, "evaluation": report, "vocoder": codec.config.vocoder},
+        indent=1) + "\n")
     (args.output_dir / "decoder_report.md").write_text(
         f"# USToken-aided decoder\n\ntrained {training_seconds / 60:.1f} min (from {args.codec}); reference codes of "
-        f"the first {args.eval_limit} utterances per split; default: USTokens + {args.decode_codebooks} codebook(s); SIM: "
+        f"the first {args.eval_limit} utterances per split; default: {token_decoding(codec)} through the "
+        f"{codec.config.vocoder} vocoder (the lower mean WER there); SIM: "
         f"speaker encoder cosine to the reference audio\n\n"
         f"{table}\n")
     print(table)
