@@ -11,7 +11,7 @@ import time
 
 import torch
 
-from dualspeechlm.codecs.configuration_mel_codec import MelCodecConfig
+from dualspeechlm.codecs.configuration_mel_codec import MelCodecConfig, VOCODERS
 from dualspeechlm.codecs.modeling_mel_codec import MelCodecModel
 from dualspeechlm.training.train_codec import corpus_waveforms
 
@@ -31,7 +31,7 @@ def main() -> None:
     model.encode(waveforms[:2])  # warm-up (and k-means init for an untrained codec)
     print(f"{len(waveforms)} utterances, {audio_seconds:.0f} s of audio, batch {args.batch_size}, {args.threads} threads\n")
     print("| vocoder | encode x real time | decode x real time | encode+decode x real time |\n|---|---|---|---|")
-    for vocoder in ("neural", "griffin_lim"):
+    for vocoder in VOCODERS:
         model.config.vocoder = vocoder
         encode_time = decode_time = 0.0
         for start in range(0, len(waveforms), args.batch_size):

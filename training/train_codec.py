@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from dualspeechlm.codecs.configuration_mel_codec import MelCodecConfig
+from dualspeechlm.codecs.configuration_mel_codec import MelCodecConfig, VOCODERS
 from dualspeechlm.codecs.modeling_mel_codec import MelCodecModel
 from dualspeechlm.codecs.spectral import stft
 
@@ -147,7 +147,7 @@ def evaluate_round_trips(model: MelCodecModel, corpus_dir, splits, limit: int, j
     for split in splits:
         originals, texts, speakers = corpus_waveforms(corpus_dir, split, limit)
         conditions = {"original": originals}
-        for vocoder in ("neural", "griffin_lim"):
+        for vocoder in VOCODERS:
             model.config.vocoder = vocoder
             started = time.perf_counter()
             conditions[vocoder] = round_trip(model, originals)
@@ -229,7 +229,7 @@ def main(argv=None) -> None:
     judges = {"whisper": WhisperJudge(args.whisper), "pocketsphinx": PocketsphinxJudge()}
     report = evaluate_round_trips(model, args.corpus, splits, args.eval_limit, judges)
     ratios = {v: max(report[s][v]["judges"][j]["wer"] / max(report[s]["original"]["judges"][j]["wer"], 1e-9)
-                     for s in splits for j in judges) for v in ("neural", "griffin_lim")}
+                     for s in splits for j in judges) for v in VOCODERS}
     model.config.vocoder = min(ratios, key=ratios.get)
     model.save_pretrained(args.output_dir)
 

@@ -36,7 +36,7 @@ import torch
 from tqdm.auto import tqdm
 
 from dualspeechlm.codecs import load_codec
-from dualspeechlm.codecs.configuration_mel_codec import MelCodecConfig
+from dualspeechlm.codecs.configuration_mel_codec import MelCodecConfig, VOCODERS
 from dualspeechlm.codecs.modeling_mel_codec import MelCodecModel
 from dualspeechlm.feature_extraction_ustokenizer import USTokenizerFeatureExtractor
 from dualspeechlm.modeling_ustokenizer import USTokenizerModel
@@ -161,9 +161,10 @@ def judge_depths(codec: MelCodecModel, items: list[DecoderItem], texts: list[str
     default = codec.config.ustoken_decode_codebooks or 0
     depths = sorted({0, default, codec.num_codebooks})
     conditions = {("codes only", None): [codec.config.vocoder],
-                  **{(token_decoding(codec, k), k): ["neural", "griffin_lim"] if k == default else [codec.config.vocoder]
+                  **{(token_decoding(codec, k), k): VOCODERS if k == default else [codec.config.vocoder]
                      for k in depths}}
     reads_speakers = codec.config.speaker_embedding_size is not None
+    references = torch.stack([item.speaker for item in items]) if speaker_encoder is not None else None
     report = {}
     for (name, depth), vocoders in conditions.items():
         audio = {vocoder: [] for vocoder in vocoders}
@@ -186,7 +187,6 @@ def judge_depths(codec: MelCodecModel, items: list[DecoderItem], texts: list[str
             scores = report[f"{name}, {vocoder}"] = {j: result["judges"][j]["wer"] for j in judges}
             if speaker_encoder is not None:
                 embedded = speaker_encoder.embed(waves, sampling_rate=codec.sampling_rate)
-                references = torch.stack([item.speaker for item in items])
                 scores["sim"] = torch.nn.functional.cosine_similarity(embedded, references).mean().item()
     return report
 
@@ -198,8 +198,8 @@ def better_vocoder(codec: MelCodecModel, report: dict) -> str:
     decoding = token_decoding(codec)
     mean_wer = {vocoder: statistics.fmean(wer for conditions in report.values()
                                           for name, wer in conditions[f"{decoding}, {vocoder}"].items() if name != "sim")
-                for vocoder in (codec.config.vocoder, *{"neural", "griffin_lim"} - {codec.config.vocoder})}
-    return min(mean_wer, key=mean_wer.get)  # a tie keeps the codec's
+                for vocoder in sorted(VOCODERS, key=lambda vocoder: vocoder != codec.config.vocoder)}
+    return min(mean_wer, key=mean_wer.get)  # the codec's first: a tie keeps it
 
 
 def main(argv=None) -> None:

@@ -2,6 +2,8 @@
 
 from transformers import PretrainedConfig
 
+VOCODERS = ("neural", "griffin_lim")  # the `vocoder` choices
+
 
 class MelCodecConfig(PretrainedConfig):
     r"""The embedded codec, small enough to train on 2 CPU cores in minutes.
@@ -60,7 +62,7 @@ class MelCodecConfig(PretrainedConfig):
         speaker_embedding_size: int | None = None,
         **kwargs,
     ):
-        if vocoder not in ("neural", "griffin_lim"):
+        if vocoder not in VOCODERS:
             raise ValueError(f"vocoder must be 'neural' or 'griffin_lim', got {vocoder!r}")
         if n_fft < hop_length:
             raise ValueError(f"n_fft ({n_fft}) must be at least hop_length ({hop_length})")
