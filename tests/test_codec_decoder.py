@@ -10,8 +10,8 @@ from dualspeechlm.processing.corpus import TRAIN_VOICES, synthesize
 from dualspeechlm.processing_dualspeechlm import DualSpeechLMProcessor
 from dualspeechlm.testing_utils import tiny_random_model_and_processor
 from dualspeechlm.training.encoder_cache import codes_fingerprint, weights_fingerprint
-from dualspeechlm.training.train_codec_decoder import (better_vocoder, decoder_items, judge_depths, nearest_tokens,
-                                                       random_batch, set_codec, set_codec_main, train_decoder)
+from dualspeechlm.training.train_codec_decoder import (better_vocoder, decoder_items, judge_depths, random_batch, set_codec,
+                                                       set_codec_main, train_decoder)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -171,30 +171,6 @@ def test_training_lowers_the_loss_and_leaves_the_codes_alone(speech):
     assert torch.equal(codec.encode(speech).codes, before_codes) and not codec.training
     # so the token caches (keyed by the codes' fingerprint) and a model trained on the codes stay valid
     assert codes_fingerprint(codec) == before_fingerprints[0] and weights_fingerprint(codec) != before_fingerprints[1]
-
-
-def test_nearest_tokens_are_the_closest_others_in_the_codebook():
-    codebook = torch.tensor([[0.0], [1.0], [3.0], [7.0], [7.5]])
-    assert nearest_tokens(codebook, 2).tolist() == [[1, 2], [0, 2], [1, 0], [4, 2], [3, 2]]
-
-
-def test_ustoken_noise_swaps_that_share_of_the_tokens_for_their_neighbours(speech, monkeypatch):
-    codec = tiny_codec()
-    items = decoder_items(codec, speech, stand_in_tokens(speech))
-    neighbours = nearest_tokens(torch.randn(20, 4), 3)
-    read = []
-    decode_mel = codec.decode_mel
-    monkeypatch.setattr(codec, "decode_mel", lambda codes, frames, ids, *args, **kwargs: read.append(ids) or decode_mel(
-        codes, frames, ids, *args, **kwargs))
-    batches = [random_batch(items, 64, 10, 2, torch.Generator().manual_seed(0)) for _ in range(3)]
-    monkeypatch.setattr("dualspeechlm.training.train_codec_decoder.random_batch", lambda *args: batches[len(read)])
-    train_decoder(codec, items, 3, 64, 1e-3, torch.Generator().manual_seed(1), ustoken_noise=0.4, neighbours=neighbours)
-    written, given = torch.stack(read), torch.stack([batch.ustokens for batch in batches])
-    swapped = written != given
-    assert 0.3 < swapped.float().mean() < 0.5  # a neighbour is never the token itself
-    assert all(int(new) in neighbours[int(old)] for old, new in zip(given[swapped], written[swapped]))
-    with pytest.raises(ValueError, match="pass neighbours"):
-        train_decoder(codec, items, 1, 4, 1e-3, torch.Generator(), ustoken_noise=0.4)
 
 
 class HearsOnlySound:

@@ -106,27 +106,14 @@ def random_batch(items: list[DecoderItem], batch_size: int, tokens_per_crop: int
     return DecoderBatch(codes, mels, frame_lengths, ids, token_lengths, speakers)
 
 
-def nearest_tokens(codebook: torch.Tensor, count: int) -> torch.Tensor:
-    """`[K, count]`: each USToken's `count` nearest other tokens (L2) in the USTokenizer's codebook `[K, d]`."""
-    distance = torch.cdist(codebook.float(), codebook.float())
-    distance.fill_diagonal_(float("inf"))
-    return distance.topk(count, largest=False).indices
-
-
 def train_decoder(codec: MelCodecModel, items: list[DecoderItem], steps: int, batch_size: int, lr: float,
                   generator: torch.Generator, token_dropout: float = 0.2, tokens_per_crop: int = 50,
-                  code_noise: float = 0.0, speaker_dropout: float = 0.2, ustoken_noise: float = 0.0,
-                  neighbours: torch.Tensor | None = None) -> list[float]:
+                  code_noise: float = 0.0, speaker_dropout: float = 0.2) -> list[float]:
     """Decoder + USToken embedding (+ speaker projection) on log-mel L1 with codebook dropout: each item reads its
     tokens and the first k codebooks, k uniform in 0..n_q, or, with probability `token_dropout`, every codebook and no
     tokens, so the plain codec path keeps working. With `code_noise`, that share of the codes of items that keep their
     tokens is replaced by random codes, as AcousticGPT gets them wrong: the decoder learns to take the words from the
-    tokens. Items that keep their tokens read their speaker embedding too, but for a `speaker_dropout` share. With
-    `ustoken_noise`, that share of the USTokens is swapped for one of its `neighbours` `[K, n]` (`nearest_tokens`),
-    drawn uniformly, as a DualSpeechLM writes near neighbours of the reference tokens more often than the tokens
-    themselves: the decoder learns to read the words from a token's neighbourhood and context, not its exact id."""
-    if ustoken_noise and neighbours is None:
-        raise ValueError("ustoken_noise swaps tokens for their neighbours: pass neighbours (nearest_tokens)")
+    tokens. Items that keep their tokens read their speaker embedding too, but for a `speaker_dropout` share."""
     reads_speakers = codec.config.speaker_embedding_size is not None
     parts = [codec.decoder, codec.ustoken_embedding] + ([codec.speaker_projection] if reads_speakers else [])
     parameters = [p for part in parts for p in part.parameters()]
@@ -142,15 +129,11 @@ def train_decoder(codec: MelCodecModel, items: list[DecoderItem], steps: int, ba
         depth = torch.where(dropped, codec.num_codebooks, depth)
         noisy = (torch.rand(batch.codes.shape, generator=generator) < code_noise) & ~dropped[:, None, None]
         codes = torch.where(noisy, torch.randint(codec.codebook_size, batch.codes.shape, generator=generator), batch.codes)
-        ids = batch.ustokens
-        if ustoken_noise:
-            swapped = torch.rand(ids.shape, generator=generator) < ustoken_noise
-            ids = torch.where(swapped, neighbours[ids, torch.randint(neighbours.shape[1], ids.shape, generator=generator)], ids)
         speakers = None
         if reads_speakers:
             heard = ~dropped & (torch.rand(batch_size, generator=generator) >= speaker_dropout)
             speakers = batch.speakers * heard[:, None]  # zero: decoded as without a voice
-        decoded = codec.decode_mel(codes, batch.frame_lengths, ids, batch.ustoken_lengths * ~dropped,
+        decoded = codec.decode_mel(codes, batch.frame_lengths, batch.ustokens, batch.ustoken_lengths * ~dropped,
                                    depth=depth, speaker_embeddings=speakers)
         loss = codec.mel_l1(decoded, batch.log_mels, batch.frame_lengths)
         losses.append(optimizer_step(optimizer, loss, parameters, step, steps, lr))
@@ -235,10 +218,6 @@ def main(argv=None) -> None:
     parser.add_argument("--steps", type=int, default=8000)
     parser.add_argument("--code-noise", type=float, default=0.5,
                         help="share of codes replaced by random ones where the tokens are read (see train_decoder)")
-    parser.add_argument("--ustoken-noise", type=float, default=0.0,
-                        help="share of USTokens swapped for one of their --ustoken-neighbours nearest in the codebook "
-                             "(see train_decoder)")
-    parser.add_argument("--ustoken-neighbours", type=int, default=128)
     parser.add_argument("--decode-codebooks", type=int, default=0,
                         help="codebooks the decoder reads beside the USTokens at inference (the saved default; 0: "
                              "the words from the tokens, the voice from the speaker embedding)")
@@ -267,9 +246,7 @@ def main(argv=None) -> None:
 
     started = time.perf_counter()
     items, _ = split_items("train", args.train_limit)
-    neighbours = nearest_tokens(ustokenizer.quantizer.codebook.detach(), args.ustoken_neighbours)
-    losses = train_decoder(codec, items, args.steps, args.batch_size, args.lr, generator, code_noise=args.code_noise,
-                           ustoken_noise=args.ustoken_noise, neighbours=neighbours)
+    losses = train_decoder(codec, items, args.steps, args.batch_size, args.lr, generator, code_noise=args.code_noise)
     training_seconds = time.perf_counter() - started
     codec.save_pretrained(args.output_dir)
 
