@@ -100,7 +100,7 @@ def main() -> None:
                 decoded, decoded_lengths = model.decode_codes(codec, way_codes, lengths, ustokens, ustoken_lengths)
                 waveforms[way] += [w[:n].numpy() for w, n in zip(decoded, decoded_lengths.tolist())]
         for way, settings in (("resynthesis, model's sampling", {}), ("resynthesis, greedy", {"do_sample": False})):
-            waveforms[way] += as_judged(speak(model, processor, chunk, len(chunk), from_reference=True, **settings))
+            waveforms[way] += as_judged(speak(model, processor, chunk, batch_size=len(chunk), from_reference=True, **settings))
 
     reads = "" if codec.ustoken_vocab_size is None else (
         f", the codec reading the USTokens + {codec.config.ustoken_decode_codebooks} codebook(s)")

@@ -3,10 +3,10 @@ near neighbours in the USTokenizer's codebook?
 
     python bench/probe_written_tokens.py --model models/dualspeechlm [--split test] [--limit 60]
 
-Writes the TTS test items' USTokens as the evaluation does (the model's `speech_generation`, seeded), aligns them with
-the reference tokens (jiwer, one "word" per token) and prints the shares of reference tokens hit, substituted and
-deleted, the insertions, the length ratio and, for each substitution, the written token's rank among the reference
-token's nearest codebook entries (L2; 1: the nearest other token), against a uniform draw's.
+Writes the TTS test items' USTokens as the evaluation does (`speech_outputs`: the model's `speech_generation`,
+seeded), aligns them with the reference tokens (jiwer, one "word" per token) and prints the shares of reference tokens
+hit, substituted and deleted, the insertions, the length ratio and, for each substitution, the written token's rank
+among the reference token's nearest codebook entries (L2; 1: the nearest other token), against a uniform draw's.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import torch
 
 from dualspeechlm.modeling_dualspeechlm import DualSpeechLMForConditionalGeneration
 from dualspeechlm.processing_dualspeechlm import DualSpeechLMProcessor
-from dualspeechlm.training.evaluate_dualspeechlm import batches
+from dualspeechlm.training.evaluate_dualspeechlm import speech_outputs
 from dualspeechlm.training.multitask import CONFIG_OF_TASK, task_example
 from dualspeechlm.training.token_cache import cached_tokens
 
@@ -37,16 +37,8 @@ def main() -> None:
     parts = (processor.ustokenizer, processor.feature_extractor, None, processor.speaker_encoder)
     rows = cached_tokens(args.corpus, CONFIG_OF_TASK["tts"], args.split, *parts, args.cache_dir).with_format("numpy")
     examples = [task_example("tts", rows[i]) for i in range(min(args.limit, len(rows)))]
-    torch.manual_seed(0)
-    written = []
-    with torch.no_grad():
-        for chunk in batches(examples, 16):
-            inputs = processor.build_inputs(chunk, with_answers=False, padding_side="left")
-            out = model.generate_speech(inputs["input_ids"], attention_mask=inputs["attention_mask"],
-                                        condition_mask=inputs["condition_mask"],
-                                        speaker_embeddings=torch.stack([torch.as_tensor(ex["speaker"]) for ex in chunk]),
-                                        spoken_text_mask=inputs["spoken_text_mask"], codec=processor.codec)
-            written += [ids[:n].tolist() for ids, n in zip(out.ustokens, out.ustoken_lengths)]
+    written = [ids[:n].tolist() for out in speech_outputs(model, processor, examples)
+               for ids, n in zip(out.ustokens, out.ustoken_lengths)]
     references = [[int(i) for i in ex["answer_speech_ids"]] for ex in examples]
 
     alignment = jiwer.process_words([" ".join(map(str, ids)) for ids in references],

@@ -60,30 +60,33 @@ def answer_text(model, processor, examples: list[dict], batch_size: int = 16, ma
 
 
 @torch.no_grad()
-def speak(model, processor, examples: list[dict], batch_size: int = 16, seed: int = 0,
-          from_reference: bool = False, **acoustic_kwargs) -> list[np.ndarray]:
-    """Waveforms of generation examples (None where AcousticGPT wrote no speech), each in the voice of
-    its target's speaker embedding; sampling as in the paper (model.config.speech_generation /
+def speech_outputs(model, processor, examples: list[dict], batch_size: int = 16, seed: int = 0,
+                   from_reference: bool = False, **acoustic_kwargs):
+    """One `DualSpeechLMSpeechOutput` per batch of generation examples (written USTokens and waveforms), each item in
+    the voice of its target's speaker embedding; sampling as in the paper (model.config.speech_generation /
     acoustic_generation), seeded. `from_reference`: AcousticGPT renders the examples' *reference*
     USTokens (`answer_speech_ids`) instead of the LLM's (`model.render_speech` on the teacher-forced sequences),
     with AcousticGPT's sampling updated by `acoustic_kwargs` (e.g. `do_sample=False`)."""
     torch.manual_seed(seed)
-    waveforms = []
     for chunk in batches(examples, batch_size):
         speakers = torch.from_numpy(np.stack([ex["speaker"] for ex in chunk]))
         if from_reference:
             inputs = processor.build_inputs(chunk, with_answers=True, padding_side="left")
             ids, mask = inputs["input_ids"][:, :-1], inputs["attention_mask"][:, :-1]  # every row ends with EOS: drop it
             condition = inputs["condition_mask"][:, :-1].bool() | model.config.is_speech_token(ids)
-            out = model.render_speech(ids, mask, condition, speakers, codec=processor.codec, **acoustic_kwargs)
+            yield model.render_speech(ids, mask, condition, speakers, codec=processor.codec, **acoustic_kwargs)
         else:
             inputs = processor.build_inputs(chunk, with_answers=False, padding_side="left")
-            out = model.generate_speech(inputs["input_ids"], attention_mask=inputs["attention_mask"],
+            yield model.generate_speech(inputs["input_ids"], attention_mask=inputs["attention_mask"],
                                         condition_mask=inputs["condition_mask"], speaker_embeddings=speakers,
                                         spoken_text_mask=inputs["spoken_text_mask"], codec=processor.codec,
                                         **{f"acoustic_{key}": value for key, value in acoustic_kwargs.items()})
-        waveforms += [audio if audio.size else None for audio in out.audio_arrays()]
-    return waveforms
+
+
+def speak(model, processor, examples: list[dict], **kwargs) -> list[np.ndarray]:
+    """Waveforms of generation examples (None where AcousticGPT wrote no speech); kwargs: `speech_outputs`'."""
+    return [audio if audio.size else None
+            for out in speech_outputs(model, processor, examples, **kwargs) for audio in out.audio_arrays()]
 
 
 def as_judged(generated: list) -> list[np.ndarray]:
