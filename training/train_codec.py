@@ -223,7 +223,7 @@ def main(argv=None) -> None:
                                  args.joint_lr, generator, train_decoder=True)
     training_seconds = time.perf_counter() - started
     model.eval()
-    model.save_pretrained(args.output_dir)  # saved before the (long) judging; re-saved with the chosen vocoder
+    model.save_pretrained(args.output_dir)  # saved before the (long) judging; its config re-saved with the chosen vocoder
 
     splits = ("test", "test_unseen_voice")
     judges = {"whisper": WhisperJudge(args.whisper), "pocketsphinx": PocketsphinxJudge()}
@@ -231,7 +231,7 @@ def main(argv=None) -> None:
     ratios = {v: max(report[s][v]["judges"][j]["wer"] / max(report[s]["original"]["judges"][j]["wer"], 1e-9)
                      for s in splits for j in judges) for v in VOCODERS}
     model.config.vocoder = min(ratios, key=ratios.get)
-    model.save_pretrained(args.output_dir)
+    model.config.save_pretrained(args.output_dir)
 
     table = summary_table(report, splits)
     results = {

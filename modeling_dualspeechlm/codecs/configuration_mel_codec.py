@@ -63,7 +63,7 @@ class MelCodecConfig(PretrainedConfig):
         **kwargs,
     ):
         if vocoder not in VOCODERS:
-            raise ValueError(f"vocoder must be 'neural' or 'griffin_lim', got {vocoder!r}")
+            raise ValueError(f"vocoder must be one of {VOCODERS}, got {vocoder!r}")
         if n_fft < hop_length:
             raise ValueError(f"n_fft ({n_fft}) must be at least hop_length ({hop_length})")
         self.sampling_rate = sampling_rate
