@@ -19,7 +19,7 @@ def test_every_preset_file_loads_and_the_paper_presets_hold_the_papers_setup():
     assert sorted(p.name for p in PRESETS.glob("*.yaml")) == [
         "dualspeechlm_paper.yaml", "dualspeechlm_tiny.yaml", "ustokenizer_paper.yaml", "ustokenizer_tiny.yaml"]
     assert DualSpeechLMRecipe.tiny() == DualSpeechLMRecipe(
-        acoustic_loss_weight=0.0, steps=5500,
+        acoustic_loss_weight=0.0, steps=9000,
         task_weights={"tts": 60, "asr": 24, "s2tt": 7, "ser": 2, "t2st": 2, "sqa": 2, "sc": 1.5, "vc": 1.5},
         speech_generation={"do_sample": False, "num_beams": 8, "max_new_tokens": 400})
     paper = DualSpeechLMRecipe.paper()

@@ -95,7 +95,7 @@ class DualSpeechLMRecipe(PresetRecipe):
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.05
-    steps: int = 1000  # the tiny preset: 5,500 without AcousticGPT (presets/dualspeechlm_tiny.yaml)
+    steps: int = 1000  # the tiny preset: 9,000 without AcousticGPT (presets/dualspeechlm_tiny.yaml)
     batch_size: int = 16
     group_by_length: bool = True  # batches of like-length examples, less padding (TaskBatchSampler)
     learning_rate: float = 1e-3
