@@ -48,6 +48,7 @@ trainer = BatchSamplerTrainer(model=model, args=args, train_dataset=examples,
                               batch_sampler=BatchSampler(SequentialSampler(range(4)), batch_size=4, drop_last=False),
                               data_collator=DualSpeechLMCollator(processor.tokenizer, model.config))
 trainer.train()
+trainer.leave_process_group()
 if trainer.is_world_process_zero():
     torch.save(trainer.model.state_dict(), out + ".pt")
     json.dump({"processes": trainer.accelerator.num_processes, "log": trainer.state.log_history[0]}, open(out, "w"))

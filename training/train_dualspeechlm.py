@@ -237,6 +237,7 @@ def train_dualspeechlm(recipe: DualSpeechLMRecipe) -> Path:
                                   callbacks=[IdleCoresCallback()] if recipe.use_idle_cores else None)
     checkpoints = sorted((output_dir / "checkpoints").glob("checkpoint-*"))
     trainer.train(resume_from_checkpoint=str(checkpoints[-1]) if checkpoints else None)
+    trainer.leave_process_group()
     if not trainer.is_world_process_zero():  # under `accelerate launch`, one process writes the folder
         return output_dir
     if recipe.lora:

@@ -45,6 +45,13 @@ class LossTermsTrainer(Trainer):
             self._loss_terms.clear()
         super().log(logs, *args, **kwargs)
 
+    def leave_process_group(self) -> None:
+        """Wait for every process, then destroy the process group (nothing to do in one process). Call it
+        once training is over: a process that exits with gloo's worker threads still running can abort
+        ("terminate called without an active exception")."""
+        self.accelerator.wait_for_everyone()
+        self.accelerator.end_training()
+
 
 class BatchSamplerTrainer(LossTermsTrainer):
     """A `LossTermsTrainer` whose training batches come from `batch_sampler` (index lists), e.g. a
