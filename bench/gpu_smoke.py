@@ -17,6 +17,8 @@ TF32 off.
     dualspeechlm_text        greedy `generate()` of text answers (left-padded ASR / SQA prompts) = CPU's
     dualspeechlm_speech      greedy `generate_speech()` of 2 left-padded TTS prompts (USTokens, then AcousticGPT codes;
                              an untrained model writes every allowed one) = CPU's, and it runs under bf16 autocast
+    dualspeechlm_speech_preset  `generate_speech` as the tiny preset speaks: 8 beams, guidance 2 on the spoken text, a
+                             USToken-reading codec with the voice and the neural vocoder = CPU's tokens and waveforms
     codec_decode             `decode_codes` (how `generate_speech` / `render_speech` with `codec=` end) with the codec,
                              codes and lengths on the device = CPU's waveforms (rel 5e-2: Griffin-Lim)
     trainer_step             one HF Trainer step of stage 3's trainer, sampler and collator (bf16 on CUDA)
@@ -43,6 +45,8 @@ import torch  # noqa: E402
 import transformers  # noqa: E402
 from transformers import TrainingArguments  # noqa: E402
 
+from dualspeechlm.codecs.configuration_mel_codec import MelCodecConfig  # noqa: E402
+from dualspeechlm.codecs.modeling_mel_codec import MelCodecModel  # noqa: E402
 from dualspeechlm.configuration_ustokenizer import USTokenizerConfig  # noqa: E402
 from dualspeechlm.feature_extraction_ustokenizer import USTokenizerFeatureExtractor  # noqa: E402
 from dualspeechlm.modeling_ustokenizer import USTokenizerModel  # noqa: E402
@@ -224,6 +228,52 @@ def check_dualspeechlm_speech(device: torch.device) -> str:
     return f"{ustokens} USTokens, {expected.code_lengths.tolist()} frames equal; bf16 runs"
 
 
+def ustoken_reading_codec(config) -> MelCodecModel:
+    """A tiny random codec that renders USTokens and the voice alone (`decodes_ustokens_alone`) through its neural
+    vocoder, as the main job's USToken decoder does; code shapes as the tiny model's codec."""
+    torch.manual_seed(0)
+    codec = MelCodecModel(MelCodecConfig(
+        hidden_size=16, latent_size=8, encoder_layers=1, decoder_layers=1, num_quantizers=config.num_codebooks,
+        codebook_size=config.codebook_size, vocoder="neural", vocoder_hidden_size=16, vocoder_intermediate_size=32,
+        vocoder_layers=1, ustoken_vocab_size=config.num_speech_tokens, ustoken_decode_codebooks=0,
+        speaker_embedding_size=config.speaker_embedding_size)).eval()
+    with torch.no_grad():  # no bias and a zero-initialised projection would leave the voice unheard
+        codec.speaker_projection.weight.normal_(std=0.02)
+    return codec
+
+
+def check_dualspeechlm_speech_preset(device: torch.device) -> str:
+    """Speech as the tiny preset writes it (USTokens by beam search, 8 beams; at least 6 of them, which an untrained
+    model would not write), under classifier-free guidance on the spoken text (scale 2: a second KV cache that
+    follows the beams), rendered by a codec that decodes the USTokens and the voice alone with its neural vocoder:
+    the CPU's sequences and lengths, waveforms to rel 1e-3."""
+    tokenizer, model, _ = dualspeechlm_parts()
+    with torch.no_grad():  # at init the tokens' logits lie within rounding of each other, and beams would follow it
+        torch.manual_seed(0)
+        model.get_output_embeddings().weight.normal_(std=1.0)
+    codec = ustoken_reading_codec(model.config)
+    tts = [example for example in examples(model.config.codebook_size) if example["task"] == "tts"]
+    prompts = build_inputs(tokenizer, model.config, tts, with_answers=False, padding_side="left")
+    speakers = torch.from_numpy(np.stack([example["speaker"] for example in tts]))
+
+    def speak_as_preset(speaker_model, speaker_codec, on_device: torch.device):
+        inputs = to_device(dict(prompts), on_device)
+        return speaker_model.generate_speech(
+            inputs["input_ids"], inputs["attention_mask"], condition_mask=inputs["condition_mask"],
+            speaker_embeddings=speakers.to(on_device), spoken_text_mask=inputs["spoken_text_mask"], codec=speaker_codec,
+            do_sample=False, num_beams=8, guidance_scale=2.0, min_new_tokens=6, max_new_tokens=8)
+
+    expected = speak_as_preset(model, codec, CPU)
+    got = speak_as_preset(on(device, model), on(device, codec), device)
+    for name in ("sequences", "ustoken_lengths", "waveform_lengths"):
+        expect(torch.equal(got[name].cpu(), expected[name]), f"{name}: {got[name].tolist()} vs CPU {expected[name].tolist()}")
+    expect(bool(expected.waveform_lengths.gt(0).all()), f"no speech rendered: {expected.waveform_lengths.tolist()}")
+    difference = relative_difference(got.waveforms, expected.waveforms)
+    expect(difference <= 1e-3, f"waveforms differ from the CPU's by rel {difference:.1e}")
+    return (f"{expected.ustoken_lengths.tolist()} USTokens, {expected.waveform_lengths.tolist()} samples equal, "
+            f"waveforms rel {difference:.0e}")
+
+
 def check_codec_decode(device: torch.device) -> str:
     """`decode_codes` (the last step of `generate_speech` / `render_speech` with `codec=`, as evaluation calls it) with
     codec, codes and lengths on the device (ragged, one no-speech item) equals the CPU's (waveforms to rel 5e-2:
@@ -266,7 +316,8 @@ def check_trainer_step(device: torch.device) -> str:
 
 
 CHECKS = [check_ustokenizer_encode, check_ustokenizer_bf16, check_dualspeechlm_train_fp32, check_dualspeechlm_train_bf16,
-          check_dualspeechlm_text, check_dualspeechlm_speech, check_codec_decode, check_trainer_step]
+          check_dualspeechlm_text, check_dualspeechlm_speech, check_dualspeechlm_speech_preset, check_codec_decode,
+          check_trainer_step]
 
 
 def run_check(check, device: torch.device) -> tuple[str, bool, str, float, float | None]:

@@ -173,7 +173,7 @@ class SpeechCodecMixin:
         if ustokens.ndim != 2 or ustokens.shape[0] != batch or ustokens.shape[1] == 0:
             raise ValueError(f"expected ustokens [batch={batch}, tokens>0], got shape {tuple(ustokens.shape)}")
         ustoken_lengths = (torch.full((batch,), ustokens.shape[1], dtype=torch.long) if ustoken_lengths is None
-                           else torch.as_tensor(ustoken_lengths, dtype=torch.long).reshape(-1).cpu())
+                           else torch.as_tensor(ustoken_lengths, dtype=torch.long).reshape(-1)).to(ustokens.device)
         if ustoken_lengths.shape[0] != batch or (ustoken_lengths < 0).any() or (ustoken_lengths > ustokens.shape[1]).any():
             raise ValueError(f"ustoken_lengths {ustoken_lengths.tolist()} do not fit ustokens of shape {tuple(ustokens.shape)}")
         valid = lengths_to_mask(ustoken_lengths, ustokens.shape[1])
