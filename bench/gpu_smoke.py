@@ -203,12 +203,14 @@ def check_dualspeechlm_text(device: torch.device) -> str:
     return f"{expected.shape[0]} x {expected.shape[1] - prompts['input_ids'].shape[1]} tokens equal"
 
 
-def speak(model, prompts: dict, speakers: torch.Tensor, device: torch.device, autocast: bool = False):
-    """Greedy `generate_speech` (USTokens, then AcousticGPT codes) of `prompts` on `device`."""
+def speak(model, prompts: dict, speakers: torch.Tensor, device: torch.device, autocast: bool = False, **settings):
+    """Greedy `generate_speech` (USTokens, then AcousticGPT codes) of `prompts` on `device`, at most 8 USTokens and 12
+    code frames; `settings`: more of its arguments (tensors are moved to `device`), e.g. `codec`, `num_beams`."""
+    settings = {"do_sample": False, "max_new_tokens": 8, "acoustic_do_sample": False, "acoustic_max_new_tokens": 12,
+                **to_device(settings, device)}
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
         return model.generate_speech(prompts["input_ids"].to(device), prompts["attention_mask"].to(device),
-                                     speaker_embeddings=speakers.to(device), do_sample=False, max_new_tokens=8,
-                                     acoustic_do_sample=False, acoustic_max_new_tokens=12)
+                                     speaker_embeddings=speakers.to(device), **settings)
 
 
 def check_dualspeechlm_speech(device: torch.device) -> str:
@@ -232,14 +234,11 @@ def ustoken_reading_codec(config) -> MelCodecModel:
     """A tiny random codec that renders USTokens and the voice alone (`decodes_ustokens_alone`) through its neural
     vocoder, as the main job's USToken decoder does; code shapes as the tiny model's codec."""
     torch.manual_seed(0)
-    codec = MelCodecModel(MelCodecConfig(
+    return MelCodecModel(MelCodecConfig(
         hidden_size=16, latent_size=8, encoder_layers=1, decoder_layers=1, num_quantizers=config.num_codebooks,
         codebook_size=config.codebook_size, vocoder="neural", vocoder_hidden_size=16, vocoder_intermediate_size=32,
         vocoder_layers=1, ustoken_vocab_size=config.num_speech_tokens, ustoken_decode_codebooks=0,
         speaker_embedding_size=config.speaker_embedding_size)).eval()
-    with torch.no_grad():  # no bias and a zero-initialised projection would leave the voice unheard
-        codec.speaker_projection.weight.normal_(std=0.02)
-    return codec
 
 
 def check_dualspeechlm_speech_preset(device: torch.device) -> str:
@@ -255,16 +254,10 @@ def check_dualspeechlm_speech_preset(device: torch.device) -> str:
     tts = [example for example in examples(model.config.codebook_size) if example["task"] == "tts"]
     prompts = build_inputs(tokenizer, model.config, tts, with_answers=False, padding_side="left")
     speakers = torch.from_numpy(np.stack([example["speaker"] for example in tts]))
-
-    def speak_as_preset(speaker_model, speaker_codec, on_device: torch.device):
-        inputs = to_device(dict(prompts), on_device)
-        return speaker_model.generate_speech(
-            inputs["input_ids"], inputs["attention_mask"], condition_mask=inputs["condition_mask"],
-            speaker_embeddings=speakers.to(on_device), spoken_text_mask=inputs["spoken_text_mask"], codec=speaker_codec,
-            do_sample=False, num_beams=8, guidance_scale=2.0, min_new_tokens=6, max_new_tokens=8)
-
-    expected = speak_as_preset(model, codec, CPU)
-    got = speak_as_preset(on(device, model), on(device, codec), device)
+    preset = dict(condition_mask=prompts["condition_mask"], spoken_text_mask=prompts["spoken_text_mask"], num_beams=8,
+                  guidance_scale=2.0, min_new_tokens=6)
+    expected = speak(model, prompts, speakers, CPU, codec=codec, **preset)
+    got = speak(on(device, model), prompts, speakers, device, codec=on(device, codec), **preset)
     for name in ("sequences", "ustoken_lengths", "waveform_lengths"):
         expect(torch.equal(got[name].cpu(), expected[name]), f"{name}: {got[name].tolist()} vs CPU {expected[name].tolist()}")
     expect(bool(expected.waveform_lengths.gt(0).all()), f"no speech rendered: {expected.waveform_lengths.tolist()}")
