@@ -37,8 +37,10 @@ METRICS = {
     "no_speech": ("no_speech_rate", "share of outputs without speech"),
     "whisper_wer_generated": ("wer", "Whisper tiny.en WER on generated speech"),
     "pocketsphinx_wer_generated": ("wer", "pocketsphinx WER on generated speech"),
+    "pocketsphinx_lm_wer_generated": ("wer", "pocketsphinx (corpus language model) WER on generated speech"),
     "whisper_wer_reference": ("wer", "Whisper tiny.en WER on the reference recordings"),
     "pocketsphinx_wer_reference": ("wer", "pocketsphinx WER on the reference recordings"),
+    "pocketsphinx_lm_wer_reference": ("wer", "pocketsphinx (corpus language model) WER on the reference recordings"),
 }
 BOOKKEEPING = {"examples", "seconds_generated", "samples"}
 # diagnostics, in the results table but not the model-index (no task of their own on the Hub):

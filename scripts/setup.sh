@@ -7,7 +7,12 @@ VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3}
 
 missing=()
+# The corpus' speech engines: flite and festival (English voices built from real recordings), espeak-ng
+# (Spanish and French, and the phonemizer).
 command -v espeak-ng >/dev/null || missing+=(espeak-ng)
+command -v flite >/dev/null || missing+=(flite)
+command -v festival >/dev/null || missing+=(festival)
+[ -d /usr/share/festival/voices/us/cmu_us_slt_arctic_hts ] || missing+=(festvox-us-slt-hts)
 command -v ffmpeg >/dev/null || missing+=(ffmpeg)
 # Debian's Chromium drives the Space's browser test (playwright's own browser download cannot run here).
 command -v chromium >/dev/null || missing+=(chromium)

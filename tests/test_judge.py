@@ -1,4 +1,5 @@
-"""The speech judge: both ASR judges on espeak-ng speech, scoring arithmetic, input checks, transcript cache, CLI."""
+"""The speech judges (Whisper; pocketsphinx, generic and with the corpus' training-sentence language model):
+espeak-ng speech, scoring arithmetic and regrouping, input checks, transcript cache, CLI."""
 
 import io
 import json
@@ -11,8 +12,8 @@ import soundfile as sf
 
 from dualspeechlm.training import judge as judge_module
 from dualspeechlm.training.judge import (
-    PocketsphinxJudge, TranscriptCache, WhisperJudge, default_cache_dir, format_markdown_table, judge, main,
-    prepare_waveforms,
+    PocketsphinxJudge, TranscriptCache, WhisperJudge, build_language_model, corpus_language_model, default_cache_dir,
+    format_markdown_table, judge, main, prepare_waveforms, regrouped, speech_judges, training_sentences,
 )
 from dualspeechlm.training.metrics import char_error_rate, word_error_rate
 
@@ -92,7 +93,7 @@ def test_whisper_transcribes_each_audio_once(clips, whisper, transcripts, tmp_pa
 def test_pocketsphinx_cache_is_shared_by_judges_and_can_be_off(clips, transcripts, tmp_path, monkeypatch):
     waves, rate = clips
     decoded, decode = [], judge_module._pocketsphinx_decode
-    monkeypatch.setattr(judge_module, "_pocketsphinx_decode", lambda pcm: decoded.append(pcm) or decode(pcm))
+    monkeypatch.setattr(judge_module, "_pocketsphinx_decode", lambda pcm, language_model=None: decoded.append(pcm) or decode(pcm, language_model))
     assert PocketsphinxJudge(1, progress=False, cache_dir=tmp_path).transcribe(waves, rate) == transcripts["pocketsphinx"]
     assert len(decoded) == 3
     # Another judge with the same identity (as in another process) reads the same file.
@@ -231,10 +232,75 @@ def test_cli_writes_baseline(tiny_corpus, whisper_dir, whisper, tmp_path, capsys
     saved = json.loads((tmp_path / "baseline.json").read_text())
     assert list(saved["splits"]) == ["test", "test_unseen_voice"]
     for split, result in saved["splits"].items():
-        assert result["num_utterances"] == 1 and set(result["judges"]) == {"whisper", "pocketsphinx"}
+        assert result["num_utterances"] == 1
+        assert set(result["judges"]) == set(result["engines"]) == {"whisper", "pocketsphinx", "pocketsphinx_lm"}
         (voice,) = set(result["groups"])
+        (engine,) = set(result["engines"]["whisper"])
+        assert engine in ("flite", "festival")
         assert f"| {voice} | 1 |" in (tmp_path / "baseline.md").read_text()
+        assert f"| {engine} | 1 |" in (tmp_path / "baseline.md").read_text()
     assert "| all | 1 |" in capsys.readouterr().out
     assert main(["--corpus", str(tiny_corpus), "--judges", "whisper", "--limit", "1", "--no-cache",
                  "--output-dir", str(tmp_path / "off")]) == 0
     assert loaded[-1][1] is False
+
+
+def arpa_unigrams(path) -> set[str]:
+    lines = path.read_text().splitlines()
+    start = lines.index("\\1-grams:") + 1
+    end = next(i for i in range(start, len(lines)) if not lines[i].strip())
+    return {line.split()[1] for line in lines[start:end]} - {"<s>", "</s>", "<unk>"}
+
+
+def test_pocketsphinx_language_model_is_built_from_training_text_only(tiny_corpus, tmp_path):
+    from dualspeechlm.processing.corpus import load_corpus
+
+    sentences = training_sentences(tiny_corpus)
+    held_out = set()
+    for config, column in (("speech", "text"), ("style", "text"), ("vc", "text"), ("translation", "text"),
+                           ("qa", "passage")):
+        corpus = load_corpus(tiny_corpus, config)
+        for split in ("validation", "test", "test_unseen_voice"):
+            held_out |= {part.strip() for text in corpus[split][column] for part in text.split(".") if part.strip()}
+    assert sentences and not set(sentences) & held_out
+    assert set(load_corpus(tiny_corpus, "speech")["train"]["text"]) <= set(sentences)
+
+    path = corpus_language_model(tiny_corpus, tmp_path)
+    assert path.parent == tmp_path and corpus_language_model(tiny_corpus, tmp_path) == path  # cached by content
+    assert arpa_unigrams(path) == {word for s in sentences for word in judge_module.normalize_text(s).split()}
+    with pytest.raises(ValueError, match="at least one non-empty sentence"):
+        build_language_model(["", "  "], tmp_path / "empty.arpa")
+
+
+def test_pocketsphinx_with_the_corpus_language_model_only_says_training_words(tiny_corpus, tmp_path):
+    from dualspeechlm.processing.corpus import corpus_audio
+
+    judges = speech_judges(corpus=tiny_corpus, cache_dir=tmp_path, names=("pocketsphinx", "pocketsphinx_lm"))
+    assert set(judges) == {"pocketsphinx", "pocketsphinx_lm"} and judges["pocketsphinx_lm"].name == "pocketsphinx_lm"
+    assert judges["pocketsphinx"].identity != judges["pocketsphinx_lm"].identity  # separate transcript caches
+    rows = corpus_audio(tiny_corpus, "train", limit=4)
+    vocabulary = arpa_unigrams(corpus_language_model(tiny_corpus, tmp_path))
+    result = judge(rows["text"], rows["audio"], 16000, judges=judges, groups=rows["speaker"])
+    hypotheses = result["judges"]["pocketsphinx_lm"]["hypotheses"]
+    assert any(hypotheses) and set(" ".join(hypotheses).split()) <= vocabulary
+    # the training sentences constrain the search: it hears them better than the generic model
+    assert result["judges"]["pocketsphinx_lm"]["wer"] < result["judges"]["pocketsphinx"]["wer"]
+    with pytest.raises(ValueError, match="unknown judges"):
+        speech_judges(corpus=tiny_corpus, names=("pocketsphinx", "ears"))
+
+
+def test_regrouped_scores_the_same_transcripts_by_other_groups():
+    class Echo:
+        name = "echo"
+
+        def transcribe(self, waveforms, rate):
+            return ["a b", "a x", "c d"]
+
+    result = judge(["a b", "a b", "c d"], [np.zeros(1600, np.float32)] * 3, 16000, judges=[Echo()],
+                   groups=["v1", "v2", "v3"])
+    by_engine = regrouped(result, ["flite", "flite", "festival"])
+    scores = by_engine["judges"]["echo"]["groups"]
+    assert scores["flite"]["wer"] == pytest.approx(0.25) and scores["festival"]["wer"] == 0
+    assert by_engine["judges"]["echo"]["wer"] == result["judges"]["echo"]["wer"]
+    with pytest.raises(ValueError, match="2 groups but 3 utterances"):
+        regrouped(result, ["a", "b"])

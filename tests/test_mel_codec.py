@@ -16,7 +16,7 @@ TINY = dict(hidden_size=32, latent_size=16, encoder_layers=2, decoder_layers=2, 
 
 
 @pytest.fixture(scope="module")
-def speech(espeak):
+def speech(speech_engines):
     return [torch.from_numpy(synthesize(text, voice)) for text, voice in (
         ("the quiet horse slept behind the old bridge", TRAIN_VOICES[0]),
         ("anna saw the cat", TRAIN_VOICES[1]),

@@ -196,17 +196,18 @@ def test_equal_error_rate_and_metrics():
     assert metrics["mean_cosine_same"] > 0.9 > metrics["mean_cosine_different"]
 
 
-def test_extra_voices_never_use_the_unseen_voice(espeak):
+def test_extra_voices_are_never_corpus_voices(espeak):
     from dualspeechlm.processing.corpus import TRAIN_VOICES, UNSEEN_VOICE
     from dualspeechlm.training.train_speaker_encoder import ACCENTS, VARIANTS, extra_voices
 
     with pytest.raises(ValueError, match="available"):
         extra_voices(len(ACCENTS) * len(VARIANTS) + 1, seed=0)
     voices = extra_voices(200, seed=0)
-    pairs = [(v.language, v.variant) for v in voices]
-    assert len(set(pairs)) == len(pairs) == 200
-    assert (UNSEEN_VOICE.language, UNSEEN_VOICE.variant) not in pairs
-    assert not set(pairs) & {(v.language, v.variant) for v in TRAIN_VOICES}
+    speakers = [v.speaker for v in voices]
+    assert len(set(speakers)) == len(speakers) == 200 and {v.engine for v in voices} == {"espeak-ng"}
+    corpus_voices = (*TRAIN_VOICES, UNSEEN_VOICE)
+    assert not {(v.engine, v.speaker) for v in voices} & {(v.engine, v.speaker) for v in corpus_voices}
+    assert not {v.name for v in voices} & {v.name for v in corpus_voices}
 
 
 def test_cli_help(capsys):
@@ -218,14 +219,14 @@ def test_cli_help(capsys):
     assert "--steps" in capsys.readouterr().out
 
 
-def test_tiny_training_separates_voices(espeak):
-    """A few steps on a handful of espeak-ng clips of 3 voices lower the loss and make held-out
+def test_tiny_training_separates_voices(speech_engines):
+    """A few steps on a handful of clips of 3 corpus voices lower the loss and make held-out
     clips of the same voice closer than clips of different voices."""
     from dualspeechlm.processing.corpus import TRAIN_VOICES, grammar
     from dualspeechlm.training.train_speaker_encoder import (
         log_mel_features, synthesize_many, train_speaker_encoder)
 
-    voices = [TRAIN_VOICES[0], TRAIN_VOICES[3], TRAIN_VOICES[8]]  # us_m1, rp_f1, carib_m5
+    voices = [TRAIN_VOICES[0], TRAIN_VOICES[1], TRAIN_VOICES[3]]  # awb, rms, slt_hts: three real speakers
     sentences = grammar.unique_sentences(random.Random(0), 9)
     train_jobs = [(text, voice) for voice in voices for text in sentences[:6]]
     test_jobs = [(text, voice) for voice in voices for text in sentences[6:]]

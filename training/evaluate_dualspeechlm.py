@@ -5,7 +5,7 @@
 | ASR | WER of the transcript; Whisper tiny.en's own WER on the same audio beside it |
 | SER, SQA | exact-match accuracy (normalised text) |
 | S2TT | BLEU (sacrebleu) |
-| TTS, VC, SC | the judges' WER on the generated speech (Whisper tiny.en, and pocketsphinx for TTS) beside their WER on the corpus' reference audio of the same words; SIM (speaker encoder cosine) to the reference |
+| TTS, VC, SC | the judges' WER on the generated speech (Whisper tiny.en, and for TTS pocketsphinx with its generic and with the corpus' language model) beside their WER on the corpus' reference audio of the same words; SIM (speaker encoder cosine) to the reference |
 | T2ST | SIM only: both judges are English-only and the targets are Spanish / French |
 | TTS resynthesis | the judges' WER on speech AcousticGPT renders from the reference audio's own USTokens: the ceiling of TTS with perfectly written USTokens, which tells the LLM's share of TTS errors from AcousticGPT's + the codec's |
 
@@ -31,7 +31,7 @@ from dualspeechlm.processing_dualspeechlm import DualSpeechLMProcessor
 from dualspeechlm.processing.corpus import load_corpus
 from dualspeechlm.tasks import UNDERSTANDING_TASKS
 
-from .judge import judge, PocketsphinxJudge, WhisperJudge
+from .judge import judge, speech_judges
 from .metrics import normalize_text, word_error_rate
 from .multitask import CONFIG_OF_TASK, task_example
 from .token_cache import cached_tokens
@@ -107,7 +107,7 @@ def similarity(speaker_encoder, generated: list, references: list[np.ndarray]) -
 
 def evaluate_split(model, processor, corpus: str, cache_dir: str, split: str, judges: dict, limits: dict,
                    samples_dir: Path) -> dict:
-    """Every task's scores on `split`; `judges`: {"whisper": WhisperJudge, "pocketsphinx": PocketsphinxJudge}."""
+    """Every task's scores on `split`; `judges`: `speech_judges()`, by name."""
     parts = (processor.ustokenizer, processor.feature_extractor, None, processor.speaker_encoder)  # no codes: unread
     results = {}
     for task, limit in limits.items():
@@ -153,7 +153,7 @@ def speech_scores(task: str, generated: list, source, processor, judges: dict) -
              "no_speech": float(sum(g is None for g in generated) / count),
              "seconds_generated": float(sum(len(g) for g in generated if g is not None) / 16000)}
     if task != "t2st":
-        used = {name: judges[name] for name in (("whisper", "pocketsphinx") if task == "tts" else ("whisper",))}
+        used = judges if task == "tts" else {"whisper": judges["whisper"]}
         for name, audio in (("generated", as_judged(generated)), ("reference", reference_audio)):
             for judge_name, value in judge(source[SPOKEN_WORDS[task]], audio, 16000, judges=used)["judges"].items():
                 score[f"{judge_name}_wer_{name}"] = value["wer"]
@@ -188,7 +188,7 @@ def evaluate_model(folder: str | Path, corpus: str = "data/corpus", cache_dir: s
     processor = DualSpeechLMProcessor.from_pretrained(folder)
     limits = limits or DEFAULT_LIMITS
     results = {"speech_generation": model.config.speech_generation, "splits": {}}
-    judges = {"whisper": WhisperJudge(whisper), "pocketsphinx": PocketsphinxJudge()}  # one model load for all tasks
+    judges = speech_judges(whisper, corpus)  # one model load for all tasks
     for split in tqdm(SPLITS, desc="evaluate", unit="split"):
         results["splits"][split] = evaluate_split(model, processor, corpus, cache_dir, split, judges, limits,
                                                   output_dir / "samples")

@@ -3,8 +3,11 @@
 Two judges share one input check and one `transcribe(waveforms, sampling_rate) -> list[str]`:
 
 * `WhisperJudge`: OpenAI Whisper (tiny.en, converted to a transformers folder), greedy decoding.
-* `PocketsphinxJudge`: CMU pocketsphinx with the English models shipped in its wheel; a much
-  weaker recogniser, but one that shares nothing with Whisper.
+* `PocketsphinxJudge`: CMU pocketsphinx with the English acoustic model shipped in its wheel; a much
+  weaker recogniser, but one that shares nothing with Whisper. With its generic English language model it
+  hears the corpus' small vocabulary poorly; given a trigram model of the corpus' training sentences
+  (`corpus_language_model`; never validation or test text) it judges the acoustics instead
+  (`pocketsphinx_lm` in `speech_judges`), and the generic one's numbers stay beside it for comparison.
 
 Transcripts are kept in a `TranscriptCache` on disk: the pipeline judges the same reference audio
 with the same judges several times (the baseline, stage 1, the codec and stage 3's evaluations).
@@ -31,7 +34,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from .metrics import char_error_rate, word_error_rate
+from .metrics import char_error_rate, normalize_text, word_error_rate
 
 JUDGE_SAMPLING_RATE = 16000  # both recognisers expect 16 kHz mono
 DEFAULT_WHISPER = "models/whisper-tiny.en"
@@ -228,26 +231,76 @@ class WhisperJudge(_CachedJudge):
             yield [o["text"].strip() for o in outputs]
 
 
-_DECODER = None  # one pocketsphinx Decoder per process (the main one or a pool worker)
+_DECODERS = {}  # pocketsphinx Decoders of this process (the main one or a pool worker), by language model
 
 
-def _pocketsphinx_decode(pcm: bytes) -> str:
-    """Decode one utterance of 16 kHz int16 little-endian PCM with this process' decoder."""
-    global _DECODER
-    if _DECODER is None:
+def _pocketsphinx_decode(pcm: bytes, language_model: str | None = None) -> str:
+    """Decode one utterance of 16 kHz int16 little-endian PCM with this process' decoder for `language_model`
+    (an ARPA file; None: the generic en-us model shipped in the wheel)."""
+    decoder = _DECODERS.get(language_model)
+    if decoder is None:
         from pocketsphinx import Decoder
 
-        _DECODER = Decoder(loglevel="ERROR")  # default: the en-us models shipped in the wheel
+        options = {"lm": language_model} if language_model else {}
+        decoder = _DECODERS[language_model] = Decoder(loglevel="ERROR", **options)
     else:
         # The decoder keeps state across utterances (reinit_feat / set_cmn do not clear it), so a
         # transcript would depend on what was decoded before it, i.e. on order and process count.
         # A full reinit (~0.4 s) makes every utterance decode as if by a fresh decoder.
-        _DECODER.reinit()
-    _DECODER.start_utt()
-    _DECODER.process_raw(pcm, full_utt=True)
-    _DECODER.end_utt()
-    hyp = _DECODER.hyp()
+        decoder.reinit()
+    decoder.start_utt()
+    decoder.process_raw(pcm, full_utt=True)
+    decoder.end_utt()
+    hyp = decoder.hyp()
     return hyp.hypstr if hyp is not None else ""
+
+
+def build_language_model(sentences: list[str], path: str | os.PathLike) -> Path:
+    """A trigram language model (ARPA, Katz back-off) of `sentences`, normalized as the WER normalizes them,
+    written to `path`; built with the estimator pocketsphinx ships (`pocketsphinx.lm.ArpaBoLM`)."""
+    from pocketsphinx.lm import ArpaBoLM
+
+    lines = [line for line in (normalize_text(s) for s in sentences) if line]
+    if not lines:
+        raise ValueError("a language model needs at least one non-empty sentence")
+    model = ArpaBoLM(text="\n".join(lines) + "\n", add_start=True)
+    model.compute()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + f".{os.getpid()}.partial")
+    model.write_file(str(partial))
+    partial.replace(path)  # parallel stages never read half a file
+    return path
+
+
+def corpus_language_model(corpus: str | os.PathLike, cache_dir: str | os.PathLike | bool | None = None) -> Path:
+    """The language model of the corpus' training sentences (`training_sentences`), built once and kept under
+    the judges' cache folder, named by the sentences' hash (`cache_dir` as the judges take it)."""
+    sentences = training_sentences(corpus)
+    digest = hashlib.sha1("\n".join(sentences).encode()).hexdigest()[:16]
+    if cache_dir is False:
+        import tempfile
+
+        cache_dir = tempfile.mkdtemp(prefix="dualspeechlm-lm-")
+    path = Path(default_cache_dir() if cache_dir is None else cache_dir) / f"pocketsphinx-lm-{digest}.arpa"
+    return path if path.is_file() else build_language_model(sentences, path)
+
+
+def training_sentences(corpus: str | os.PathLike) -> list[str]:
+    """Every English sentence of the corpus' `train` splits, in order and once each: the spoken texts, the
+    translations' English side, the passages (sentence by sentence), questions and answers. Never a validation
+    or test text."""
+    from dualspeechlm.processing.corpus import load_corpus
+
+    columns = {"speech": ["text"], "style": ["text"], "vc": ["text"], "translation": ["text"],
+               "qa": ["passage", "question", "answer"]}
+    sentences = []
+    for config, names in columns.items():
+        train = load_corpus(corpus, config)["train"]
+        for name in names:
+            for text in train[name]:
+                sentences += [part.strip() for part in text.split(".") if part.strip()]
+    return list(dict.fromkeys(sentences))
 
 
 class PocketsphinxJudge(_CachedJudge):
@@ -256,39 +309,88 @@ class PocketsphinxJudge(_CachedJudge):
     The decoder is single-threaded; with `processes > 1` utterances are spread over a pool of
     worker processes, each with its own decoder. Small batches (< 2 per process) stay in-process,
     where starting the pool (a decoder load per worker, ~0.5 s) would cost more than it saves.
-    Transcripts are cached under the pocketsphinx version and its default settings (model paths included).
+    `language_model`: an ARPA file to decode with instead of the generic one (`corpus_language_model`); the
+    judge is then named `pocketsphinx_lm`. Transcripts are cached under the pocketsphinx version, its default
+    settings (model paths included) and the language model's content.
     """
 
     name = "pocketsphinx"
 
     def __init__(self, processes: int | None = None, progress: bool = True,
-                 cache_dir: str | os.PathLike | bool | None = None):
+                 cache_dir: str | os.PathLike | bool | None = None, language_model: str | os.PathLike | None = None):
         from pocketsphinx import Config
 
         self.processes = processes if processes is not None else min(2, os.cpu_count() or 1)
         self.progress = progress
+        self.language_model = None if language_model is None else str(language_model)
         settings = {k: v for k, v in Config().items() if k != "loglevel"}  # what `_pocketsphinx_decode` runs
         self.identity = {"pocketsphinx": importlib.metadata.version("pocketsphinx"), "settings": settings}
+        if self.language_model is not None:
+            if not Path(self.language_model).is_file():
+                raise FileNotFoundError(f"no language model at {self.language_model}")
+            self.name = "pocketsphinx_lm"
+            self.identity["language_model"] = hashlib.sha1(Path(self.language_model).read_bytes()).hexdigest()
         self._open_cache(cache_dir)
 
     def _decode(self, waves):
         pcms = [(np.clip(w, -1.0, 1.0) * 32767).astype("<i2").tobytes() for w in waves]
+        decode = functools.partial(_pocketsphinx_decode, language_model=self.language_model)
         if self.processes <= 1 or len(pcms) < 2 * self.processes:
             for pcm in pcms:
-                yield [_pocketsphinx_decode(pcm)]
+                yield [decode(pcm)]
             return
         # fork where available: spawn would re-import the caller's __main__ (and crash an unguarded
         # script). The children only run pocketsphinx, never the parent's torch thread pools.
         methods = multiprocessing.get_all_start_methods()
         context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
         with ProcessPoolExecutor(self.processes, mp_context=context) as pool:
-            for text in pool.map(_pocketsphinx_decode, pcms):
+            for text in pool.map(decode, pcms):
                 yield [text]
+
+
+JUDGES = ("whisper", "pocketsphinx", "pocketsphinx_lm")
+
+
+def speech_judges(whisper: str | os.PathLike = DEFAULT_WHISPER, corpus: str | os.PathLike | None = None,
+                  cache_dir: str | os.PathLike | bool | None = None, batch_size: int = 8,
+                  names: tuple[str, ...] = JUDGES) -> dict:
+    """The judges every speech result of the project is read by (those of `names`): Whisper, pocketsphinx with
+    its generic English model and, given the corpus, pocketsphinx with the corpus' training-sentence language
+    model."""
+    unknown = set(names) - set(JUDGES)
+    if unknown:
+        raise ValueError(f"unknown judges {sorted(unknown)}; choose from {JUDGES}")
+    judges = {}
+    if "whisper" in names:
+        judges["whisper"] = WhisperJudge(whisper, batch_size=batch_size, cache_dir=cache_dir)
+    if "pocketsphinx" in names:
+        judges["pocketsphinx"] = PocketsphinxJudge(cache_dir=cache_dir)
+    if "pocketsphinx_lm" in names and corpus is not None:
+        judges["pocketsphinx_lm"] = PocketsphinxJudge(
+            cache_dir=cache_dir, language_model=corpus_language_model(corpus, cache_dir))
+    return judges
 
 
 def _scores(references: list[str], hypotheses: list[str]) -> dict:
     return {"num_utterances": len(references), "wer": word_error_rate(references, hypotheses),
             "cer": char_error_rate(references, hypotheses)}
+
+
+def _group_scores(references: list[str], hypotheses: list[str], groups: list[str] | None) -> dict:
+    scores = {}
+    for group in sorted(set(groups or [])):
+        idx = [i for i, g in enumerate(groups) if g == group]
+        scores[group] = _scores([references[i] for i in idx], [hypotheses[i] for i in idx])
+    return scores
+
+
+def regrouped(result: dict, groups: list[str]) -> dict:
+    """`result` (of `judge`) scored by other groups of the same utterances (e.g. engine instead of voice)."""
+    if len(groups) != result["num_utterances"]:
+        raise ValueError(f"{len(groups)} groups but {result['num_utterances']} utterances")
+    judges = {name: {**entry, "groups": _group_scores(result["references"], entry["hypotheses"], groups)}
+              for name, entry in result["judges"].items()}
+    return {**result, "groups": list(groups), "judges": judges}
 
 
 def judge(references: list[str], waveforms, sampling_rate: int, judges=None,
@@ -323,11 +425,8 @@ def judge(references: list[str], waveforms, sampling_rate: int, judges=None,
         entry = _scores(references, hypotheses)
         # per transcribed utterance: a cached transcript costs nothing and would make the judge look fast
         transcribed = len(references) - cached
-        entry.update(seconds=seconds, cached=cached, groups={},
+        entry.update(seconds=seconds, cached=cached, groups=_group_scores(references, hypotheses, groups),
                      seconds_per_utterance=seconds / transcribed if transcribed else None)
-        for group in sorted(set(groups or [])):
-            idx = [i for i, g in enumerate(groups) if g == group]
-            entry["groups"][group] = _scores([references[i] for i in idx], [hypotheses[i] for i in idx])
         entry["hypotheses"] = hypotheses
         result["judges"][name] = entry
     return result
@@ -363,6 +462,14 @@ def _load_split(dataset, limit: int | None):
     return texts, waves, speakers
 
 
+def _voice_engines(corpus: str | os.PathLike) -> dict[str, str]:
+    """The engine of each voice of a built corpus, from its manifest."""
+    manifest = json.loads((Path(corpus) / "manifest.json").read_text())
+    voices = manifest["voices"]
+    every = [*voices["train"], *voices.get("style", []), voices["unseen"], *(v for vs in voices["translation"].values() for v in vs)]
+    return {voice["name"]: voice["engine"] for voice in every}
+
+
 def main(argv=None) -> int:
     """CLI `dualspeechlm-judge`: score the corpus audio itself (the intelligibility baseline)."""
     parser = argparse.ArgumentParser(prog="dualspeechlm-judge", description=__doc__.split("\n\n")[0])
@@ -370,8 +477,8 @@ def main(argv=None) -> int:
     parser.add_argument("--config", default="speech", help="corpus config holding the audio")
     parser.add_argument("--splits", nargs="+", default=["test", "test_unseen_voice"])
     parser.add_argument("--whisper", default=DEFAULT_WHISPER, help="converted Whisper folder")
-    parser.add_argument("--judges", nargs="+", default=["whisper", "pocketsphinx"],
-                        choices=["whisper", "pocketsphinx"])
+    parser.add_argument("--judges", nargs="+", default=list(JUDGES), choices=JUDGES,
+                        help="pocketsphinx_lm: pocketsphinx with a language model of the corpus' training sentences")
     parser.add_argument("--limit", type=int, default=None, help="first N utterances per split")
     parser.add_argument("--batch-size", type=int, default=8, help="Whisper batch size")
     parser.add_argument("--output-dir", default="results/judge_baseline")
@@ -385,14 +492,12 @@ def main(argv=None) -> int:
     from dualspeechlm.processing.corpus import load_corpus
 
     corpus = load_corpus(args.corpus, args.config)
+    engines = _voice_engines(args.corpus)
     missing = [split for split in args.splits if split not in corpus]
     if missing:
         parser.error(f"corpus {args.corpus} ({args.config}) has no split {missing}; it has {list(corpus)}")
     cache_dir = False if args.no_cache else args.cache_dir
-    judges = {}
-    for name in args.judges:
-        judges[name] = (WhisperJudge(args.whisper, batch_size=args.batch_size, cache_dir=cache_dir)
-                        if name == "whisper" else PocketsphinxJudge(cache_dir=cache_dir))
+    judges = speech_judges(args.whisper, args.corpus, cache_dir, args.batch_size, tuple(args.judges))
     report = {"corpus": str(args.corpus), "config": args.config, "whisper": str(args.whisper),
               "limit": args.limit, "splits": {}}
     markdown = [f"# Judge baseline: `{args.corpus}` ({args.config})", "",
@@ -400,8 +505,9 @@ def main(argv=None) -> int:
     for split in args.splits:
         texts, waves, speakers = _load_split(corpus[split], args.limit)
         result = judge(texts, waves, JUDGE_SAMPLING_RATE, judges=judges, groups=speakers)
-        report["splits"][split] = result
-        table = format_markdown_table(result)
+        by_engine = regrouped(result, [engines.get(speaker, "unknown") for speaker in speakers])
+        report["splits"][split] = {**result, "engines": {name: entry["groups"] for name, entry in by_engine["judges"].items()}}
+        table = format_markdown_table(result) + "\n\nPer engine:\n\n" + format_markdown_table(by_engine)
         speed = ", ".join(f"{n} {r['seconds_per_utterance']:.2f} s/utt" if r["seconds_per_utterance"] is not None
                           else f"{n} all cached" for n, r in result["judges"].items())
         markdown += ["", f"## {split} ({len(texts)} utterances; {speed})", "", table]

@@ -25,7 +25,7 @@ from dualspeechlm.codecs.configuration_mel_codec import MelCodecConfig, VOCODERS
 from dualspeechlm.codecs.modeling_mel_codec import MelCodecModel
 from dualspeechlm.codecs.spectral import stft
 
-from .judge import judge, PocketsphinxJudge, WhisperJudge
+from .judge import judge, speech_judges
 
 STFT_RESOLUTIONS = ((512, 128), (1024, 256), (2048, 512))
 
@@ -226,7 +226,7 @@ def main(argv=None) -> None:
     model.save_pretrained(args.output_dir)  # saved before the (long) judging; its config re-saved with the chosen vocoder
 
     splits = ("test", "test_unseen_voice")
-    judges = {"whisper": WhisperJudge(args.whisper), "pocketsphinx": PocketsphinxJudge()}
+    judges = speech_judges(args.whisper, args.corpus)
     report = evaluate_round_trips(model, args.corpus, splits, args.eval_limit, judges)
     ratios = {v: max(report[s][v]["judges"][j]["wer"] / max(report[s]["original"]["judges"][j]["wer"], 1e-9)
                      for s in splits for j in judges) for v in VOCODERS}

@@ -43,7 +43,7 @@ from dualspeechlm.modeling_ustokenizer import USTokenizerModel
 from dualspeechlm.speaker_encoder import SpeakerEncoderModel
 
 from .encoder_cache import cached_encoder_outputs, codes_fingerprint
-from .judge import judge, PocketsphinxJudge, WhisperJudge
+from .judge import judge, speech_judges
 from .token_cache import ustokens
 from .train_codec import add_run_arguments, corpus_waveforms, optimizer_step
 
@@ -250,7 +250,7 @@ def main(argv=None) -> None:
     training_seconds = time.perf_counter() - started
     codec.save_pretrained(args.output_dir)
 
-    judges = {"whisper": WhisperJudge(args.whisper), "pocketsphinx": PocketsphinxJudge()}
+    judges = speech_judges(args.whisper, args.corpus)
     report = {split: judge_depths(codec, *split_items(split, args.eval_limit), judges, speaker_encoder)
               for split in ("test", "test_unseen_voice")}
     codec.config.vocoder = better_vocoder(codec, report)

@@ -27,10 +27,9 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import shutil
-import subprocess
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -38,10 +37,10 @@ import datasets
 from tqdm.auto import tqdm
 
 from . import grammar
-from .espeak import SAMPLING_RATE, Voice, check_voice, encode_flac, espeak_binary, synthesize
-from .voices import STYLE_DESCRIPTIONS, TRAIN_VOICES, TRANSLATION_VOICES, UNSEEN_VOICE, styled
+from .synthesis import SAMPLING_RATE, Voice, check_voice, encode_flac, engine_version, synthesize_many
+from .voices import STYLE_DESCRIPTIONS, STYLE_VOICES, TRAIN_VOICES, TRANSLATION_VOICES, UNSEEN_VOICE, styled
 
-GENERATOR_VERSION = "1.1.0"  # 1.1: held-out splits independent of the training size
+GENERATOR_VERSION = "2.0.0"  # 2.0: English spoken by flite and festival voices built from real recordings
 CARD_DATASET_PATH = "path/to/corpus"  # the dataset card's loading example; `dualspeechlm-push` puts the repo id there
 SPLITS = ("train", "validation", "test", "test_unseen_voice")
 CONFIG_TASKS = {
@@ -86,31 +85,56 @@ class CorpusConfig:
         return CorpusConfig(seed=self.seed, sizes=sizes, workers=self.workers)
 
 
-def _draw_pools(seed: int, name: str, counts: tuple[int, int, int], make=grammar.english_sentence,
-                key=lambda item: item) -> dict[str, list]:
-    """Disjoint train / validation / test pools of distinct items from the random stream `name`. Validation and
-    test come first in the stream, so they do not depend on how many training items follow (and a smaller
-    train pool is the start of a larger one)."""
-    train, validation, test = counts
-    items = grammar.unique_sentences(random.Random(f"{seed}/{name}"), validation + test + train, make=make, key=key)
-    return {"validation": items[:validation], "test": items[validation : validation + test],
-            "train": items[validation + test :]}
+# Each kind of text: its item maker, its pool key (the text that must not repeat across splits: a QA example's
+# passage) and the English text it speaks as one unit (a sentence; a QA passage).
+_STREAMS = {
+    "english": (grammar.english_sentence, lambda sentence: sentence),
+    "translation": (grammar.translation_example, lambda example: example[0]),
+    "qa": (grammar.question_answer, lambda example: example[0]),
+}
 
 
-def _voice_for(split: str, index: int) -> Voice:
-    """Round-robin over the training voices (balanced per-voice counts); the unseen voice alone
-    speaks `test_unseen_voice`."""
-    return UNSEEN_VOICE if split == "test_unseen_voice" else TRAIN_VOICES[index % len(TRAIN_VOICES)]
+def _units(text: str) -> set[str]:
+    """A text and each of its sentences."""
+    return {text} | {sentence.strip() for sentence in re.split(r"[.?!]", text) if sentence.strip()}
+
+
+def _draw_pools(seed: int, counts: dict[str, tuple[int, int, int]]) -> dict[str, dict[str, list]]:
+    """Disjoint train / validation / test pools of distinct items for each stream of `_STREAMS`.
+
+    Validation and test come first in each stream, so they do not depend on how many training items follow (and
+    a smaller train pool is the start of a larger one). No training item of any stream speaks a held-out text
+    (validation or test) of any stream, whole or as one of its sentences, so whatever the config a held-out
+    sentence is never heard in training.
+    """
+    streams = {name: random.Random(f"{seed}/{name}") for name in _STREAMS}
+    pools: dict[str, dict[str, list]] = {}
+    for name, (make, key) in _STREAMS.items():
+        _, validation, test = counts[name]
+        held_out = grammar.unique_sentences(streams[name], validation + test, make=make, key=key)
+        pools[name] = {"validation": held_out[:validation], "test": held_out[validation:]}
+    held_out_texts = {key(item) for name, (_, key) in _STREAMS.items() for split in ("validation", "test")
+                      for item in pools[name][split]}
+    for name, (make, key) in _STREAMS.items():
+        pools[name]["train"] = grammar.unique_sentences(
+            streams[name], counts[name][0], make=make, key=key,
+            allowed=lambda item, key=key: not _units(key(item)) & held_out_texts,
+        )
+    return pools
+
+
+def _voice_for(split: str, index: int, voices: tuple[Voice, ...] = TRAIN_VOICES) -> Voice:
+    """Round-robin over `voices` (balanced per-voice counts); the unseen voice alone speaks `test_unseen_voice`."""
+    return UNSEEN_VOICE if split == "test_unseen_voice" else voices[index % len(voices)]
 
 
 def _plan(config: CorpusConfig) -> dict[str, dict[str, list[dict]]]:
     """Every row of every config and split, with `(text, Voice)` pairs where audio goes."""
     seed, sizes = config.seed, config.sizes
     english_needs = tuple(max(sizes[c][i] for c in ("speech", "style", "vc")) for i in range(3))
-    english = _draw_pools(seed, "english", english_needs)
-    translations = _draw_pools(seed, "translation", sizes["translation"], make=grammar.translation_example)
     # one question per passage, so no passage is heard in two splits
-    questions = _draw_pools(seed, "qa", sizes["qa"], make=grammar.question_answer, key=lambda qa: qa[0])
+    pools = _draw_pools(seed, {"english": english_needs, "translation": sizes["translation"], "qa": sizes["qa"]})
+    english, translations, questions = pools["english"], pools["translation"], pools["qa"]
 
     plan: dict[str, dict[str, list[dict]]] = {name: {} for name in CONFIG_TASKS}
     for split in SPLITS:
@@ -128,7 +152,7 @@ def _plan(config: CorpusConfig) -> dict[str, dict[str, list[dict]]]:
         for i, text in enumerate(rng.sample(sentences, sizes["style"][index])):
             style = style_names[i % len(style_names)]
             plan["style"][split].append({
-                "audio": (text, styled(_voice_for(split, i // len(style_names)), style)),
+                "audio": (text, styled(_voice_for(split, i // len(style_names), STYLE_VOICES), style)),
                 "text": text, "style": style, "answer": STYLE_DESCRIPTIONS[style],
             })
         plan["qa"][split] = [
@@ -167,15 +191,16 @@ def _features(config_name: str, columns: list[str]) -> datasets.Features:
 
 
 def _synthesize_all(jobs: list[tuple[str, Voice]], workers: int) -> dict[tuple[str, Voice], tuple[bytes, float]]:
-    """FLAC bytes and duration for each distinct `(text, voice)`; espeak-ng runs in subprocesses,
-    so threads keep both cores busy."""
-    def run(job):
-        audio = synthesize(*job)
-        return encode_flac(audio), len(audio) / SAMPLING_RATE
+    """FLAC bytes and duration for each distinct `(text, voice)`."""
+    clips = synthesize_many(jobs, workers)
+    return {job: (encode_flac(audio), len(audio) / SAMPLING_RATE)
+            for job, audio in zip(jobs, tqdm(clips, desc="encoding", unit="utt"))}
 
-    with ThreadPoolExecutor(workers) as pool:
-        results = list(tqdm(pool.map(run, jobs), total=len(jobs), desc="espeak-ng", unit="utt"))
-    return dict(zip(jobs, results))
+
+def _voice_record(voice: Voice) -> dict:
+    """What the manifest says of the voice of one clip: the corpus speaker, its engine and settings."""
+    return {"voice": voice.name, "engine": voice.engine, "speaker": voice.speaker, "rate": voice.rate,
+            "pitch": voice.pitch, "whisper": voice.whisper}
 
 
 def _finalize(config_name: str, split: str, index: int, planned: dict, audio) -> dict:
@@ -195,6 +220,11 @@ def _finalize(config_name: str, split: str, index: int, planned: dict, audio) ->
     return row
 
 
+def _described(voice: Voice) -> str:
+    settings = "".join(f", {name} x{value:g}" for name, value in (("rate", voice.rate), ("pitch", voice.pitch)) if value != 1)
+    return f"{voice.engine} `{voice.speaker}`{settings}"
+
+
 def _dataset_card(config: CorpusConfig, counts: dict, hours: float) -> str:
     yaml_configs = "\n".join(
         f"- config_name: {name}\n  data_files:\n"
@@ -206,19 +236,19 @@ def _dataset_card(config: CorpusConfig, counts: dict, hours: float) -> str:
         + " | ".join(str(counts[name][split]) for split in SPLITS) + " |"
         for name in CONFIG_TASKS
     )
-    voices = ", ".join(f"`{v.name}` ({v.language}+{v.variant}, {v.rate} wpm, pitch {v.pitch})" for v in TRAIN_VOICES)
+    voices = ", ".join(f"`{v.name}` ({_described(v)})" for v in TRAIN_VOICES)
     return f"""---
 license: cc0-1.0
 language: [en, es, fr]
 task_categories: [automatic-speech-recognition, text-to-speech]
-pretty_name: DualSpeechLM embedded espeak-ng corpus
+pretty_name: DualSpeechLM embedded synthetic speech corpus
 configs:
 {yaml_configs}
 ---
 
 # DualSpeechLM embedded corpus
 
-Synthetic multi-task speech made offline with espeak-ng by `dualspeechlm-data build`
+Synthetic multi-task speech made offline with flite, festival and espeak-ng by `dualspeechlm-data build`
 (generator {GENERATOR_VERSION}, seed {config.seed}): {hours:.2f} hours of 16 kHz mono audio.
 
 | config | tasks | {' | '.join(SPLITS)} |
@@ -226,7 +256,7 @@ Synthetic multi-task speech made offline with espeak-ng by `dualspeechlm-data bu
 {table}
 
 `test` holds sentences never seen in `train`; `test_unseen_voice` holds them spoken by
-`{UNSEEN_VOICE.name}` ({UNSEEN_VOICE.language}+{UNSEEN_VOICE.variant}), a voice never in `train`.
+`{UNSEEN_VOICE.name}` ({_described(UNSEEN_VOICE)}), a speaker never heard in `train`.
 Training voices: {voices}.
 
 ```python
@@ -254,8 +284,8 @@ def build_corpus(output_dir: str | Path, config: CorpusConfig | None = None, for
             print(f"corpus at {output_dir} is up to date (generator {GENERATOR_VERSION}, seed {config.seed})")
             return manifest
     started = time.perf_counter()
-    espeak_binary()
-    for voice in (*TRAIN_VOICES, UNSEEN_VOICE, *(v for vs in TRANSLATION_VOICES.values() for v in vs)):
+    all_voices = (*TRAIN_VOICES, *STYLE_VOICES, UNSEEN_VOICE, *(v for vs in TRANSLATION_VOICES.values() for v in vs))
+    for voice in all_voices:  # a clear error (a missing engine, voice or package) before any synthesis
         check_voice(voice)
     plan = _plan(config)
     jobs = list(dict.fromkeys(
@@ -282,19 +312,22 @@ def build_corpus(output_dir: str | Path, config: CorpusConfig | None = None, for
             counts[name][split] = len(rows)
             utterances += [
                 {"id": row["id"], "config": name, "split": split, "speaker": row["speaker"],
-                 "text": planned["audio"][0], "duration": round(row["duration"], 4)}
+                 "text": planned["audio"][0], "duration": round(row["duration"], 4),
+                 "clips": {column: {"text": value[0], **_voice_record(value[1])}
+                           for column, value in planned.items() if isinstance(value, tuple)}}
                 for row, planned in zip(rows, planned_rows)
             ]
     datasets.enable_progress_bars()
     hours = sum(duration for _, duration in audio.values()) / 3600
     manifest = {
         "generator_version": GENERATOR_VERSION,
-        "espeak_ng_version": subprocess.run([espeak_binary(), "--version"], capture_output=True, text=True).stdout.strip(),
+        "engines": {engine: engine_version(engine) for engine in sorted({v.engine for v in all_voices})},
         "seed": config.seed,
         "sizes": {name: list(split) for name, split in config.sizes.items()},
         "sampling_rate": SAMPLING_RATE,
         "configs": {name: {"tasks": list(CONFIG_TASKS[name]), "splits": counts[name]} for name in CONFIG_TASKS},
-        "voices": {"train": [asdict(v) for v in TRAIN_VOICES], "unseen": asdict(UNSEEN_VOICE),
+        "voices": {"train": [asdict(v) for v in TRAIN_VOICES], "style": [asdict(v) for v in STYLE_VOICES],
+                   "unseen": asdict(UNSEEN_VOICE),
                    "translation": {k: [asdict(v) for v in vs] for k, vs in TRANSLATION_VOICES.items()}},
         "vocabulary_size": len(grammar.english_vocabulary()),
         "synthesized_clips": len(audio),

@@ -90,13 +90,16 @@ def english_sentence(rng: random.Random) -> str:
     return rng.choice(ENGLISH_TEMPLATES).format(**fields)
 
 
-def unique_sentences(rng: random.Random, count: int, make=english_sentence, key=lambda item: item) -> list:
-    """`count` items from `make(rng)` with distinct `key(item)`, in the order first drawn."""
+def unique_sentences(rng: random.Random, count: int, make=english_sentence, key=lambda item: item,
+                     allowed=lambda item: True) -> list:
+    """`count` items from `make(rng)` with distinct `key(item)`, in the order first drawn, leaving out those
+    `allowed(item)` rejects."""
     seen: dict = {}
     attempts = 0
     while len(seen) < count:
         item = make(rng)
-        seen.setdefault(key(item), item)
+        if allowed(item):
+            seen.setdefault(key(item), item)
         attempts += 1
         if attempts > 50 * count:
             raise ValueError(f"the grammar cannot produce {count} distinct sentences")
