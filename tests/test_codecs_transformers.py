@@ -1,13 +1,18 @@
-"""`TransformersCodec` and `load_codec` on tiny random EnCodec, DAC, Mimi and X-Codec models (16 kHz, CPU).
+"""`TransformersCodec` and `load_codec` on tiny random EnCodec, DAC, Mimi, X-Codec, WavTokenizer, Xcodec2 and NeuCodec
+models (CPU). The adapters take and give 16 kHz audio; the tiny WavTokenizer runs at 24 kHz, like the real one, and the
+tiny NeuCodec decodes to 24 kHz, so the resampling inside is exercised too.
 
-Random codec models quantize everything to code 0 (their codebooks start at zero), so each tiny model's
-codebooks are spread out first; the tests check that codes really vary.
+Random codec models quantize everything to one code (VQ codebooks start at zero, FSQ rounds tiny projections to
+the middle level), so each tiny model's codebooks or projections are spread out first; the tests check that codes
+really vary.
 """
 
+import json
 import math
 
 import pytest
 import torch
+import torchaudio
 from transformers import (
     DacConfig,
     DacModel,
@@ -18,6 +23,15 @@ from transformers import (
     HubertConfig,
     MimiConfig,
     MimiModel,
+    NeuCodecConfig,
+    NeuCodecFeatureExtractor,
+    NeuCodecModel,
+    Wav2Vec2BertConfig,
+    WavTokenizerConfig,
+    WavTokenizerModel,
+    Xcodec2Config,
+    Xcodec2FeatureExtractor,
+    Xcodec2Model,
     XcodecConfig,
     XcodecModel,
 )
@@ -26,9 +40,16 @@ from dualspeechlm.codecs import SpeechCodecMixin
 from dualspeechlm.codecs.auto import SUPPORTED_TRANSFORMERS_CODECS, load_codec
 from dualspeechlm.codecs.transformers_codecs import TransformersCodec
 
-KINDS = ["encodec", "dac", "mimi", "xcodec"]
-CODEBOOKS = {"encodec": 2, "dac": 3, "mimi": 4, "xcodec": 2}  # encodec: 12 kbps of [6, 12, 24]
-HOP = {"encodec": 16, "dac": 8, "mimi": 16, "xcodec": 8}  # samples per code frame at 16 kHz
+KINDS = ["encodec", "dac", "mimi", "xcodec", "wavtokenizer", "xcodec2", "neucodec"]
+SINGLE_CODEBOOK = ["wavtokenizer", "xcodec2", "neucodec"]
+CODEBOOKS = {"encodec": 2, "dac": 3, "mimi": 4, "xcodec": 2, "wavtokenizer": 1, "xcodec2": 1, "neucodec": 1}
+# encodec: 12 kbps of [6, 12, 24]; xcodec2 / neucodec: FSQ with 8 dimensions of 4 levels, 4^8 codes, as released
+CODEBOOK_SIZE = {**{kind: 64 for kind in KINDS}, "xcodec2": 65_536, "neucodec": 65_536}
+# samples per code frame at 16 kHz (wavtokenizer: 24 at its 24 kHz; xcodec2 / neucodec: the released 320, which
+# their semantic features fix)
+HOP = {"encodec": 16, "dac": 8, "mimi": 16, "xcodec": 8, "wavtokenizer": 16, "xcodec2": 320, "neucodec": 320}
+MODEL_RATES = {kind: (16_000, 16_000) for kind in KINDS} | {"wavtokenizer": (24_000, 24_000),
+                                                           "neucodec": (16_000, 24_000)}  # (encoder in, decoder out)
 
 # Frames at the end of the *shorter* item of a padded batch that may legitimately differ from encoding /
 # decoding it alone. EnCodec and Mimi are causal (left-padded convs, unidirectional LSTM / causal attention):
@@ -40,8 +61,26 @@ HOP = {"encodec": 16, "dac": 8, "mimi": 16, "xcodec": 8}  # samples per code fra
 # samples may change (measured on a 32-frame item: its latents move in the last 13 frames, so far without
 # flipping a code, its decoded audio in the last 8-12). Real DAC 16 kHz ([2, 4, 8, 8]) by the same count: codes
 # read ~7.3 frames (0.23 s) past their own, decoded audio ~10 frames (0.32 s).
-# X-Codec runs per item by default (its HuBERT attends over the whole padded input), hence exact.
-BATCH_TAIL = {"encodec": (0, 0), "dac": (18, 19), "mimi": (0, 0), "xcodec": (0, 0)}  # (encode, decode) frames
+# X-Codec runs per item by default (its HuBERT attends over the whole padded input), and so do WavTokenizer, Xcodec2
+# and NeuCodec (their decoders attend / group-norm over the whole padded sequence), hence exact.
+BATCH_TAIL = {kind: (0, 0) for kind in KINDS} | {"dac": (18, 19)}  # (encode, decode) frames
+
+
+def _lengths(kind: str, *lengths: int) -> list[int]:
+    """Test lengths in samples, scaled from hop 16 to the kind's hop (x20 for the 320-sample hops)."""
+    return [n * max(1, HOP[kind] // 16) for n in lengths]
+
+
+def _tiny_mel_codec(kind: str, **overrides):
+    """Xcodec2 / NeuCodec with a 1-layer, 16-wide w2v-BERT as semantic encoder (random, like the rest)."""
+    semantic = Wav2Vec2BertConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                                  conv_depthwise_kernel_size=3)
+    # 64 wide: the decoder's ResNet blocks group-norm in 32 groups, which need 2 values for a 1-frame item;
+    # quantization_dim: acoustic + semantic widths
+    sizes = dict(hidden_size=64, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                 num_key_value_heads=2, head_dim=32, encoder_hidden_size=2, quantization_dim=80,
+                 semantic_model_config=semantic) | overrides
+    return Xcodec2Model(Xcodec2Config(**sizes)) if kind == "xcodec2" else NeuCodecModel(NeuCodecConfig(**sizes))
 
 
 def _tiny_model(kind: str):
@@ -60,7 +99,7 @@ def _tiny_model(kind: str):
                             codebook_size=64, codebook_dim=8, num_quantizers=4, num_semantic_quantizers=1,
                             vector_quantization_hidden_dimension=8, upsample_groups=16, sliding_window=16)
         model = MimiModel(config)
-    else:
+    elif kind == "xcodec":
         # HuBERT's feature convs (kernels 6, 2; strides 4, 2) must hop like the acoustic DAC ([4, 2] = 8)
         hubert = HubertConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
                               conv_dim=(8, 8), conv_stride=(4, 2), conv_kernel=(6, 2), num_conv_pos_embeddings=4,
@@ -70,16 +109,31 @@ def _tiny_model(kind: str):
         config = XcodecConfig(sample_rate=16_000, codebook_size=64, target_bandwidths=[12.0, 24.0],
                               acoustic_model_config=dac, semantic_model_config=hubert)
         model = XcodecModel(config)
+    elif kind == "wavtokenizer":  # 24 kHz like the real one; hop 6 x 4 = 24 samples there, 16 at 16 kHz
+        config = WavTokenizerConfig(sampling_rate=24_000, num_filters=4, upsampling_ratios=[6, 4], num_lstm_layers=1,
+                                    hidden_size=8, codebook_dim=8, codebook_size=64, decoder_hidden_size=16,
+                                    decoder_intermediate_size=32, decoder_num_layers=1, decoder_attention_num_groups=4)
+        model = WavTokenizerModel(config)
+    else:
+        model = _tiny_mel_codec(kind)
     generator = torch.Generator().manual_seed(1)
     with torch.no_grad():
-        if kind == "encodec":  # its latents sit far from 0 with little spread: seed codebook 0 with real latents
-            latents = model.encoder(torch.randn(1, 1, 4096, generator=generator) * 0.3)[0].T
-            for i, layer in enumerate(model.quantizer.layers):
+        if kind in ("encodec", "wavtokenizer"):  # latents far from 0, little spread: seed codebook 0 with real ones
+            encoder = model.encoder if kind == "encodec" else model.encoder_model.encoder
+            layers = model.quantizer.layers if kind == "encodec" else [model.encoder_model.quantizer]
+            latents = encoder(torch.randn(1, 1, 4096, generator=generator) * 0.3)[0].T
+            for i, layer in enumerate(layers):
                 noise = torch.randn(layer.codebook.embed.shape, generator=generator) * latents.std(0)
                 layer.codebook.embed.copy_(latents[torch.randperm(len(latents), generator=generator)[:64]] + noise
                                            if i == 0 else noise * 0.3)
+        elif kind in ("xcodec2", "neucodec"):  # FSQ's codebook is fixed: scale its input projection to spread ~1.5
+            projected = {}
+            hook = model.quantizer.project_in.register_forward_hook(lambda module, args, out: projected.update(out=out))
+            TransformersCodec(model).encode(torch.randn(4000, generator=generator) * 0.3)
+            hook.remove()
+            model.quantizer.project_in.weight.mul_(1.5 / projected["out"].std())
         for name, buffer in model.named_buffers():
-            if kind != "encodec" and name.endswith(("codebook.embed", "codebook.embed_sum")):
+            if kind not in ("encodec", "wavtokenizer") and name.endswith(("codebook.embed", "codebook.embed_sum")):
                 buffer.copy_(torch.randn(buffer.shape, generator=generator) * 0.3)
     return model.eval()
 
@@ -101,7 +155,9 @@ def _audio(*lengths: int, seed: int = 0) -> list[torch.Tensor]:
 def test_properties(codecs, kind):
     codec = codecs[kind]
     assert kind in SUPPORTED_TRANSFORMERS_CODECS and isinstance(codec, SpeechCodecMixin)
-    assert (codec.sampling_rate, codec.codebook_size, codec.num_codebooks) == (16_000, 64, CODEBOOKS[kind])
+    assert (codec.sampling_rate, codec.codebook_size, codec.num_codebooks) == (16_000, CODEBOOK_SIZE[kind],
+                                                                               CODEBOOKS[kind])
+    assert (codec.model_sampling_rate, codec.model_output_sampling_rate) == MODEL_RATES[kind]
     assert codec.frame_rate == 16_000 / HOP[kind] and codec.device == torch.device("cpu")
     codec.train()  # e.g. from a parent module: the wrapped codec must stay in eval mode
     assert codec.training and not codec.model.training
@@ -111,7 +167,7 @@ def test_properties(codecs, kind):
 @pytest.mark.parametrize("kind", KINDS)
 def test_encode_shapes_and_lengths(codecs, kind):
     codec = codecs[kind]
-    lengths = [403, 250, 9]
+    lengths = _lengths(kind, 403, 250, 9)
     out = codec.encode(_audio(*lengths))
     frames = [math.ceil(n * codec.frame_rate / codec.sampling_rate) for n in lengths]
     assert out.lengths.tolist() == frames
@@ -124,7 +180,7 @@ def test_encode_shapes_and_lengths(codecs, kind):
 @pytest.mark.parametrize("kind", KINDS)
 def test_decode_shapes_and_lengths(codecs, kind):
     codec = codecs[kind]
-    lengths = [403, 250, 9]
+    lengths = _lengths(kind, 403, 250, 9)
     codes = codec.encode(_audio(*lengths))
     out = codec.decode(codes.codes, codes.lengths)
     assert out.lengths.tolist() == [f * HOP[kind] for f in codes.lengths.tolist()]
@@ -141,7 +197,7 @@ def test_batched_encode_matches_one_by_one(codecs, kind):
     # 241 and 250 end inside a frame: called directly, EnCodec (reflect padding of the partial frame) and Mimi
     # (zero padding inside each conv vs activations of the batch's padding) change that frame in a batch; the
     # adapter zero-pads every item to whole frames first, so a causal codec's codes do not change at all
-    audio = _audio(403, 250, 241, seed=1)
+    audio = _audio(*_lengths(kind, 403, 250, 241), seed=1)
     batch = codec.encode(audio)
     assert torch.equal(batch.codes[0], codec.encode(audio[0]).codes[0])  # the longest item is never padded
     for i in (1, 2):
@@ -154,7 +210,7 @@ def test_batched_encode_matches_one_by_one(codecs, kind):
 @pytest.mark.parametrize("kind", KINDS)
 def test_batched_decode_matches_one_by_one(codecs, kind):
     codec = codecs[kind]
-    codes = codec.encode(_audio(403, 250, seed=2))
+    codes = codec.encode(_audio(*_lengths(kind, 403, 250), seed=2))
     batch = codec.decode(codes.codes, codes.lengths)
     for i in range(2):
         alone = codec.decode(codes.codes[i : i + 1, :, : codes.lengths[i]])
@@ -185,9 +241,10 @@ def test_save_pretrained_then_load_codec(codecs, kind, tmp_path):
     codec.save_pretrained(tmp_path)
     loaded = load_codec(tmp_path)
     assert isinstance(loaded, TransformersCodec) and type(loaded.model) is type(codec.model)
-    settings = lambda c: (c.num_codebooks, c.per_item, c.sampling_rate, c.frame_rate, c.codebook_size)  # noqa: E731
+    settings = lambda c: (c.num_codebooks, c.per_item, c.sampling_rate, c.model_sampling_rate,  # noqa: E731
+                          c.model_output_sampling_rate, c.frame_rate, c.codebook_size)
     assert settings(loaded) == settings(codec)
-    audio = _audio(403, 250, seed=3)
+    audio = _audio(*_lengths(kind, 403, 250), seed=3)
     codes, codes_loaded = codec.encode(audio), loaded.encode(audio)
     assert torch.equal(codes.codes, codes_loaded.codes) and torch.equal(codes.lengths, codes_loaded.lengths)
     waveforms = codec.decode(codes.codes, codes.lengths).waveforms
@@ -213,7 +270,8 @@ def test_num_codebooks_choice(tmp_path):
 
 def test_load_codec_rejects_other_models(tmp_path):
     GPT2LMHeadModel(GPT2Config(n_layer=1, n_head=2, n_embd=8, vocab_size=16, n_positions=16)).save_pretrained(tmp_path)
-    with pytest.raises(ValueError, match="'gpt2' model, which is not a speech codec.*encodec, dac, mimi, xcodec"):
+    with pytest.raises(ValueError, match="'gpt2' model, which is not a speech codec.*encodec, dac, mimi, xcodec, "
+                                         "wavtokenizer, xcodec2, neucodec"):
         load_codec(tmp_path)
     with pytest.raises(ValueError, match="unsupported codec model type 'gpt2'"):
         TransformersCodec(GPT2LMHeadModel.from_pretrained(tmp_path))
@@ -260,9 +318,10 @@ def test_bad_input_raises(codecs, kind):
         codec.encode(torch.zeros(2, 2, 400))  # stereo [B, 2, T]
     with pytest.raises(ValueError, match="expects 16000 Hz"):
         codec.encode(torch.zeros(400), sampling_rate=24_000)
-    with pytest.raises(ValueError, match=r"codes must lie in \[0, 64\)"):
-        codec.decode(torch.full((1, codec.num_codebooks, 5), 64))
-    with pytest.raises(ValueError, match=r"codes must lie in \[0, 64\)"):
+    size = CODEBOOK_SIZE[kind]
+    with pytest.raises(ValueError, match=rf"codes must lie in \[0, {size}\)"):
+        codec.decode(torch.full((1, codec.num_codebooks, 5), size))
+    with pytest.raises(ValueError, match=rf"codes must lie in \[0, {size}\)"):
         codec.decode(torch.full((1, codec.num_codebooks, 5), -1))
     with pytest.raises(ValueError, match=f"expected codes \\[batch, {codec.num_codebooks}, frames>0\\]"):
         codec.decode(torch.zeros(1, codec.num_codebooks + 1, 5, dtype=torch.long))
@@ -273,6 +332,85 @@ def test_unsupported_configurations():
                                          codebook_size=16, chunk_length_s=1.0, overlap=0.01, normalize=True))
     with pytest.raises(ValueError, match="unchunked, unnormalised EnCodec"):
         TransformersCodec(chunked)
+    # Xcodec2 / NeuCodec: one code per pair of 160-sample log-mel frames, so the acoustic hop must be 320
+    for kind in ("xcodec2", "neucodec"):
+        with pytest.raises(ValueError, match=f"{kind}'s acoustic encoder hops 160 samples per code, but its semantic "
+                                             "features come every 320"):
+            TransformersCodec(_tiny_mel_codec(kind, downsampling_ratios=[2, 4, 4, 5]))
+
+
+@pytest.mark.parametrize("kind", SINGLE_CODEBOOK)
+def test_single_codebook_decoders_need_per_item(codecs, kind):
+    codec = codecs[kind]
+    assert codec.per_item and codec.encode_kwargs == {}
+    with pytest.raises(ValueError, match=r"cannot encode with 2 codebooks; choose one of \[1\]"):
+        TransformersCodec(codec.model, num_codebooks=2)
+    # decoded in one padded batch, even the first frames of the shorter item change (attention, GroupNorm over time)
+    codes = codec.encode(_audio(*_lengths(kind, 403, 250), seed=4))
+    batched = TransformersCodec(codec.model, per_item=False).decode(codes.codes, codes.lengths).waveforms[1]
+    alone = codec.decode(codes.codes[1:, :, : codes.lengths[1]]).waveforms[0]
+    early = 4 * HOP[kind]
+    assert not torch.allclose(batched[:early], alone[:early], rtol=0, atol=1e-3 * alone.abs().max())
+
+
+def test_wavtokenizer_resamples_inside(codecs, tmp_path):
+    """At 16 kHz the 24 kHz WavTokenizer gives what it gives at its own rate on audio resampled outside."""
+    codec = codecs["wavtokenizer"]
+    native = TransformersCodec(codec.model, sampling_rate=24_000)
+    assert (native.sampling_rate, native.frame_rate) == (24_000, codec.frame_rate)
+    audio = _audio(403, seed=5)[0]
+    codes = codec.encode(audio)
+    assert torch.equal(codes.codes, native.encode(torchaudio.functional.resample(audio, 16_000, 24_000)).codes)
+    wave, wave_24khz = codec.decode(codes.codes).waveforms[0], native.decode(codes.codes).waveforms[0]
+    assert (len(wave), len(wave_24khz)) == (16 * codes.lengths[0], 24 * codes.lengths[0])
+    torch.testing.assert_close(wave, torchaudio.functional.resample(wave_24khz, 24_000, 16_000))
+    with pytest.raises(ValueError, match="audio is at 16000 Hz but this codec expects 24000 Hz"):
+        native.encode(audio, sampling_rate=16_000)
+    # the adapter's rate is saved with it; a folder without the adapter's json means 16 kHz
+    native.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "dualspeechlm_codec.json").read_text())["sampling_rate"] == 24_000
+    assert load_codec(tmp_path).sampling_rate == 24_000
+    assert load_codec(tmp_path, sampling_rate=16_000).sampling_rate == 16_000
+    codec.model.save_pretrained(tmp_path / "plain")
+    assert load_codec(tmp_path / "plain").sampling_rate == 16_000
+
+
+class _ConfigOnly(torch.nn.Module):
+    """A stand-in model holding just a config: what the adapter reports needs no weights."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+
+
+@pytest.mark.parametrize("config_class, rates, frame_rate, codebook_size", [
+    (WavTokenizerConfig, (24_000, 24_000), 40.0, 4096),
+    (Xcodec2Config, (16_000, 16_000), 50.0, 65_536),
+    (NeuCodecConfig, (16_000, 24_000), 50.0, 65_536),
+])
+def test_released_configurations(config_class, rates, frame_rate, codebook_size):
+    """The default configs (those of the released checkpoints): the paper's WavTokenizer codes 24 kHz audio at 40
+    codes/s from 4,096, Xcodec2 / NeuCodec 16 kHz audio at 50 codes/s from 65,536 (NeuCodec decoding to 24 kHz)."""
+    codec = TransformersCodec(_ConfigOnly(config_class()))
+    assert (codec.sampling_rate, codec.model_sampling_rate, codec.model_output_sampling_rate) == (16_000, *rates)
+    assert (codec.frame_rate, codec.codebook_size, codec.num_codebooks) == (frame_rate, codebook_size, 1)
+    assert codec.frames_for(16_000) == frame_rate and codec.samples_for(1) == 16_000 / frame_rate
+
+
+@pytest.mark.parametrize("kind", ["xcodec2", "neucodec"])
+def test_xcodec2_and_neucodec_codes_come_from_their_feature_extractors(codecs, kind):
+    """The semantic branch reads transformers' own log-mel features: the codes equal the model's on its extractor's
+    output (NeuCodec's on the item zero-padded to whole frames), for audio ending inside a frame and on a frame."""
+    codec = codecs[kind]
+    extractor = Xcodec2FeatureExtractor() if kind == "xcodec2" else NeuCodecFeatureExtractor()
+    for audio in _audio(4820, 4800, seed=6):
+        frames = math.ceil(len(audio) / 320)
+        item = audio if kind == "xcodec2" else torch.nn.functional.pad(audio, (0, frames * 320 - len(audio)))
+        reference = codec.model.encode(**extractor(item, sampling_rate=16_000, return_tensors="pt")).audio_codes
+        assert torch.equal(codec.encode(audio).codes[0], reference[0, :, :frames].long())
+    if kind == "neucodec":  # unpadded, NeuCodec drops the trailing partial frame (hence the padding)
+        raw = codec.model.encode(**extractor(_audio(4820)[0], sampling_rate=16_000, return_tensors="pt"))
+        assert raw.audio_codes.shape[-1] == 4820 // 320 == math.ceil(4820 / 320) - 1
 
 
 def test_moving_the_adapter_drops_mimis_cached_codebooks():

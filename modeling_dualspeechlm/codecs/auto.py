@@ -2,7 +2,7 @@
 
     codec = load_codec("path/to/codec")             # the embedded DualSpeechLM codec, or
     codec = load_codec("facebook/encodec_24khz", num_codebooks=8)  # a wrapped transformers codec
-    codes = codec.encode(waveforms, lengths).codes  # [batch, num_codebooks, frames]
+    codes = codec.encode(waveforms, lengths).codes  # [batch, num_codebooks, frames]; waveforms at codec.sampling_rate
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from .transformers_codecs import SUPPORTED_TRANSFORMERS_CODECS, TransformersCode
 
 __all__ = ["SUPPORTED_TRANSFORMERS_CODECS", "load_codec"]
 
-_ADAPTER_KWARGS = ("num_codebooks", "per_item")
+_ADAPTER_KWARGS = ("num_codebooks", "per_item", "sampling_rate")
 _CONFIG_KWARGS = ("cache_dir", "revision", "token", "local_files_only", "subfolder", "trust_remote_code")
 
 
@@ -25,8 +25,9 @@ def load_codec(name_or_path: str | os.PathLike, **kwargs) -> SpeechCodecMixin:
     """Load a codec from a folder or Hub repo.
 
     - a model whose AutoModel class already is a `SpeechCodecMixin` (the embedded codec) is returned as is;
-    - an EnCodec / DAC / Mimi / X-Codec model is wrapped in `TransformersCodec` (`num_codebooks`, `per_item`
-      go to the adapter; saved adapter settings are used when not given);
+    - an EnCodec / DAC / Mimi / X-Codec / WavTokenizer / Xcodec2 / NeuCodec model is wrapped in `TransformersCodec`
+      (16 kHz in and out, resampled to the model's rates inside; `num_codebooks`, `per_item`, `sampling_rate` go to
+      the adapter; saved adapter settings are used when not given);
     - anything else raises ValueError naming the supported model types.
 
     Other kwargs (`dtype`, `device_map`, `revision`, ...) go to `from_pretrained`.
