@@ -142,9 +142,11 @@ def test_save_and_load_keep_the_token_embedding_and_speaker_projection(speech, t
 def test_training_lowers_the_loss_and_leaves_the_codes_alone(speech):
     codec = tiny_codec(ustoken_vocab_size=32, speaker_embedding_size=6)
     # content-bearing stand-in USTokens: codebook 0 of every other frame (25 Hz)
-    tokens = [codes[0, :n:2].tolist() for codes, n in zip(*codec.encode(speech).to_tuple())]
+    encoded, frame_lengths = codec.encode(speech).to_tuple()
+    tokens = [codes[0, :n:2].tolist() for codes, n in zip(encoded, frame_lengths)]
     items = decoder_items(codec, speech, tokens, speakers=torch.randn(2, 6))
-    assert [item.codes.shape[-1] for item in items] == [2 * len(t) for t in tokens]
+    # each item's frames: its tokens' 2 per token, but never past its audio (an odd frame count ends half a token)
+    assert [item.codes.shape[-1] for item in items] == [min(2 * len(t), int(n)) for t, n in zip(tokens, frame_lengths)]
     generator = torch.Generator().manual_seed(0)
     batch = random_batch(items, 4, 10, 2, generator)
     assert batch.codes.shape == (4, 3, 20) and batch.log_mels.shape == (4, 80, 20) and batch.ustokens.shape == (4, 10)
