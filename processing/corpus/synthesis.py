@@ -34,9 +34,6 @@ class EngineNotFoundError(RuntimeError):
     """A speech engine the corpus needs is not installed (the message names the Debian package)."""
 
 
-# The name under which earlier versions raised it (espeak-ng was the only engine).
-EspeakNotFoundError = EngineNotFoundError
-
 
 @dataclass(frozen=True)
 class Voice:
