@@ -37,6 +37,7 @@ INSTALL_REQUIRES = [
     "accelerate",
     "evaluate",
     "huggingface-hub",
+    "httpx2",  # the Hub client's HTTP library: push and the Hub dataset loader catch its errors
     "vector-quantize-pytorch",
     "gradio>=6,<7",
     "soundfile",
