@@ -23,8 +23,8 @@ def test_every_preset_file_loads_and_the_paper_presets_hold_the_papers_setup():
         task_weights={"tts": 60, "asr": 24, "s2tt": 7, "ser": 2, "t2st": 2, "sqa": 2, "sc": 1.5, "vc": 1.5},
         speech_generation={"do_sample": False, "num_beams": 8, "max_new_tokens": 400})
     paper = DualSpeechLMRecipe.paper()
-    assert (paper.llm, paper.lora, paper.lora_r, paper.learning_rate, paper.steps) == (
-        "microsoft/Phi-3.5-mini-instruct", True, 16, 1e-4, 60000)
+    assert (paper.llm, paper.lora, paper.lora_r, paper.learning_rate, paper.steps, paper.codec) == (
+        "microsoft/Phi-3.5-mini-instruct", True, 16, 1e-4, 60000, "swiss-ai/wavtokenizer-large-unify-40token")
     assert USTokenizerRecipe.tiny().freeze_llm is False
     stage1 = USTokenizerRecipe.paper(steps=5)
     assert (stage1.whisper, stage1.llm, stage1.freeze_llm, stage1.steps) == (
