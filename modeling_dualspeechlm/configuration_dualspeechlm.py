@@ -104,7 +104,9 @@ class DualSpeechLMConfig(PretrainedConfig):
         audio_start_token_id, audio_end_token_id, speech_token_offset (`int | None`): ids of `<audio>`, `</audio>`
             and `<a_0>`; `<a_k>` is `speech_token_offset + k`. None: the last K + 2 ids of the text vocabulary, in
             the order `<audio>`, `</audio>`, `<a_0>`..`<a_{K-1}>` (what `from_text_model` appends).
-        codec_frame_rate (`float`, 40.0), codec_sampling_rate (`int`, 24000): the acoustic codec (WavTokenizer).
+        codec_frame_rate (`float`, 40.0), codec_sampling_rate (`int`, 16000): the acoustic codec's code rate
+            (WavTokenizer's 40/s) and the rate of the audio it reads and writes for the model (16 kHz: `load_codec`
+            resamples WavTokenizer's own 24 kHz inside).
         understanding_tasks, generation_tasks (`tuple[str]`): task names `forward(tasks=...)` accepts; understanding
             items train AcousticGPT on [BOS, no-speech, EOS] with a zero speaker embedding.
         coc_tasks (`tuple[str]`, ("tts", "vc")): generation tasks trained with Chain-of-Condition; other generation
@@ -150,7 +152,7 @@ class DualSpeechLMConfig(PretrainedConfig):
     audio_end_token_id: int | None = None
     speech_token_offset: int | None = None
     codec_frame_rate: float = 40.0
-    codec_sampling_rate: int = 24000
+    codec_sampling_rate: int = 16000
     understanding_tasks: tuple[str, ...] = ("asr", "s2tt", "ser", "sqa")
     generation_tasks: tuple[str, ...] = ("tts", "vc", "t2st", "sc")
     coc_tasks: tuple[str, ...] = ("tts", "vc")
