@@ -85,8 +85,8 @@ class CorpusConfig:
         return CorpusConfig(seed=self.seed, sizes=sizes, workers=self.workers)
 
 
-# Each kind of text: its item maker, its pool key (the text that must not repeat across splits: a QA example's
-# passage) and the English text it speaks as one unit (a sentence; a QA passage).
+# Each kind of text: its item maker and its pool key, the English text that must not repeat across splits (a
+# sentence; a translation's English side; a QA example's passage).
 _STREAMS = {
     "english": (grammar.english_sentence, lambda sentence: sentence),
     "translation": (grammar.translation_example, lambda example: example[0]),
