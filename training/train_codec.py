@@ -6,8 +6,7 @@ Two stages, both on random crops of the `speech` training audio:
    codec's smoothing: multi-resolution STFT loss + log-mel L1 against the original audio;
 3. decoder and vocoder together on that audio loss (encoder and codebooks frozen, so the codes stay
    the same), plus the decoded mel's L1 to the true log-mel, which keeps it fit for Griffin-Lim.
-With `--speaker-encoder` the decoder also reads each utterance's speaker embedding (a global condition), so the
-codes need carry only what is said and how, not whose voice it is. Then both vocoders (neural, Griffin-Lim) are judged on the test splits against the original
+Then both vocoders (neural, Griffin-Lim) are judged on the test splits against the original
 audio, and the better one is saved as the codec's default.
 """
 
@@ -18,7 +17,6 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import NamedTuple
 
 import torch
 from tqdm.auto import tqdm
@@ -26,7 +24,6 @@ from tqdm.auto import tqdm
 from dualspeechlm.codecs.configuration_mel_codec import MelCodecConfig, VOCODERS
 from dualspeechlm.codecs.modeling_mel_codec import MelCodecModel
 from dualspeechlm.codecs.spectral import stft
-from dualspeechlm.speaker_encoder import SpeakerEncoderModel
 
 from .judge import judge, speech_judges
 
@@ -41,19 +38,8 @@ def corpus_waveforms(corpus_dir: str | Path, split: str, limit: int | None = Non
     return [torch.from_numpy(audio) for audio in rows["audio"]], rows["text"], rows["speaker"]
 
 
-class Crops(NamedTuple):
-    """waveforms `[batch, samples]` (zero padded), lengths `[batch]`, and the utterances' speaker embeddings
-    `[batch, S]` (None without them)."""
-
-    waveforms: torch.Tensor
-    lengths: torch.Tensor
-    speakers: torch.Tensor | None = None
-
-
-def random_crops(waveforms: list[torch.Tensor], batch_size: int, samples: int, generator: torch.Generator,
-                 speakers: torch.Tensor | None = None) -> Crops:
-    """A batch of random crops from random utterances; `speakers` `[utterances, S]`: each utterance's speaker
-    embedding, gathered for the crops."""
+def random_crops(waveforms: list[torch.Tensor], batch_size: int, samples: int, generator: torch.Generator):
+    """A batch `[batch, samples]` of random crops (zero padded, with lengths) from random utterances."""
     picks = torch.randint(len(waveforms), (batch_size,), generator=generator).tolist()
     batch, lengths = torch.zeros(batch_size, samples), torch.zeros(batch_size, dtype=torch.long)
     for row, index in enumerate(picks):
@@ -61,7 +47,7 @@ def random_crops(waveforms: list[torch.Tensor], batch_size: int, samples: int, g
         start = torch.randint(max(1, len(audio) - samples + 1), (1,), generator=generator).item()
         crop = audio[start : start + samples]
         batch[row, : len(crop)], lengths[row] = crop, len(crop)
-    return Crops(batch, lengths, None if speakers is None else speakers[picks])
+    return batch, lengths
 
 
 def multi_resolution_stft_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -94,32 +80,28 @@ def optimizer_step(optimizer, loss: torch.Tensor, parameters, step: int, steps: 
     return loss.item()
 
 
-def train_autoencoder(model: MelCodecModel, waveforms, steps: int, batch_size: int, segment: int, lr: float, generator,
-                      speakers: torch.Tensor | None = None) -> list[float]:
-    """Encoder, codebooks and decoder (and the speaker projection, given `speakers`, as `random_crops`) on log-mel L1
-    + commitment."""
+def train_autoencoder(model: MelCodecModel, waveforms, steps: int, batch_size: int, segment: int, lr: float, generator) -> list[float]:
     parameters = [p for name, p in model.named_parameters() if not name.startswith("vocoder.")]
     optimizer = torch.optim.AdamW(parameters, lr=lr, betas=(0.9, 0.99), weight_decay=0.0)
     losses = []
     model.train()
     for step in (bar := tqdm(range(steps), desc="codec autoencoder", unit="step")):
-        output = model(*random_crops(waveforms, batch_size, segment, generator, speakers))
+        batch, lengths = random_crops(waveforms, batch_size, segment, generator)
+        output = model(batch, lengths)
         optimizer_step(optimizer, output.loss, parameters, step, steps, lr)
         losses.append(output.reconstruction_loss.item())
         bar.set_postfix(mel_l1=f"{losses[-1]:.3f}")
     return losses
 
 
-def vocoder_loss(model: MelCodecModel, batch: torch.Tensor, lengths: torch.Tensor, speakers: torch.Tensor | None = None,
-                 train_decoder: bool = False) -> torch.Tensor:
-    """Multi-resolution STFT + log-mel L1 of the vocoder fed the codec's decoded mels of `batch` (reading `speakers`
-    `[batch, S]`, for a codec that reads the voice); with `train_decoder` the gradient reaches the decoder as well,
-    and the decoded mel's L1 to the true log-mel joins."""
+def vocoder_loss(model: MelCodecModel, batch: torch.Tensor, lengths: torch.Tensor, train_decoder: bool = False) -> torch.Tensor:
+    """Multi-resolution STFT + log-mel L1 of the vocoder fed the codec's decoded mels of `batch`; with
+    `train_decoder` the gradient reaches the decoder as well, and the decoded mel's L1 to the true log-mel joins."""
     with torch.no_grad():
         log_mel, frame_lengths = model.log_mel(batch, lengths)
         codes = model.quantize(log_mel, frame_lengths)[1]
     with torch.set_grad_enabled(train_decoder):
-        decoded = model.decode_mel(codes, frame_lengths, speaker_embeddings=speakers)
+        decoded = model.decode_mel(codes, frame_lengths)
     audio = model.vocode(decoded, frame_lengths, vocoder="neural")[:, : batch.shape[1]]
     target = batch[:, : audio.shape[1]]
     loss = multi_resolution_stft_loss(audio, target) + (model.mel(audio) - model.mel(target)).abs().mean()
@@ -129,12 +111,10 @@ def vocoder_loss(model: MelCodecModel, batch: torch.Tensor, lengths: torch.Tenso
 
 
 def train_vocoder(model: MelCodecModel, waveforms, steps: int, batch_size: int, segment: int, lr: float, generator,
-                  train_decoder: bool = False, speakers: torch.Tensor | None = None) -> list[float]:
+                  train_decoder: bool = False) -> list[float]:
     """The neural vocoder (stage 2), or with `train_decoder` the decoder and vocoder together (stage 3); the
     encoder and codebooks stay as they are (eval mode: no codebook updates)."""
     parts = [model.vocoder, model.decoder] if train_decoder else [model.vocoder]
-    if train_decoder and speakers is not None:
-        parts.append(model.speaker_projection)
     parameters = [p for part in parts for p in part.parameters()]
     optimizer = torch.optim.AdamW(parameters, lr=lr, betas=(0.8, 0.99))
     losses = []
@@ -143,41 +123,34 @@ def train_vocoder(model: MelCodecModel, waveforms, steps: int, batch_size: int, 
         part.train()
     name = "codec decoder + vocoder" if train_decoder else "codec vocoder"
     for step in (bar := tqdm(range(steps), desc=name, unit="step")):
-        loss = vocoder_loss(model, *random_crops(waveforms, batch_size, segment, generator, speakers),
-                            train_decoder=train_decoder)
+        loss = vocoder_loss(model, *random_crops(waveforms, batch_size, segment, generator), train_decoder=train_decoder)
         losses.append(optimizer_step(optimizer, loss, parameters, step, steps, lr))
         bar.set_postfix(loss=f"{losses[-1]:.3f}")
     model.eval()
     return losses
 
 
-def round_trip(model: MelCodecModel, waveforms: list[torch.Tensor], batch_size: int = 16,
-               speakers: torch.Tensor | None = None) -> list[torch.Tensor]:
-    """Encode and decode every waveform (batched; the decoder reading each one's `speakers` row, for a codec that
-    reads the voice); returns the decoded audio trimmed to each input's length."""
+def round_trip(model: MelCodecModel, waveforms: list[torch.Tensor], batch_size: int = 16) -> list[torch.Tensor]:
+    """Encode and decode every waveform (batched); returns the decoded audio trimmed to each input's length."""
     decoded = []
     for start in range(0, len(waveforms), batch_size):
         chunk = waveforms[start : start + batch_size]
         codes = model.encode(chunk)
-        voice = None if speakers is None else speakers[start : start + batch_size]
-        output = model.decode(codes.codes, codes.lengths, speaker_embeddings=voice)
+        output = model.decode(codes.codes, codes.lengths)
         decoded += [audio[: len(source)] for audio, source in zip(output.waveforms, chunk)]
     return decoded
 
 
-def evaluate_round_trips(model: MelCodecModel, corpus_dir, splits, limit: int, judges: dict,
-                         speaker_encoder: SpeakerEncoderModel | None = None) -> dict:
-    """Judges' WER on the original audio and on each vocoder's round trip, per split and voice (the decoder reading
-    each utterance's own speaker embedding, for a codec that reads the voice)."""
+def evaluate_round_trips(model: MelCodecModel, corpus_dir, splits, limit: int, judges: dict) -> dict:
+    """Judges' WER on the original audio and on each vocoder's round trip, per split and voice."""
     report = {}
     for split in splits:
         originals, texts, speakers = corpus_waveforms(corpus_dir, split, limit)
-        voices = None if speaker_encoder is None else speaker_encoder.embed(originals, sampling_rate=model.sampling_rate)
         conditions = {"original": originals}
         for vocoder in VOCODERS:
             model.config.vocoder = vocoder
             started = time.perf_counter()
-            conditions[vocoder] = round_trip(model, originals, speakers=voices)
+            conditions[vocoder] = round_trip(model, originals)
             seconds = sum(len(w) for w in originals) / model.sampling_rate
             report.setdefault("real_time_factor", {})[f"{split}/{vocoder}"] = (time.perf_counter() - started) / seconds
         report[split] = {
@@ -224,9 +197,6 @@ def main(argv=None) -> None:
     parser.add_argument("--joint-steps", type=int, default=1500,  # Whisper ratio 1.18x -> 1.12x (Griffin-Lim)
                         help="decoder + vocoder on the audio loss")
     parser.add_argument("--joint-lr", type=float, default=5e-4)
-    parser.add_argument("--speaker-encoder", type=Path, default=None,
-                        help="a speaker encoder folder: the decoder reads each utterance's embedding, so the codes "
-                             "need not carry the voice")
     parser.add_argument("--init-from", type=Path, default=None,
                         help="a trained codec folder to go on training (its config wins over the size flags)")
     add_run_arguments(parser, lr=2e-3, eval_limit=100)
@@ -237,38 +207,27 @@ def main(argv=None) -> None:
     if args.init_from:
         model = MelCodecModel.from_pretrained(args.init_from)
     else:
-        speaker_size = None
-        if args.speaker_encoder:
-            speaker_size = SpeakerEncoderModel.config_class.from_pretrained(args.speaker_encoder).embedding_size
-        model = MelCodecModel(MelCodecConfig(num_quantizers=args.num_quantizers, codebook_size=args.codebook_size,
-                                             speaker_embedding_size=speaker_size))
+        model = MelCodecModel(MelCodecConfig(num_quantizers=args.num_quantizers, codebook_size=args.codebook_size))
     config = model.config
     waveforms, _, _ = corpus_waveforms(args.corpus, "train", args.train_limit)
     started = time.perf_counter()
-    speaker_encoder, speakers = None, None
-    if config.speaker_embedding_size is not None:
-        if not args.speaker_encoder:
-            raise SystemExit(f"{args.init_from} reads speaker embeddings: pass --speaker-encoder")
-        speaker_encoder = SpeakerEncoderModel.from_pretrained(args.speaker_encoder).eval()
-        speakers = speaker_encoder.embed(waveforms, sampling_rate=config.sampling_rate)
     if not args.init_from:
         with torch.no_grad():  # k-means codebook init on many frames, not just the first batch's
             model.train()
-            crops = random_crops(waveforms, 8 * args.batch_size, 2 * config.sampling_rate, generator)
-            model.quantize(*model.log_mel(crops.waveforms, crops.lengths))
+            model.quantize(*model.log_mel(*random_crops(waveforms, 8 * args.batch_size, 2 * config.sampling_rate, generator)))
     autoencoder_losses = train_autoencoder(model, waveforms, args.autoencoder_steps, args.batch_size,
-                                           2 * config.sampling_rate, args.lr, generator, speakers)
+                                           2 * config.sampling_rate, args.lr, generator)
     vocoder_losses = train_vocoder(model, waveforms, args.vocoder_steps, args.batch_size,
-                                   config.sampling_rate, args.lr, generator, speakers=speakers)
+                                   config.sampling_rate, args.lr, generator)
     joint_losses = train_vocoder(model, waveforms, args.joint_steps, args.batch_size, config.sampling_rate,
-                                 args.joint_lr, generator, train_decoder=True, speakers=speakers)
+                                 args.joint_lr, generator, train_decoder=True)
     training_seconds = time.perf_counter() - started
     model.eval()
     model.save_pretrained(args.output_dir)  # saved before the (long) judging; its config re-saved with the chosen vocoder
 
     splits = ("test", "test_unseen_voice")
     judges = speech_judges(args.whisper, args.corpus)
-    report = evaluate_round_trips(model, args.corpus, splits, args.eval_limit, judges, speaker_encoder)
+    report = evaluate_round_trips(model, args.corpus, splits, args.eval_limit, judges)
     ratios = {v: max(report[s][v]["judges"][j]["wer"] / max(report[s]["original"]["judges"][j]["wer"], 1e-9)
                      for s in splits for j in judges) for v in VOCODERS}
     model.config.vocoder = min(ratios, key=ratios.get)

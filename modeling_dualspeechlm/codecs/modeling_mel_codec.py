@@ -176,16 +176,11 @@ class MelCodecModel(MelCodecPreTrainedModel, SpeechCodecMixin):
         quantized = self.quantizer.get_output_from_indices(codes.masked_fill(~kept, -1).transpose(1, 2)).transpose(1, 2)
         if ustokens is not None:
             quantized = quantized + self.embed_ustokens(ustokens, ustoken_lengths, codes.shape[-1])
-        return self._decode_latents(self.add_speaker(quantized, speaker_embeddings) * mask, mask)
-
-    def add_speaker(self, latents: torch.Tensor, speaker_embeddings: torch.Tensor | None) -> torch.Tensor:
-        """latents `[batch, latent_size, frames]` plus the projection of `speaker_embeddings` `[batch, S]` at every
-        frame (unchanged without them)."""
-        if speaker_embeddings is None:
-            return latents
-        if self.config.speaker_embedding_size is None:
-            raise ValueError("this codec does not read speaker embeddings (config.speaker_embedding_size is None)")
-        return latents + self.speaker_projection(speaker_embeddings.to(latents.dtype))[..., None]
+        if speaker_embeddings is not None:
+            if self.config.speaker_embedding_size is None:
+                raise ValueError("this codec does not read speaker embeddings (config.speaker_embedding_size is None)")
+            quantized = quantized + self.speaker_projection(speaker_embeddings)[..., None]
+        return self._decode_latents(quantized * mask, mask)
 
     def embed_ustokens(self, ustokens: torch.Tensor, ustoken_lengths: torch.Tensor | None, frames: int) -> torch.Tensor:
         """USTokens `[batch, tokens]` -> `[batch, latent_size, frames]`: frame f gets the embedding of token
@@ -222,14 +217,12 @@ class MelCodecModel(MelCodecPreTrainedModel, SpeechCodecMixin):
         mel = self.decode_mel(codes, frame_lengths, ustokens, ustoken_lengths, speaker_embeddings=speaker_embeddings)
         return self.vocode(mel, frame_lengths)
 
-    def forward(self, waveforms: torch.Tensor, lengths: torch.Tensor,
-                speaker_embeddings: torch.Tensor | None = None) -> MelCodecOutput:
-        """Teacher-forced autoencoding for training: waveforms `[batch, samples]`, lengths `[batch]`; the decoder reads
-        `speaker_embeddings` `[batch, speaker_embedding_size]` when given (as `decode_mel`)."""
+    def forward(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> MelCodecOutput:
+        """Teacher-forced autoencoding for training: waveforms `[batch, samples]`, lengths `[batch]`."""
         target, frame_lengths = self.log_mel(waveforms, lengths)
         quantized, codes, commitment = self.quantize(target, frame_lengths)
         mask = self._frame_mask(frame_lengths, target.shape[-1])
-        reconstructed = self._decode_latents(self.add_speaker(quantized, speaker_embeddings) * mask, mask)
+        reconstructed = self._decode_latents(quantized, mask)
         reconstruction = self.mel_l1(reconstructed, target, frame_lengths)
         return MelCodecOutput(
             loss=reconstruction + commitment, reconstruction_loss=reconstruction, commitment_loss=commitment,
