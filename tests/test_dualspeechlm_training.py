@@ -13,6 +13,7 @@ from dualspeechlm.configuration_dualspeechlm import DualSpeechLMConfig
 from dualspeechlm.configuration_ustokenizer import USTokenizerConfig
 from dualspeechlm.feature_extraction_ustokenizer import USTokenizerFeatureExtractor
 from dualspeechlm.modeling_ustokenizer import USTokenizerModel
+from dualspeechlm.processing.corpus import load_corpus
 from dualspeechlm.processing.text_tokenizer import train_text_tokenizer
 from dualspeechlm.speaker_encoder import SpeakerEncoderConfig, SpeakerEncoderModel
 from dualspeechlm.tasks import build_inputs
@@ -149,14 +150,29 @@ def test_recipe_trains_saves_evaluates_and_fine_tunes_on_the_tiny_corpus(tiny_re
     processor = DualSpeechLMProcessor.from_pretrained(folder)
     assert processor.codec.num_codebooks == 2 and processor.ustokenizer.config.codebook_size == 32
 
+    # the semantic-only comparison: the codec's decoder reading the written USTokens and the voice alone
+    semantic = MelCodecModel(MelCodecConfig(**{**processor.codec.config.to_dict(), "ustoken_vocab_size": 32,
+                                               "ustoken_decode_codebooks": 0, "speaker_embedding_size": 512}))
+    semantic.load_state_dict(processor.codec.state_dict(), strict=False)
+    semantic.save_pretrained(tmp_path / "semantic")
     results = evaluate_model(folder, str(tiny_corpus), recipe.cache_dir, str(whisper_dir),
-                             limits={"asr": 2, "tts": 2, "ser": 2})
+                             limits={"asr": 2, "tts": 2, "ser": 2}, semantic_codec=tmp_path / "semantic")
     for split in ("test", "test_unseen_voice"):
         scores = results["splits"][split]
         assert 0 <= scores["asr"]["wer"] and 0 <= scores["ser"]["accuracy"] <= 1
         assert "whisper_wer_generated" in scores["tts"] and -1 <= scores["tts"]["sim"] <= 1
         assert "whisper_wer_generated" in scores["tts_resynthesis"]  # from the reference USTokens
-    assert (folder / "evaluation.md").is_file() and any((folder / "samples").glob("*.wav"))
+        assert "pocketsphinx_wer_generated" in scores["tts_semantic"]  # the same USTokens, the other way of speaking
+        assert scores["tts_semantic"]["whisper_wer_reference"] == scores["tts"]["whisper_wer_reference"]
+        voices = load_corpus(str(tiny_corpus), "speech")[split].select(range(2))["speaker"]
+        assert set(scores["tts"]["by_voice"]) == set(voices)
+        assert {"whisper_wer_generated", "whisper_wer_reference"} <= set(next(iter(scores["tts"]["by_voice"].values())))
+    report = (folder / "evaluation.md").read_text()
+    assert "| TTS_SEMANTIC |" in report and "Per voice:" in report
+    assert any((folder / "samples").glob("*.wav"))
+    with pytest.raises(ValueError, match="decodes USTokens alone"):
+        evaluate_model(folder, str(tiny_corpus), recipe.cache_dir, str(whisper_dir), limits={"tts": 1},
+                       output_dir=tmp_path / "refused", semantic_codec=tiny_recipe(tmp_path).codec)
 
     # the CLI on a subset of the tasks with guided USToken writing, written elsewhere: the model folder's own
     # evaluation stays
@@ -239,19 +255,37 @@ def test_stage3_starts_from_the_llm_trained_along_with_the_tokenizer(tiny_recipe
     torch.testing.assert_close(rows, rows[:1].expand_as(rows))  # every new row at the mean of the old ones
 
 
-def test_recipe_can_leave_acousticgpt_untrained(tiny_recipe, tmp_path):
+def test_codec_codes_keep_the_order_and_equal_one_by_one():
+    from dualspeechlm.training.token_cache import codec_codes
+
+    torch.manual_seed(0)
+    codec = MelCodecModel(MelCodecConfig(hidden_size=16, latent_size=8, num_quantizers=2, codebook_size=16)).eval()
+    waveforms = [0.1 * np.random.default_rng(n).standard_normal(n).astype(np.float32) for n in (900, 4000, 320, 2500, 641)]
+    codec.encode(torch.from_numpy(waveforms[1]))  # k-means init
+    codes, frames = codec_codes(codec, waveforms, batch_size=2)
+    for waveform, item, count in zip(waveforms, codes, frames):
+        alone = codec.encode(torch.from_numpy(waveform))
+        assert count == alone.lengths.item() and np.array_equal(item, alone.codes[0].flatten().numpy())
+
+
+def test_recipe_can_leave_acousticgpt_untrained(tiny_recipe, tmp_path, monkeypatch):
+    from dualspeechlm.training import token_cache
     from dualspeechlm.training.train_dualspeechlm import build_model, cached_splits, load_parts, main
 
     recipe = tiny_recipe(tmp_path / "model", acoustic_loss_weight=0.0, speech_generation={"do_sample": False})
     parts = load_parts(recipe)
     config = build_model(recipe, parts[0], parts[2])[0].config
     assert (config.acoustic_loss_weight, config.speech_generation) == (0, {"do_sample": False})
-    # its token cache holds no codes, which cost most of the cache's time; the speakers and USTokens are the same
-    spared, trained = (cached_splits(recipe, "validation", parts)["speech"],
-                       cached_splits(dataclasses.replace(recipe, acoustic_loss_weight=1.0), "validation", parts)["speech"])
+    # its token cache holds no codes, which cost most of the cache's time; the speakers and USTokens are the same (and
+    # the same whether the audio is decoded all at once or a row at a time)
+    trained = cached_splits(dataclasses.replace(recipe, acoustic_loss_weight=1.0), "validation", parts)["speech"]
+    monkeypatch.setattr(token_cache, "DECODED_ROWS", 1)
+    spared = cached_splits(recipe, "validation", parts)["speech"]
     assert "audio_codes" in trained.column_names and set(spared.column_names) == set(trained.column_names) - {
         "audio_codes", "audio_frames"}
-    assert spared["audio_speaker"] == trained["audio_speaker"] and spared["audio_ustokens"] == trained["audio_ustokens"]
+    assert spared["audio_ustokens"] == trained["audio_ustokens"]
+    # speaker embeddings of a padded batch differ from one-by-one ones only in float rounding
+    np.testing.assert_allclose(spared["audio_speaker"], trained["audio_speaker"], atol=1e-4)
     with pytest.raises(SystemExit):  # the flag exists (and --print-config exits after printing the recipe)
         main(["--acoustic-loss-weight", "0", "--print-config"])
 

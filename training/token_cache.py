@@ -26,6 +26,7 @@ from dualspeechlm.processing.corpus.builder import AUDIO_COLUMNS
 from .encoder_cache import (cached_encoder_outputs, codes_fingerprint, corpus_identity, read_cache,
                             weights_fingerprint, write_cache)
 
+DECODED_ROWS = 1024  # rows of a generation target's audio decoded at a time for its speaker embeddings and codes
 GENERATION_TARGETS = {"speech": ("audio",), "qa": ("answer_audio",), "translation": ("translation_audio",),
                       "vc": ("target_audio",)}
 
@@ -49,7 +50,9 @@ def ustokens(ustokenizer: USTokenizerModel, cached: datasets.Dataset, batch_size
 def codec_codes(codec, waveforms: list[np.ndarray], batch_size: int = 16) -> tuple[list[np.ndarray], list[int]]:
     """-> (codes `[num_codebooks * frames]` int16 per item, frames per item)."""
     codes, frames = [None] * len(waveforms), [0] * len(waveforms)
-    order = sorted(range(len(waveforms)), key=lambda i: len(waveforms[i]))  # little padding per batch
+    # little padding per batch; longest first, so that each batch's buffers fit in the freed ones of the batch before
+    # (ascending sizes grew the heap by about 1 MB per item)
+    order = sorted(range(len(waveforms)), key=lambda i: len(waveforms[i]), reverse=True)
     for start in range(0, len(order), batch_size):
         picked = order[start : start + batch_size]
         out = codec.encode([torch.from_numpy(np.asarray(waveforms[i], dtype=np.float32)) for i in picked],
@@ -80,12 +83,17 @@ def cached_tokens(corpus_dir: str | Path, config: str, split: str, ustokenizer: 
                                         cache_dir, column=column)
         dataset = dataset.add_column(f"{column}_ustokens", ustokens(ustokenizer, states))
         if column in GENERATION_TARGETS.get(config, ()):
-            waveforms = [np.asarray(item["array"], dtype=np.float32) for item in source.select_columns([column])[column]]
-            speakers = speaker_encoder.embed(waveforms, sampling_rate=16000).float().numpy()
-            dataset = dataset.add_column(f"{column}_speaker", list(speakers),
-                                         feature=datasets.List(datasets.Value("float32")))
+            speakers, codes, frames = [], [], []
+            audio = source.select_columns([column])
+            for start in range(0, len(audio), DECODED_ROWS):  # a chunk of decoded audio at a time: bounded memory
+                waveforms = [np.asarray(item["array"], dtype=np.float32)
+                             for item in audio.select(range(start, min(start + DECODED_ROWS, len(audio))))[column]]
+                speakers += list(speaker_encoder.embed(waveforms, sampling_rate=16000).float().numpy())
+                if codec is not None:
+                    chunk_codes, chunk_frames = codec_codes(codec, waveforms)
+                    codes, frames = codes + chunk_codes, frames + chunk_frames
+            dataset = dataset.add_column(f"{column}_speaker", speakers, feature=datasets.List(datasets.Value("float32")))
             if codec is not None:
-                codes, frames = codec_codes(codec, waveforms)
                 dataset = dataset.add_column(f"{column}_codes", codes, feature=datasets.List(datasets.Value("int16")))
                 dataset = dataset.add_column(f"{column}_frames", frames)
     return write_cache(path, dataset, info)
