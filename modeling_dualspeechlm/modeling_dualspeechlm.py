@@ -592,12 +592,8 @@ class DualSpeechLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
         ustokens, ustoken_lengths = packed_left(sequences - config.speech_token_offset, aligned)
         output = DualSpeechLMSpeechOutput(sequences=sequences, ustokens=ustokens, ustoken_lengths=ustoken_lengths,
                                           speaker_embeddings=voice)
-        if codec is not None and codec.decodes_ustokens_alone:
-            # AcousticGPT's codes would go unread (2.8x the time of TTS, docs/RESULTS.md): the tokens and the voice are
-            # decoded alone, with one placeholder code frame per item that has tokens (none: no speech)
-            placeholder = ustokens.new_zeros(sequences.shape[0], config.num_codebooks, 1)
-            output.waveforms, output.waveform_lengths = self.decode_codes(
-                codec, placeholder, (ustoken_lengths > 0).long(), ustokens, ustoken_lengths, voice)
+        if codec is not None and codec.decodes_ustokens_alone:  # AcousticGPT's codes would go unread
+            output.waveforms, output.waveform_lengths = self.decode_ustokens(codec, ustokens, ustoken_lengths, voice)
             return output
         if config.acoustic_loss_weight == 0:
             raise ValueError("this model's AcousticGPT was trained with acoustic_loss_weight 0, i.e. not at all: render "
@@ -617,6 +613,18 @@ class DualSpeechLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
                                                                           ustokens, ustoken_lengths, voice)
         return output
 
+    def decode_ustokens(self, codec, ustokens: torch.LongTensor, ustoken_lengths: torch.LongTensor,
+                        speaker_embeddings: torch.FloatTensor | None = None):
+        """Speech from the written USTokens `[batch, U]` (+ `ustoken_lengths`) and the voice alone, through a codec that
+        `decodes_ustokens_alone` (the semantic-only path, no AcousticGPT) -> (waveforms `[batch, samples]`, sample
+        lengths); items without tokens get no samples."""
+        if not codec.decodes_ustokens_alone:
+            raise ValueError(f"{type(codec).__name__} does not decode USTokens alone: it needs AcousticGPT's codes")
+        # the codec need not share the model's codes: it reads one placeholder code frame per item, and ignores it
+        placeholder = ustokens.new_zeros(ustokens.shape[0], codec.num_codebooks, 1)
+        return _decoded_speech(codec, placeholder, (ustoken_lengths > 0).long(), ustokens, ustoken_lengths,
+                           speaker_embeddings)
+
     def decode_codes(self, codec, codes: torch.LongTensor, lengths: torch.LongTensor,
                      ustokens: torch.LongTensor | None = None, ustoken_lengths: torch.LongTensor | None = None,
                      speaker_embeddings: torch.FloatTensor | None = None):
@@ -627,12 +635,20 @@ class DualSpeechLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
         if (codec.num_codebooks, codec.codebook_size) != (self.config.num_codebooks, self.config.codebook_size):
             raise ValueError(f"the codec writes {codec.num_codebooks} codebooks of {codec.codebook_size} codes, the model "
                              f"{self.config.num_codebooks} of {self.config.codebook_size}")
-        if codes.shape[-1] == 0:
-            return torch.zeros(codes.shape[0], 0), torch.zeros(codes.shape[0], dtype=torch.long)
-        decoded = codec.decode(codes, lengths.clamp(min=1),
-                               **codec_decoder_inputs(codec, ustokens, ustoken_lengths, speaker_embeddings))
-        has_speech = lengths.to(decoded.lengths.device) > 0
-        return decoded.waveforms * has_speech[:, None], decoded.lengths * has_speech
+        return _decoded_speech(codec, codes, lengths, ustokens, ustoken_lengths, speaker_embeddings)
+
+
+def _decoded_speech(codec, codes: torch.LongTensor, lengths: torch.LongTensor,
+                    ustokens: torch.LongTensor | None = None, ustoken_lengths: torch.LongTensor | None = None,
+                    speaker_embeddings: torch.FloatTensor | None = None):
+    """`codec.decode` for `DualSpeechLMForConditionalGeneration.decode_codes`, unchecked: no-speech items (length 0) get
+    no samples."""
+    if codes.shape[-1] == 0:
+        return torch.zeros(codes.shape[0], 0), torch.zeros(codes.shape[0], dtype=torch.long)
+    decoded = codec.decode(codes, lengths.clamp(min=1),
+                           **codec_decoder_inputs(codec, ustokens, ustoken_lengths, speaker_embeddings))
+    has_speech = lengths.to(decoded.lengths.device) > 0
+    return decoded.waveforms * has_speech[:, None], decoded.lengths * has_speech
 
 
 register_auto_classes(DualSpeechLMConfig, DualSpeechLMForConditionalGeneration, AutoModel)

@@ -530,6 +530,17 @@ def test_speech_generation_decodes_with_a_codec():
     any_codes = torch.randint(0, 64, (2, 2, 8))
     expected = voiced.decode(any_codes, torch.ones(2, dtype=torch.long), out.ustokens, out.ustoken_lengths, speakers)
     torch.testing.assert_close(out.waveforms, expected.waveforms)
+    # the same rendering from written tokens alone (how the evaluation scores the semantic-only path)
+    waveforms, lengths = model.decode_ustokens(voiced, out.ustokens, out.ustoken_lengths, speakers)
+    torch.testing.assert_close(waveforms, out.waveforms)
+    assert torch.equal(lengths, out.waveform_lengths)
+    with pytest.raises(ValueError, match="does not decode USTokens alone"):
+        model.decode_ustokens(codec, out.ustokens, out.ustoken_lengths)
+    # its codes need not be the model's: the semantic-only comparison may use any USToken-alone decoder
+    other_codes = MelCodecModel(MelCodecConfig(**{**voiced.config.to_dict(), "num_quantizers": 3})).eval()
+    other_codes.load_state_dict(voiced.state_dict(), strict=False)
+    waveforms, lengths = model.decode_ustokens(other_codes, out.ustokens, out.ustoken_lengths, speakers)
+    assert torch.equal(lengths, out.waveform_lengths) and waveforms.shape == out.waveforms.shape
     # an item whose answer holds no USToken gets no speech
     config = model.config
     answer = torch.tensor([[config.audio_start_token_id, config.speech_token_offset + 7, config.audio_end_token_id],

@@ -7,6 +7,7 @@
 | S2TT | BLEU (sacrebleu) |
 | TTS, VC, SC | the judges' WER on the generated speech (Whisper tiny.en, and for TTS pocketsphinx with its generic and with the corpus' language model) beside their WER on the corpus' reference audio of the same words; SIM (speaker encoder cosine) to the reference |
 | T2ST | SIM only: both judges are English-only and the targets are Spanish / French |
+| TTS, VC, SC, T2ST semantic-only (with `--semantic-codec`) | as above, on the same written USTokens rendered by a codec that decodes USTokens alone (the paper's Baseline-Semantic way of speaking) instead of AcousticGPT's codes |
 | TTS resynthesis | the judges' WER on speech AcousticGPT renders from the reference audio's own USTokens: the ceiling of TTS with perfectly written USTokens, which tells the LLM's share of TTS errors from AcousticGPT's + the codec's |
 
 Results land in `<model>/evaluation.json` + `evaluation.md`, a few generated waveforms in `samples/` (or in
@@ -26,6 +27,7 @@ import torch
 import yaml
 from tqdm.auto import tqdm
 
+from dualspeechlm.codecs import load_codec
 from dualspeechlm.modeling_dualspeechlm import DualSpeechLMForConditionalGeneration
 from dualspeechlm.processing_dualspeechlm import DualSpeechLMProcessor
 from dualspeechlm.processing.corpus import load_corpus
@@ -83,10 +85,19 @@ def speech_outputs(model, processor, examples: list[dict], batch_size: int = 16,
                                         **{f"acoustic_{key}": value for key, value in acoustic_kwargs.items()})
 
 
-def speak(model, processor, examples: list[dict], **kwargs) -> list[np.ndarray]:
-    """Waveforms of generation examples (None where AcousticGPT wrote no speech); kwargs: `speech_outputs`'."""
-    return [audio if audio.size else None
-            for out in speech_outputs(model, processor, examples, **kwargs) for audio in out.audio_arrays()]
+def speak(model, processor, examples: list[dict], semantic_codec=None, **kwargs):
+    """Waveforms of generation examples through the model's codec (None where no speech was written); kwargs:
+    `speech_outputs`'. With `semantic_codec` (one that `decodes_ustokens_alone`), returns (those, the same written
+    USTokens rendered by it with the same voice): the dual-token path beside the semantic-only one."""
+    spoken, semantic = [], []
+    for out in speech_outputs(model, processor, examples, **kwargs):
+        spoken += out.audio_arrays()
+        if semantic_codec is not None:
+            waveforms, lengths = model.decode_ustokens(semantic_codec, out.ustokens, out.ustoken_lengths,
+                                                       out.speaker_embeddings)
+            semantic += [waveform[:length].numpy() for waveform, length in zip(waveforms, lengths.tolist())]
+    spoken, semantic = ([audio if audio.size else None for audio in audios] for audios in (spoken, semantic))
+    return spoken if semantic_codec is None else (spoken, semantic)
 
 
 def as_judged(generated: list) -> list[np.ndarray]:
@@ -106,8 +117,9 @@ def similarity(speaker_encoder, generated: list, references: list[np.ndarray]) -
 
 
 def evaluate_split(model, processor, corpus: str, cache_dir: str, split: str, judges: dict, limits: dict,
-                   samples_dir: Path) -> dict:
-    """Every task's scores on `split`; `judges`: `speech_judges()`, by name."""
+                   samples_dir: Path, semantic_codec=None) -> dict:
+    """Every task's scores on `split`; `judges`: `speech_judges()`, by name. With `semantic_codec` each generation
+    task also gets a `<task>_semantic` row: its written USTokens rendered by that codec (`speak`)."""
     parts = (processor.ustokenizer, processor.feature_extractor, None, processor.speaker_encoder)  # no codes: unread
     results = {}
     for task, limit in limits.items():
@@ -132,7 +144,11 @@ def evaluate_split(model, processor, corpus: str, cache_dir: str, split: str, ju
             score["samples"] = [{"reference": r, "hypothesis": h} for r, h in list(zip(references, hypotheses))[:5]]
         else:
             source = load_corpus(corpus, config)[split].select(range(count))
-            generated = speak(model, processor, examples)
+            generated = speak(model, processor, examples, semantic_codec)
+            if semantic_codec is not None:
+                generated, semantic = generated
+                results[f"{task}_semantic"] = {"examples": count,
+                                               **speech_scores(task, semantic, source, processor, judges)}
             score = speech_scores(task, generated, source, processor, judges)
             samples_dir.mkdir(parents=True, exist_ok=True)
             for i, audio in enumerate(as_judged(generated[:3])):
@@ -146,7 +162,8 @@ def evaluate_split(model, processor, corpus: str, cache_dir: str, split: str, ju
 
 def speech_scores(task: str, generated: list, source, processor, judges: dict) -> dict:
     """SIM, no-speech rate, seconds and the judges' WER on generated speech (None items judged as silence) and on
-    the reference audio of the same words (`source`: the corpus rows)."""
+    the reference audio of the same words (`source`: the corpus rows); for TTS also each judge's WER per voice
+    (`by_voice`: {voice: {"<judge>_wer_generated", "<judge>_wer_reference"}})."""
     reference_audio = [item["array"] for item in source[REFERENCE_AUDIO[task]]]
     count = len(generated)
     score = {"sim": similarity(processor.speaker_encoder, generated, reference_audio),
@@ -154,10 +171,31 @@ def speech_scores(task: str, generated: list, source, processor, judges: dict) -
              "seconds_generated": float(sum(len(g) for g in generated if g is not None) / 16000)}
     if task != "t2st":
         used = judges if task == "tts" else {"whisper": judges["whisper"]}
+        voices = source["speaker"] if task == "tts" else None
         for name, audio in (("generated", as_judged(generated)), ("reference", reference_audio)):
-            for judge_name, value in judge(source[SPOKEN_WORDS[task]], audio, 16000, judges=used)["judges"].items():
+            judged = judge(source[SPOKEN_WORDS[task]], audio, 16000, judges=used, groups=voices)["judges"]
+            for judge_name, value in judged.items():
                 score[f"{judge_name}_wer_{name}"] = value["wer"]
+                for voice, group in (value["groups"] or {}).items():
+                    score.setdefault("by_voice", {}).setdefault(voice, {})[f"{judge_name}_wer_{name}"] = group["wer"]
     return score
+
+
+def voice_table(results: dict) -> str:
+    """Markdown: the judges' WER on generated speech / on the reference audio, per split, speech task row and voice
+    (the rows scored with `by_voice`)."""
+    lines = []
+    for split, tasks in results["splits"].items():
+        for task, score in tasks.items():
+            for voice, wers in sorted(score.get("by_voice", {}).items()):
+                judges = [key.removesuffix("_wer_generated") for key in wers if key.endswith("_wer_generated")]
+                cells = [f"{100 * wers[f'{j}_wer_generated']:.1f}% / {100 * wers[f'{j}_wer_reference']:.1f}%"
+                         for j in judges]
+                if not lines:
+                    lines = ["| split | row | voice | " + " | ".join(f"{j} (generated / reference)" for j in judges)
+                             + " |", "|---|---|---|" + "---|" * len(judges)]
+                lines.append(f"| {split} | {task.upper()} | {voice} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def markdown_report(results: dict) -> str:
@@ -167,16 +205,21 @@ def markdown_report(results: dict) -> str:
         for task, score in tasks.items():
             shown = ", ".join(f"{k} {v:.3f}" for k, v in score.items() if isinstance(v, float))
             lines.append(f"| {split} | {task.upper()} | {score['examples']} | {shown} |")
+    if by_voice := voice_table(results):
+        lines += ["", "Per voice:", "", by_voice]
     return "\n".join(lines) + "\n"
 
 
 def evaluate_model(folder: str | Path, corpus: str = "data/corpus", cache_dir: str = "data/encoder_cache",
                    whisper: str = "models/whisper-tiny.en", limits: dict | None = None,
-                   output_dir: str | Path | None = None, speech_generation: dict | None = None) -> dict:
+                   output_dir: str | Path | None = None, speech_generation: dict | None = None,
+                   semantic_codec: str | Path | None = None) -> dict:
     """Evaluate the model folder on both test splits; `limits`: {task: examples} of the tasks to score (default
     `DEFAULT_LIMITS`, all eight). Writes evaluation.json / .md and samples/ into `output_dir` (default: the model
     folder). `speech_generation`: GenerationConfig fields updating the saved `config.speech_generation` (e.g.
-    `{"guidance_scale": 2.0}`); the results then go elsewhere (`output_dir`) and record the settings used."""
+    `{"guidance_scale": 2.0}`); the results then go elsewhere (`output_dir`) and record the settings used.
+    `semantic_codec`: a codec folder that decodes USTokens alone (`dualspeechlm-train-codec-decoder`), which renders
+    the same written USTokens as the semantic-only comparison rows (`evaluate_split`)."""
     folder = Path(folder)
     if speech_generation and output_dir is None:
         raise ValueError("other speech_generation settings than the saved ones need an output_dir: the model folder's "
@@ -186,12 +229,16 @@ def evaluate_model(folder: str | Path, corpus: str = "data/corpus", cache_dir: s
     model = DualSpeechLMForConditionalGeneration.from_pretrained(folder).eval()
     model.config.speech_generation = {**model.config.speech_generation, **(speech_generation or {})}
     processor = DualSpeechLMProcessor.from_pretrained(folder)
+    if semantic_codec is not None:
+        semantic_codec = load_codec(str(semantic_codec)).eval()
+        if not semantic_codec.decodes_ustokens_alone:
+            raise ValueError("the semantic-only rows need a codec that decodes USTokens alone (ustoken_decode_codebooks 0)")
     limits = limits or DEFAULT_LIMITS
     results = {"speech_generation": model.config.speech_generation, "splits": {}}
     judges = speech_judges(whisper, corpus)  # one model load for all tasks
     for split in tqdm(SPLITS, desc="evaluate", unit="split"):
         results["splits"][split] = evaluate_split(model, processor, corpus, cache_dir, split, judges, limits,
-                                                  output_dir / "samples")
+                                                  output_dir / "samples", semantic_codec)
     (output_dir / "evaluation.json").write_text(json.dumps(results, indent=2))
     (output_dir / "evaluation.md").write_text(markdown_report(results))
     print(markdown_report(results))
@@ -209,6 +256,9 @@ def main(argv=None) -> None:
                         help="the tasks to score (default: all eight)")
     parser.add_argument("--output-dir", default=None,
                         help="where evaluation.json / .md and samples/ go (default: the model folder)")
+    parser.add_argument("--semantic-codec", default=None,
+                        help="a codec folder that decodes USTokens alone: the same written USTokens rendered by it "
+                             "are scored too, as the semantic-only rows")
     parser.add_argument("--speech-generation", nargs="+", default=[], metavar="FIELD=VALUE",
                         help="USToken writing other than the saved config's, e.g. guidance_scale=2 num_beams=1 "
                              "(needs --output-dir)")
@@ -222,7 +272,8 @@ def main(argv=None) -> None:
         settings[name] = yaml.safe_load(value)
     if settings and args.output_dir is None:
         parser.error("--speech-generation needs --output-dir: the model folder's evaluation describes the model as saved")
-    evaluate_model(args.model, args.corpus, args.cache_dir, args.whisper, limits, args.output_dir, settings)
+    evaluate_model(args.model, args.corpus, args.cache_dir, args.whisper, limits, args.output_dir, settings,
+                   args.semantic_codec)
 
 
 if __name__ == "__main__":
