@@ -1,6 +1,6 @@
 """Codec speed: seconds of audio encoded + decoded per second of compute, per vocoder.
 
-    python bench/bench_codec.py --codec models/mel-codec --corpus data/corpus
+    python -m bench.bench_codec --codec models/mel-codec --corpus data/corpus
 
 Without --codec a randomly initialised default-size codec is timed (same compute as a trained one).
 Prints a Markdown table; the factor is (audio seconds) / (wall seconds), > 1 means faster than real time.

@@ -1,7 +1,7 @@
 """DualSpeechLM speech generation speed: KV caches vs recomputation, a batch vs items one by one.
 
-    python bench/bench_generation.py                  # one thread, process CPU time (robust on a busy machine)
-    python bench/bench_generation.py --clock wall --threads 2
+    python -m bench.bench_generation                  # one thread, process CPU time (robust on a busy machine)
+    python -m bench.bench_generation --clock wall --threads 2
 
 Times the whole `generate_speech` (LLM writes USTokens, one re-encoding pass, AcousticGPT writes codes) for
 `--batch-size` prompts on a small random model (Llama backbone and AcousticGPT of 4 layers x 256, 2 codebooks of
@@ -22,8 +22,8 @@ import argparse
 import os
 
 import torch
-from bench_ustokenizer import add_timing_arguments, best_times, timing_clock  # bench/ is on sys.path when this runs
 
+from bench.common import add_timing_arguments, best_times, timing_clock
 from dualspeechlm.codecs import MelCodecConfig, MelCodecModel
 from dualspeechlm.configuration_dualspeechlm import AcousticGPTConfig, DualSpeechLMConfig
 from dualspeechlm.modeling_dualspeechlm import DualSpeechLMForConditionalGeneration

@@ -1,7 +1,7 @@
 """Stage 3's training step per task, with and without AcousticGPT's pass (`acoustic_loss_weight` 1 vs 0).
 
-    python bench/bench_stage3_step.py                 # one thread, process CPU time (robust on a busy machine)
-    python bench/bench_stage3_step.py --clock wall --threads 2
+    python -m bench.bench_stage3_step                 # one thread, process CPU time (robust on a busy machine)
+    python -m bench.bench_stage3_step --clock wall --threads 2
 
 Builds the stage-3 model as the recipe does (stage 1's reader + a fresh AcousticGPT, from the main job's folders) and
 times forward + backward + AdamW on real single-task batches of the corpus' cached training split (the first
@@ -13,8 +13,8 @@ batches under the recipe's task weights, and the expected seconds per 1,000 step
 import argparse
 
 import torch
-from bench_ustokenizer import add_timing_arguments, best_times, timing_clock  # bench/ is on sys.path when this runs
 
+from bench.common import add_timing_arguments, best_times, timing_clock
 from dualspeechlm.training.multitask import DualSpeechLMCollator, TaskBatchSampler, TaskExamples
 from dualspeechlm.training.train_dualspeechlm import DualSpeechLMRecipe, build_model, cached_splits, load_parts
 

@@ -1,7 +1,7 @@
 """USTokenizer speed: seconds of audio tokenized per second of compute, real length vs 30 s padding.
 
-    python bench/bench_ustokenizer.py --whisper models/whisper-tiny.en --threads 2
-    python bench/bench_ustokenizer.py --threads 1 --clock cpu   # on a busy machine
+    python -m bench.bench_ustokenizer --whisper models/whisper-tiny.en --threads 2
+    python -m bench.bench_ustokenizer --threads 1 --clock cpu   # on a busy machine
 
 For 2 s, 5 s and 10 s clips (batch 8, espeak-ng speech), in one run with the same Whisper weights:
 - transformers' `WhisperEncoder` on features padded to 30 s (3000 mel frames), as Whisper requires;
@@ -16,13 +16,13 @@ Prints a Markdown table; "x" = audio seconds / compute seconds, speed-up = over 
 
 import argparse
 import os
-import time
 
 import numpy as np
 import torch
 from transformers import WhisperFeatureExtractor
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
+from bench.common import add_timing_arguments, best_times, timing_clock
 from dualspeechlm.configuration_ustokenizer import USTokenizerConfig
 from dualspeechlm.feature_extraction_ustokenizer import USTokenizerFeatureExtractor
 from dualspeechlm.modeling_ustokenizer import USTokenizerModel
@@ -30,32 +30,6 @@ from dualspeechlm.processing.corpus import TRAIN_VOICES, synthesize
 
 TEXT = ("the quiet horse slept behind the old bridge while seven green birds sang in the morning rain "
         "and anna saw the cat walk slowly across the garden wall ")
-
-
-def add_timing_arguments(parser: argparse.ArgumentParser, repeats: int = 3, threads: int = 1, clock: str = "cpu") -> None:
-    """`--repeats`, `--threads` and `--clock`, with this bench's defaults."""
-    parser.add_argument("--repeats", type=int, default=repeats)
-    parser.add_argument("--threads", type=int, default=threads)
-    parser.add_argument("--clock", choices=["wall", "cpu"], default=clock,
-                        help="cpu: process CPU time, robust to a busy machine (use it with --threads 1)")
-
-
-def timing_clock(args: argparse.Namespace):
-    """Set torch's threads to `args.threads`; return the clock `args.clock` names."""
-    torch.set_num_threads(args.threads)
-    return time.perf_counter if args.clock == "wall" else time.process_time
-
-
-def best_times(functions: dict, repeats: int, clock) -> dict:
-    """Best time of each function over `repeats` rounds, the functions interleaved within a round
-    (so a change in machine load hits all of them alike)."""
-    best = dict.fromkeys(functions, float("inf"))
-    for _ in range(repeats):
-        for name, function in functions.items():
-            began = clock()
-            function()
-            best[name] = min(best[name], clock() - began)
-    return best
 
 
 def main() -> None:

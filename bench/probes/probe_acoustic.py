@@ -1,9 +1,10 @@
-"""Where does spoken output lose the words: the codec, the codes AcousticGPT cannot predict, or its decoding?
+"""How well does a trained AcousticGPT predict each codebook, and what do its codes lose against the codec's own?
 
-    python bench/probe_acoustic.py --model models/dualspeechlm --limit 32
+    python -m bench.probes.probe_acoustic --model <a model trained with acoustic_loss_weight > 0> --limit 32
 
-On the first `--limit` TTS items of a split (the speech config's cached USTokens and codec codes), with
-CoC "both" as at inference, it reports:
+Needs a DualSpeechLM whose AcousticGPT was trained (`acoustic_loss_weight` > 0, e.g. the dual-token path on a
+single-codebook codec); a model of the tiny preset (weight 0) is refused. On the first `--limit` TTS items of a split
+(the speech config's cached USTokens and codec codes), with CoC "both" as at inference, it reports:
 - per codebook, AcousticGPT's teacher-forced cross-entropy (nats per code) and top-1 accuracy on the
   reference codes: how predictable each codebook is from the USTokens, the speaker and the earlier codes;
 - the Whisper judge's WER and the seconds of audio for codes built five ways, all decoded by the model's
@@ -50,7 +51,7 @@ def teacher_forced(model, batch) -> tuple[torch.Tensor, ...]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="models/dualspeechlm")
+    parser.add_argument("--model", required=True, help="a DualSpeechLM folder with a trained AcousticGPT")
     parser.add_argument("--corpus", default="data/corpus")
     parser.add_argument("--cache-dir", default="data/encoder_cache")
     parser.add_argument("--whisper", default="models/whisper-tiny.en")
@@ -65,6 +66,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     model = DualSpeechLMForConditionalGeneration.from_pretrained(args.model).eval()
+    if model.config.acoustic_loss_weight == 0:
+        raise SystemExit(f"{args.model} was trained with acoustic_loss_weight 0: its AcousticGPT never learnt, so there "
+                         f"is nothing to probe. Train one with --acoustic-loss-weight > 0 (the tiny preset sets 0).")
     processor = DualSpeechLMProcessor.from_pretrained(args.model, **({"codec": load_codec(args.codec)} if args.codec else {}))
     codec, n_q = processor.codec.eval(), model.config.num_codebooks
     if args.decode_codebooks is not None:
