@@ -13,7 +13,7 @@ import torch
 
 from dualspeechlm.codecs.configuration_mel_codec import MelCodecConfig, VOCODERS
 from dualspeechlm.codecs.modeling_mel_codec import MelCodecModel
-from dualspeechlm.training.train_codec import corpus_waveforms
+from dualspeechlm.training.codec_training import corpus_waveforms
 
 
 def main() -> None:

@@ -114,27 +114,7 @@ class DualSpeechLMConfig(PretrainedConfig):
         coc_modes (`tuple[str]`, all of `COC_MODES`): the prefixes CoC draws from with equal probability
             (("both",) switches CoC off, the paper's ablation).
         llm_loss_weight, acoustic_loss_weight (`float`, 1.0 and 1.0).
-        speech_input_noise (`float`, 0.0): in training, the share of the target USTokens replaced in the LLM's input
-            by random ones (labels keep the true tokens), a dropout on the written history that makes the LLM read
-            its prompt; 0 in the paper.
-        alignment_loss_weight (`float`, 0.0), alignment_layer (`int | None`, None: the second layer, or the only
-            one), alignment_sigma (`float`, 0.2): an attention prior on head 0 of the backbone's `alignment_layer` in
-            training: where the answer speaks a text of the prompt in order (TTS), the query writing the t-th of T
-            target USTokens is pulled towards the text tokens at the same relative place, n / N ~ t / T within a
-            Gaussian band of width sigma (DC-TTS's guided attention, as -log of the attention mass in the band); 0
-            in the paper.
-        spoken_text_dropout (`float`, 0.0): in training, the probability that an item with a spoken text (TTS) hides
-            that text from attention (its positions kept), so the model also learns to write USTokens without it:
-            the unconditional branch of classifier-free guidance (`guidance_scale` in `speech_generation`); 0 in
-            the paper.
-        llm_hears_speaker (`bool`, False): the LLM reads the target voice too: a projection of the speaker embedding
-            (no bias, zero at initialisation, so a checkpoint without it writes as before) is added to every input
-            embedding of the items given one, so the USTokens it writes may follow the voice (the same words in two
-            voices differ in about half of their USTokens, docs/RESULTS.md). Off in the paper, whose LLM writes
-            voice-independent USTokens and leaves the voice to AcousticGPT.
-        speech_generation (`dict`): GenerationConfig fields for the USTokens written by `generate_speech`; its
-            `guidance_scale` w (> 1) writes from log p(y | text) * w + log p(y | text hidden) * (1 - w) for the items
-            whose spoken text is marked (`spoken_text_mask`).
+        speech_generation (`dict`): GenerationConfig fields for the USTokens written by `generate_speech`.
         acoustic_generation (`dict`): `do_sample`, `temperature`, `top_k`, `top_p`, `max_new_tokens` (frames) for
             AcousticGPT.
     """
@@ -159,12 +139,6 @@ class DualSpeechLMConfig(PretrainedConfig):
     coc_modes: tuple[str, ...] = COC_MODES
     llm_loss_weight: float = 1.0
     acoustic_loss_weight: float = 1.0
-    speech_input_noise: float = 0.0
-    alignment_loss_weight: float = 0.0
-    alignment_layer: int | None = None
-    alignment_sigma: float = 0.2
-    spoken_text_dropout: float = 0.0
-    llm_hears_speaker: bool = False
     speech_generation: dict = field(default_factory=lambda: dict(
         do_sample=True, temperature=0.6, top_p=0.9, max_new_tokens=400))
     acoustic_generation: dict = field(default_factory=lambda: dict(do_sample=True, top_k=10, max_new_tokens=1000))
@@ -198,17 +172,6 @@ class DualSpeechLMConfig(PretrainedConfig):
         self.validate_tasks()
         if self.llm_loss_weight < 0 or self.acoustic_loss_weight < 0:
             raise ValueError("loss weights must be non-negative")
-        for name in ("speech_input_noise", "spoken_text_dropout"):
-            if not 0 <= getattr(self, name) < 1:
-                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
-        if self.alignment_loss_weight < 0 or self.alignment_sigma <= 0:
-            raise ValueError(f"alignment_loss_weight must be >= 0 and alignment_sigma > 0, got "
-                             f"{self.alignment_loss_weight} and {self.alignment_sigma}")
-        layers = self.text_config.num_hidden_layers
-        if self.alignment_layer is None:
-            self.alignment_layer = min(1, layers - 1)
-        if not 0 <= self.alignment_layer < layers:
-            raise ValueError(f"alignment_layer must name one of the backbone's {layers} layers, got {self.alignment_layer}")
 
     def validate_tasks(self) -> None:
         for name in ("understanding_tasks", "generation_tasks", "coc_tasks", "coc_modes"):

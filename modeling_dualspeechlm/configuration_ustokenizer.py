@@ -41,9 +41,6 @@ class USTokenizerConfig(PretrainedConfig):
         residual_kernel_size, projection_kernel_size (`int`, 3 and 3): kernels of the residual units and of
             the projection conv to `codebook_dim`.
         codebook_size (`int`, 1024), codebook_dim (`int`, 1024): the single VQ codebook.
-        codebook_lookup_dim (`int | None`, None: the paper's lookup in the latent space itself): with a smaller
-            width, factorized codes (as in DAC): a Linear projects the latents down for the nearest-code search
-            and another projects the code back up, so the search compares only the directions the losses train in.
         ema_decay (`float`, 0.8): EMA decay of the codebook update.
         dead_code_threshold (`float`, 2.0): codes whose EMA cluster size drops below this are replaced by
             random latents of the batch (0 disables).
@@ -72,7 +69,6 @@ class USTokenizerConfig(PretrainedConfig):
     projection_kernel_size: int = 3
     codebook_size: int = 1024
     codebook_dim: int = 1024
-    codebook_lookup_dim: int | None = None
     ema_decay: float = 0.8
     dead_code_threshold: float = 2.0
     kmeans_init: bool = False
@@ -92,9 +88,6 @@ class USTokenizerConfig(PretrainedConfig):
         for name in ("downsample_stride", "conv_hidden_size", "codebook_size", "codebook_dim", "llm_hidden_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.codebook_lookup_dim is not None and not 0 < self.codebook_lookup_dim <= self.codebook_dim:
-            raise ValueError(f"codebook_lookup_dim must be in 1..codebook_dim ({self.codebook_dim}), "
-                             f"got {self.codebook_lookup_dim}")
         if not 0.0 < self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in (0, 1), got {self.ema_decay}")
         if 0 <= self.ids_pad_value < self.codebook_size:

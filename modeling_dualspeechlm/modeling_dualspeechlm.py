@@ -17,25 +17,20 @@ from `config.coc_modes` with torch's global RNG (seed it with `torch.manual_seed
 
 Generation: text through the standard `generate()` (the cache and input preparation are the backbone's);
 speech through `generate_speech()`: USTokens (restricted to `<a_k>` and `</audio>`), one re-encoding pass for the
-hidden states of the whole sequence, then AcousticGPT; both with KV caches, batched (prompts left-padded). A
-`guidance_scale` contrasts the USTokens' distribution with the one of the prompt whose spoken text is hidden
-(`SpokenTextGuidance`; `config.spoken_text_dropout` trains that branch).
+hidden states of the whole sequence, then AcousticGPT; both with KV caches, batched (prompts left-padded).
 
 Imports only torch, transformers and this folder (relatively), so a saved folder loads with trust_remote_code.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch import nn
 from transformers import AutoModel, AutoModelForCausalLM, GenerationConfig, GenerationMixin, PreTrainedModel
-from transformers import initialization as init
 from transformers.generation.logits_process import LogitsProcessor, LogitsProcessorList
 from transformers.utils import ModelOutput
 
@@ -48,14 +43,13 @@ PROMPT, TARGET, BOTH = (COC_MODES.index(mode) for mode in ("prompt", "target", "
 
 @dataclass
 class DualSpeechLMOutput(ModelOutput):
-    """loss = weighted llm_loss + acoustic_loss (+ alignment_loss, the attention prior) when `labels` are given; logits `[batch, L, vocab]`; cache: the
+    """loss = weighted llm_loss + acoustic_loss when `labels` are given; logits `[batch, L, vocab]`; cache: the
     backbone's KV cache; acoustic_logits `[batch, steps, n_q, vocab]`; acoustic_condition_mask `[batch, L]`: the LLM
     positions whose hidden states formed each item's AcousticGPT prefix; coc_modes `[batch]`: index into COC_MODES."""
 
     loss: torch.FloatTensor | None = None
     llm_loss: torch.FloatTensor | None = None
     acoustic_loss: torch.FloatTensor | None = None
-    alignment_loss: torch.FloatTensor | None = None
     logits: torch.FloatTensor | None = None
     cache: object | None = None
     hidden_states: tuple | None = None
@@ -100,55 +94,6 @@ class SpeechTokensOnly(LogitsProcessor):
         ids = torch.arange(scores.shape[-1], device=scores.device)
         allowed = self.config.is_speech_token(ids) | (ids == self.config.audio_end_token_id)
         return scores.masked_fill(~allowed, float("-inf"))
-
-
-class SpokenTextGuidance(LogitsProcessor):
-    """Classifier-free guidance on the spoken text: log-probabilities c of the prompt as given and u of the same prompt
-    with its spoken text hidden from attention (positions kept, as `spoken_text_dropout` trains it) -> u + w (c - u).
-    Items without a marked text get c. The hidden-text branch runs the backbone with its own KV cache, which follows
-    beam search by matching each row's history to the rows of the step before.
-
-    Args:
-        model: the DualSpeechLM model; attention_mask, spoken_text_mask `[batch, L]`: the left-padded prompts given to
-            `generate()` and the positions of their spoken text; guidance_scale: w; speaker_embeddings `[batch,
-            speaker_embedding_size]`: the voice given to `generate()`, for a model that hears it.
-    """
-
-    def __init__(self, model, attention_mask: torch.Tensor, spoken_text_mask: torch.Tensor, guidance_scale: float,
-                 speaker_embeddings: torch.Tensor | None = None):
-        self.model, self.guidance_scale, self.speaker_embeddings = model, guidance_scale, speaker_embeddings
-        self.attention_mask = attention_mask.masked_fill(spoken_text_mask.bool(), 0)
-        self.positions = positions_from_mask(attention_mask, attention_mask.shape[1])
-        self.cache = self.history = None
-
-    def unconditional_logits(self, input_ids: torch.LongTensor) -> torch.FloatTensor:
-        if self.history is None:  # the first step: the prompts, repeated for beams / returned sequences
-            copies = input_ids.shape[0] // self.attention_mask.shape[0]
-            self.attention_mask = self.attention_mask.repeat_interleave(copies, 0)
-            if self.speaker_embeddings is not None:
-                self.speaker_embeddings = self.speaker_embeddings.repeat_interleave(copies, 0)
-            positions, new_ids = self.positions.repeat_interleave(copies, 0), input_ids
-        else:
-            same = (input_ids[:, None, :-1] == self.history[None]).all(-1)  # [rows now, rows before]
-            if not same.any(-1).all():
-                raise RuntimeError("guidance lost track of a sequence's history between two generation steps")
-            parents = same.int().argmax(-1)
-            self.cache.reorder_cache(parents)
-            self.attention_mask = torch.cat([self.attention_mask[parents], self.attention_mask.new_ones(len(parents), 1)], 1)
-            if self.speaker_embeddings is not None:
-                self.speaker_embeddings = self.speaker_embeddings[parents]
-            positions, new_ids = self.positions[parents] + 1, input_ids[:, -1:]
-        self.positions, self.history = positions[:, -1:], input_ids
-        out = self.model.language_model(**self.model.backbone_inputs(new_ids, speaker_embeddings=self.speaker_embeddings),
-                                        attention_mask=self.attention_mask, position_ids=positions, cache=self.cache,
-                                        use_cache=True, logits_to_keep=1)
-        self.cache = out.get("cache")
-        return out.logits[:, -1].float()
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        conditional = torch.log_softmax(scores.float(), dim=-1)
-        unconditional = torch.log_softmax(self.unconditional_logits(input_ids), dim=-1)
-        return unconditional + self.guidance_scale * (conditional - unconditional)
 
 
 def positions_from_mask(attention_mask: torch.Tensor, length: int) -> torch.LongTensor:
@@ -199,14 +144,7 @@ class DualSpeechLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
         self.language_model = language_model
         self.config.text_config = self.language_model.config  # one object: resizing the embeddings updates both
         self.acoustic_gpt = AcousticGPT(config.acoustic_config)
-        self.speaker_projection = (nn.Linear(config.speaker_embedding_size, self.config.text_config.hidden_size, bias=False)
-                                   if config.llm_hears_speaker else None)
         self.post_init()
-
-    def _init_weights(self, module):
-        super()._init_weights(module)
-        if module is self.speaker_projection:  # no voice at first: a checkpoint without it writes as it did
-            init.zeros_(module.weight)
 
     @classmethod
     def from_text_model(cls, text_model: PreTrainedModel, tokenizer=None, num_speech_tokens: int = 1024,
@@ -253,18 +191,6 @@ class DualSpeechLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
 
     def prepare_inputs_for_generation(self, *args, **kwargs):
         return self.language_model.prepare_inputs_for_generation(*args, **kwargs)
-
-    def backbone_inputs(self, input_ids: torch.LongTensor | None = None, inputs_embeds: torch.FloatTensor | None = None,
-                        speaker_embeddings: torch.FloatTensor | None = None) -> dict:
-        """The backbone's `input_ids` / `inputs_embeds`: for a model that hears the voice (config.llm_hears_speaker)
-        given one, the token embeddings `[batch, L, hidden]` plus the projected `speaker_embeddings` `[batch,
-        speaker_embedding_size]` at every position (a zero embedding, as understanding items have, adds nothing)."""
-        if self.speaker_projection is None or speaker_embeddings is None:
-            return {"input_ids": input_ids, "inputs_embeds": inputs_embeds}
-        if inputs_embeds is None:
-            inputs_embeds = self.get_input_embeddings()(input_ids)
-        voice = self.speaker_projection(speaker_embeddings.to(inputs_embeds.dtype))
-        return {"input_ids": None, "inputs_embeds": inputs_embeds + voice[:, None]}
 
     def check_text_inputs(self, input_ids, attention_mask, total_length: int | None = None) -> None:
         if input_ids.ndim != 2 or 0 in input_ids.shape:
@@ -350,7 +276,6 @@ class DualSpeechLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
         acoustic_lengths: torch.LongTensor | None = None,
         speaker_embeddings: torch.FloatTensor | None = None,
         coc_modes: Sequence[str | int] | torch.Tensor | None = None,
-        spoken_text_mask: torch.Tensor | None = None,
         **kwargs,
     ) -> DualSpeechLMOutput:
         r"""
@@ -362,50 +287,32 @@ class DualSpeechLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
                 without a label).
             acoustic_codes `[batch, num_codebooks, frames]` + acoustic_lengths `[batch]`: targets of generation items
                 (unread, and not needed, with acoustic_loss_weight 0).
-            speaker_embeddings `[batch, speaker_embedding_size]` (default and for understanding items: zeros); a model
-                with config.llm_hears_speaker reads it in the backbone too, with or without labels.
+            speaker_embeddings `[batch, speaker_embedding_size]` (default and for understanding items: zeros).
             coc_modes (`list[str]` from COC_MODES, or indices): fixes the CoC draw of the CoC items.
-            spoken_text_mask `[batch, L]`: the prompt tokens the answer speaks in order (`build_inputs`), read in
-                training by the attention prior (config.alignment_loss_weight > 0) and the spoken-text dropout
-                (config.spoken_text_dropout > 0).
         """
         if input_ids is not None:
             self.check_text_inputs(input_ids, attention_mask)
-            for name, tensor in (("labels", labels), ("condition_mask", condition_mask), ("spoken_text_mask", spoken_text_mask)):
+            for name, tensor in (("labels", labels), ("condition_mask", condition_mask)):
                 check_shape(name, tensor, *input_ids.shape)
         batch = (input_ids if input_ids is not None else inputs_embeds).shape[0]
         check_shape("speaker_embeddings", speaker_embeddings, batch, self.config.speaker_embedding_size)
         # the items' kinds, known from their tasks (None with labels: all understanding); understanding items hear no
-        # voice, in either model
+        # voice
         flags = (self.task_flags(tasks, batch, labels is not None and acoustic_codes is not None)
                  if labels is not None or tasks is not None else None)
         if flags is not None and speaker_embeddings is not None:
             speaker_embeddings = speaker_embeddings * flags[0].to(speaker_embeddings)[:, None]
-        drops_text = (self.training and labels is not None and spoken_text_mask is not None
-                      and self.config.spoken_text_dropout > 0)
-        if drops_text and attention_mask is None:
-            attention_mask = torch.ones_like(labels)
         if position_ids is None and attention_mask is not None:
             length = (input_ids if input_ids is not None else inputs_embeds).shape[1]
             position_ids = positions_from_mask(attention_mask, length)
-        if drops_text:  # after the positions: a hidden text keeps its places, as guidance's unconditional branch does
-            attention_mask, spoken_text_mask = self.drop_spoken_text(attention_mask, spoken_text_mask)
-        if self.training and labels is not None and input_ids is not None and self.config.speech_input_noise > 0:
-            input_ids = self.noisy_speech_history(input_ids, labels)
         trains_acoustic = labels is not None and self.config.acoustic_loss_weight > 0
         if trains_acoustic:  # the acoustic prefix needs the final hidden states: capture only those
             kwargs["output_hidden_states"] = kwargs.get("output_hidden_states") or -1
-        aligns = (self.training and labels is not None and self.config.alignment_loss_weight > 0
-                  and spoken_text_mask is not None and bool(spoken_text_mask.any()))
-        asked_attentions = kwargs.get("output_attentions", self.language_model.config.output_attentions)
-        if aligns:
-            kwargs["output_attentions"] = True
-        with self.eager_attention(aligns):
-            out = self.language_model(**self.backbone_inputs(input_ids, inputs_embeds, speaker_embeddings),
-                                      attention_mask=attention_mask, position_ids=position_ids, cache=cache,
-                                      labels=labels, use_cache=use_cache, logits_to_keep=logits_to_keep, **kwargs)
+        out = self.language_model(input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
+                                  position_ids=position_ids, cache=cache, labels=labels, use_cache=use_cache,
+                                  logits_to_keep=logits_to_keep, **kwargs)
         output = DualSpeechLMOutput(logits=out.logits, cache=out.get("cache"), hidden_states=out.get("hidden_states"),
-                                    attentions=out.get("attentions") if asked_attentions else None)
+                                    attentions=out.get("attentions"))
         if labels is None:
             return output
 
@@ -415,10 +322,6 @@ class DualSpeechLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
             raise ValueError("every generation item needs its target USTokens <a_k> in labels")
         output.llm_loss = out.loss
         loss = self.config.llm_loss_weight * out.loss
-        if aligns:
-            head = out.attentions[self.config.alignment_layer][:, 0]
-            output.alignment_loss = self.alignment_loss(head, spoken_text_mask, labels)
-            loss = loss + self.config.alignment_loss_weight * output.alignment_loss
         if not trains_acoustic:  # AcousticGPT learns nothing: its pass, and its targets, are spared (see render_speech)
             output.loss = loss
             return output
@@ -436,49 +339,6 @@ class DualSpeechLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
         output.acoustic_logits, output.acoustic_condition_mask, output.coc_modes = acoustic.logits, condition, modes
         return output
 
-    @contextlib.contextmanager
-    def eager_attention(self, active: bool = True):
-        """The backbone on eager attention while active, the only kernel that returns attention probabilities."""
-        config = self.language_model.config
-        kept = config._attn_implementation
-        if active:
-            config._attn_implementation = "eager"
-        try:
-            yield
-        finally:
-            config._attn_implementation = kept
-
-    def alignment_loss(self, attention: torch.Tensor, spoken_text_mask: torch.Tensor, labels: torch.LongTensor):
-        """The attention prior (config.alignment_*): one head's probabilities `[batch, L, L]`, the spoken text's
-        positions `[batch, L]` and the labels -> mean over the queries that write a target USToken of -log(the
-        attention mass on the text within the Gaussian band around the query's relative place)."""
-        text = spoken_text_mask.bool()
-        queries = torch.zeros_like(text)
-        queries[:, :-1] = self.config.is_speech_token(labels[:, 1:])  # the position before a USToken predicts it
-        queries &= text.any(-1, keepdim=True)
-        text_place = (text.cumsum(-1) - 0.5) / text.sum(-1, keepdim=True).clamp(min=1)
-        query_place = (queries.cumsum(-1) - 0.5) / queries.sum(-1, keepdim=True).clamp(min=1)
-        band = torch.exp(-(query_place[:, :, None] - text_place[:, None, :]) ** 2 / (2 * self.config.alignment_sigma ** 2))
-        mass = (attention.float() * band * text[:, None, :]).sum(-1)
-        return -torch.log(mass[queries] + 1e-6).mean()
-
-    def drop_spoken_text(self, attention_mask: torch.Tensor, spoken_text_mask: torch.Tensor):
-        """Hide each item's spoken text from attention with probability config.spoken_text_dropout -> (attention_mask,
-        spoken_text_mask of the items that keep their text) `[batch, L]`; the attention prior skips the others."""
-        hidden = torch.rand(spoken_text_mask.shape[0], device=spoken_text_mask.device) < self.config.spoken_text_dropout
-        spoken = spoken_text_mask.bool()
-        return attention_mask.masked_fill(spoken & hidden[:, None], 0), spoken_text_mask * ~hidden[:, None]
-
-    def noisy_speech_history(self, input_ids: torch.LongTensor, labels: torch.LongTensor) -> torch.LongTensor:
-        """`input_ids` `[batch, L]` with each target USToken (an `<a_k>` label) replaced by a random `<a_k>` with
-        probability `config.speech_input_noise`. The labels keep the true tokens, so the history written so far no
-        longer predicts the next token alone and the LLM must read the text it speaks (the purpose of Tacotron's
-        pre-net dropout); a small LLM otherwise writes fluent token sentences of the wrong words."""
-        config = self.config
-        noisy = config.is_speech_token(labels) & (torch.rand(labels.shape, device=labels.device) < config.speech_input_noise)
-        random_tokens = torch.randint_like(input_ids, config.num_speech_tokens) + config.speech_token_offset
-        return torch.where(noisy, random_tokens, input_ids)
-
     @torch.no_grad()
     def generate_speech(
         self,
@@ -490,7 +350,6 @@ class DualSpeechLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
         acoustic_generation_config: GenerationConfig | None = None,
         codec=None,
         use_cache: bool = True,
-        spoken_text_mask: torch.Tensor | None = None,
         **kwargs,
     ) -> DualSpeechLMSpeechOutput:
         r"""Speech for a batch of left-padded prompts `input_ids` / `attention_mask` `[batch, L]` (everything before the
@@ -503,14 +362,11 @@ class DualSpeechLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
         code sampling (default `config.acoustic_generation`); kwargs `acoustic_<name>` update the latter, the others
         the former (e.g. `do_sample=False, max_new_tokens=200, acoustic_max_new_tokens=500`). use_cache: KV caches in
         both models. codec: a `SpeechCodecMixin`; when given, waveforms at its sampling rate are decoded too.
-        spoken_text_mask `[batch, L]`: the prompt tokens of the text to speak (`build_inputs`), which a
-        `guidance_scale` other than 1 contrasts with the prompt without them (`SpokenTextGuidance`).
         """
         config = self.config
         attention_mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
         self.check_text_inputs(input_ids, attention_mask)
         check_shape("condition_mask", condition_mask, *input_ids.shape)
-        check_shape("spoken_text_mask", spoken_text_mask, *input_ids.shape)
         check_shape("speaker_embeddings", speaker_embeddings, input_ids.shape[0], config.speaker_embedding_size)
         if not attention_mask[:, -1].all():
             raise ValueError("prompts must be left-padded for batched generation (tokenizer.padding_side = 'left')")
@@ -524,8 +380,6 @@ class DualSpeechLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
             input_ids = torch.cat([input_ids, torch.full_like(input_ids[:, :1], config.audio_start_token_id)], dim=1)
             attention_mask = torch.cat([attention_mask, torch.ones_like(attention_mask[:, :1])], dim=1)
             prompt = torch.cat([prompt, torch.zeros_like(prompt[:, :1])], dim=1)
-            if spoken_text_mask is not None:
-                spoken_text_mask = torch.cat([spoken_text_mask, torch.zeros_like(spoken_text_mask[:, :1])], dim=1)
 
         acoustic_kwargs = {key[len("acoustic_"):]: kwargs.pop(key) for key in list(kwargs) if key.startswith("acoustic_")}
         generation_config = copy.deepcopy(generation_config or GenerationConfig(**config.speech_generation))
@@ -538,17 +392,8 @@ class DualSpeechLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
         if generation_config.max_new_tokens and limit and "max_new_tokens" not in kwargs:  # the default fits the backbone
             generation_config.max_new_tokens = max(1, min(generation_config.max_new_tokens, limit - input_ids.shape[1]))
         self.check_text_inputs(input_ids, attention_mask, input_ids.shape[1] + (generation_config.max_new_tokens or 0))
-        processors = [SpeechTokensOnly(config)]
-        guidance_scale, generation_config.guidance_scale = generation_config.guidance_scale, None  # not transformers'
-        if guidance_scale not in (None, 1):
-            if spoken_text_mask is None:
-                raise ValueError(f"guidance_scale={guidance_scale} contrasts the prompt with its spoken text hidden: "
-                                 "pass spoken_text_mask (the processor returns it)")
-            processors.insert(0, SpokenTextGuidance(self, attention_mask, spoken_text_mask, guidance_scale,
-                                                    speaker_embeddings))
-        hears = {} if self.speaker_projection is None or speaker_embeddings is None else {"speaker_embeddings": speaker_embeddings}
         sequences = self.generate(input_ids, attention_mask=attention_mask, generation_config=generation_config,
-                                  logits_processor=LogitsProcessorList(processors), **hears)
+                                  logits_processor=LogitsProcessorList([SpeechTokensOnly(config)]))
         copies = sequences.shape[0] // input_ids.shape[0]  # num_return_sequences
         attention_mask, prompt = attention_mask.repeat_interleave(copies, 0), prompt.repeat_interleave(copies, 0)
 
@@ -598,8 +443,7 @@ class DualSpeechLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
         if config.acoustic_loss_weight == 0:
             raise ValueError("this model's AcousticGPT was trained with acoustic_loss_weight 0, i.e. not at all: render "
                              "its speech with a codec that decodes the USTokens alone (codec.decodes_ustokens_alone)")
-        hidden = self.language_model(**self.backbone_inputs(sequences, speaker_embeddings=speaker_embeddings),
-                                     attention_mask=attention_mask, use_cache=False, output_hidden_states=-1,
+        hidden = self.language_model(sequences, attention_mask=attention_mask, use_cache=False, output_hidden_states=-1,
                                      position_ids=positions_from_mask(attention_mask, attention_mask.shape[1]),
                                      logits_to_keep=1).hidden_states[-1]
         if speaker_embeddings is None:
@@ -654,4 +498,4 @@ def _decoded_speech(codec, codes: torch.LongTensor, lengths: torch.LongTensor,
 register_auto_classes(DualSpeechLMConfig, DualSpeechLMForConditionalGeneration, AutoModel)
 
 __all__ = ["codec_decoder_inputs", "DualSpeechLMForConditionalGeneration", "DualSpeechLMOutput", "DualSpeechLMSpeechOutput",
-           "SpeechTokensOnly", "SpokenTextGuidance"]
+           "SpeechTokensOnly"]

@@ -187,7 +187,7 @@ class USTokenizerModel(PreTrainedModel):
         self.projection = nn.Conv1d(hidden, config.codebook_dim, config.projection_kernel_size,
                                     padding=config.projection_kernel_size // 2)
         self.quantizer = VectorQuantize(
-            dim=config.codebook_dim, codebook_dim=config.codebook_lookup_dim, codebook_size=config.codebook_size,
+            dim=config.codebook_dim, codebook_size=config.codebook_size,
             decay=config.ema_decay,
             kmeans_init=config.kmeans_init, kmeans_iters=config.kmeans_iters,
             threshold_ema_dead_code=config.dead_code_threshold,
@@ -261,17 +261,6 @@ class USTokenizerModel(PreTrainedModel):
             quantized, ids, _ = self.quantizer(latents.float(), mask=mask, freeze_codebook=not update_codebook)
         return quantized.to(latents.dtype), ids.masked_fill(~mask, self.config.ids_pad_value)
 
-    @torch.no_grad()
-    def fit_codebook(self, latents: torch.Tensor) -> None:
-        """Re-initialise the codebook by k-means (`config.kmeans_iters` iterations) on `latents`
-        `[num_vectors, codebook_dim]` (pre-VQ latents, e.g. after a warm-up that trained them unquantized);
-        the EMA statistics restart from the clusters' sizes."""
-        if latents.ndim != 2 or latents.shape[-1] != self.config.codebook_dim:
-            raise ValueError(f"expected latents [num_vectors, {self.config.codebook_dim}], got {list(latents.shape)}")
-        codebook = self.quantizer._codebook
-        codebook.initted.fill_(False)
-        codebook.init_embed_(self.quantizer.project_in(latents.float().to(codebook.embed.device))[None])
-
     def adapt(self, quantized: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Training only: quantized latents `[batch, tokens, codebook_dim]` -> LLM input embeddings
         `[batch, tokens, llm_hidden_size]` (Linear, then Conv1d over time), zero past each length."""
@@ -309,12 +298,9 @@ class USTokenizerModel(PreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         encoder_hidden_states: torch.Tensor | None = None,
         encoder_lengths: torch.Tensor | None = None,
-        bypass_quantizer: bool = False,
     ) -> USTokenizerOutput:
         """Training pass from log-mel (`input_features` + `attention_mask`, as `encode`) or from a cached
-        encoder output (`encoder_hidden_states` `[batch, frames_50hz, d_model]` + `encoder_lengths` `[batch]`).
-        `bypass_quantizer` (a training warm-up): the latents go on unquantized, `codes` are all `ids_pad_value`
-        and the commitment is 0, so the other losses shape the latent space before `fit_codebook`."""
+        encoder output (`encoder_hidden_states` `[batch, frames_50hz, d_model]` + `encoder_lengths` `[batch]`)."""
         if (input_features is None) == (encoder_hidden_states is None):
             raise ValueError("pass exactly one of input_features or encoder_hidden_states")
         if encoder_hidden_states is None:
@@ -323,10 +309,7 @@ class USTokenizerModel(PreTrainedModel):
             encoder_lengths = torch.full(encoder_hidden_states.shape[:1], encoder_hidden_states.shape[1],
                                          device=encoder_hidden_states.device)
         latents, token_lengths, mask = self.latents(encoder_hidden_states, encoder_lengths)
-        if bypass_quantizer:
-            quantized, codes = latents, torch.full_like(mask, self.config.ids_pad_value, dtype=torch.long)
-        else:
-            quantized, codes = self.quantize(latents, mask)
+        quantized, codes = self.quantize(latents, mask)
         valid = mask[..., None]
         commitment = ((latents.float() - quantized.detach().float()) ** 2 * valid).sum() / (valid.sum() * latents.shape[-1])
 

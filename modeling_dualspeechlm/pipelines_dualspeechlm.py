@@ -110,7 +110,7 @@ class DualSpeechLMTextToSpeechPipeline(DualSpeechLMPipeline):
         output = self.model.generate_speech(  # with the codec: one that reads no codes spares AcousticGPT
             model_inputs["input_ids"], attention_mask=model_inputs["attention_mask"],
             condition_mask=model_inputs["condition_mask"], speaker_embeddings=model_inputs["speaker_embeddings"],
-            spoken_text_mask=model_inputs["spoken_text_mask"], codec=self.processor.require("codec"),
+            codec=self.processor.require("codec"),
             **(generate_kwargs or {}))
         return {"audio": output.audio_arrays()[0]}
 

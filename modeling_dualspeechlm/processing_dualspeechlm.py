@@ -69,16 +69,11 @@ class DualSpeechLMProcessor(ProcessorMixin):
         ustokenizer ([`USTokenizerModel`]): log-mel -> USToken ids.
         codec (a `SpeechCodecMixin`, optional): acoustic codes -> waveforms (`decode_audio`).
         speaker_encoder ([`SpeakerEncoderModel`], optional): reference audio -> speaker embedding.
-        spoken_text_phonemes (`str`, optional): an espeak-ng voice (e.g. "en-us") for a model that reads the text it
-            speaks (TTS's) as espeak-ng phonemes, as it was trained; None: as written (the paper). Saved in
-            `processor_config.json`.
     """
 
-    def __init__(self, feature_extractor, tokenizer, ustokenizer, codec=None, speaker_encoder=None,
-                 spoken_text_phonemes: str | None = None):
+    def __init__(self, feature_extractor, tokenizer, ustokenizer, codec=None, speaker_encoder=None):
         super().__init__(feature_extractor, tokenizer)
         self.ustokenizer, self.codec, self.speaker_encoder = ustokenizer, codec, speaker_encoder
-        self.spoken_text_phonemes = spoken_text_phonemes
         if codec is not None and not all(hasattr(codec, name) for name in ("decode", "sampling_rate", "num_codebooks")):
             raise TypeError(f"codec must be a DualSpeechLM codec (SpeechCodecMixin), got {type(codec).__name__}; wrap "
                             "a transformers codec with dualspeechlm.codecs.load_codec and pass codec=")
@@ -97,7 +92,7 @@ class DualSpeechLMProcessor(ProcessorMixin):
         return ["feature_extractor", "tokenizer"]  # the sub-models are saved apart, in their subfolders
 
     def to_dict(self) -> dict:
-        return {"processor_class": type(self).__name__, "spoken_text_phonemes": self.spoken_text_phonemes}
+        return {"processor_class": type(self).__name__}
 
     def save_pretrained(self, save_directory: str | os.PathLike, **kwargs) -> list[str]:
         """The text tokenizer at the top of `save_directory`, the other parts in their subfolders (safetensors), plus
@@ -114,16 +109,6 @@ class DualSpeechLMProcessor(ProcessorMixin):
         with open(path, "w") as f:
             json.dump(config, f, indent=2)
         return [path]
-
-    @staticmethod
-    def saved_settings(pretrained_model_name_or_path, **hub_kwargs) -> dict:
-        """The settings in a model folder's / Hub repo's `processor_config.json` ({} where there is none)."""
-        saved = cached_file(pretrained_model_name_or_path, PROCESSOR_NAME, _raise_exceptions_for_missing_entries=False,
-                            **hub_kwargs)
-        if saved is None:
-            return {}
-        with open(saved) as f:
-            return json.load(f)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, trust_remote_code: bool | None = None, **kwargs):
@@ -146,10 +131,7 @@ class DualSpeechLMProcessor(ProcessorMixin):
         for name, load in loaders.items():
             if name not in parts and (name not in ("codec", "speaker_encoder") or has_subfolder(path, name, **hub)):
                 parts[name] = load()
-        phonemes = (kwargs["spoken_text_phonemes"] if "spoken_text_phonemes" in kwargs
-                    else cls.saved_settings(path, **hub).get("spoken_text_phonemes"))
-        return cls(**{name: part.eval() if isinstance(part, torch.nn.Module) else part for name, part in parts.items()},
-                   spoken_text_phonemes=phonemes)
+        return cls(**{name: part.eval() if isinstance(part, torch.nn.Module) else part for name, part in parts.items()})
 
     def to(self, device: str | torch.device) -> DualSpeechLMProcessor:
         """Move the sub-models (USTokenizer, codec, speaker encoder) to `device`."""
@@ -185,8 +167,7 @@ class DualSpeechLMProcessor(ProcessorMixin):
                 if ids.size and (ids.min() < 0 or ids.max() >= self.num_speech_tokens):
                     raise ValueError(f"example {index}: {key} must be USToken ids in [0, {self.num_speech_tokens}), "
                                      f"got values in [{ids.min()}, {ids.max()}]")
-        batch = build_inputs(self.tokenizer, self, examples, with_answers, padding_side,  # self: the speech token ids
-                             spoken_text_phonemes=self.spoken_text_phonemes)
+        batch = build_inputs(self.tokenizer, self, examples, with_answers, padding_side)  # self: the speech token ids
         limit = self.tokenizer.model_max_length
         for index, length in enumerate(batch["attention_mask"].sum(-1).tolist()):
             if length > limit:

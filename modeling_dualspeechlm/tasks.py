@@ -4,14 +4,13 @@ Every model input is "USER: {content}\nASSISTANT: {answer}" (the paper's templat
 content holds the task's speech span(s) between `<audio>` and `</audio>` and its instruction. The
 USTokenizer recipe (speech = adapter embeddings) and the DualSpeechLM processor (speech = USToken
 ids) build their sequences from the same `prompt_parts`, so training and inference cannot drift.
-It lives beside the models (importing nothing but `phonemes`) so a saved model folder's processor can use it.
+It lives beside the models (importing nothing of the package) so a saved model folder's processor can use it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-from .phonemes import phonemize
+from string import Formatter
 
 AUDIO_START, AUDIO_END = "<audio>", "</audio>"
 USER, ASSISTANT = "USER: ", "\nASSISTANT:"
@@ -19,29 +18,55 @@ USER, ASSISTANT = "USER: ", "\nASSISTANT:"
 
 @dataclass(frozen=True)
 class Task:
-    """`instruction` may hold `{placeholders}` filled from the example (e.g. `{question}`).
-    `speech_input`: the prompt carries a speech span; `speech_output`: the answer is speech; `spoken_field`: the
-    field whose words the answer speaks in order (TTS's text), which `build_inputs` marks for the alignment prior,
-    the spoken-text dropout and guidance."""
+    """One task, and where its examples live in the corpus (`processing/corpus`).
+
+    `instruction` may hold `{placeholders}` filled from the example (e.g. `{question}`); `corpus_config`: the corpus
+    config whose rows hold its examples; `answer_column`: the column of the answer's words (the text answer of an
+    understanding task, the words a generation task speaks); `input_audio`: the audio columns whose USTokens make the
+    prompt's speech span, in order (none: a text prompt); `answer_audio`: the column of the spoken answer (generation
+    tasks; None: a text answer); `eval_limit`: the examples of each test split the evaluation scores by default."""
 
     name: str
     instruction: str
-    speech_input: bool
-    speech_output: bool
-    spoken_field: str | None = None
+    corpus_config: str
+    answer_column: str
+    input_audio: tuple[str, ...] = ()
+    answer_audio: str | None = None
+    eval_limit: int = 20
+
+    @property
+    def speech_input(self) -> bool:
+        """The prompt carries a speech span."""
+        return bool(self.input_audio)
+
+    @property
+    def speech_output(self) -> bool:
+        """The answer is speech."""
+        return self.answer_audio is not None
+
+    @property
+    def prompt_fields(self) -> tuple[str, ...]:
+        """The example fields the instruction reads, e.g. ("language", "text")."""
+        return tuple(name for _, name, _, _ in Formatter().parse(self.instruction) if name)
 
 
 TASKS = {
     task.name: task
     for task in (
-        Task("asr", "Transcribe the speech.", True, False),
-        Task("s2tt", "Translate the speech into {language}.", True, False),
-        Task("ser", "Describe the speaking style.", True, False),
-        Task("sqa", "Answer the question about the speech: {question}", True, False),
-        Task("tts", "Speak this text: {text}", False, True, spoken_field="text"),
-        Task("vc", "Say the same words in the target voice.", True, True),
-        Task("t2st", "Speak the translation of this text into {language}: {text}", False, True),
-        Task("sc", "Answer the spoken question in speech.", True, True),
+        Task("asr", "Transcribe the speech.", "speech", "text", input_audio=("audio",), eval_limit=100),
+        Task("s2tt", "Translate the speech into {language}.", "translation", "translation", input_audio=("audio",),
+             eval_limit=100),
+        Task("ser", "Describe the speaking style.", "style", "style", input_audio=("audio",), eval_limit=120),
+        Task("sqa", "Answer the question about the speech: {question}", "qa", "answer", input_audio=("audio",),
+             eval_limit=60),
+        Task("tts", "Speak this text: {text}", "speech", "text", answer_audio="audio", eval_limit=60),
+        Task("vc", "Say the same words in the target voice.", "vc", "text", input_audio=("audio",),
+             answer_audio="target_audio"),
+        Task("t2st", "Speak the translation of this text into {language}: {text}", "translation", "translation",
+             answer_audio="translation_audio"),
+        # the passage, then the spoken question, answered in speech
+        Task("sc", "Answer the spoken question in speech.", "qa", "answer", input_audio=("audio", "question_audio"),
+             answer_audio="answer_audio"),
     )
 }
 UNDERSTANDING_TASKS = tuple(name for name, task in TASKS.items() if not task.speech_output)
@@ -85,23 +110,7 @@ __all__ = ["TASKS", "Task", "answer_text", "build_inputs", "UNDERSTANDING_TASKS"
            "AUDIO_START", "AUDIO_END"]
 
 
-def _spoken_span(tokenizer, before: str, spoken: str) -> tuple[int, int]:
-    """(first, end): the tokens of `before` that spell `spoken` (its last occurrence there). The span starts at the
-    space before it, which a BPE tokenizer joins to the word, so the tokens of `before` up to either end are those
-    of the whole."""
-    words = spoken.strip()
-    start = before.rindex(words)
-    end = start + len(words)
-    start -= before[:start].endswith(" ")
-
-    def count(text: str) -> int:
-        return len(tokenizer(text, add_special_tokens=False).input_ids)
-
-    return count(before[:start]), count(before[:end])
-
-
-def build_inputs(tokenizer, config, examples: list[dict], with_answers: bool, padding_side: str = "right",
-                 spoken_text_phonemes: str | None = None) -> dict:
+def build_inputs(tokenizer, config, examples: list[dict], with_answers: bool, padding_side: str = "right") -> dict:
     """Token sequences of a batch of task examples, for training (`with_answers`) or generation.
 
     Each example: `task`, the fields its prompt needs (`text`, `question`, `language`), `speech_ids`
@@ -110,12 +119,9 @@ def build_inputs(tokenizer, config, examples: list[dict], with_answers: bool, pa
     DualSpeechLMConfig (speech token ids). A sequence is
         prompt  = BOS + before + <a_k>... (the speech span) + after         (`prompt_parts`)
         answer  = answer_text(answer) + EOS,  or  <audio> <a_k>... </audio> + EOS
-    Returns `input_ids`, `attention_mask`, `condition_mask` (the prompt: what AcousticGPT is
-    conditioned on) and `spoken_text_mask` (1 on the prompt tokens of the task's `spoken_field`, which the
-    answer speaks in order: the model's alignment prior, spoken-text dropout and guidance read it)
-    `[batch, longest]`, with answers `labels` (answer + EOS, -100 elsewhere), and `tasks`. Generation
-    prompts are left-padded (`padding_side="left"`) and end where the answer starts. `spoken_text_phonemes` (an
-    espeak-ng voice, e.g. "en-us"): the spoken field is written as its phonemes (`phonemes.phonemize`).
+    Returns `input_ids`, `attention_mask` and `condition_mask` (the prompt: what AcousticGPT is
+    conditioned on) `[batch, longest]`, with answers `labels` (answer + EOS, -100 elsewhere), and `tasks`.
+    Generation prompts are left-padded (`padding_side="left"`) and end where the answer starts.
     """
     import torch
 
@@ -130,15 +136,10 @@ def build_inputs(tokenizer, config, examples: list[dict], with_answers: bool, pa
         if "text" in fields and not str(fields["text"]).strip():
             raise ValueError(f"task {task.name!r} got an empty text")
         items.append((example, task, fields))
-    if spoken_text_phonemes:  # one espeak-ng call for the batch
-        said = [(fields, task.spoken_field) for _, task, fields in items if task.spoken_field]
-        for (fields, name), sounds in zip(said, phonemize([fields[name] for fields, name in said], spoken_text_phonemes)):
-            fields[name] = sounds
     rows = []
     for example, task, fields in items:
         before, after = prompt_parts(task.name, **fields)
         prompt = [tokenizer.bos_token_id] + tokenizer(before, add_special_tokens=False).input_ids
-        spoken = _spoken_span(tokenizer, before, fields[task.spoken_field]) if task.spoken_field else (0, 0)
         if task.speech_input:
             speech = example.get("speech_ids")
             if speech is None or len(speech) == 0:
@@ -153,20 +154,19 @@ def build_inputs(tokenizer, config, examples: list[dict], with_answers: bool, pa
             else:
                 answer = tokenizer(answer_text(example["answer"]), add_special_tokens=False).input_ids
             answer.append(tokenizer.eos_token_id)
-        rows.append((prompt, answer, spoken))
-    width = max(len(p) + len(a) for p, a, _ in rows)
-    names = ("input_ids", "attention_mask", "condition_mask", "spoken_text_mask")
+        rows.append((prompt, answer))
+    width = max(len(p) + len(a) for p, a in rows)
+    names = ("input_ids", "attention_mask", "condition_mask")
     batch = {name: torch.zeros(len(rows), width, dtype=torch.long) for name in names}
     batch["input_ids"].fill_(tokenizer.pad_token_id)
     labels = torch.full((len(rows), width), -100, dtype=torch.long)
-    for row, (prompt, answer, (first, end)) in enumerate(rows):
+    for row, (prompt, answer) in enumerate(rows):
         length = len(prompt) + len(answer)
         start = width - length if padding_side == "left" else 0
         batch["input_ids"][row, start : start + length] = torch.tensor(prompt + answer)
         batch["attention_mask"][row, start : start + length] = 1
         batch["condition_mask"][row, start : start + len(prompt)] = 1
         labels[row, start + len(prompt) : start + length] = torch.tensor(answer, dtype=torch.long)
-        batch["spoken_text_mask"][row, start + 1 + first : start + 1 + end] = 1  # + 1: the BOS
     if with_answers:
         batch["labels"] = labels
     batch["tasks"] = [example["task"] for example in examples]

@@ -20,7 +20,7 @@ from .configuration_ustokenizer import USTokenizerConfig
 from .feature_extraction_ustokenizer import USTokenizerFeatureExtractor
 from .modeling_dualspeechlm import DualSpeechLMForConditionalGeneration
 from .modeling_ustokenizer import USTokenizerModel
-from .processing.text_tokenizer import train_text_tokenizer
+from dualspeechlm.processing.text_tokenizer import train_text_tokenizer  # the processing side: a test helper only
 from .processing_dualspeechlm import DualSpeechLMProcessor
 from .speaker_encoder import SpeakerEncoderConfig, SpeakerEncoderModel
 

@@ -8,7 +8,7 @@ PYTHON=${PYTHON:-python3}
 
 missing=()
 # The corpus' speech engines: flite and festival (English voices built from real recordings), espeak-ng
-# (Spanish and French, and the phonemizer).
+# (Spanish and French).
 command -v espeak-ng >/dev/null || missing+=(espeak-ng)
 command -v flite >/dev/null || missing+=(flite)
 command -v festival >/dev/null || missing+=(festival)

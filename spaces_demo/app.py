@@ -127,7 +127,7 @@ class SpeechDemo:
             torch.manual_seed(SEED)
             output = self.model.generate_speech(
                 inputs["input_ids"], attention_mask=inputs["attention_mask"], condition_mask=inputs["condition_mask"],
-                spoken_text_mask=inputs["spoken_text_mask"], speaker_embeddings=speaker, codec=self.processor.codec)
+                speaker_embeddings=speaker, codec=self.processor.codec)
         except ValueError as error:
             raise gr.Error(str(error)) from error
         waveform = output.audio_arrays()[0]

@@ -9,7 +9,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from dualspeechlm.codecs import MelCodecConfig, MelCodecModel
 from dualspeechlm.configuration_dualspeechlm import COC_MODES, DualSpeechLMConfig
-from dualspeechlm.modeling_dualspeechlm import (DualSpeechLMForConditionalGeneration, SpokenTextGuidance,
+from dualspeechlm.modeling_dualspeechlm import (DualSpeechLMForConditionalGeneration,
                                                  positions_from_mask)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -123,240 +123,6 @@ def test_without_the_acoustic_loss_acousticgpt_does_not_run():
     assert torch.equal(without_codes.loss, out.loss)
 
 
-def spoken_text(batch: dict) -> torch.Tensor:
-    """make_batch's text prompts of the TTS items (SYSTEM excluded) as a spoken_text_mask."""
-    mask = batch["condition_mask"].clone()
-    mask[[task != "tts" for task in batch["tasks"]]] = 0
-    return mask
-
-
-@pytest.mark.parametrize("backbone", BACKBONES)
-def test_alignment_prior_adds_its_term_in_training_only(backbone):
-    model = tiny_model(backbone, acoustic_loss_weight=0.0, alignment_loss_weight=0.5)
-    batch = make_batch(model.config, ["tts", "asr", "tts", "vc"])
-    batch["spoken_text_mask"] = spoken_text(batch)
-    kernel = model.language_model.config._attn_implementation
-    evaluated = model(**batch)
-    assert evaluated.alignment_loss is None and torch.equal(evaluated.loss, evaluated.llm_loss)
-    model.train()
-    out = model(**batch)
-    assert out.alignment_loss > 0 and torch.allclose(out.loss, out.llm_loss + 0.5 * out.alignment_loss)
-    assert out.attentions is None and model.language_model.config._attn_implementation == kernel  # restored
-    out.loss.backward()
-    assert model.language_model.get_input_embeddings().weight.grad.abs().sum() > 0
-    without_tts = model(**{**batch, "spoken_text_mask": torch.zeros_like(batch["spoken_text_mask"])})
-    assert without_tts.alignment_loss is None
-
-
-def test_alignment_loss_is_small_on_the_diagonal_and_large_off_the_text():
-    model = tiny_model(alignment_loss_weight=1.0)
-    config = model.config
-    # [BOS, 4 text tokens, <audio>, 8 USTokens, </audio>]: the query before the t-th USToken writes it
-    text = torch.tensor([[0, 1, 1, 1, 1] + [0] * 10])
-    labels = torch.tensor([[-100] * 5 + [config.audio_start_token_id] + [config.speech_token_offset] * 8
-                           + [config.audio_end_token_id]])
-    queries = list(range(5, 13))
-    on_text, off_text = torch.zeros(1, 15, 15), torch.zeros(1, 15, 15)
-    for t, query in enumerate(queries):
-        on_text[0, query, 1 + t // 2] = 1  # two USTokens per text token, in order
-        off_text[0, query, query] = 1  # the query looks at itself
-    assert model.alignment_loss(on_text, text, labels) < 0.05
-    assert model.alignment_loss(off_text, text, labels) > 13  # -log(1e-6)
-    backwards = torch.zeros(1, 15, 15)  # the text read from its end: outside the band for most queries
-    for t, query in enumerate(queries):
-        backwards[0, query, 4 - t // 2] = 1
-    assert model.alignment_loss(backwards, text, labels) > 1
-
-
-def test_alignment_prior_teaches_the_head_to_follow_the_text():
-    model = tiny_model(acoustic_loss_weight=0.0, alignment_loss_weight=1.0).train()
-    batch = make_batch(model.config, ["tts"] * 8)
-    batch["spoken_text_mask"] = spoken_text(batch)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    losses = []
-    for _ in range(40):
-        loss = model(**batch).alignment_loss
-        losses.append(loss.item())
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    assert losses[-1] < 0.5 * losses[0]
-
-
-def test_alignment_prior_settings_are_checked():
-    with pytest.raises(ValueError, match="alignment_layer"):
-        DualSpeechLMConfig.tiny("llama", alignment_loss_weight=1.0, alignment_layer=2)  # 2 layers: 0 and 1
-    with pytest.raises(ValueError, match="alignment_sigma"):
-        DualSpeechLMConfig.tiny("llama", alignment_sigma=0.0)
-    assert DualSpeechLMConfig.tiny("llama").alignment_layer == 1  # the second layer by default
-    assert DualSpeechLMConfig.tiny("llama", text_overrides=dict(num_hidden_layers=1)).alignment_layer == 0
-
-
-def test_speech_input_noise_replaces_only_target_ustokens_and_only_in_training():
-    model = tiny_model(acoustic_loss_weight=0.0, speech_input_noise=0.3)
-    config = model.config
-    batch = make_batch(config, ["tts", "asr", "vc", "s2tt"] * 8)
-    torch.manual_seed(0)
-    noisy = model.noisy_speech_history(batch["input_ids"], batch["labels"])
-    changed = noisy != batch["input_ids"]
-    target = config.is_speech_token(batch["labels"])
-    assert not (changed & ~target).any()  # the prompts, <audio>, </audio> and understanding items stay
-    assert config.is_speech_token(noisy[changed]).all()
-    assert 0.2 < changed.sum() / target.sum() < 0.35  # 0.3, less the random tokens that drew the true one
-
-    seen = []
-    model.language_model.register_forward_pre_hook(lambda module, args, kwargs: seen.append(kwargs["input_ids"]),
-                                                   with_kwargs=True)
-    eval_loss = model(**batch).loss
-    assert torch.equal(seen[-1], batch["input_ids"])  # in eval mode the model reads what it was given
-    model.train()
-    train_loss = model(**batch).loss
-    read = seen[-1]
-    assert (read != batch["input_ids"]).any() and not ((read != batch["input_ids"]) & ~target).any()
-    assert not torch.equal(train_loss, eval_loss)
-    with pytest.raises(ValueError, match="speech_input_noise"):
-        DualSpeechLMConfig.tiny("llama", speech_input_noise=1.0)
-
-
-def test_spoken_text_dropout_hides_the_text_of_drawn_items_in_training_only():
-    model = tiny_model(acoustic_loss_weight=0.0, spoken_text_dropout=0.5)
-    batch = make_batch(model.config, ["tts", "asr", "tts", "tts", "vc", "tts"])
-    batch["spoken_text_mask"] = spoken = spoken_text(batch)
-    backbone = dict(input_ids=batch["input_ids"], labels=batch["labels"])
-    evaluated = model(**batch)
-    assert torch.allclose(evaluated.llm_loss, model.language_model(**backbone, attention_mask=batch["attention_mask"]).loss)
-    model.train()
-    torch.manual_seed(1)
-    hidden = torch.rand(6) < 0.5  # the draw forward makes first
-    tts = torch.tensor([task == "tts" for task in batch["tasks"]])
-    assert hidden[tts].any() and not hidden[tts].all()  # this seed hides some texts, not all
-    torch.manual_seed(1)
-    trained = model(**batch)
-    hiding = batch["attention_mask"].masked_fill(spoken.bool() & hidden[:, None], 0)
-    positions = positions_from_mask(batch["attention_mask"], hiding.shape[1])  # a hidden text keeps its places
-    expected = model.language_model(**backbone, attention_mask=hiding, position_ids=positions).loss
-    assert torch.allclose(trained.llm_loss, expected) and not torch.allclose(trained.llm_loss, evaluated.llm_loss)
-    torch.manual_seed(1)
-    _, kept = model.drop_spoken_text(batch["attention_mask"], spoken)  # what the attention prior still reads
-    assert torch.equal(kept.bool(), spoken.bool() & ~hidden[:, None])
-    with pytest.raises(ValueError, match="spoken_text_dropout"):
-        DualSpeechLMConfig.tiny("llama", spoken_text_dropout=1.0)
-
-
-def spoken_prompts():
-    """left_padded_prompts with their text marked as spoken: three tokens of item 0, none of item 1."""
-    ids, mask = left_padded_prompts()
-    spoken = torch.zeros_like(mask)
-    spoken[0, -4:-1] = 1
-    return ids, mask, spoken
-
-
-def guided_by_hand(model, ids, mask, spoken, scale: float, steps: int, voices=None) -> torch.LongTensor:
-    """Greedy USTokens under guidance without caches: each step runs the backbone on the whole sequence twice (with
-    `voices` `[batch, 512]` for a model that hears them); scale 1 is plain greedy writing."""
-    config = model.config
-    audio = torch.full_like(ids[:, :1], config.audio_start_token_id)
-    ids, mask, spoken = torch.cat([ids, audio], 1), torch.cat([mask, audio * 0 + 1], 1), torch.cat([spoken, audio * 0], 1)
-    for _ in range(steps):
-        positions = positions_from_mask(mask, mask.shape[1])
-        inputs = model.backbone_inputs(ids, speaker_embeddings=voices)
-        scores = [torch.log_softmax(model.language_model(**inputs, attention_mask=m, position_ids=positions).logits[:, -1], -1)
-                  for m in (mask, mask.masked_fill(spoken.bool(), 0))]
-        guided = scores[1] + scale * (scores[0] - scores[1])
-        vocab = torch.arange(guided.shape[-1])
-        guided[:, ~(config.is_speech_token(vocab) | (vocab == config.audio_end_token_id))] = float("-inf")
-        ids = torch.cat([ids, guided.argmax(-1, keepdim=True)], 1)
-        mask, spoken = torch.cat([mask, audio * 0 + 1], 1), torch.cat([spoken, audio * 0], 1)
-    return ids
-
-
-@torch.no_grad()
-def test_guidance_writes_what_the_two_branches_say():
-    model = tiny_model()
-    ids, mask, spoken = spoken_prompts()
-    greedy = dict(do_sample=False, max_new_tokens=6, acoustic_max_new_tokens=2)
-    guided = model.generate_speech(ids, mask, spoken_text_mask=spoken, guidance_scale=3.0, **greedy).sequences
-    assert torch.equal(guided, guided_by_hand(model, ids, mask, spoken, 3.0, 6))
-    plain = model.generate_speech(ids, mask, **greedy).sequences
-    assert torch.equal(guided[1], plain[1]) and not torch.equal(guided[0], plain[0])  # item 1 has no text to hide
-    assert torch.equal(model.generate_speech(ids, mask, spoken_text_mask=spoken, guidance_scale=1.0, **greedy).sequences,
-                       plain)
-    beams = model.generate_speech(ids, mask, spoken_text_mask=spoken, guidance_scale=3.0, num_beams=3, **greedy)
-    assert beams.sequences.shape[0] == 2 and (beams.ustoken_lengths > 0).all()
-    with pytest.raises(ValueError, match="spoken_text_mask"):
-        model.generate_speech(ids, mask, guidance_scale=3.0, **greedy)
-
-
-@torch.no_grad()
-def test_guidance_follows_reordered_beams():
-    """Beam search hands the processor its rows in a new order each step: the unconditional cache must follow."""
-    model = tiny_model()
-    ids, mask, spoken = spoken_prompts()
-    guidance = SpokenTextGuidance(model, mask, spoken, guidance_scale=2.0)
-    rows = ids.repeat_interleave(2, 0)  # two beams per item
-    full_mask, hidden = mask.repeat_interleave(2, 0), mask.masked_fill(spoken.bool(), 0).repeat_interleave(2, 0)
-    generator = torch.Generator().manual_seed(0)
-    for parents in (None, [0, 0, 2, 3], [1, 0, 3, 3], [1, 1, 2, 2]):
-        if parents is not None:
-            new = torch.randint(10, 64, (4, 1), generator=generator)
-            rows = torch.cat([rows[parents], new], 1)
-            full_mask = torch.cat([full_mask[parents], new * 0 + 1], 1)
-            hidden = torch.cat([hidden[parents], new * 0 + 1], 1)
-        scores = torch.randn(4, model.config.text_config.vocab_size, generator=generator)
-        positions = positions_from_mask(full_mask, full_mask.shape[1])
-        unconditional = torch.log_softmax(model.language_model(rows, attention_mask=hidden, position_ids=positions)
-                                          .logits[:, -1], -1)
-        expected = unconditional + 2.0 * (torch.log_softmax(scores, -1) - unconditional)
-        assert torch.allclose(guidance(rows, scores), expected, atol=1e-4)
-    with pytest.raises(RuntimeError, match="history"):
-        guidance(torch.cat([rows.flip(1), rows[:, :1]], 1), scores)
-
-
-@torch.no_grad()
-def test_llm_hears_the_voice_of_generation_items_only(tmp_path):
-    model = tiny_model(llm_hears_speaker=True, acoustic_loss_weight=0.0)
-    silent = tiny_model(acoustic_loss_weight=0.0)  # the same seed: the same backbone
-    batch = make_batch(model.config, ["tts", "asr"])
-    assert not model.speaker_projection.weight.any()  # no voice at first
-    assert torch.equal(model(**batch).logits, silent(**batch).logits)
-    torch.nn.init.normal_(model.speaker_projection.weight, std=0.05)
-    out = model(**batch)
-    voice = model.speaker_projection(batch["speaker_embeddings"]) * torch.tensor([[1.0], [0.0]])  # asr: none
-    positions = positions_from_mask(batch["attention_mask"], batch["input_ids"].shape[1])
-    by_hand = model.language_model(inputs_embeds=model.get_input_embeddings()(batch["input_ids"]) + voice[:, None],
-                                   attention_mask=batch["attention_mask"], position_ids=positions, labels=batch["labels"])
-    assert torch.allclose(out.logits, by_hand.logits, atol=1e-5) and torch.allclose(out.loss, by_hand.loss, atol=1e-5)
-    assert torch.allclose(out.logits[1], silent(**batch).logits[1], atol=1e-5)
-    assert not torch.allclose(out.logits[0], silent(**batch).logits[0], atol=1e-3)
-    with torch.enable_grad():
-        model.train()(**batch).loss.backward()
-    assert model.speaker_projection.weight.grad.abs().sum() > 0
-
-    silent.save_pretrained(tmp_path)  # a checkpoint without the projection starts with none: it writes as it did
-    loaded = DualSpeechLMForConditionalGeneration.from_pretrained(tmp_path, config=model.config)
-    assert loaded.speaker_projection is not None and not loaded.speaker_projection.weight.any()
-    assert torch.equal(loaded.eval()(**batch).logits, silent(**batch).logits)
-
-
-@torch.no_grad()
-def test_speech_generation_hears_the_voice():
-    model = tiny_model(llm_hears_speaker=True)
-    torch.nn.init.normal_(model.speaker_projection.weight, std=0.5)
-    ids, mask, spoken = spoken_prompts()
-    voices = torch.randn(2, 512, generator=torch.Generator().manual_seed(1))
-    greedy = dict(do_sample=False, max_new_tokens=6, acoustic_max_new_tokens=2)
-    written = model.generate_speech(ids, mask, speaker_embeddings=voices, **greedy)
-    assert torch.equal(written.sequences, guided_by_hand(model, ids, mask, spoken, 1.0, 6, voices))
-    assert not torch.equal(written.sequences, model.generate_speech(ids, mask, **greedy).sequences)
-    guided = model.generate_speech(ids, mask, speaker_embeddings=voices, spoken_text_mask=spoken, guidance_scale=3.0,
-                                   **greedy).sequences
-    assert torch.equal(guided, guided_by_hand(model, ids, mask, spoken, 3.0, 6, voices))
-    beams = model.generate_speech(ids, mask, speaker_embeddings=voices, num_beams=3, **greedy)
-    assert beams.sequences.shape[0] == 2 and beams.codes.shape[0] == 2
-    with pytest.raises(ValueError, match="speaker_embeddings"):
-        model.generate_speech(ids, mask, speaker_embeddings=voices[:1], **greedy)
-
-
 @pytest.mark.parametrize("tasks", [["asr", "s2tt", "ser", "sqa"], ["tts", "vc", "t2st", "sc"]], ids=["understanding", "generation"])
 def test_overfitting_one_batch_lowers_both_losses(tasks):
     model = tiny_model().train()
@@ -438,6 +204,19 @@ def test_text_generation_is_the_backbones_batched_and_cached(backbone):
         torch.manual_seed(1)
         sampled.append(model.generate(ids, attention_mask=mask, max_new_tokens=6, do_sample=True, top_k=20))
     assert torch.equal(*sampled)
+
+
+@torch.no_grad()
+def test_speech_generation_by_beam_search_checks_the_voice():
+    model = tiny_model()
+    ids, mask = left_padded_prompts()
+    voices = torch.randn(2, 512, generator=torch.Generator().manual_seed(1))
+    greedy = dict(do_sample=False, max_new_tokens=6, acoustic_max_new_tokens=2)
+    beams = model.generate_speech(ids, mask, speaker_embeddings=voices, num_beams=3, **greedy)
+    assert beams.sequences.shape[0] == 2 and beams.codes.shape[0] == 2  # the best beam of each prompt
+    assert torch.equal(beams.speaker_embeddings, voices)
+    with pytest.raises(ValueError, match="speaker_embeddings"):
+        model.generate_speech(ids, mask, speaker_embeddings=voices[:1], **greedy)
 
 
 @pytest.mark.parametrize("aligned_frames_per_token", [None, 2.0], ids=["prefix", "aligned"])

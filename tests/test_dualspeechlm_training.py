@@ -174,11 +174,11 @@ def test_recipe_trains_saves_evaluates_and_fine_tunes_on_the_tiny_corpus(tiny_re
         evaluate_model(folder, str(tiny_corpus), recipe.cache_dir, str(whisper_dir), limits={"tts": 1},
                        output_dir=tmp_path / "refused", semantic_codec=tiny_recipe(tmp_path).codec)
 
-    # the CLI on a subset of the tasks with guided USToken writing, written elsewhere: the model folder's own
+    # the CLI on a subset of the tasks with other USToken writing, written elsewhere: the model folder's own
     # evaluation stays
     saved = (folder / "evaluation.json").read_text()
     cli = ["--model", str(folder), "--corpus", str(tiny_corpus), "--cache-dir", recipe.cache_dir, "--whisper",
-           str(whisper_dir), "--tasks", "asr", "sqa", "tts", "--limit", "2", "--speech-generation", "guidance_scale=2",
+           str(whisper_dir), "--tasks", "asr", "sqa", "tts", "--limit", "2", "--speech-generation", "num_beams=2",
            "max_new_tokens=12"]
     with pytest.raises(SystemExit):  # other settings than the saved ones: not into the model folder
         evaluate_main(cli)
@@ -187,17 +187,16 @@ def test_recipe_trains_saves_evaluates_and_fine_tunes_on_the_tiny_corpus(tiny_re
     assert {split: set(scores) for split, scores in subset["splits"].items()} == {
         "test": {"asr", "sqa", "tts", "tts_resynthesis"}, "test_unseen_voice": {"asr", "sqa", "tts", "tts_resynthesis"}}
     assert subset["splits"]["test"]["asr"]["examples"] == 2
-    assert subset["speech_generation"] == {**config["speech_generation"], "guidance_scale": 2, "max_new_tokens": 12}
+    assert subset["speech_generation"] == {**config["speech_generation"], "num_beams": 2, "max_new_tokens": 12}
     assert (folder / "evaluation.json").read_text() == saved
 
-    # fine-tuning turns the aligned condition on: a fresh projection, 2 codec frames (50 Hz) per USToken (25 Hz); and
-    # the LLM's hearing of the voice (a fresh projection too); the recipe's USToken decoding replaces the saved one
-    # (the tiny preset's greedy decoding)
+    # fine-tuning turns the aligned condition on: a fresh projection, 2 codec frames (50 Hz) per USToken (25 Hz); the
+    # recipe's USToken decoding replaces the saved one (the tiny preset's beam search)
     sampling = {"do_sample": True, "temperature": 0.8, "max_new_tokens": 7}
     tuned = train_dualspeechlm(tiny_recipe(tmp_path / "tuned", init_from=str(folder), steps=2, aligned_condition=True,
-                                           speech_generation=sampling, llm_hears_speaker=True))
+                                           speech_generation=sampling))
     before, after = (load_file(path / "model.safetensors") for path in (folder, tuned))
-    projection = {f"acoustic_gpt.aligned_projection.{name}" for name in ("weight", "bias")} | {"speaker_projection.weight"}
+    projection = {f"acoustic_gpt.aligned_projection.{name}" for name in ("weight", "bias")}
     assert after.keys() == before.keys() | projection
     assert any(not torch.equal(before[name], after[name]) for name in before), "fine-tuning changed nothing"
     tuned_config = json.loads((tuned / "config.json").read_text())
@@ -206,7 +205,6 @@ def test_recipe_trains_saves_evaluates_and_fine_tunes_on_the_tiny_corpus(tiny_re
     assert config["acoustic_config"]["aligned_frames_per_token"] is None
     assert config["speech_generation"] == {"do_sample": False, "num_beams": 8, "max_new_tokens": 400}
     assert tuned_config["speech_generation"] == sampling
-    assert tuned_config["llm_hears_speaker"] and not config["llm_hears_speaker"]
 
 
 def test_stage3_starts_from_the_llm_trained_along_with_the_tokenizer(tiny_recipe, tmp_path):
@@ -290,25 +288,12 @@ def test_recipe_can_leave_acousticgpt_untrained(tiny_recipe, tmp_path, monkeypat
         main(["--acoustic-loss-weight", "0", "--print-config"])
 
 
-def test_recipe_trains_with_the_alignment_prior_spoken_text_dropout_and_phonemes(tiny_recipe, tmp_path, espeak):
-    from dualspeechlm.training.train_dualspeechlm import main, spoken_text_phonemes
-
-    folder = train_dualspeechlm(tiny_recipe(tmp_path / "model", acoustic_loss_weight=0.0, alignment_loss_weight=0.5,
-                                           spoken_text_dropout=0.3, tasks=("tts", "asr"), spoken_text_phonemes="en-us",
-                                           task_weights={"tts": 3, "asr": 1}, steps=4))
-    config = json.loads((folder / "config.json").read_text())
-    assert (config["alignment_loss_weight"], config["alignment_layer"]) == (0.5, 0)  # the one layer of the test LLM
-    assert config["spoken_text_dropout"] == 0.3
-    # the processor saved with the model reads TTS's text as phonemes, and a fine-tune of it does too
-    assert json.loads((folder / "processor_config.json").read_text())["spoken_text_phonemes"] == "en-us"
-    assert spoken_text_phonemes(tiny_recipe(tmp_path / "tuned", init_from=str(folder))) == "en-us"
-    assert spoken_text_phonemes(tiny_recipe(tmp_path / "tuned", init_from=str(folder), spoken_text_phonemes="en-gb")) == "en-gb"
-    logged = [entry["alignment_loss"] for entry in json.loads((folder / "training_log.json").read_text())
-              if "alignment_loss" in entry]
-    assert logged and all(0 < value < 20 for value in logged)  # logged beside the LLM's loss, on the TTS batches
-    with pytest.raises(SystemExit):
-        main(["--alignment-loss-weight", "0.5", "--spoken-text-dropout", "0.3", "--spoken-text-phonemes", "en-us",
-              "--print-config"])
+def test_recipe_trains_on_a_subset_of_the_tasks_under_the_presets_weights(tiny_recipe, tmp_path):
+    recipe = tiny_recipe(tmp_path / "model", acoustic_loss_weight=0.0, tasks=("tts", "asr"), steps=4)
+    assert set(recipe.task_weights) > set(recipe.tasks)  # the preset weighs all eight tasks: the others are unused
+    folder = train_dualspeechlm(recipe)
+    logged = [entry for entry in json.loads((folder / "training_log.json").read_text()) if "llm_loss" in entry]
+    assert [entry["step"] for entry in logged] == [1, 2, 3, 4] and all(np.isfinite(e["llm_loss"]) for e in logged)
 
 
 KILL_AT_SAVE = """

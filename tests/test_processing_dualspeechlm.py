@@ -67,26 +67,10 @@ def test_build_inputs_masks_labels_on_answer_and_condition_on_prompt(parts):
     assert left["attention_mask"][:, -1].all() and "labels" not in prompts
     for row in range(len(EXAMPLES)):  # the same tokens and masks on either side of the padding
         right_mask, left_mask = batch["attention_mask"][row].bool(), left["attention_mask"][row].bool()
-        for key in ("input_ids", "labels", "condition_mask", "spoken_text_mask"):
+        for key in ("input_ids", "labels", "condition_mask"):
             assert torch.equal(batch[key][row][right_mask], left[key][row][left_mask])
         assert torch.equal(prompts["input_ids"][row][prompts["attention_mask"][row].bool()],
                            batch["input_ids"][row][batch["condition_mask"][row].bool()])
-
-
-@pytest.mark.parametrize("text", ["the cat", "  anna saw the red cat  ", "did kate take the bag", "text: text"])
-def test_build_inputs_marks_the_text_tts_speaks(parts, text):
-    _, processor = parts
-    examples = [{**example, "text": text} if example["task"] in ("tts", "t2st") else example for example in EXAMPLES]
-    batch = processor.build_inputs(examples, with_answers=True)
-    spoken = batch["spoken_text_mask"].bool()
-    assert not spoken[[e["task"] != "tts" for e in examples]].any()  # T2ST speaks a translation: not in order
-    row = [e["task"] for e in examples].index("tts")
-    assert (spoken[row] <= batch["condition_mask"][row].bool()).all()
-    # exactly the text's tokens, as the whole prompt tokenizes them
-    assert processor.tokenizer.decode(batch["input_ids"][row][spoken[row]]).strip() == text.strip()
-    prompts = processor.build_inputs(examples, with_answers=False, padding_side="left")  # guidance reads it there
-    kept = prompts["attention_mask"][row].bool()
-    assert torch.equal(prompts["spoken_text_mask"][row][kept], spoken[row][batch["condition_mask"][row].bool()].long())
 
 
 def test_call_tokenizes_audio_at_25_tokens_per_second_and_decodes(parts, speech):

@@ -219,50 +219,10 @@ def test_training_steps_lower_the_losses_and_leave_the_encoder_alone(batch, kmea
     assert losses[-1] < 0.8 * losses[0], losses
 
 
-def test_bypassed_quantizer_and_a_codebook_fit_to_the_latents(batch):
-    model = tiny_model().train()
-    full = model(batch.input_features, batch.attention_mask)
-    cache = dict(encoder_hidden_states=full.encoder_hidden_states, encoder_lengths=full.encoder_lengths)
-    before = model.quantizer.codebook.clone()
-    bypassed = model(**cache, bypass_quantizer=True)
-    latents, _, mask = model.latents(full.encoder_hidden_states, full.encoder_lengths)
-    assert torch.equal(bypassed.quantized_latents, latents) and bypassed.commitment_loss == 0
-    assert (bypassed.codes == model.config.ids_pad_value).all()
-    assert torch.equal(model.quantizer.codebook, before)  # no EMA update while bypassed
-
-    def quantization_error():
-        quantized, _ = model.quantize(latents.detach(), mask, update_codebook=False)
-        return ((quantized - latents) ** 2)[mask].mean().item()
-
-    random_init = quantization_error()
-    model.fit_codebook(latents[mask].detach())
-    assert quantization_error() < 0.5 * random_init
-    assert model.quantizer._codebook.initted
-    with pytest.raises(ValueError, match=r"latents \[num_vectors, 16\]"):
-        model.fit_codebook(latents.detach())
-
-
-def test_factorized_codes_search_a_smaller_space_and_round_trip(batch, tmp_path):
-    model = tiny_model(codebook_lookup_dim=4).train()
-    assert model.quantizer.codebook.shape == (64, 4)
-    output = model(batch.input_features, batch.attention_mask)
-    assert output.quantized_latents.shape[-1] == 16 and (output.codes[0, : output.token_lengths[0]] >= 0).all()
-    output.loss.backward()
-    assert model.quantizer.project_in.weight.grad.abs().sum() > 0  # the down-projection is trained
-    latents, _, mask = model.latents(output.encoder_hidden_states, output.encoder_lengths)
-    model.fit_codebook(latents[mask].detach())
-    model.eval().save_pretrained(tmp_path)
-    loaded = AutoModel.from_pretrained(tmp_path).eval()
-    assert torch.equal(loaded.encode(**batch).ids, model.encode(**batch).ids)
-    with pytest.raises(ValueError, match="codebook_lookup_dim"):
-        USTokenizerConfig(**{**TINY, "codebook_lookup_dim": 32})
-
-
-@pytest.mark.parametrize("lookup_dim", [None, 4])
-def test_code_embeddings_are_the_adapter_output_averaged_over_neighbours(lookup_dim):
+def test_code_embeddings_are_the_adapter_output_averaged_over_neighbours():
     """Every [left, k, right] of the codebook through `adapt`, averaged over left and right, is code k's embedding
     (the adapter is linear and its Conv1d sees one neighbour each side)."""
-    model = tiny_model(codebook_size=8, codebook_lookup_dim=lookup_dim)
+    model = tiny_model(codebook_size=8)
     torch.nn.init.normal_(model.adapter_conv.bias)  # post_init zeroes it: make the bias count
     codes = model.quantizer.get_output_from_indices(torch.arange(8))
     left, k, right = torch.meshgrid(torch.arange(8), torch.arange(8), torch.arange(8), indexing="ij")

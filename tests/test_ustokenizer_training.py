@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
-from transformers import (AutoFeatureExtractor, AutoModel, AutoTokenizer, LlamaConfig, LlamaForCausalLM, TrainerCallback,
+from transformers import (AutoFeatureExtractor, AutoModel, AutoTokenizer, LlamaConfig, LlamaForCausalLM,
                           TrainingArguments)
 
 from dualspeechlm.configuration_ustokenizer import USTokenizerConfig
@@ -25,7 +25,7 @@ from dualspeechlm.training.evaluate_ustokenizer import codebook_usage, evaluate_
 from dualspeechlm.training import train_ustokenizer as stage1
 from dualspeechlm.training.train_ustokenizer import USTokenizerRecipe, train_ustokenizer
 from dualspeechlm.training.trainer import LossTermsTrainer
-from dualspeechlm.training.understanding import (IGNORE_INDEX, FitCodebookCallback, UnderstandingCollator,
+from dualspeechlm.training.understanding import (IGNORE_INDEX, UnderstandingCollator,
                                                  USTokenizerForUnderstanding, character_ids)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -317,28 +317,3 @@ def test_recipe_end_to_end_on_the_tiny_corpus(tiny_corpus, whisper_dir, tmp_path
     assert [abs(n - 25 * len(a) / 16000) <= 1 for n, a in zip(ids.lengths.tolist(), audio)] == [True, True]
     assert (ids.ids[0, : ids.lengths[0]] >= 0).all()
 
-
-def test_codebook_warm_up_trains_unquantized_then_fits_the_codebook(tmp_path):
-    model = tiny_understanding()
-    rows = cached_rows() * 4
-    args = four_logged_steps(tmp_path)
-    collator = UnderstandingCollator(PAD)
-    warm_up = FitCodebookCallback(model, datasets.Dataset.from_list(rows).with_format("numpy"), collator, step=2,
-                                  num_vectors=40)
-    assert warm_up.sample_latents().shape == (40, 16)
-
-    class BypassLog(TrainerCallback):
-        def on_step_begin(self, args, state, control, **kwargs):
-            bypassed.append(model.bypass_quantizer)
-
-    bypassed = []
-    initial_codebook = model.ustokenizer.quantizer.codebook.clone()
-    trainer = LossTermsTrainer(model=model, args=args, train_dataset=rows, data_collator=collator,
-                               callbacks=[warm_up, BypassLog()])
-    trainer.train()
-    assert bypassed == [True, True, False, False]
-    first = next(entry for entry in trainer.state.log_history if "loss" in entry)
-    assert first["commitment_loss"] == 0
-    assert not torch.allclose(model.ustokenizer.quantizer.codebook, initial_codebook)
-    with pytest.raises(ValueError, match="at least one step"):
-        FitCodebookCallback(model, rows, collator, step=0)

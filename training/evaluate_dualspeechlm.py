@@ -31,17 +31,15 @@ from dualspeechlm.codecs import load_codec
 from dualspeechlm.modeling_dualspeechlm import DualSpeechLMForConditionalGeneration
 from dualspeechlm.processing_dualspeechlm import DualSpeechLMProcessor
 from dualspeechlm.processing.corpus import load_corpus
-from dualspeechlm.tasks import UNDERSTANDING_TASKS
+from dualspeechlm.tasks import TASKS, UNDERSTANDING_TASKS, get_task
 
 from .judge import judge, speech_judges
 from .metrics import normalize_text, word_error_rate
-from .multitask import CONFIG_OF_TASK, task_example
+from .multitask import task_example
 from .token_cache import cached_tokens
 
 SPLITS = ("test", "test_unseen_voice")
-REFERENCE_AUDIO = {"tts": "audio", "vc": "target_audio", "sc": "answer_audio", "t2st": "translation_audio"}
-SPOKEN_WORDS = {"tts": "text", "vc": "text", "sc": "answer", "t2st": "translation"}
-DEFAULT_LIMITS = {"asr": 100, "ser": 120, "sqa": 60, "s2tt": 100, "tts": 60, "vc": 20, "sc": 20, "t2st": 20}
+DEFAULT_LIMITS = {name: task.eval_limit for name, task in TASKS.items()}
 
 
 def batches(items: list, size: int):
@@ -81,7 +79,7 @@ def speech_outputs(model, processor, examples: list[dict], batch_size: int = 16,
             inputs = processor.build_inputs(chunk, with_answers=False, padding_side="left")
             yield model.generate_speech(inputs["input_ids"], attention_mask=inputs["attention_mask"],
                                         condition_mask=inputs["condition_mask"], speaker_embeddings=speakers,
-                                        spoken_text_mask=inputs["spoken_text_mask"], codec=processor.codec,
+                                        codec=processor.codec,
                                         **{f"acoustic_{key}": value for key, value in acoustic_kwargs.items()})
 
 
@@ -123,7 +121,7 @@ def evaluate_split(model, processor, corpus: str, cache_dir: str, split: str, ju
     parts = (processor.ustokenizer, processor.feature_extractor, None, processor.speaker_encoder)  # no codes: unread
     results = {}
     for task, limit in limits.items():
-        config = CONFIG_OF_TASK[task]
+        config = get_task(task).corpus_config
         rows = cached_tokens(corpus, config, split, *parts, cache_dir).with_format("numpy")
         count = min(limit, len(rows))
         examples = [task_example(task, rows[i]) for i in range(count)]
@@ -164,7 +162,7 @@ def speech_scores(task: str, generated: list, source, processor, judges: dict) -
     """SIM, no-speech rate, seconds and the judges' WER on generated speech (None items judged as silence) and on
     the reference audio of the same words (`source`: the corpus rows); for TTS also each judge's WER per voice
     (`by_voice`: {voice: {"<judge>_wer_generated", "<judge>_wer_reference"}})."""
-    reference_audio = [item["array"] for item in source[REFERENCE_AUDIO[task]]]
+    reference_audio = [item["array"] for item in source[get_task(task).answer_audio]]
     count = len(generated)
     score = {"sim": similarity(processor.speaker_encoder, generated, reference_audio),
              "no_speech": float(sum(g is None for g in generated) / count),
@@ -173,7 +171,7 @@ def speech_scores(task: str, generated: list, source, processor, judges: dict) -
         used = judges if task == "tts" else {"whisper": judges["whisper"]}
         voices = source["speaker"] if task == "tts" else None
         for name, audio in (("generated", as_judged(generated)), ("reference", reference_audio)):
-            judged = judge(source[SPOKEN_WORDS[task]], audio, 16000, judges=used, groups=voices)["judges"]
+            judged = judge(source[get_task(task).answer_column], audio, 16000, judges=used, groups=voices)["judges"]
             for judge_name, value in judged.items():
                 score[f"{judge_name}_wer_{name}"] = value["wer"]
                 for voice, group in (value["groups"] or {}).items():
@@ -217,7 +215,7 @@ def evaluate_model(folder: str | Path, corpus: str = "data/corpus", cache_dir: s
     """Evaluate the model folder on both test splits; `limits`: {task: examples} of the tasks to score (default
     `DEFAULT_LIMITS`, all eight). Writes evaluation.json / .md and samples/ into `output_dir` (default: the model
     folder). `speech_generation`: GenerationConfig fields updating the saved `config.speech_generation` (e.g.
-    `{"guidance_scale": 2.0}`); the results then go elsewhere (`output_dir`) and record the settings used.
+    `{"num_beams": 1}`); the results then go elsewhere (`output_dir`) and record the settings used.
     `semantic_codec`: a codec folder that decodes USTokens alone (`dualspeechlm-train-codec-decoder`), which renders
     the same written USTokens as the semantic-only comparison rows (`evaluate_split`)."""
     folder = Path(folder)
@@ -260,7 +258,7 @@ def main(argv=None) -> None:
                         help="a codec folder that decodes USTokens alone: the same written USTokens rendered by it "
                              "are scored too, as the semantic-only rows")
     parser.add_argument("--speech-generation", nargs="+", default=[], metavar="FIELD=VALUE",
-                        help="USToken writing other than the saved config's, e.g. guidance_scale=2 num_beams=1 "
+                        help="USToken writing other than the saved config's, e.g. num_beams=1 do_sample=true "
                              "(needs --output-dir)")
     args = parser.parse_args(argv)
     limits = {task: args.limit or count for task, count in DEFAULT_LIMITS.items() if task in args.tasks}

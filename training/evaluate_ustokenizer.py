@@ -24,12 +24,10 @@ from dualspeechlm.feature_extraction_ustokenizer import USTokenizerFeatureExtrac
 from dualspeechlm.processing.corpus import corpus_audio
 
 from .metrics import normalize_text, word_error_rate
-from .text_llm import understanding_examples
+from .text_llm import TEXT_LLM, UNDERSTANDING_LLM, understanding_examples
 from .understanding import UnderstandingCollator, USTokenizerForUnderstanding, understanding_dataset
 
 EVAL_SPLITS = ("test", "test_unseen_voice")
-UNDERSTANDING_LLM = "understanding_llm"  # subfolder: the LLM trained along with the tokenizer
-TEXT_LLM = "text_llm"  # subfolder: the small text LLM trained before stage 1
 
 
 def codebook_usage(codes: np.ndarray, codebook_size: int) -> dict:

@@ -16,12 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
-from dualspeechlm.tasks import build_inputs
-
-CONFIG_OF_TASK = {"asr": "speech", "tts": "speech", "ser": "style", "sqa": "qa", "sc": "qa",
-                  "s2tt": "translation", "t2st": "translation", "vc": "vc"}
-# The corpus column holding each understanding task's text answer (stage 1 trains on the first three too).
-ANSWER_COLUMN = {"asr": "text", "ser": "style", "sqa": "answer", "s2tt": "translation"}
+from dualspeechlm.tasks import build_inputs, get_task
 
 
 def _target(row: dict, column: str) -> dict:
@@ -35,26 +30,13 @@ def _target(row: dict, column: str) -> dict:
 
 def task_example(task: str, row: dict) -> dict:
     """The `task` example of one cached row of the task's corpus config (see the module docstring)."""
-    if task in ("asr", "ser"):
-        return {"task": task, "speech_ids": list(row["audio_ustokens"]), "answer": row[ANSWER_COLUMN[task]]}
-    if task == "tts":
-        return {"task": task, "text": row["text"], **_target(row, "audio")}
-    if task == "sqa":
-        return {"task": task, "speech_ids": list(row["audio_ustokens"]), "question": row["question"],
-                "answer": row[ANSWER_COLUMN[task]]}
-    if task == "sc":  # the passage, then the spoken question, answered in speech
-        speech = list(row["audio_ustokens"]) + list(row["question_audio_ustokens"])
-        return {"task": task, "speech_ids": speech, **_target(row, "answer_audio"), "answer": row["answer"]}
-    if task == "s2tt":
-        return {"task": task, "speech_ids": list(row["audio_ustokens"]), "language": row["language"],
-                "answer": row[ANSWER_COLUMN[task]]}
-    if task == "t2st":
-        return {"task": task, "text": row["text"], "language": row["language"], **_target(row, "translation_audio"),
-                "answer": row["translation"]}
-    if task == "vc":
-        return {"task": task, "speech_ids": list(row["audio_ustokens"]), **_target(row, "target_audio"),
-                "answer": row["text"]}
-    raise ValueError(f"unknown task {task!r}; choose one of {sorted(CONFIG_OF_TASK)}")
+    spec = get_task(task)
+    example = {"task": task, "answer": row[spec.answer_column], **{name: row[name] for name in spec.prompt_fields}}
+    if spec.speech_input:
+        example["speech_ids"] = [i for column in spec.input_audio for i in row[f"{column}_ustokens"]]
+    if spec.speech_output:
+        example.update(_target(row, spec.answer_audio))
+    return example
 
 
 class TaskExamples(torch.utils.data.Dataset):
@@ -63,7 +45,7 @@ class TaskExamples(torch.utils.data.Dataset):
 
     def __init__(self, cached: dict, tasks: tuple[str, ...]):
         self.cached = {config: rows.with_format("numpy") for config, rows in cached.items()}
-        self.index = [(task, i) for task in tasks for i in range(len(cached[CONFIG_OF_TASK[task]]))]
+        self.index = [(task, i) for task in tasks for i in range(len(cached[get_task(task).corpus_config]))]
         self.task_of = [task for task, _ in self.index]
 
     def __len__(self) -> int:
@@ -75,7 +57,7 @@ class TaskExamples(torch.utils.data.Dataset):
 
     def __getitem__(self, item: int) -> dict:
         task, i = self.index[item]
-        return task_example(task, self.cached[CONFIG_OF_TASK[task]][i])
+        return task_example(task, self.cached[get_task(task).corpus_config][i])
 
 
 class TaskBatchSampler(Sampler[list[int]]):
@@ -141,16 +123,14 @@ class TaskBatchSampler(Sampler[list[int]]):
 class DualSpeechLMCollator:
     """Examples -> `DualSpeechLMForConditionalGeneration.forward` inputs: `tasks.build_inputs` builds
     the token sequences (as at inference); speaker embeddings `[batch, 512]` (zeros for understanding items);
-    acoustic codes, where the examples have them, padded to `[batch, n_q, frames]` + `acoustic_lengths`.
-    `spoken_text_phonemes`: the spoken text as espeak-ng phonemes in that voice (the processor's setting)."""
+    acoustic codes, where the examples have them, padded to `[batch, n_q, frames]` + `acoustic_lengths`."""
 
-    def __init__(self, tokenizer, config, spoken_text_phonemes: str | None = None):
-        self.tokenizer, self.config, self.spoken_text_phonemes = tokenizer, config, spoken_text_phonemes
+    def __init__(self, tokenizer, config):
+        self.tokenizer, self.config = tokenizer, config
         self.num_codebooks, self.speaker_size = config.num_codebooks, config.speaker_embedding_size
 
     def __call__(self, examples: list[dict]) -> dict:
-        batch = build_inputs(self.tokenizer, self.config, examples, with_answers=True,
-                             spoken_text_phonemes=self.spoken_text_phonemes)
+        batch = build_inputs(self.tokenizer, self.config, examples, with_answers=True)
         speakers = torch.zeros(len(examples), self.speaker_size)
         for row, ex in enumerate(examples):
             if "speaker" in ex:
@@ -168,4 +148,4 @@ class DualSpeechLMCollator:
         return batch
 
 
-__all__ = ["ANSWER_COLUMN", "CONFIG_OF_TASK", "task_example", "TaskExamples", "TaskBatchSampler", "DualSpeechLMCollator"]
+__all__ = ["task_example", "TaskExamples", "TaskBatchSampler", "DualSpeechLMCollator"]

@@ -18,10 +18,12 @@ from transformers import (DataCollatorForLanguageModeling, LlamaConfig, LlamaFor
                           PreTrainedTokenizerBase, TrainingArguments)
 
 from dualspeechlm.processing.corpus import load_corpus
-from dualspeechlm.tasks import answer_text, prompt_parts
+from dualspeechlm.tasks import answer_text, get_task, prompt_parts
 
-from .multitask import ANSWER_COLUMN, CONFIG_OF_TASK
 from .trainer import LossTermsTrainer, precision_arguments
+
+# subfolders of stage 1's output: the small text LLM trained before it, and the LLM trained along with the tokenizer
+TEXT_LLM, UNDERSTANDING_LLM = "text_llm", "understanding_llm"
 
 
 def understanding_examples(corpus_dir: str | Path, split: str = "train") -> list[dict]:
@@ -30,7 +32,7 @@ def understanding_examples(corpus_dir: str | Path, split: str = "train") -> list
     `before` / `after` (the prompt around the speech span, `prompt_parts`) and `answer`."""
     examples = []
     for task in ("asr", "ser", "sqa"):
-        config = CONFIG_OF_TASK[task]
+        config = get_task(task).corpus_config
         rows = load_corpus(corpus_dir, config)[split]
         rows = rows.remove_columns([c for c in rows.column_names if "audio" in c])
         for index, row in enumerate(rows):
@@ -38,7 +40,7 @@ def understanding_examples(corpus_dir: str | Path, split: str = "train") -> list
             before, after = prompt_parts(task, **fields)
             spoken = row["passage"] if task == "sqa" else row["text"]
             examples.append(dict(config=config, index=index, task=task, transcript=spoken, before=before,
-                                 after=after, answer=row[ANSWER_COLUMN[task]]))
+                                 after=after, answer=row[get_task(task).answer_column]))
     return examples
 
 

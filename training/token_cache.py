@@ -22,13 +22,16 @@ from dualspeechlm.feature_extraction_ustokenizer import USTokenizerFeatureExtrac
 from dualspeechlm.modeling_ustokenizer import USTokenizerModel
 from dualspeechlm.processing.corpus import load_corpus
 from dualspeechlm.processing.corpus.builder import AUDIO_COLUMNS
+from dualspeechlm.tasks import TASKS
 
 from .encoder_cache import (cached_encoder_outputs, codes_fingerprint, corpus_identity, read_cache,
                             weights_fingerprint, write_cache)
 
 DECODED_ROWS = 1024  # rows of a generation target's audio decoded at a time for its speaker embeddings and codes
-GENERATION_TARGETS = {"speech": ("audio",), "qa": ("answer_audio",), "translation": ("translation_audio",),
-                      "vc": ("target_audio",)}
+# each corpus config's columns of spoken answers: their speakers (and codes) are cached too
+GENERATION_TARGETS = {config: tuple(task.answer_audio for task in TASKS.values()
+                                    if task.corpus_config == config and task.speech_output)
+                      for config in {task.corpus_config for task in TASKS.values()}}
 
 
 @torch.no_grad()

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from pathlib import Path
 
@@ -25,17 +24,10 @@ from dualspeechlm.codecs.configuration_mel_codec import MelCodecConfig, VOCODERS
 from dualspeechlm.codecs.modeling_mel_codec import MelCodecModel
 from dualspeechlm.codecs.spectral import stft
 
+from .codec_training import add_run_arguments, corpus_waveforms, optimizer_step
 from .judge import judge, speech_judges
 
 STFT_RESOLUTIONS = ((512, 128), (1024, 256), (2048, 512))
-
-
-def corpus_waveforms(corpus_dir: str | Path, split: str, limit: int | None = None) -> tuple[list[torch.Tensor], list[str], list[str]]:
-    """Audio `[samples]` tensors, texts and speakers of the corpus' `speech` config split."""
-    from dualspeechlm.processing.corpus import corpus_audio
-
-    rows = corpus_audio(corpus_dir, split, limit=limit)
-    return [torch.from_numpy(audio) for audio in rows["audio"]], rows["text"], rows["speaker"]
 
 
 def random_crops(waveforms: list[torch.Tensor], batch_size: int, samples: int, generator: torch.Generator):
@@ -60,24 +52,6 @@ def multi_resolution_stft_loss(prediction: torch.Tensor, target: torch.Tensor) -
         log_l1 = (predicted.clamp(min=1e-5).log() - wanted.clamp(min=1e-5).log()).abs().mean()
         total = total + convergence + log_l1
     return total / len(STFT_RESOLUTIONS)
-
-
-def _cosine_lr(optimizer, step: int, steps: int, peak: float) -> None:
-    """Linear warm-up over the first 10% of steps (at most 100), then cosine decay to zero."""
-    warmup = max(1, min(100, steps // 10))
-    lr = peak * min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * step / steps))
-    for group in optimizer.param_groups:
-        group["lr"] = lr
-
-
-def optimizer_step(optimizer, loss: torch.Tensor, parameters, step: int, steps: int, peak_lr: float) -> float:
-    """One update at the schedule's learning rate (`_cosine_lr`), gradients clipped to norm 1; returns the loss."""
-    _cosine_lr(optimizer, step, steps, peak_lr)
-    optimizer.zero_grad()
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(parameters, 1.0)
-    optimizer.step()
-    return loss.item()
 
 
 def train_autoencoder(model: MelCodecModel, waveforms, steps: int, batch_size: int, segment: int, lr: float, generator) -> list[float]:
@@ -173,15 +147,6 @@ def summary_table(report: dict, splits) -> str:
                 cells.append(f"{100 * wer:.1f}% ({wer / base:.2f}x)" if base else f"{100 * wer:.1f}%")
             lines.append(f"| {split} | {condition} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-def add_run_arguments(parser: argparse.ArgumentParser, lr: float, eval_limit: int) -> None:
-    """The flags both codec trainers take: batch size, peak learning rate, data limits and the seed."""
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=lr)
-    parser.add_argument("--train-limit", type=int, default=None, help="use only the first N training utterances")
-    parser.add_argument("--eval-limit", type=int, default=eval_limit, help="utterances judged per test split")
-    parser.add_argument("--seed", type=int, default=0)
 
 
 def main(argv=None) -> None:

@@ -45,7 +45,7 @@ from dualspeechlm.speaker_encoder import SpeakerEncoderModel
 from .encoder_cache import cached_encoder_outputs, codes_fingerprint
 from .judge import judge, speech_judges
 from .token_cache import ustokens
-from .train_codec import add_run_arguments, corpus_waveforms, optimizer_step
+from .codec_training import add_run_arguments, corpus_waveforms, optimizer_step
 
 
 class DecoderItem(NamedTuple):

@@ -34,15 +34,16 @@ from dualspeechlm.modeling_ustokenizer import USTokenizerModel
 from dualspeechlm.pipelines_dualspeechlm import save_for_pipelines
 from dualspeechlm.processing_dualspeechlm import DualSpeechLMProcessor
 from dualspeechlm.speaker_encoder import SpeakerEncoderModel
+from dualspeechlm.tasks import TASKS, get_task
 
-from .multitask import CONFIG_OF_TASK, DualSpeechLMCollator, TaskBatchSampler, TaskExamples
+from .multitask import DualSpeechLMCollator, TaskBatchSampler, TaskExamples
 from .plots import plot_losses
 from .recipe_cli import PresetRecipe, recipe_from_args, recipe_parser
+from .text_llm import TEXT_LLM, UNDERSTANDING_LLM
 from .token_cache import cached_tokens
-from .evaluate_ustokenizer import TEXT_LLM, UNDERSTANDING_LLM
 from .trainer import BatchSamplerTrainer, IdleCoresCallback, precision_arguments
 
-ALL_TASKS = tuple(CONFIG_OF_TASK)
+ALL_TASKS = tuple(TASKS)
 
 
 @dataclass
@@ -74,20 +75,6 @@ class DualSpeechLMRecipe(PresetRecipe):
     # 0: AcousticGPT is not trained, and its pass is spared (about half of a generation batch's time); the model then
     # speaks only through a codec that decodes the USTokens and the voice alone (`dualspeechlm-set-codec`)
     acoustic_loss_weight: float = 1.0
-    # the share of a generation item's target USTokens the LLM reads as random ones in training (config.speech_input_noise)
-    speech_input_noise: float = 0.0
-    # the attention prior on TTS (config.alignment_loss_weight): a head of the backbone's second layer pulled to the
-    # text token at the place of the USToken it writes; 0: off, as in the paper
-    alignment_loss_weight: float = 0.0
-    # the probability that a TTS item hides its text from attention (config.spoken_text_dropout), which teaches the
-    # unconditional branch of guidance (`guidance_scale` in speech_generation); 0: off, as in the paper
-    spoken_text_dropout: float = 0.0
-    # the LLM reads the target voice (config.llm_hears_speaker), so its USTokens may follow the voice; a checkpoint
-    # (`init_from`) without it starts with a zero projection, one with it keeps it; off, as in the paper
-    llm_hears_speaker: bool = False
-    # an espeak-ng voice (e.g. "en-us"): TTS reads its text as espeak-ng phonemes (the processor's setting, saved with
-    # the model); None: as written, as in the paper, or, fine-tuning (`init_from`), as that model reads it
-    spoken_text_phonemes: str | None = None
     # How the saved model writes USTokens (its `config.speech_generation`: GenerationConfig fields, replacing the
     # default whole); None keeps the default, the paper's sampling (T 0.6, top-p 0.9, up to 400 tokens)
     speech_generation: dict | None = None
@@ -131,7 +118,7 @@ def cached_splits(recipe: DualSpeechLMRecipe, split: str, parts) -> dict:
     when the recipe trains AcousticGPT."""
     ustokenizer, extractor, codec, speaker_encoder = parts
     codec = codec if recipe.acoustic_loss_weight > 0 else None
-    configs = sorted({CONFIG_OF_TASK[task] for task in recipe.tasks})
+    configs = sorted({get_task(task).corpus_config for task in recipe.tasks})
     return {config: cached_tokens(recipe.corpus, config, split, ustokenizer, extractor, codec, speaker_encoder,
                                   recipe.cache_dir) for config in configs}
 
@@ -151,13 +138,10 @@ def build_model(recipe: DualSpeechLMRecipe, ustokenizer, codec):
     aligned = dict(aligned_frames_per_token=codec.frame_rate / ustokenizer.config.tokens_per_second
                    ) if recipe.aligned_condition else {}
     generation = {} if recipe.speech_generation is None else dict(speech_generation=dict(recipe.speech_generation))
-    training = dict(acoustic_loss_weight=recipe.acoustic_loss_weight, speech_input_noise=recipe.speech_input_noise,
-                    alignment_loss_weight=recipe.alignment_loss_weight, spoken_text_dropout=recipe.spoken_text_dropout,
-                    **generation)
+    training = dict(acoustic_loss_weight=recipe.acoustic_loss_weight, **generation)
     if recipe.init_from:
         config = DualSpeechLMConfig.from_pretrained(recipe.init_from)
         config.update(training)
-        config.llm_hears_speaker |= recipe.llm_hears_speaker
         for name, value in aligned.items():
             setattr(config.acoustic_config, name, value)
         return (DualSpeechLMForConditionalGeneration.from_pretrained(recipe.init_from, config=config),
@@ -177,7 +161,7 @@ def build_model(recipe: DualSpeechLMRecipe, ustokenizer, codec):
             llm.get_output_embeddings().weight.copy_(llm.get_input_embeddings().weight)
     model = DualSpeechLMForConditionalGeneration.from_text_model(
         llm, tokenizer, num_speech_tokens=ustokenizer.config.codebook_size,
-        acoustic_config={**recipe.acoustic_config, **aligned}, llm_hears_speaker=recipe.llm_hears_speaker, **training,
+        acoustic_config={**recipe.acoustic_config, **aligned}, **training,
         **DualSpeechLMConfig.codec_kwargs(codec))
     if from_reader:
         offset, count = model.config.speech_token_offset, model.config.num_speech_tokens
@@ -186,21 +170,13 @@ def build_model(recipe: DualSpeechLMRecipe, ustokenizer, codec):
     return model, tokenizer
 
 
-def save_model_folder(folder: Path, model, tokenizer, parts, spoken_text_phonemes: str | None = None) -> None:
+def save_model_folder(folder: Path, model, tokenizer, parts) -> None:
     """The model, its processor (text tokenizer on top; USTokenizer + feature extractor, codec and
-    speaker encoder in subfolders; how it writes the spoken text) and the pipeline code: the folder answers
+    speaker encoder in subfolders) and the pipeline code: the folder answers
     `pipeline("automatic-speech-recognition" | "text-to-speech", model=folder, trust_remote_code=True)`."""
     ustokenizer, extractor, codec, speaker_encoder = parts
-    processor = DualSpeechLMProcessor(extractor, tokenizer, ustokenizer, codec=codec, speaker_encoder=speaker_encoder,
-                                      spoken_text_phonemes=spoken_text_phonemes)
+    processor = DualSpeechLMProcessor(extractor, tokenizer, ustokenizer, codec=codec, speaker_encoder=speaker_encoder)
     save_for_pipelines(model, processor, folder)
-
-
-def spoken_text_phonemes(recipe: DualSpeechLMRecipe) -> str | None:
-    """The recipe's espeak-ng voice for the spoken text, or the one of the model it fine-tunes."""
-    if recipe.spoken_text_phonemes or not recipe.init_from:
-        return recipe.spoken_text_phonemes
-    return DualSpeechLMProcessor.saved_settings(recipe.init_from).get("spoken_text_phonemes")
 
 
 def train_dualspeechlm(recipe: DualSpeechLMRecipe) -> Path:
@@ -213,7 +189,6 @@ def train_dualspeechlm(recipe: DualSpeechLMRecipe) -> Path:
     validation = validation_examples(recipe, parts) if recipe.eval_steps else None
     torch.manual_seed(recipe.seed)  # here, not earlier: building the token cache draws random numbers only when it is missing
     model, tokenizer = build_model(recipe, ustokenizer, codec)
-    phonemes = spoken_text_phonemes(recipe)
     trained = model
     if recipe.lora:
         from .lora import apply_lora
@@ -229,9 +204,11 @@ def train_dualspeechlm(recipe: DualSpeechLMRecipe) -> Path:
         remove_unused_columns=False, dataloader_num_workers=0, dataloader_pin_memory=False, label_names=["labels"],
         max_grad_norm=recipe.max_grad_norm, **precision_arguments(recipe.precision),
     )
-    sampler = TaskBatchSampler(train.task_of, recipe.batch_size, recipe.task_weights, seed=recipe.seed,
+    # a preset weighs every task; a recipe training fewer keeps the weights of its own
+    weights = {task: weight for task, weight in recipe.task_weights.items() if task in recipe.tasks}
+    sampler = TaskBatchSampler(train.task_of, recipe.batch_size, weights, seed=recipe.seed,
                                lengths=train.lengths() if recipe.group_by_length else None)
-    collator = DualSpeechLMCollator(tokenizer, model.config, phonemes)
+    collator = DualSpeechLMCollator(tokenizer, model.config)
     trainer = BatchSamplerTrainer(model=trained, args=args, train_dataset=train, eval_dataset=validation,
                                   batch_sampler=sampler, data_collator=collator,
                                   callbacks=[IdleCoresCallback()] if recipe.use_idle_cores else None)
@@ -244,7 +221,7 @@ def train_dualspeechlm(recipe: DualSpeechLMRecipe) -> Path:
         from .lora import merge_lora
 
         model = merge_lora(trained)
-    save_model_folder(output_dir, model, tokenizer, parts, phonemes)
+    save_model_folder(output_dir, model, tokenizer, parts)
     plot_losses(trainer.state.log_history, output_dir / "loss.png", ("loss", "llm_loss", "acoustic_loss", "eval_loss"))
     (output_dir / "training_log.json").write_text(json.dumps(trainer.state.log_history, indent=1))
     return output_dir

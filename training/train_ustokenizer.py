@@ -6,8 +6,6 @@
     3. the tokenizer's small parts trained with the HF Trainer on the cached features, loss =
        1 * commitment + 45 * reconstruction + 5 * understanding (training/understanding.py), and in the
        tiny preset + 5 * the transcript CTC (the small LLM alone does not teach the tokens the words);
-       with `quantizer_warmup_steps` the first steps run unquantized, then the codebook is fit by k-means
-       to the latents those losses have shaped (FitCodebookCallback);
     4. evaluation on `test` (sentences never in training) and `test_unseen_voice` (training/evaluate_ustokenizer.py):
        evaluation.json + evaluation.md, beside the loss curves in loss.png.
 
@@ -32,13 +30,13 @@ from dualspeechlm.feature_extraction_ustokenizer import USTokenizerFeatureExtrac
 from dualspeechlm.modeling_ustokenizer import USTokenizerModel
 from dualspeechlm.processing.text_tokenizer import train_text_tokenizer
 
-from .evaluate_ustokenizer import TEXT_LLM, UNDERSTANDING_LLM, evaluate_ustokenizer
+from .evaluate_ustokenizer import evaluate_ustokenizer
 from .plots import plot_losses
 from .recipe_cli import PresetRecipe, recipe_from_args, recipe_parser
-from .text_llm import (small_llm_config, stage3_task_documents, text_llm_corpus, train_text_llm,
-                       understanding_examples)
+from .text_llm import (TEXT_LLM, UNDERSTANDING_LLM, small_llm_config, stage3_task_documents, text_llm_corpus,
+                       train_text_llm, understanding_examples)
 from .trainer import IdleCoresCallback, LossTermsTrainer, precision_arguments
-from .understanding import FitCodebookCallback, UnderstandingCollator, USTokenizerForUnderstanding, understanding_dataset
+from .understanding import UnderstandingCollator, USTokenizerForUnderstanding, understanding_dataset
 
 
 @dataclass
@@ -63,7 +61,6 @@ class USTokenizerRecipe(PresetRecipe):
     learning_rate: float = 1e-3
     warmup_steps: int = 100
     max_grad_norm: float = 1.0  # gradient clipping (0: none), as in TrainingArguments
-    quantizer_warmup_steps: int = 0  # > 0: train unquantized this long, then fit the codebook by k-means
     logging_steps: int = 50
     eval_limit: int | None = None  # utterances per evaluated split (None: all)
     whisper_baseline: bool = True
@@ -117,9 +114,7 @@ def train_ustokenizer(recipe: USTokenizerRecipe) -> dict:
         max_grad_norm=recipe.max_grad_norm, **precision_arguments(recipe.precision),
     )
     collator = UnderstandingCollator(text_tokenizer.pad_token_id)
-    callbacks = ([FitCodebookCallback(model, train_data, collator, recipe.quantizer_warmup_steps, seed=recipe.seed)]
-                 if recipe.quantizer_warmup_steps > 0 else [])
-    callbacks += [IdleCoresCallback()] if recipe.use_idle_cores else []
+    callbacks = [IdleCoresCallback()] if recipe.use_idle_cores else []
     trainer = LossTermsTrainer(model=model, args=args, train_dataset=train_data, data_collator=collator,
                                callbacks=callbacks)
     trainer.train()

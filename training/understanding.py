@@ -22,7 +22,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 from torch.nn.utils.rnn import pad_sequence
-from transformers import PreTrainedModel, TrainerCallback
+from transformers import PreTrainedModel
 from transformers.utils import ModelOutput, logging
 
 from dualspeechlm.modeling_ustokenizer import USTokenizerModel
@@ -91,8 +91,7 @@ class UnderstandingCollator:
 
 class USTokenizerForUnderstanding(nn.Module):
     """A `USTokenizerModel` feeding a causal LM (frozen unless `freeze_llm=False`); with the tokenizer's
-    `transcript_ctc_weight` on, also a small conv CTC head over `alphabet` (the characters of the spoken words).
-    While `bypass_quantizer` is True (a warm-up, see `FitCodebookCallback`) every loss reads the unquantized latents."""
+    `transcript_ctc_weight` on, also a small conv CTC head over `alphabet` (the characters of the spoken words)."""
 
     def __init__(self, ustokenizer: USTokenizerModel, llm: PreTrainedModel, freeze_llm: bool = True,
                  alphabet: str | None = None):
@@ -102,7 +101,6 @@ class USTokenizerForUnderstanding(nn.Module):
             raise ValueError(f"the tokenizer's llm_hidden_size ({config.llm_hidden_size}) must equal "
                              f"the LLM's hidden_size ({llm.config.hidden_size})")
         self.ustokenizer, self.llm, self.freeze_llm = ustokenizer, llm, freeze_llm
-        self.bypass_quantizer = False
         if freeze_llm:
             llm.requires_grad_(False)
         if config.transcript_ctc_weight > 0:
@@ -197,8 +195,7 @@ class USTokenizerForUnderstanding(nn.Module):
                 answer_ids, answer_lengths, transcript_ids=None, transcript_lengths=None) -> UnderstandingOutput:
         """Cached encoder output `[batch, frames_50hz, d_model]` + lengths, prompt parts, answers and (with the
         transcript CTC on) transcripts (`[batch, longest]` ids + lengths) -> the weighted loss and each of its terms."""
-        out = self.ustokenizer(encoder_hidden_states=encoder_hidden_states, encoder_lengths=encoder_lengths,
-                               bypass_quantizer=self.bypass_quantizer)
+        out = self.ustokenizer(encoder_hidden_states=encoder_hidden_states, encoder_lengths=encoder_lengths)
         config = self.ustokenizer.config
         loss, ctc = out.loss, None
         if config.transcript_ctc_weight > 0:
@@ -264,45 +261,5 @@ def understanding_dataset(corpus: str, cache_dir: str, split: str, examples: lis
     return datasets.concatenate_datasets(parts).with_format("numpy")
 
 
-class FitCodebookCallback(TrainerCallback):
-    """A codebook warm-up: `model` trains with its quantizer bypassed for the first `step` steps, then its codebook
-    is fit by k-means to the latents of up to `num_vectors` frames of `dataset` (random rows) and training goes on
-    quantized. The supervised losses shape the latent space first, so the codes split what they separate rather
-    than what the raw Whisper features do. A k-means probe keeps twice the characters so; in the tiny preset's stage 1
-    it did not help (300 / 600 warm-up steps of 1,000: ASR through the tokens 65% / 60% against 58%, docs/RESULTS.md)."""
-
-    def __init__(self, model: USTokenizerForUnderstanding, dataset, collator: UnderstandingCollator, step: int,
-                 num_vectors: int = 65536, batch_size: int = 32, seed: int = 0):
-        if step < 1:
-            raise ValueError(f"the warm-up needs at least one step, got {step}")
-        self.model, self.dataset, self.collator, self.step = model, dataset, collator, step
-        self.num_vectors, self.batch_size, self.seed = num_vectors, batch_size, seed
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        self.model.bypass_quantizer = state.global_step < self.step  # a resumed run past the fit stays quantized
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.step:
-            self.model.ustokenizer.fit_codebook(self.sample_latents())
-            self.model.bypass_quantizer = False
-
-    @torch.no_grad()
-    def sample_latents(self) -> torch.Tensor:
-        """Pre-VQ latents `[<= num_vectors, codebook_dim]` of random training rows (padding dropped)."""
-        tokenizer = self.model.ustokenizer
-        order = np.random.default_rng(self.seed).permutation(len(self.dataset))
-        kept, total = [], 0
-        for start in range(0, len(order), self.batch_size):
-            rows = [self.dataset[int(i)] for i in order[start:start + self.batch_size]]
-            batch = self.collator([{k: row[k] for k in ("encoder_hidden_states", "num_frames")} for row in rows])
-            latents, _, mask = tokenizer.latents(batch["encoder_hidden_states"].to(tokenizer.device),
-                                                 batch["encoder_lengths"].to(tokenizer.device))
-            kept.append(latents[mask])
-            total += len(kept[-1])
-            if total >= self.num_vectors:
-                break
-        return torch.cat(kept)[: self.num_vectors]
-
-
-__all__ = ["FitCodebookCallback", "USTokenizerForUnderstanding", "UnderstandingCollator", "UnderstandingOutput",
+__all__ = ["USTokenizerForUnderstanding", "UnderstandingCollator", "UnderstandingOutput",
            "greedy_ctc_texts", "pad_ids", "understanding_dataset"]
