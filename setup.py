@@ -55,7 +55,8 @@ INSTALL_REQUIRES = [
 EXTRAS_REQUIRE = {
     # ctranslate2 runs the original model.bin, the reference for the converter's parity test.
     # playwright drives Debian's Chromium (scripts/setup.sh) in the Space's browser test.
-    "dev": ["pytest>=8", "pytest-timeout", "ctranslate2>=4", "playwright"],
+    # ruff: `ruff check .` is one of the tests (tests/test_package.py), with ruff.toml's settings.
+    "dev": ["pytest>=8", "pytest-timeout", "ctranslate2>=4", "playwright", "ruff>=0.17"],
 }
 
 setup(

@@ -11,7 +11,7 @@ import time
 
 import torch
 
-from dualspeechlm.codecs.configuration_mel_codec import MelCodecConfig, VOCODERS
+from dualspeechlm.codecs.configuration_mel_codec import VOCODERS, MelCodecConfig
 from dualspeechlm.codecs.modeling_mel_codec import MelCodecModel
 from dualspeechlm.training.codec_training import corpus_waveforms
 
@@ -29,7 +29,8 @@ def main() -> None:
     waveforms, _, _ = corpus_waveforms(args.corpus, "test", args.utterances)
     audio_seconds = sum(len(w) for w in waveforms) / model.sampling_rate
     model.encode(waveforms[:2])  # warm-up (and k-means init for an untrained codec)
-    print(f"{len(waveforms)} utterances, {audio_seconds:.0f} s of audio, batch {args.batch_size}, {args.threads} threads\n")
+    print(f"{len(waveforms)} utterances, {audio_seconds:.0f} s of audio, batch {args.batch_size}, "
+          f"{args.threads} threads\n")
     print("| vocoder | encode x real time | decode x real time | encode+decode x real time |\n|---|---|---|---|")
     for vocoder in VOCODERS:
         model.config.vocoder = vocoder

@@ -32,7 +32,8 @@ from dualspeechlm.modeling_dualspeechlm import DualSpeechLMForConditionalGenerat
 def small_model(seed: int = 0) -> DualSpeechLMForConditionalGeneration:
     torch.manual_seed(seed)
     acoustic = AcousticGPTConfig(codebook_size=1024, num_codebooks=2, hidden_size=256, num_hidden_layers=4,
-                                 num_attention_heads=4, intermediate_size=1024, max_position_embeddings=1024, dropout=0.0)
+                                 num_attention_heads=4, intermediate_size=1024, max_position_embeddings=1024,
+                                 dropout=0.0)
     config = DualSpeechLMConfig.tiny("llama", num_speech_tokens=1024, text_vocab_size=1000, acoustic_config=acoustic,
                                      text_overrides=dict(hidden_size=256, intermediate_size=1024, num_hidden_layers=4,
                                                          num_attention_heads=4, num_key_value_heads=4,
@@ -76,14 +77,16 @@ def main() -> None:
                           for i in range(args.batch_size)])
 
     assert (batched(True) == frames).all(), "every item must write the requested frames"  # and warms up
-    best = best_times({("KV cache", "batched"): lambda: batched(True), ("KV cache", "one by one"): lambda: one_by_one(True),
-                       ("no cache", "batched"): lambda: batched(False), ("no cache", "one by one"): lambda: one_by_one(False)},
+    best = best_times({("KV cache", "batched"): lambda: batched(True),
+                       ("KV cache", "one by one"): lambda: one_by_one(True),
+                       ("no cache", "batched"): lambda: batched(False),
+                       ("no cache", "one by one"): lambda: one_by_one(False)},
                       args.repeats, clock)
 
     tokens, audio = args.batch_size * frames * config.num_codebooks, args.batch_size * frames / config.codec_frame_rate
-    print(f"batch {args.batch_size} x {args.seconds:g} s ({ustokens} USTokens, {frames} frames x {config.num_codebooks} "
-          f"codebooks each), prompt {args.prompt_tokens} tokens, {args.threads} thread(s), {args.clock} clock, "
-          f"best of {args.repeats}, load average {os.getloadavg()[0]:.1f}\n")
+    print(f"batch {args.batch_size} x {args.seconds:g} s ({ustokens} USTokens, {frames} frames x "
+          f"{config.num_codebooks} codebooks each), prompt {args.prompt_tokens} tokens, {args.threads} thread(s), "
+          f"{args.clock} clock, best of {args.repeats}, load average {os.getloadavg()[0]:.1f}\n")
     print("| cache | items | seconds | acoustic tokens/s | real-time factor |\n|---|---|---|---|---|")
     for (cache, items), seconds in best.items():
         print(f"| {cache} | {items} | {seconds:.2f} | {tokens / seconds:.0f} | {seconds / audio:.3f} |")

@@ -33,7 +33,8 @@ def main() -> None:
 
     recipe = DualSpeechLMRecipe.tiny(corpus=args.corpus, cache_dir=args.cache_dir, ustokenizer=args.ustokenizer,
                                      codec=args.codec, speaker_encoder=args.speaker_encoder,
-                                     acoustic_loss_weight=1.0)  # caches AcousticGPT's targets, which one setting trains on
+                                     # caches AcousticGPT's targets, which one setting trains on
+                                     acoustic_loss_weight=1.0)
     parts = load_parts(recipe)
     train = TaskExamples(cached_splits(recipe, "train", parts), recipe.tasks)
     torch.manual_seed(recipe.seed)
@@ -41,7 +42,8 @@ def main() -> None:
     model.train()
     collate = DualSpeechLMCollator(tokenizer, model.config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6)
-    sampler = TaskBatchSampler(train.task_of, args.batch_size, recipe.task_weights, seed=recipe.seed)  # as stage 3 draws
+    # as stage 3 draws
+    sampler = TaskBatchSampler(train.task_of, args.batch_size, recipe.task_weights, seed=recipe.seed)
     rows, shares = sampler.members, dict(zip(sampler.tasks, sampler.probabilities))
 
     def step(batch: dict, acoustic_loss_weight: float) -> None:
@@ -50,7 +52,8 @@ def main() -> None:
         optimizer.step()
         optimizer.zero_grad()
 
-    print("\n| task | share of batches | s/step, AcousticGPT trained | s/step, spared | ratio |\n|---|---|---|---|---|")
+    print("\n| task | share of batches | s/step, AcousticGPT trained | s/step, spared | ratio |"
+          "\n|---|---|---|---|---|")
     mean = {1.0: 0.0, 0.0: 0.0}
     for task in recipe.tasks:
         batch = collate([train[i] for i in rows[task][: args.batch_size]])
@@ -60,8 +63,9 @@ def main() -> None:
             mean[weight] += shares[task] * best[weight]
         print(f"| {task} | {shares[task]:.1%} | {best[1.0]:.2f} | {best[0.0]:.2f} | {best[1.0] / best[0.0]:.2f}x |")
     print(f"| **mix** | 100% | {mean[1.0]:.2f} | {mean[0.0]:.2f} | {mean[1.0] / mean[0.0]:.2f}x |")
-    print(f"\n1,000 steps of this mix: {mean[1.0] * 1000 / 60:.1f} min with AcousticGPT, {mean[0.0] * 1000 / 60:.1f} min "
-          f"without ({args.threads} thread(s), batch {args.batch_size}, {args.clock} clock)")
+    print(f"\n1,000 steps of this mix: {mean[1.0] * 1000 / 60:.1f} min with AcousticGPT, "
+          f"{mean[0.0] * 1000 / 60:.1f} min without ({args.threads} thread(s), batch {args.batch_size}, "
+          f"{args.clock} clock)")
 
 
 if __name__ == "__main__":

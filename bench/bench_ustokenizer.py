@@ -47,8 +47,8 @@ def main() -> None:
     speech = np.concatenate([synthesize(TEXT, voice) for voice in TRAIN_VOICES])
     padded_features, real_features = WhisperFeatureExtractor(), USTokenizerFeatureExtractor()
 
-    print(f"{args.whisper}, batch {args.batch_size}, {args.threads} threads, {args.clock} clock, best of {args.repeats}, "
-          f"load average before: {os.getloadavg()[0]:.1f}\n")
+    print(f"{args.whisper}, batch {args.batch_size}, {args.threads} threads, {args.clock} clock, "
+          f"best of {args.repeats}, load average before: {os.getloadavg()[0]:.1f}\n")
     print("| clip | Whisper, 30 s padding | real-length encoder | speed-up | USTokenizer encode | speed-up | kept |")
     print("|---|---|---|---|---|---|---|")
     with torch.inference_mode():

@@ -9,7 +9,8 @@ import time
 import torch
 
 
-def add_timing_arguments(parser: argparse.ArgumentParser, repeats: int = 3, threads: int = 1, clock: str = "cpu") -> None:
+def add_timing_arguments(parser: argparse.ArgumentParser, repeats: int = 3, threads: int = 1,
+                         clock: str = "cpu") -> None:
     """`--repeats`, `--threads` and `--clock`, with the calling bench's defaults."""
     parser.add_argument("--repeats", type=int, default=repeats)
     parser.add_argument("--threads", type=int, default=threads)

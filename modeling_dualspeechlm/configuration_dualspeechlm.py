@@ -21,7 +21,8 @@ ACOUSTIC_SHORTCUTS = ("num_codebooks", "codebook_size", "speaker_embedding_size"
 
 
 def speech_token_strings(num_speech_tokens: int) -> list[str]:
-    """`["<audio>", "</audio>", "<a_0>", ..., "<a_{K-1}>"]`: the tokens DualSpeechLM adds to a text vocabulary, in order."""
+    """`["<audio>", "</audio>", "<a_0>", ..., "<a_{K-1}>"]`: the tokens DualSpeechLM adds to a text vocabulary, in
+    order."""
     return ["<audio>", "</audio>", *(f"<a_{k}>" for k in range(num_speech_tokens))]
 
 
@@ -73,8 +74,9 @@ class AcousticGPTConfig(PretrainedConfig):
         super().__post_init__(**kwargs)
 
     def validate_fields(self) -> None:
-        check_positive(self, "codebook_size", "num_codebooks", "hidden_size", "num_hidden_layers", "num_attention_heads",
-                       "intermediate_size", "max_position_embeddings", "speaker_embedding_size", "condition_size")
+        check_positive(self, "codebook_size", "num_codebooks", "hidden_size", "num_hidden_layers",
+                       "num_attention_heads", "intermediate_size", "max_position_embeddings", "speaker_embedding_size",
+                       "condition_size")
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(f"hidden_size ({self.hidden_size}) must be divisible by num_attention_heads "
                              f"({self.num_attention_heads})")
@@ -157,7 +159,8 @@ class DualSpeechLMConfig(PretrainedConfig):
         vocab, k = self.text_config.vocab_size, self.num_speech_tokens
         check_positive(self, "num_speech_tokens", "codec_frame_rate", "codec_sampling_rate")
         if self.audio_start_token_id is None and self.audio_end_token_id is None and self.speech_token_offset is None:
-            self.audio_start_token_id, self.audio_end_token_id, self.speech_token_offset = range(vocab - k - 2, vocab - k + 1)
+            self.audio_start_token_id, self.audio_end_token_id, self.speech_token_offset = range(vocab - k - 2,
+                                                                                                 vocab - k + 1)
         ids = {"audio_start_token_id": self.audio_start_token_id, "audio_end_token_id": self.audio_end_token_id,
                "speech_token_offset": self.speech_token_offset}
         if any(value is None for value in ids.values()):

@@ -82,7 +82,8 @@ class USTokenizerConfig(PretrainedConfig):
     ids_pad_value: int = -1
 
     def __post_init__(self, **kwargs):
-        for name in ("downsample_kernel_size", "residual_kernel_size", "projection_kernel_size", "adapter_kernel_size"):
+        for name in ("downsample_kernel_size", "residual_kernel_size", "projection_kernel_size",
+                     "adapter_kernel_size"):
             if getattr(self, name) < 1 or getattr(self, name) % 2 == 0:
                 raise ValueError(f"{name} must be odd and positive (same-length convs), got {getattr(self, name)}")
         for name in ("downsample_stride", "conv_hidden_size", "codebook_size", "codebook_dim", "llm_hidden_size"):
@@ -91,7 +92,8 @@ class USTokenizerConfig(PretrainedConfig):
         if not 0.0 < self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in (0, 1), got {self.ema_decay}")
         if 0 <= self.ids_pad_value < self.codebook_size:
-            raise ValueError(f"ids_pad_value ({self.ids_pad_value}) must not be a valid code id (0..{self.codebook_size - 1})")
+            raise ValueError(f"ids_pad_value ({self.ids_pad_value}) must not be a valid code id "
+                             f"(0..{self.codebook_size - 1})")
         super().__post_init__(**kwargs)
 
     def to_dict(self) -> dict:

@@ -204,8 +204,14 @@ def convert_ctranslate2_whisper(output_dir, model_dir=None, force=False):
         raise FileExistsError(f"{output_dir} holds other files (no {MARKER_FILE}): not replacing it")
     import torch  # imported only when there is work to do: it takes seconds
     from safetensors.torch import save_file
-    from transformers import AddedToken, GenerationConfig, WhisperConfig, WhisperFeatureExtractor
-    from transformers import WhisperProcessor, WhisperTokenizer
+    from transformers import (
+        AddedToken,
+        GenerationConfig,
+        WhisperConfig,
+        WhisperFeatureExtractor,
+        WhisperProcessor,
+        WhisperTokenizer,
+    )
 
     spec_name, variables = read_ctranslate2_model(source)
     if spec_name != "WhisperSpec":

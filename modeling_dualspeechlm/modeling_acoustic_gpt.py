@@ -41,7 +41,10 @@ from torch import nn
 from torch.nn import functional as F
 from transformers import GenerationConfig, PreTrainedModel
 from transformers.generation.logits_process import (
-    LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper,
+    LogitsProcessorList,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
 )
 from transformers.utils import ModelOutput
 
@@ -58,7 +61,8 @@ class AcousticGPTOutput(ModelOutput):
 
 @dataclass
 class AcousticGPTGenerateOutput(ModelOutput):
-    """codes: `[batch, num_codebooks, frames]` (0 past each length); lengths: frames per item `[batch]` (0: no speech)."""
+    """codes: `[batch, num_codebooks, frames]` (0 past each length); lengths: frames per item `[batch]` (0: no
+    speech)."""
 
     codes: torch.LongTensor | None = None
     lengths: torch.LongTensor | None = None
@@ -81,7 +85,8 @@ def delay_pattern(codes: torch.Tensor, lengths: torch.Tensor, config: AcousticGP
 
 
 def undo_delay(steps: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """The written steps `[batch, n_q, >= max(lengths) + n_q - 1]` -> codes `[batch, n_q, max(lengths)]`, 0 past lengths."""
+    """The written steps `[batch, n_q, >= max(lengths) + n_q - 1]` -> codes `[batch, n_q, max(lengths)]`, 0 past
+    lengths."""
     batch, n_q, _ = steps.shape
     frames = int(lengths.max()) if lengths.numel() else 0
     index = torch.arange(frames, device=steps.device) + torch.arange(n_q, device=steps.device)[:, None]
@@ -164,7 +169,8 @@ class AcousticGPT(PreTrainedModel):
     def embed_prefix(self, speaker_embeddings: torch.Tensor, condition_states: torch.Tensor,
                      condition_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """speaker_embeddings `[batch, speaker_size]`, condition_states `[batch, C, condition_size]`, condition_mask
-        `[batch, C]` -> (prefix `[batch, 1 + C, d]`, its mask `[batch, 1 + C]` bool; the speaker vector is always on)."""
+        `[batch, C]` -> (prefix `[batch, 1 + C, d]`, its mask `[batch, 1 + C]` bool; the speaker vector is always
+        on)."""
         speaker = self.speaker_projection(speaker_embeddings.to(self.dtype))[:, None]
         prefix = torch.cat([speaker, self.adapter(condition_states.to(self.dtype))], dim=1)
         return prefix, torch.cat([condition_mask.new_ones(condition_mask.shape[0], 1), condition_mask], dim=1).bool()
@@ -196,7 +202,8 @@ class AcousticGPT(PreTrainedModel):
 
     def code_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """hidden `[batch, steps, d]` -> `[batch, steps, n_q, vocab_size]` through the tied embedding tables."""
-        return F.linear(hidden, self.embed_codes.weight).unflatten(-1, (self.config.num_codebooks, self.config.vocab_size))
+        return F.linear(hidden, self.embed_codes.weight).unflatten(-1, (self.config.num_codebooks,
+                                                                        self.config.vocab_size))
 
     def transformer(self, embeds: torch.Tensor, key_mask: torch.Tensor, prefix_length: int, past: list | None = None):
         """embeds `[batch, new, d]` (the last `new` of the `keys` positions), key_mask `[batch, keys]` bool (False:
@@ -274,8 +281,8 @@ class AcousticGPT(PreTrainedModel):
         batch, prefix_length = prefix_mask.shape
         room = config.max_position_embeddings - int(prefix_mask.sum(-1).max()) - n_q
         if room < 1:
-            raise ValueError(f"AcousticGPT prefix of {int(prefix_mask.sum(-1).max())} positions leaves no room for codes "
-                             f"(max_position_embeddings={config.max_position_embeddings})")
+            raise ValueError(f"AcousticGPT prefix of {int(prefix_mask.sum(-1).max())} positions leaves no room for "
+                             f"codes (max_position_embeddings={config.max_position_embeddings})")
         max_frames = min(generation_config.max_new_tokens or room, room)
         warpers = sampling_warpers(generation_config)
         aligned = self.embed_aligned(prefix[:, 1:], aligned_mask, max_frames + n_q)

@@ -64,8 +64,9 @@ class DualSpeechLMSpeechOutput(ModelOutput):
     """sequences `[batch, L + new]`: prompt + `<audio>` + USTokens + `</audio>` (then pad); ustokens `[batch, U]` and
     ustoken_lengths `[batch]`: the USToken ids (0..K-1) written after the last `<audio>`; speaker_embeddings
     `[batch, speaker_embedding_size]`: the voice it was asked for (None when none was given); codes `[batch, n_q, T]`
-    and code_lengths `[batch]` (0: AcousticGPT wrote no-speech; both None when the codec given `decodes_ustokens_alone`,
-    for then AcousticGPT does not run); waveforms `[batch, samples]` and waveform_lengths when a codec was given."""
+    and code_lengths `[batch]` (0: AcousticGPT wrote no-speech; both None when the codec given
+    `decodes_ustokens_alone`, for then AcousticGPT does not run); waveforms `[batch, samples]` and waveform_lengths
+    when a codec was given."""
 
     sequences: torch.LongTensor | None = None
     ustokens: torch.LongTensor | None = None
@@ -148,7 +149,8 @@ class DualSpeechLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
 
     @classmethod
     def from_text_model(cls, text_model: PreTrainedModel, tokenizer=None, num_speech_tokens: int = 1024,
-                        pad_to_multiple_of: int | None = None, **config_kwargs) -> DualSpeechLMForConditionalGeneration:
+                        pad_to_multiple_of: int | None = None,
+                        **config_kwargs) -> DualSpeechLMForConditionalGeneration:
         """Wrap a (pretrained) causal LM. `<audio>`, `</audio>`, `<a_0>`..`<a_{K-1}>` are added to `tokenizer` (when
         given; otherwise their ids follow the LLM's vocabulary), the embeddings grow to hold them (new rows: the mean
         of the old ones), and a fresh AcousticGPT joins. `config_kwargs` go to DualSpeechLMConfig (`acoustic_config`,
@@ -165,7 +167,8 @@ class DualSpeechLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
             start, end, offset, vocab = vocab, vocab + 1, vocab + 2, vocab + num_speech_tokens + 2
         text_model.resize_token_embeddings(vocab, pad_to_multiple_of=pad_to_multiple_of)
         # a new composite config resets its sub-configs' attention / experts kernels unless told the loaded ones
-        kernels = {f"{kind}_implementation": {"text_config": getattr(text_model.config, f"_{kind}_implementation", None)}
+        kernels = {f"{kind}_implementation":
+                   {"text_config": getattr(text_model.config, f"_{kind}_implementation", None)}
                    for kind in ("attn", "experts")}
         config = DualSpeechLMConfig(text_config=text_model.config, num_speech_tokens=num_speech_tokens,
                                     audio_start_token_id=start, audio_end_token_id=end, speech_token_offset=offset,
@@ -194,7 +197,8 @@ class DualSpeechLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
 
     def check_text_inputs(self, input_ids, attention_mask, total_length: int | None = None) -> None:
         if input_ids.ndim != 2 or 0 in input_ids.shape:
-            raise ValueError(f"input_ids must be a non-empty [batch, length] tensor, got shape {list(input_ids.shape)}")
+            raise ValueError(f"input_ids must be a non-empty [batch, length] tensor, "
+                             f"got shape {list(input_ids.shape)}")
         limit = getattr(self.config.text_config, "max_position_embeddings", None)
         length = total_length or (attention_mask.shape[-1] if attention_mask is not None else input_ids.shape[-1])
         if limit is not None and length > limit:
@@ -240,7 +244,8 @@ class DualSpeechLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
         generation = is_generation.to(labels.device)
         if acoustic_codes is None:
             if generation.any():
-                raise ValueError("generation tasks need acoustic_codes [batch, num_codebooks, frames] and acoustic_lengths")
+                raise ValueError("generation tasks need acoustic_codes [batch, num_codebooks, frames] "
+                                 "and acoustic_lengths")
             acoustic_codes = labels.new_zeros(batch, config.num_codebooks, 1)
             acoustic_lengths = labels.new_ones(batch)
         if acoustic_lengths is None:
@@ -252,13 +257,14 @@ class DualSpeechLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
         check_shape("acoustic_lengths", acoustic_lengths, batch)
         lengths = torch.where(generation, acoustic_lengths.to(labels.device), 1)
         if ((lengths < 1) | (lengths > acoustic_codes.shape[-1])).any():
-            raise ValueError(f"acoustic_lengths {acoustic_lengths.tolist()} must lie in [1, {acoustic_codes.shape[-1]}] "
-                             "for generation items")
+            raise ValueError(f"acoustic_lengths {acoustic_lengths.tolist()} must lie in "
+                             f"[1, {acoustic_codes.shape[-1]}] for generation items")
         valid = generation[:, None, None] & (torch.arange(frames, device=labels.device) < lengths[:, None, None])
         if (((acoustic_codes < 0) | (acoustic_codes >= config.codebook_size)) & valid).any():
             raise ValueError(f"acoustic codes must lie in [0, {config.codebook_size}) within acoustic_lengths")
         no_speech = torch.full_like(acoustic_codes, config.acoustic_config.no_speech_id)
-        return torch.where(generation[:, None, None], acoustic_codes.clamp(0, config.codebook_size - 1), no_speech), lengths
+        codes = torch.where(generation[:, None, None], acoustic_codes.clamp(0, config.codebook_size - 1), no_speech)
+        return codes, lengths
 
     def forward(
         self,
@@ -280,7 +286,8 @@ class DualSpeechLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
     ) -> DualSpeechLMOutput:
         r"""
         input_ids, attention_mask, labels `[batch, L]` (labels -100 outside answer + EOS), position_ids, cache,
-        inputs_embeds, use_cache, logits_to_keep: as the backbone's (position ids follow attention_mask when not given).
+        inputs_embeds, use_cache, logits_to_keep: as the backbone's (position ids follow attention_mask when not
+        given).
         With `labels` the AcousticGPT loss is computed too, from:
             tasks (`list[str]`): each item's task (config.understanding_tasks / generation_tasks; None: understanding).
             condition_mask `[batch, L]`: the prompt positions conditioning AcousticGPT (default: attended positions
@@ -322,7 +329,7 @@ class DualSpeechLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
             raise ValueError("every generation item needs its target USTokens <a_k> in labels")
         output.llm_loss = out.loss
         loss = self.config.llm_loss_weight * out.loss
-        if not trains_acoustic:  # AcousticGPT learns nothing: its pass, and its targets, are spared (see render_speech)
+        if not trains_acoustic:  # AcousticGPT learns nothing: its pass and its targets are spared (see render_speech)
             output.loss = loss
             return output
         codes, lengths = self.acoustic_targets(is_generation, acoustic_codes, acoustic_lengths, labels)
@@ -352,16 +359,17 @@ class DualSpeechLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
         use_cache: bool = True,
         **kwargs,
     ) -> DualSpeechLMSpeechOutput:
-        r"""Speech for a batch of left-padded prompts `input_ids` / `attention_mask` `[batch, L]` (everything before the
-        answer; `<audio>` is appended unless every prompt already ends with it).
+        r"""Speech for a batch of left-padded prompts `input_ids` / `attention_mask` `[batch, L]` (everything before
+        the answer; `<audio>` is appended unless every prompt already ends with it).
 
         condition_mask `[batch, L]`: prompt positions conditioning AcousticGPT (default: the whole prompt), joined by
         the written USTokens ("both", as in training). speaker_embeddings `[batch, speaker_embedding_size]`: pass the
-        target voice's (the default, zeros, is what understanding items train with, next to no-speech). generation_config: USToken sampling (default `config.speech_generation`, its
-        `max_new_tokens` shortened to fit the backbone's `max_position_embeddings`); acoustic_generation_config:
-        code sampling (default `config.acoustic_generation`); kwargs `acoustic_<name>` update the latter, the others
-        the former (e.g. `do_sample=False, max_new_tokens=200, acoustic_max_new_tokens=500`). use_cache: KV caches in
-        both models. codec: a `SpeechCodecMixin`; when given, waveforms at its sampling rate are decoded too.
+        target voice's (the default, zeros, is what understanding items train with, next to no-speech).
+        generation_config: USToken sampling (default `config.speech_generation`, its `max_new_tokens` shortened to fit
+        the backbone's `max_position_embeddings`); acoustic_generation_config: code sampling (default
+        `config.acoustic_generation`); kwargs `acoustic_<name>` update the latter, the others the former (e.g.
+        `do_sample=False, max_new_tokens=200, acoustic_max_new_tokens=500`). use_cache: KV caches in both models.
+        codec: a `SpeechCodecMixin`; when given, waveforms at its sampling rate are decoded too.
         """
         config = self.config
         attention_mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
@@ -373,7 +381,8 @@ class DualSpeechLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
         prompt = attention_mask.bool() & (condition_mask.bool() if condition_mask is not None else True)
         ends_with_audio = input_ids[:, -1] == config.audio_start_token_id
         if ends_with_audio.all():
-            prompt = torch.cat([prompt[:, :-1], torch.zeros_like(prompt[:, :1])], dim=1)  # <audio>: answer, as in training
+            # <audio> belongs to the answer, as in training
+            prompt = torch.cat([prompt[:, :-1], torch.zeros_like(prompt[:, :1])], dim=1)
         elif ends_with_audio.any():
             raise ValueError("either every prompt ends with <audio> or none does")
         else:  # the answer starts with <audio>: write it for the LLM, outside the prompt condition
@@ -381,16 +390,19 @@ class DualSpeechLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
             attention_mask = torch.cat([attention_mask, torch.ones_like(attention_mask[:, :1])], dim=1)
             prompt = torch.cat([prompt, torch.zeros_like(prompt[:, :1])], dim=1)
 
-        acoustic_kwargs = {key[len("acoustic_"):]: kwargs.pop(key) for key in list(kwargs) if key.startswith("acoustic_")}
+        acoustic_kwargs = {key[len("acoustic_"):]: kwargs.pop(key) for key in list(kwargs)
+                           if key.startswith("acoustic_")}
         generation_config = copy.deepcopy(generation_config or GenerationConfig(**config.speech_generation))
         pad_id = config.text_config.pad_token_id
         if unused := generation_config.update(**{"eos_token_id": config.audio_end_token_id, "use_cache": use_cache,
-                                                 "pad_token_id": config.audio_end_token_id if pad_id is None else pad_id,
+                                                 "pad_token_id": (config.audio_end_token_id if pad_id is None
+                                                                  else pad_id),
                                                  **kwargs}):
             raise ValueError(f"unknown generation arguments {sorted(unused)}")
         limit = getattr(config.text_config, "max_position_embeddings", None)
-        if generation_config.max_new_tokens and limit and "max_new_tokens" not in kwargs:  # the default fits the backbone
-            generation_config.max_new_tokens = max(1, min(generation_config.max_new_tokens, limit - input_ids.shape[1]))
+        if generation_config.max_new_tokens and limit and "max_new_tokens" not in kwargs:  # fit the backbone
+            generation_config.max_new_tokens = max(1, min(generation_config.max_new_tokens,
+                                                          limit - input_ids.shape[1]))
         self.check_text_inputs(input_ids, attention_mask, input_ids.shape[1] + (generation_config.max_new_tokens or 0))
         sequences = self.generate(input_ids, attention_mask=attention_mask, generation_config=generation_config,
                                   logits_processor=LogitsProcessorList([SpeechTokensOnly(config)]))
@@ -441,16 +453,19 @@ class DualSpeechLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
             output.waveforms, output.waveform_lengths = self.decode_ustokens(codec, ustokens, ustoken_lengths, voice)
             return output
         if config.acoustic_loss_weight == 0:
-            raise ValueError("this model's AcousticGPT was trained with acoustic_loss_weight 0, i.e. not at all: render "
-                             "its speech with a codec that decodes the USTokens alone (codec.decodes_ustokens_alone)")
-        hidden = self.language_model(sequences, attention_mask=attention_mask, use_cache=False, output_hidden_states=-1,
+            raise ValueError("this model's AcousticGPT was trained with acoustic_loss_weight 0, i.e. not at all: "
+                             "render its speech with a codec that decodes the USTokens alone "
+                             "(codec.decodes_ustokens_alone)")
+        hidden = self.language_model(sequences, attention_mask=attention_mask, use_cache=False,
+                                     output_hidden_states=-1,
                                      position_ids=positions_from_mask(attention_mask, attention_mask.shape[1]),
                                      logits_to_keep=1).hidden_states[-1]
         if speaker_embeddings is None:
             speaker_embeddings = hidden.new_zeros(sequences.shape[0], config.speaker_embedding_size)
         acoustic_generation_config = acoustic_generation_config or GenerationConfig(**config.acoustic_generation)
-        acoustic = self.acoustic_gpt.generate(speaker_embeddings, hidden, condition_mask.bool(), acoustic_generation_config,
-                                              use_cache=use_cache, aligned_mask=aligned, **acoustic_kwargs)
+        acoustic = self.acoustic_gpt.generate(speaker_embeddings, hidden, condition_mask.bool(),
+                                              acoustic_generation_config, use_cache=use_cache, aligned_mask=aligned,
+                                              **acoustic_kwargs)
         output.codes, output.code_lengths = acoustic.codes, acoustic.lengths
         if codec is not None:
             output.waveforms, output.waveform_lengths = self.decode_codes(codec, acoustic.codes, acoustic.lengths,
@@ -459,9 +474,9 @@ class DualSpeechLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
 
     def decode_ustokens(self, codec, ustokens: torch.LongTensor, ustoken_lengths: torch.LongTensor,
                         speaker_embeddings: torch.FloatTensor | None = None):
-        """Speech from the written USTokens `[batch, U]` (+ `ustoken_lengths`) and the voice alone, through a codec that
-        `decodes_ustokens_alone` (the semantic-only path, no AcousticGPT) -> (waveforms `[batch, samples]`, sample
-        lengths); items without tokens get no samples."""
+        """Speech from the written USTokens `[batch, U]` (+ `ustoken_lengths`) and the voice alone, through a codec
+        that `decodes_ustokens_alone` (the semantic-only path, no AcousticGPT) -> (waveforms `[batch, samples]`,
+        sample lengths); items without tokens get no samples."""
         if not codec.decodes_ustokens_alone:
             raise ValueError(f"{type(codec).__name__} does not decode USTokens alone: it needs AcousticGPT's codes")
         # the codec need not share the model's codes: it reads one placeholder code frame per item, and ignores it
@@ -477,16 +492,16 @@ class DualSpeechLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
         `ustoken_lengths` too, and one that reads the voice (`speaker_embedding_size`) the `speaker_embeddings`
         `[batch, speaker_embedding_size]`, when given."""
         if (codec.num_codebooks, codec.codebook_size) != (self.config.num_codebooks, self.config.codebook_size):
-            raise ValueError(f"the codec writes {codec.num_codebooks} codebooks of {codec.codebook_size} codes, the model "
-                             f"{self.config.num_codebooks} of {self.config.codebook_size}")
+            raise ValueError(f"the codec writes {codec.num_codebooks} codebooks of {codec.codebook_size} codes, "
+                             f"the model {self.config.num_codebooks} of {self.config.codebook_size}")
         return _decoded_speech(codec, codes, lengths, ustokens, ustoken_lengths, speaker_embeddings)
 
 
 def _decoded_speech(codec, codes: torch.LongTensor, lengths: torch.LongTensor,
                     ustokens: torch.LongTensor | None = None, ustoken_lengths: torch.LongTensor | None = None,
                     speaker_embeddings: torch.FloatTensor | None = None):
-    """`codec.decode` for `DualSpeechLMForConditionalGeneration.decode_codes`, unchecked: no-speech items (length 0) get
-    no samples."""
+    """`codec.decode` for `DualSpeechLMForConditionalGeneration.decode_codes`, unchecked: no-speech items (length 0)
+    get no samples."""
     if codes.shape[-1] == 0:
         return torch.zeros(codes.shape[0], 0), torch.zeros(codes.shape[0], dtype=torch.long)
     decoded = codec.decode(codes, lengths.clamp(min=1),
@@ -497,5 +512,5 @@ def _decoded_speech(codec, codes: torch.LongTensor, lengths: torch.LongTensor,
 
 register_auto_classes(DualSpeechLMConfig, DualSpeechLMForConditionalGeneration, AutoModel)
 
-__all__ = ["codec_decoder_inputs", "DualSpeechLMForConditionalGeneration", "DualSpeechLMOutput", "DualSpeechLMSpeechOutput",
-           "SpeechTokensOnly"]
+__all__ = ["codec_decoder_inputs", "DualSpeechLMForConditionalGeneration", "DualSpeechLMOutput",
+           "DualSpeechLMSpeechOutput", "SpeechTokensOnly"]

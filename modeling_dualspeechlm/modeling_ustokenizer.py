@@ -64,7 +64,8 @@ class RealLengthWhisperEncoder(WhisperEncoder):
         if module is self.embed_positions:
             init.copy_(module.weight, sinusoids(*module.weight.shape))
 
-    def forward(self, input_features: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs) -> BaseModelOutput:
+    def forward(self, input_features: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                **kwargs) -> BaseModelOutput:
         """input_features `[batch, n_mels, mel_frames]` (mel_frames <= 2 * max_source_positions),
         attention_mask `[batch, mel_frames]` (1 = real frame; None = all real) ->
         `last_hidden_state` `[batch, ceil(mel_frames / 2), d_model]` (rows past an item's length are
@@ -183,7 +184,8 @@ class USTokenizerModel(PreTrainedModel):
         self.encoder = RealLengthWhisperEncoder(config.encoder_config)
         self.downsample = nn.Conv1d(d_model, hidden, config.downsample_kernel_size, stride=config.downsample_stride,
                                     padding=config.downsample_kernel_size // 2)
-        self.conv_encoder = nn.ModuleList(ConvBlock(hidden, config.num_residual_units, k) for _ in range(config.num_conv_blocks))
+        self.conv_encoder = nn.ModuleList(ConvBlock(hidden, config.num_residual_units, k)
+                                          for _ in range(config.num_conv_blocks))
         self.projection = nn.Conv1d(hidden, config.codebook_dim, config.projection_kernel_size,
                                     padding=config.projection_kernel_size // 2)
         self.quantizer = VectorQuantize(
@@ -199,7 +201,8 @@ class USTokenizerModel(PreTrainedModel):
                                        padding=config.projection_kernel_size // 2)
         self.conv_decoder = nn.ModuleList(ConvBlock(hidden, config.num_residual_units, k, mirrored=True)
                                           for _ in range(config.num_conv_blocks))
-        self.upsample = nn.ConvTranspose1d(hidden, d_model, config.downsample_kernel_size, stride=config.downsample_stride,
+        self.upsample = nn.ConvTranspose1d(hidden, d_model, config.downsample_kernel_size,
+                                           stride=config.downsample_stride,
                                            padding=config.downsample_kernel_size // 2,
                                            output_padding=config.downsample_stride - 1)
         self.adapter_linear = nn.Linear(config.codebook_dim, config.llm_hidden_size)
@@ -227,7 +230,8 @@ class USTokenizerModel(PreTrainedModel):
         `config` (e.g. `USTokenizerConfig.tiny()`) and `config_kwargs` give the other fields; the
         `encoder_config` always comes from the checkpoint."""
         encoder = RealLengthWhisperEncoder.from_whisper(whisper)
-        fields = {**(config.to_dict() if config is not None else {}), **config_kwargs, "encoder_config": encoder.config}
+        fields = {**(config.to_dict() if config is not None else {}), **config_kwargs,
+                  "encoder_config": encoder.config}
         model = cls(USTokenizerConfig(**{k: v for k, v in fields.items() if k not in ("auto_map", "model_type")}))
         model.encoder.load_state_dict(encoder.state_dict())
         return model
@@ -244,7 +248,8 @@ class USTokenizerModel(PreTrainedModel):
     def latents(self, encoder_hidden_states: torch.Tensor, encoder_lengths: torch.Tensor):
         """encoder output `[batch, frames_50hz, d_model]` -> (pre-VQ latents `[batch, tokens, codebook_dim]`,
         token lengths `[batch]`, mask `[batch, tokens]` bool)."""
-        hidden = encoder_hidden_states.transpose(1, 2) * lengths_to_mask(encoder_lengths, encoder_hidden_states.shape[1])[:, None]
+        hidden = (encoder_hidden_states.transpose(1, 2)
+                  * lengths_to_mask(encoder_lengths, encoder_hidden_states.shape[1])[:, None])
         hidden = self.downsample(hidden)
         token_lengths = conv_output_lengths(encoder_lengths, self.config.downsample_stride)
         mask = lengths_to_mask(token_lengths, hidden.shape[-1])
@@ -281,13 +286,15 @@ class USTokenizerModel(PreTrainedModel):
         return hidden @ taps[..., centre].T + hidden.mean(0) @ side_taps.T + self.adapter_conv.bias
 
     @torch.no_grad()
-    def encode(self, input_features: torch.Tensor, attention_mask: torch.Tensor | None = None) -> USTokenizerEncoderOutput:
+    def encode(self, input_features: torch.Tensor,
+               attention_mask: torch.Tensor | None = None) -> USTokenizerEncoderOutput:
         """input_features `[batch, n_mels, mel_frames]`, attention_mask `[batch, mel_frames]` ->
         ids `[batch, ceil(max mel_frames / 4)]` and lengths `[batch]` (ceil(mel_frames / 4) each)."""
         return self.encode_cached(*self.run_encoder(input_features, attention_mask))
 
     @torch.no_grad()
-    def encode_cached(self, encoder_hidden_states: torch.Tensor, encoder_lengths: torch.Tensor) -> USTokenizerEncoderOutput:
+    def encode_cached(self, encoder_hidden_states: torch.Tensor,
+                      encoder_lengths: torch.Tensor) -> USTokenizerEncoderOutput:
         """`encode` from an encoder output `[batch, frames_50hz, d_model]` + lengths `[batch]` (a cache)."""
         latents, lengths, mask = self.latents(encoder_hidden_states, encoder_lengths)
         return USTokenizerEncoderOutput(ids=self.quantize(latents, mask, update_codebook=False)[1], lengths=lengths)
@@ -311,7 +318,8 @@ class USTokenizerModel(PreTrainedModel):
         latents, token_lengths, mask = self.latents(encoder_hidden_states, encoder_lengths)
         quantized, codes = self.quantize(latents, mask)
         valid = mask[..., None]
-        commitment = ((latents.float() - quantized.detach().float()) ** 2 * valid).sum() / (valid.sum() * latents.shape[-1])
+        commitment = (((latents.float() - quantized.detach().float()) ** 2 * valid).sum()
+                      / (valid.sum() * latents.shape[-1]))
 
         mask_c = mask[:, None]
         hidden = self.decoder_input(quantized.transpose(1, 2)) * mask_c

@@ -74,7 +74,8 @@ class DualSpeechLMProcessor(ProcessorMixin):
     def __init__(self, feature_extractor, tokenizer, ustokenizer, codec=None, speaker_encoder=None):
         super().__init__(feature_extractor, tokenizer)
         self.ustokenizer, self.codec, self.speaker_encoder = ustokenizer, codec, speaker_encoder
-        if codec is not None and not all(hasattr(codec, name) for name in ("decode", "sampling_rate", "num_codebooks")):
+        if codec is not None and not all(hasattr(codec, name)
+                                         for name in ("decode", "sampling_rate", "num_codebooks")):
             raise TypeError(f"codec must be a DualSpeechLM codec (SpeechCodecMixin), got {type(codec).__name__}; wrap "
                             "a transformers codec with dualspeechlm.codecs.load_codec and pass codec=")
         # the speech token ids `tasks.build_inputs` reads from a DualSpeechLMConfig, here from the tokenizer
@@ -83,9 +84,10 @@ class DualSpeechLMProcessor(ProcessorMixin):
         ids = tokenizer.convert_tokens_to_ids(strings)
         self.audio_start_token_id, self.audio_end_token_id, self.speech_token_offset = ids[:3]
         if tokenizer.unk_token_id in ids or ids[2:] != list(range(ids[2], ids[2] + self.num_speech_tokens)):
-            raise ValueError(f"the tokenizer must hold {strings[0]}, {strings[1]} and {strings[2]}..{strings[-1]} (the "
-                             f"USTokenizer's {self.num_speech_tokens} codes) at consecutive ids: build it with Dual"
-                             "SpeechLMForConditionalGeneration.from_text_model(llm, tokenizer, num_speech_tokens=K)")
+            raise ValueError(f"the tokenizer must hold {strings[0]}, {strings[1]} and {strings[2]}..{strings[-1]} "
+                             f"(the USTokenizer's {self.num_speech_tokens} codes) at consecutive ids: build it "
+                             "with DualSpeechLMForConditionalGeneration.from_text_model(llm, tokenizer, "
+                             "num_speech_tokens=K)")
 
     @classmethod
     def get_attributes(cls) -> list[str]:
@@ -131,7 +133,8 @@ class DualSpeechLMProcessor(ProcessorMixin):
         for name, load in loaders.items():
             if name not in parts and (name not in ("codec", "speaker_encoder") or has_subfolder(path, name, **hub)):
                 parts[name] = load()
-        return cls(**{name: part.eval() if isinstance(part, torch.nn.Module) else part for name, part in parts.items()})
+        return cls(**{name: part.eval() if isinstance(part, torch.nn.Module) else part
+                      for name, part in parts.items()})
 
     def to(self, device: str | torch.device) -> DualSpeechLMProcessor:
         """Move the sub-models (USTokenizer, codec, speaker encoder) to `device`."""
@@ -189,7 +192,8 @@ class DualSpeechLMProcessor(ProcessorMixin):
         batch: `audio` is one clip or a list of clips at `sampling_rate` (tokenized by the USTokenizer); `task`,
         `text`, `question`, `language` are one value for every item or a list with one per item."""
         if return_tensors != "pt":
-            raise ValueError(f"the processor returns PyTorch tensors only ('pt'), got return_tensors={return_tensors!r}")
+            raise ValueError(f"the processor returns PyTorch tensors only ('pt'), "
+                             f"got return_tensors={return_tensors!r}")
         for name in {task} if isinstance(task, str) else set(task):
             if get_task(name).speech_input and audio is None:
                 raise ValueError(f"task {name!r} reads speech: pass audio= and sampling_rate=")

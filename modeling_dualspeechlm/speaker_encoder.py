@@ -94,7 +94,8 @@ class SpeakerEncoderConfig(PretrainedConfig):
         if not self.conv_kernel_sizes or not (
             len(self.conv_kernel_sizes) == len(self.conv_dilations) == len(self.conv_strides)
         ):
-            raise ValueError("conv_kernel_sizes, conv_dilations and conv_strides need the same (non-zero) number of entries")
+            raise ValueError("conv_kernel_sizes, conv_dilations and conv_strides need the same (non-zero) number "
+                             "of entries")
         if any(s < 1 for s in self.conv_strides):
             raise ValueError(f"conv_strides must be positive, got {self.conv_strides}")
         if any(k < 1 or k % 2 == 0 for k in self.conv_kernel_sizes):
@@ -102,7 +103,8 @@ class SpeakerEncoderConfig(PretrainedConfig):
         if any(d < 1 for d in self.conv_dilations):
             raise ValueError(f"conv_dilations must be positive, got {self.conv_dilations}")
         if self.feature_normalization not in ("gain", "cmn", "none"):
-            raise ValueError(f"feature_normalization must be 'gain', 'cmn' or 'none', got {self.feature_normalization!r}")
+            raise ValueError(f"feature_normalization must be 'gain', 'cmn' or 'none', "
+                             f"got {self.feature_normalization!r}")
         if not 0 < self.win_length <= self.n_fft:
             raise ValueError(f"win_length ({self.win_length}) must be in 1..n_fft ({self.n_fft})")
         if not 0 <= self.f_min < self.f_max <= self.sampling_rate / 2:
@@ -209,7 +211,8 @@ class SpeakerEncoderModel(SpeakerEncoderPreTrainedModel):
         super().__init__(config)
         layers, channels = [], config.num_mel_bins
         for kernel_size, dilation, stride in zip(config.conv_kernel_sizes, config.conv_dilations, config.conv_strides):
-            layers.append(_TdnnLayer(channels, config.hidden_size, kernel_size, dilation, stride, config.layer_norm_eps))
+            layers.append(_TdnnLayer(channels, config.hidden_size, kernel_size, dilation, stride,
+                                     config.layer_norm_eps))
             channels = config.hidden_size
         layers.append(_TdnnLayer(channels, config.stats_size, 1, 1, 1, config.layer_norm_eps))
         self.layers = nn.ModuleList(layers)
@@ -259,7 +262,8 @@ class SpeakerEncoderModel(SpeakerEncoderPreTrainedModel):
             raise ValueError("pass either lengths or attention_mask, not both")
         if attention_mask is not None:
             if tuple(attention_mask.shape) != (batch, samples):
-                raise ValueError(f"attention_mask must have shape {(batch, samples)}, got {tuple(attention_mask.shape)}")
+                raise ValueError(f"attention_mask must have shape {(batch, samples)}, "
+                                 f"got {tuple(attention_mask.shape)}")
             lengths = attention_mask.long().sum(-1)
         if lengths is None:
             lengths = torch.full((batch,), samples, dtype=torch.long)
@@ -290,7 +294,8 @@ class SpeakerEncoderModel(SpeakerEncoderPreTrainedModel):
                 n_freqs=config.n_fft // 2 + 1, f_min=float(config.f_min), f_max=float(config.f_max),
                 n_mels=config.num_mel_bins, sample_rate=config.sampling_rate, norm="slaney", mel_scale="slaney",
             )
-            self._frontend_cache[key] = (window.to(device=device, dtype=dtype), filterbank.to(device=device, dtype=dtype))
+            self._frontend_cache[key] = (window.to(device=device, dtype=dtype),
+                                         filterbank.to(device=device, dtype=dtype))
         return self._frontend_cache[key]
 
     def frame_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
@@ -324,7 +329,8 @@ class SpeakerEncoderModel(SpeakerEncoderPreTrainedModel):
     def embed_log_mel(self, log_mel: torch.Tensor, frame_lengths: torch.Tensor | None = None) -> SpeakerEncoderOutput:
         """Embeddings of log-mel features [batch, frames, num_mel_bins] with valid `frame_lengths`."""
         if log_mel.dim() != 3 or log_mel.shape[-1] != self.config.num_mel_bins:
-            raise ValueError(f"log_mel must be [batch, frames, {self.config.num_mel_bins}], got {tuple(log_mel.shape)}")
+            raise ValueError(f"log_mel must be [batch, frames, {self.config.num_mel_bins}], "
+                             f"got {tuple(log_mel.shape)}")
         batch, frames, _ = log_mel.shape
         if frame_lengths is None:
             frame_lengths = torch.full((batch,), frames, dtype=torch.long, device=log_mel.device)

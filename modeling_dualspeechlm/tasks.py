@@ -106,8 +106,8 @@ def prompt_parts(task: str, **fields: str) -> tuple[str, str]:
     return USER + AUDIO_START, AUDIO_END + " " + instruction + ASSISTANT
 
 
-__all__ = ["TASKS", "Task", "answer_text", "build_inputs", "UNDERSTANDING_TASKS", "GENERATION_TASKS", "get_task", "prompt_parts",
-           "AUDIO_START", "AUDIO_END"]
+__all__ = ["TASKS", "Task", "answer_text", "build_inputs", "UNDERSTANDING_TASKS", "GENERATION_TASKS", "get_task",
+           "prompt_parts", "AUDIO_START", "AUDIO_END"]
 
 
 def build_inputs(tokenizer, config, examples: list[dict], with_answers: bool, padding_side: str = "right") -> dict:
@@ -149,7 +149,8 @@ def build_inputs(tokenizer, config, examples: list[dict], with_answers: bool, pa
         answer = []
         if with_answers:
             if task.speech_output:
-                answer = ([config.audio_start_token_id] + [config.speech_token_offset + int(i) for i in example["answer_speech_ids"]]
+                answer = ([config.audio_start_token_id]
+                          + [config.speech_token_offset + int(i) for i in example["answer_speech_ids"]]
                           + [config.audio_end_token_id])
             else:
                 answer = tokenizer(answer_text(example["answer"]), add_special_tokens=False).input_ids

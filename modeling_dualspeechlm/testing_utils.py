@@ -14,13 +14,14 @@ from __future__ import annotations
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from dualspeechlm.processing.text_tokenizer import train_text_tokenizer  # the processing side: a test helper only
+
 from .codecs import MelCodecConfig, MelCodecModel
 from .configuration_dualspeechlm import DualSpeechLMConfig
 from .configuration_ustokenizer import USTokenizerConfig
 from .feature_extraction_ustokenizer import USTokenizerFeatureExtractor
 from .modeling_dualspeechlm import DualSpeechLMForConditionalGeneration
 from .modeling_ustokenizer import USTokenizerModel
-from dualspeechlm.processing.text_tokenizer import train_text_tokenizer  # the processing side: a test helper only
 from .processing_dualspeechlm import DualSpeechLMProcessor
 from .speaker_encoder import SpeakerEncoderConfig, SpeakerEncoderModel
 

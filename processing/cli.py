@@ -51,10 +51,12 @@ def main(argv: list[str] | None = None) -> None:
     build = commands.add_parser("build", help="synthesize the corpus (reused when already built)")
     build.add_argument("--output-dir", default="data/corpus", type=Path)
     build.add_argument("--seed", type=int, default=0)
-    build.add_argument("--scale", type=float, default=1.0, help="multiply every split size (e.g. 0.1 for a quick corpus)")
+    build.add_argument("--scale", type=float, default=1.0,
+                       help="multiply every split size (e.g. 0.1 for a quick corpus)")
     build.add_argument("--size", type=_size, action="append", default=[], metavar="CONFIG=TRAIN,VAL,TEST",
                        help=f"override one config's split sizes; configs: {', '.join(CONFIG_TASKS)}")
-    build.add_argument("--workers", type=int, default=2, help="parallel synthesis threads (each runs engine processes)")
+    build.add_argument("--workers", type=int, default=2,
+                       help="parallel synthesis threads (each runs engine processes)")
     build.add_argument("--force", action="store_true", help="rebuild even if an identical corpus exists")
     summary = commands.add_parser("summary", help="print rows, hours and voices of a built corpus")
     summary.add_argument("--corpus", default="data/corpus", type=Path)

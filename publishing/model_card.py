@@ -77,7 +77,8 @@ def results_table(evaluation: dict) -> str:
             for key, value in scores.items():
                 if key not in BOOKKEEPING and isinstance(value, (int, float)):
                     rows.setdefault((task, key), {})[split] = value
-    lines = ["| task | metric | " + " | ".join(f"`{split}`" for split in splits) + " |", "|---|---|" + "---|" * len(splits)]
+    lines = ["| task | metric | " + " | ".join(f"`{split}`" for split in splits) + " |",
+             "|---|---|" + "---|" * len(splits)]
     for (task, key), values in rows.items():
         cells = [f"{values[split]:.3f}" if split in values else "" for split in splits]
         lines.append(f"| {task.upper()} | {METRICS.get(key, (key, key))[1]} | " + " | ".join(cells) + " |")
@@ -141,21 +142,24 @@ def describe_architecture(config: dict, folder: Path) -> dict:
     depth = codec.get("ustoken_decode_codebooks")
     reads_voice = "" if codec.get("speaker_embedding_size") is None else " and the speaker embedding"
     reads_tokens = ("" if codec.get("ustoken_vocab_size") is None else
-                    f"; its decoder reads the USTokens + {'every' if depth is None else depth} codebook(s){reads_voice}")
+                    f"; its decoder reads the USTokens + {'every' if depth is None else depth} "
+                    f"codebook(s){reads_voice}")
     return {
         "backbone": (f"{text['model_type']}, {text['num_hidden_layers']} layers, width {text['hidden_size']}, "
                      f"vocabulary {text['vocab_size']} (text + {config['num_speech_tokens']} USTokens)"),
         "ustokenizer": (f"Whisper encoder ({encoder.get('encoder_layers', '?')} layers, width "
                         f"{encoder.get('d_model', '?')}) -> 25 Hz -> {ustokenizer.get('codebook_size', '?')}-code VQ"),
         "acoustic": (f"{acoustic['num_hidden_layers']} layers, width {acoustic['hidden_size']}, speaker embedding "
-                     f"{acoustic['speaker_embedding_size']}" + acoustic_role(config, depth == 0 and bool(reads_tokens))),
+                     f"{acoustic['speaker_embedding_size']}"
+                     + acoustic_role(config, depth == 0 and bool(reads_tokens))),
         "codec": (f"{acoustic['num_codebooks']} x {acoustic['codebook_size']} codes at {config['codec_frame_rate']:g} "
                   f"Hz, {config['codec_sampling_rate']} Hz audio{reads_tokens}"),
     }
 
 
 def render_model_card(folder: str | Path, repo_id: str, dataset_id: str | None = None,
-                      dataset_name: str = "DualSpeechLM embedded espeak-ng corpus", license: str = "apache-2.0") -> ModelCard:
+                      dataset_name: str = "DualSpeechLM embedded espeak-ng corpus",
+                      license: str = "apache-2.0") -> ModelCard:
     """The card of the model folder, to be saved as the repo's README.md; `dataset_id` is the Hub
     dataset it was trained and evaluated on (the published corpus)."""
     folder = Path(folder)
@@ -171,7 +175,8 @@ def render_model_card(folder: str | Path, repo_id: str, dataset_id: str | None =
     dataset_link = f"[{dataset_id}](https://huggingface.co/datasets/{dataset_id})" if dataset_id else dataset_name
     return ModelCard.from_template(
         card_data, template_path=str(DUALSPEECHLM_TEMPLATE), model_name=model_name, repo_id=repo_id,
-        parameters=f"{parameter_count(folder) / 1e6:.1f} M (LLM + AcousticGPT; USTokenizer, codec and speaker encoder are in subfolders)",
+        parameters=(f"{parameter_count(folder) / 1e6:.1f} M (LLM + AcousticGPT; USTokenizer, codec and speaker "
+                    "encoder are in subfolders)"),
         results_table=results_table(evaluation) if evaluation else "Not evaluated yet (`dualspeechlm-evaluate`).",
         training=training_summary(folder), dataset_link=dataset_link, limitations=limitations(evaluation),
         **describe_architecture(config, folder))

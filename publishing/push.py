@@ -5,11 +5,13 @@
 
 Each repo is first staged as the exact folder that will be uploaded:
 
-| repo | from | what the staging adds |
-|---|---|---|
-| model `<repo-id>` | the model folder (weights, configs, code, processor, tokenizer, codec, speaker encoder, generation config, evaluation) | README.md: the model card (`publishing/model_card.py`); `checkpoints/` (training state) stays home |
-| dataset `<repo-id>-corpus` | the corpus folder (parquet per config and split, manifest) | its dataset card loads from the repo id |
-| Space `<repo-id>-demo` | `spaces_demo/` (app, README with the Space YAML, requirements) | `model_id.txt` naming the model repo; `models`/`datasets` in the YAML |
+- model `<repo-id>`, from the model folder (weights, configs, code, processor, tokenizer, codec, speaker encoder,
+  generation config, evaluation); the staging adds README.md: the model card (`publishing/model_card.py`);
+  `checkpoints/` (training state) stays home.
+- dataset `<repo-id>-corpus`, from the corpus folder (parquet per config and split, manifest); its dataset card
+  loads from the repo id.
+- Space `<repo-id>-demo`, from `spaces_demo/` (app, README with the Space YAML, requirements); the staging adds
+  `model_id.txt` naming the model repo; `models`/`datasets` in the YAML.
 
 Uploads go through `huggingface_hub` (`HF_ENDPOINT`, `HF_TOKEN` or `hf auth login` apply). The
 source folders are only read: a refused token or a network failure mid-upload raises

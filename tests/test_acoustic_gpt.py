@@ -30,7 +30,8 @@ ALIGNED = torch.tensor([[0, 1, 1, 0, 0], [0, 0, 1, 1, 1]], dtype=torch.bool)  # 
 def test_config_vocabulary_and_validation():
     config = AcousticGPTConfig()
     assert (config.num_hidden_layers, config.num_attention_heads, config.hidden_size) == (6, 8, 1024)
-    assert (config.codebook_size, config.pad_id, config.no_speech_id, config.bos_id, config.eos_id) == (4096, 4096, 4097, 4098, 4099)
+    assert ((config.codebook_size, config.pad_id, config.no_speech_id, config.bos_id, config.eos_id)
+            == (4096, 4096, 4097, 4098, 4099))
     assert config.vocab_size == 4100
     with pytest.raises(ValueError, match="divisible"):
         AcousticGPTConfig(hidden_size=30, num_attention_heads=4)
@@ -136,7 +137,8 @@ def test_sampling_is_seedable():
     runs = []
     for _ in range(2):
         torch.manual_seed(3)
-        runs.append(model.generate(speaker, states, mask, do_sample=True, top_k=5, temperature=0.8, max_new_tokens=10).codes)
+        runs.append(model.generate(speaker, states, mask, do_sample=True, top_k=5, temperature=0.8,
+                                   max_new_tokens=10).codes)
     assert torch.equal(*runs)
     with pytest.raises(ValueError, match="unknown generation arguments"):
         model.generate(speaker, states, mask, top_kk=5)

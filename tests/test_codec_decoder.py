@@ -10,8 +10,15 @@ from dualspeechlm.processing.corpus import TRAIN_VOICES, synthesize
 from dualspeechlm.processing_dualspeechlm import DualSpeechLMProcessor
 from dualspeechlm.testing_utils import tiny_random_model_and_processor
 from dualspeechlm.training.encoder_cache import codes_fingerprint, weights_fingerprint
-from dualspeechlm.training.train_codec_decoder import (better_vocoder, decoder_items, judge_depths, random_batch, set_codec,
-                                                       set_codec_main, train_decoder)
+from dualspeechlm.training.train_codec_decoder import (
+    better_vocoder,
+    decoder_items,
+    judge_depths,
+    random_batch,
+    set_codec,
+    set_codec_main,
+    train_decoder,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -46,12 +53,16 @@ def test_decoding_reads_the_tokens_and_only_the_first_codebooks(speech):
     written = [torch.tensor(t) for t in stand_in_tokens(speech)]
     tokens = torch.nn.utils.rnn.pad_sequence(written, batch_first=True)
     token_lengths = torch.tensor([len(t) for t in written])
-    decode = lambda codes, ids, **kw: codec.decode_mel(codes, encoded.lengths, ids, token_lengths, **kw)
+
+    def decode(codes, ids, **kw):
+        return codec.decode_mel(codes, encoded.lengths, ids, token_lengths, **kw)
+
     with torch.no_grad():
         plain = codec.decode_mel(encoded.codes, encoded.lengths)
         assert decode(encoded.codes, tokens, depth=3).shape == plain.shape == (2, 80, encoded.codes.shape[-1])
         assert not torch.allclose(decode(encoded.codes, tokens, depth=3), plain)  # the tokens count
-        assert torch.allclose(codec.decode_mel(encoded.codes, encoded.lengths, tokens, token_lengths * 0, depth=3), plain)
+        assert torch.allclose(codec.decode_mel(encoded.codes, encoded.lengths, tokens, token_lengths * 0, depth=3),
+                              plain)
         # depth k reads codebooks < k only: the finer ones can be anything
         scrambled = encoded.codes.clone()
         scrambled[:, 1:] = torch.randint(32, scrambled[:, 1:].shape)
@@ -79,13 +90,17 @@ def test_decoding_reads_the_voice_from_the_speaker_embedding(speech):
     encoded = codec.encode(speech)
     tokens = torch.tensor(stand_in_tokens(speech[:1]) * 2)[:, : encoded.codes.shape[-1] // 2]
     voices = torch.randn(2, 6)
-    decode = lambda **kw: codec.decode_mel(encoded.codes, encoded.lengths, tokens, depth=1, **kw)
+
+    def decode(**kw):
+        return codec.decode_mel(encoded.codes, encoded.lengths, tokens, depth=1, **kw)
+
     with torch.no_grad():
         assert not torch.allclose(decode(speaker_embeddings=voices), decode())  # the voice counts
         assert not torch.allclose(decode(speaker_embeddings=voices)[0], decode(speaker_embeddings=voices.flip(0))[0])
         mixed = decode(speaker_embeddings=torch.stack([voices[0], voices[0]]))  # each item reads its own voice
         assert torch.equal(mixed[0], decode(speaker_embeddings=voices)[0])
-        assert torch.equal(decode(speaker_embeddings=voices * 0), decode())  # a zero embedding is no voice (training drops it so)
+        # a zero embedding is no voice (training drops it so)
+        assert torch.equal(decode(speaker_embeddings=voices * 0), decode())
     # the public decode: batched equals one by one
     out = codec.decode(encoded.codes, encoded.lengths, ustokens=tokens, speaker_embeddings=voices)
     alone = codec.decode(encoded.codes[1:, :, : encoded.lengths[1]], ustokens=tokens[1:], speaker_embeddings=voices[1])
@@ -155,8 +170,8 @@ def test_training_lowers_the_loss_and_leaves_the_codes_alone(speech):
 
     def loss() -> float:
         with torch.no_grad():
-            decoded = codec.decode_mel(batch.codes, batch.frame_lengths, batch.ustokens, batch.ustoken_lengths, depth=0,
-                                       speaker_embeddings=batch.speakers)
+            decoded = codec.decode_mel(batch.codes, batch.frame_lengths, batch.ustokens, batch.ustoken_lengths,
+                                       depth=0, speaker_embeddings=batch.speakers)
             return codec.mel_l1(decoded, batch.log_mels, batch.frame_lengths).item()
 
     trained = ("decoder.", "ustoken_embedding.", "speaker_projection.")
@@ -193,7 +208,8 @@ def test_the_decoder_keeps_the_vocoder_that_renders_the_token_decoding_better(sp
     judges = {"hears sound": HearsOnlySound("the words")}
     report = judge_depths(codec, items, texts, judges, batch_size=1)
     assert list(report) == ["codes only, neural", "USTokens + speaker + 0 codebook(s), neural",
-                            "USTokens + speaker + 0 codebook(s), griffin_lim", "USTokens + speaker + 3 codebook(s), neural"]
+                            "USTokens + speaker + 0 codebook(s), griffin_lim",
+                            "USTokens + speaker + 3 codebook(s), neural"]
     assert all(scores == {"hears sound": 0.0} for scores in report.values())
     # a neural vocoder that renders silence loses to Griffin-Lim on the token decoding
     monkeypatch.setattr(codec.vocoder, "forward", lambda log_mel, frames, magnitude: torch.zeros(

@@ -128,7 +128,8 @@ def _tiny_model(kind: str):
                                            if i == 0 else noise * 0.3)
         elif kind in ("xcodec2", "neucodec"):  # FSQ's codebook is fixed: scale its input projection to spread ~1.5
             projected = {}
-            hook = model.quantizer.project_in.register_forward_hook(lambda module, args, out: projected.update(out=out))
+            hook = model.quantizer.project_in.register_forward_hook(
+                lambda module, args, out: projected.update(out=out))
             TransformersCodec(model).encode(torch.randn(4000, generator=generator) * 0.3)
             hook.remove()
             model.quantizer.project_in.weight.mul_(1.5 / projected["out"].std())

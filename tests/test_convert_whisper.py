@@ -14,10 +14,14 @@ import numpy as np
 import pytest
 import torch
 
-from dualspeechlm.processing.corpus import TRAIN_VOICES, synthesize
 from dualspeechlm.convert_ctranslate2_whisper import (
-    MARKER_FILE, CTranslate2FormatError, convert_ctranslate2_whisper, main, read_ctranslate2_model,
+    MARKER_FILE,
+    CTranslate2FormatError,
+    convert_ctranslate2_whisper,
+    main,
+    read_ctranslate2_model,
 )
+from dualspeechlm.processing.corpus import TRAIN_VOICES, synthesize
 
 SENTENCE = "Please call Stella and ask her to bring these things with her from the store."
 SOT, EOT, NO_TIMESTAMPS = 50257, 50256, 50362

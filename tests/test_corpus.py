@@ -6,10 +6,19 @@ import pytest
 
 from dualspeechlm.processing.cli import main as data_cli
 from dualspeechlm.processing.corpus import (
-    AUDIO_COLUMNS, CONFIG_TASKS, SAMPLING_RATE, SPLITS, TRAIN_VOICES, UNSEEN_VOICE, CorpusConfig, build_corpus,
-    corpus_audio, load_corpus, synthesize,
+    AUDIO_COLUMNS,
+    CONFIG_TASKS,
+    SAMPLING_RATE,
+    SPLITS,
+    TRAIN_VOICES,
+    UNSEEN_VOICE,
+    CorpusConfig,
+    build_corpus,
+    corpus_audio,
+    grammar,
+    load_corpus,
+    synthesize,
 )
-from dualspeechlm.processing.corpus import grammar
 from dualspeechlm.processing.corpus.builder import _plan, _units
 from dualspeechlm.processing.corpus.voices import STYLE_VOICES, styled
 
@@ -46,7 +55,8 @@ def test_other_seed_gives_other_sentences(tiny_corpus, tmp_path):
     config = CorpusConfig(seed=1).scaled(0.005)
     other = build_corpus(tmp_path / "other", config)
     ours = json.loads((tiny_corpus / "manifest.json").read_text())
-    assert {u["text"] for u in other["utterances"]} != {u["text"] for u in ours["utterances"][:len(other["utterances"])]}
+    assert ({u["text"] for u in other["utterances"]}
+            != {u["text"] for u in ours["utterances"][:len(other["utterances"])]})
 
 
 def test_every_task_present_with_its_columns(tiny_corpus):
@@ -81,7 +91,8 @@ def test_held_out_sentences_are_never_heard_in_any_training_split():
     heard_in_training = set()
     for splits in plan.values():
         for row in splits["train"]:
-            heard_in_training |= {unit for value in row.values() if isinstance(value, tuple) for unit in _units(value[0])}
+            heard_in_training |= {unit for value in row.values() if isinstance(value, tuple)
+                                  for unit in _units(value[0])}
     for name, splits in plan.items():
         for split in ("validation", "test", "test_unseen_voice"):
             spoken = {row["audio"][0] for row in splits[split]}
@@ -93,7 +104,8 @@ def test_held_out_splits_do_not_depend_on_the_training_size():
     """Four times the speech (and twice the style) training rows: every config's validation and test rows stay
     the same, sentence and voice, and the smaller speech training split is the start of the larger one."""
     small = CorpusConfig(seed=0).scaled(0.01)
-    large = CorpusConfig(seed=0, sizes={**small.sizes, "speech": (4 * small.sizes["speech"][0], *small.sizes["speech"][1:]),
+    large = CorpusConfig(seed=0, sizes={**small.sizes,
+                                        "speech": (4 * small.sizes["speech"][0], *small.sizes["speech"][1:]),
                                         "style": (2 * small.sizes["style"][0], *small.sizes["style"][1:])})
     small_plan, large_plan = _plan(small), _plan(large)
     for name in CONFIG_TASKS:
@@ -130,14 +142,16 @@ def test_manifest_records_voices_sentences_durations(tiny_corpus):
         for clip in utterance["clips"].values():
             assert {"engine", "speaker", "rate", "pitch", "whisper"} <= set(clip)
     styles = [u for u in manifest["utterances"] if u["config"] == "style"]
-    assert any(u["clips"]["audio"]["whisper"] for u in styles) and any(u["clips"]["audio"]["rate"] > 1.5 for u in styles)
+    assert any(u["clips"]["audio"]["whisper"] for u in styles)
+    assert any(u["clips"]["audio"]["rate"] > 1.5 for u in styles)
     assert manifest["hours"] > 0
 
 
 def test_translation_and_vc_speakers(tiny_corpus):
     translation = load_corpus(tiny_corpus, "translation")["train"]
     for language, speaker in zip(translation["language"], translation["translation_speaker"]):
-        assert language in ("es", "fr") and speaker.startswith({"es": ("es_", "latam_"), "fr": ("fr_", "be_")}[language])
+        assert language in ("es", "fr")
+        assert speaker.startswith({"es": ("es_", "latam_"), "fr": ("fr_", "be_")}[language])
     vc = load_corpus(tiny_corpus, "vc")["train"]
     assert all(a != b for a, b in zip(vc["speaker"], vc["target_speaker"]))
 
@@ -145,9 +159,11 @@ def test_translation_and_vc_speakers(tiny_corpus):
 def test_styles_are_audible(speech_engines):
     """Fast speech is shorter and high pitch is higher than the same style voice's normal speech."""
     voice, text = STYLE_VOICES[0], "the quiet horse slept behind the old bridge"
-    audio = {style: synthesize(text, styled(voice, style)) for style in ("normal", "fast", "slow", "high pitch", "low pitch")}
+    audio = {style: synthesize(text, styled(voice, style))
+             for style in ("normal", "fast", "slow", "high pitch", "low pitch")}
     assert len(audio["fast"]) < 0.8 * len(audio["normal"]) < 0.8 * 0.8 * len(audio["slow"])
-    assert median_pitch(audio["high pitch"]) > 1.2 * median_pitch(audio["normal"]) > 1.2 * 1.2 * median_pitch(audio["low pitch"])
+    assert (median_pitch(audio["high pitch"]) > 1.2 * median_pitch(audio["normal"])
+            > 1.2 * 1.2 * median_pitch(audio["low pitch"]))
     with pytest.raises(ValueError, match="unknown style 'angry'"):
         styled(voice, "angry")
 

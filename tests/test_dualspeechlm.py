@@ -1,16 +1,17 @@
-"""DualSpeechLM: config, losses, Chain-of-Condition, text and speech generation, wrapping an LLM, remote-code loading."""
+"""DualSpeechLM: config, losses, Chain-of-Condition, text and speech generation, wrapping an LLM, remote-code
+loading."""
 
 import numpy as np
 import pytest
 import torch
-from conftest import run_without_package
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from dualspeechlm.codecs import MelCodecConfig, MelCodecModel
 from dualspeechlm.configuration_dualspeechlm import COC_MODES, DualSpeechLMConfig
-from dualspeechlm.modeling_dualspeechlm import (DualSpeechLMForConditionalGeneration,
-                                                 positions_from_mask)
+from dualspeechlm.modeling_dualspeechlm import DualSpeechLMForConditionalGeneration
+
+from conftest import run_without_package
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -38,14 +39,16 @@ def make_batch(config: DualSpeechLMConfig, tasks, seed: int = 0) -> dict:
         prompt, answer = (text, speech) if task in config.generation_tasks else (speech + [7], text)
         rows.append((SYSTEM + prompt + answer + [2], len(SYSTEM), len(SYSTEM) + len(prompt)))
     width = max(len(ids) for ids, _, _ in rows)
-    batch = {key: torch.zeros(len(rows), width, dtype=torch.long) for key in ("input_ids", "attention_mask", "condition_mask")}
+    batch = {key: torch.zeros(len(rows), width, dtype=torch.long)
+             for key in ("input_ids", "attention_mask", "condition_mask")}
     batch["labels"] = torch.full((len(rows), width), -100)
     for row, (ids, prompt_start, answer_start) in enumerate(rows):
         batch["input_ids"][row, : len(ids)] = torch.tensor(ids)
         batch["attention_mask"][row, : len(ids)] = 1
         batch["condition_mask"][row, prompt_start:answer_start] = 1
         batch["labels"][row, answer_start: len(ids)] = torch.tensor(ids[answer_start:])
-    batch["acoustic_codes"] = torch.randint(0, config.codebook_size, (len(rows), config.num_codebooks, 6), generator=generator)
+    batch["acoustic_codes"] = torch.randint(0, config.codebook_size, (len(rows), config.num_codebooks, 6),
+                                            generator=generator)
     batch["acoustic_lengths"] = torch.tensor([6 - index % 3 for index in range(len(rows))])
     batch["speaker_embeddings"] = torch.randn(len(rows), 512, generator=generator)
     batch["tasks"] = list(tasks)
@@ -66,11 +69,13 @@ def test_config_paper_defaults_round_trip_and_errors(tmp_path):
     config = DualSpeechLMConfig.paper()
     assert config.text_config.model_type == "phi3" and config.text_config.hidden_size == 3072
     assert config.text_config.vocab_size == 32064 + 1026 and config.num_speech_tokens == 1024
-    assert (config.audio_start_token_id, config.audio_end_token_id, config.speech_token_offset) == (32064, 32065, 32066)
+    assert ((config.audio_start_token_id, config.audio_end_token_id, config.speech_token_offset)
+            == (32064, 32065, 32066))
     assert (config.num_codebooks, config.codebook_size, config.speaker_embedding_size) == (1, 4096, 512)
     assert config.acoustic_config.condition_size == 3072 and config.coc_modes == COC_MODES
     assert (config.llm_loss_weight, config.acoustic_loss_weight, config.codec_frame_rate) == (1.0, 1.0, 40.0)
-    assert config.speech_token_strings()[:3] == ["<audio>", "</audio>", "<a_0>"] and len(config.speech_token_strings()) == 1026
+    assert config.speech_token_strings()[:3] == ["<audio>", "</audio>", "<a_0>"]
+    assert len(config.speech_token_strings()) == 1026
 
     tiny = DualSpeechLMConfig.tiny("qwen2", num_codebooks=4, coc_modes=["both"])
     tiny.save_pretrained(tmp_path)
@@ -81,7 +86,8 @@ def test_config_paper_defaults_round_trip_and_errors(tmp_path):
     for overrides, match in [
         (dict(audio_start_token_id=70, audio_end_token_id=65, speech_token_offset=66), "outside the USToken range"),
         (dict(audio_start_token_id=64), "or none of them"),
-        (dict(audio_start_token_id=64, audio_end_token_id=65, speech_token_offset=90), "do not fit the text vocabulary"),
+        (dict(audio_start_token_id=64, audio_end_token_id=65, speech_token_offset=90),
+         "do not fit the text vocabulary"),
         (dict(coc_tasks=("asr",)), "are not generation tasks"),
         (dict(coc_modes=("sometimes",)), "coc_modes must be a non-empty subset"),
         (dict(understanding_tasks=("asr", "tts")), "both as understanding and as generation"),
@@ -123,7 +129,8 @@ def test_without_the_acoustic_loss_acousticgpt_does_not_run():
     assert torch.equal(without_codes.loss, out.loss)
 
 
-@pytest.mark.parametrize("tasks", [["asr", "s2tt", "ser", "sqa"], ["tts", "vc", "t2st", "sc"]], ids=["understanding", "generation"])
+@pytest.mark.parametrize("tasks", [["asr", "s2tt", "ser", "sqa"], ["tts", "vc", "t2st", "sc"]],
+                         ids=["understanding", "generation"])
 def test_overfitting_one_batch_lowers_both_losses(tasks):
     model = tiny_model().train()
     batch = make_batch(model.config, tasks)
@@ -176,7 +183,9 @@ def test_aligned_condition_reads_the_target_ustokens():
     assert torch.equal(seen[0], torch.stack([torch.zeros_like(target[0]), target[1], target[2], target[3]]))
     assert target[:3].any(-1).all() and not target[3].any()
 
-    speech = lambda *codes: [config.speech_token_offset + code for code in codes]
+    def speech(*codes):
+        return [config.speech_token_offset + code for code in codes]
+
     start, end = config.audio_start_token_id, config.audio_end_token_id
     sequences = torch.tensor([[11, start, *speech(1, 2, 3), end, 12, start, *speech(4, 5), end]])  # VC: prompt speech
     mask = torch.ones_like(sequences)
@@ -192,8 +201,10 @@ def test_text_generation_is_the_backbones_batched_and_cached(backbone):
     model = tiny_model(backbone)
     ids, mask = left_padded_prompts()
     greedy = model.generate(ids, attention_mask=mask, max_new_tokens=6, do_sample=False)
-    assert torch.equal(greedy, model.language_model.generate(ids, attention_mask=mask, max_new_tokens=6, do_sample=False))
-    assert torch.equal(greedy, model.generate(ids, attention_mask=mask, max_new_tokens=6, do_sample=False, use_cache=False))
+    assert torch.equal(greedy, model.language_model.generate(ids, attention_mask=mask, max_new_tokens=6,
+                                                             do_sample=False))
+    assert torch.equal(greedy, model.generate(ids, attention_mask=mask, max_new_tokens=6, do_sample=False,
+                                              use_cache=False))
     for row in range(2):
         alone = model.generate(ids[row:row + 1, mask[row] == 1], max_new_tokens=6, do_sample=False)
         assert torch.equal(alone[0, -6:], greedy[row, -6:])
@@ -240,7 +251,8 @@ def test_speech_generation_batched_cached_and_restricted(aligned_frames_per_toke
         tokens = written[row, 1:][config.is_speech_token(written[row, 1:]) & ~ended[row]] - config.speech_token_offset
         assert out.ustoken_lengths[row] == len(tokens) and torch.equal(out.ustokens[row, : len(tokens)], tokens)
     # the acoustic half alone, on the written sequences (attended up to </audio>; condition: prompt + USTokens)
-    valid = (written == config.audio_end_token_id).long().cumsum(-1) - (written == config.audio_end_token_id).long() == 0
+    valid = ((written == config.audio_end_token_id).long().cumsum(-1)
+             - (written == config.audio_end_token_id).long() == 0)
     condition = torch.cat([mask.bool(), valid & config.is_speech_token(written)], dim=1)
     rendered = model.render_speech(out.sequences, torch.cat([mask, valid.long()], dim=1), condition, speakers,
                                    do_sample=False, max_new_tokens=10)
@@ -248,10 +260,12 @@ def test_speech_generation_batched_cached_and_restricted(aligned_frames_per_toke
     plain = model.generate_speech(ids, mask, speaker_embeddings=speakers, use_cache=False, **settings)
     assert torch.equal(plain.sequences, out.sequences) and torch.equal(plain.codes, out.codes)
     with_audio = torch.cat([ids, torch.full_like(ids[:, :1], config.audio_start_token_id)], dim=1)
-    again = model.generate_speech(with_audio, torch.cat([mask, mask[:, :1] * 0 + 1], 1), speaker_embeddings=speakers, **settings)
+    again = model.generate_speech(with_audio, torch.cat([mask, mask[:, :1] * 0 + 1], 1), speaker_embeddings=speakers,
+                                  **settings)
     assert torch.equal(again.codes, out.codes)
     for row in range(2):
-        alone = model.generate_speech(ids[row:row + 1, mask[row] == 1], speaker_embeddings=speakers[row:row + 1], **settings)
+        alone = model.generate_speech(ids[row:row + 1, mask[row] == 1], speaker_embeddings=speakers[row:row + 1],
+                                      **settings)
         length = int(out.code_lengths[row])
         alone_written = alone.sequences[0, int(mask[row].sum()):]
         assert torch.equal(alone_written, written[row, : alone_written.shape[0]])
@@ -260,8 +274,9 @@ def test_speech_generation_batched_cached_and_restricted(aligned_frames_per_toke
 
 def test_speech_generation_decodes_with_a_codec():
     torch.manual_seed(0)
-    codec = MelCodecModel(MelCodecConfig(hidden_size=16, latent_size=8, encoder_layers=1, decoder_layers=1, num_quantizers=2,
-                                         codebook_size=64, vocoder="griffin_lim", griffin_lim_iterations=2)).eval()
+    codec = MelCodecModel(MelCodecConfig(hidden_size=16, latent_size=8, encoder_layers=1, decoder_layers=1,
+                                         num_quantizers=2, codebook_size=64, vocoder="griffin_lim",
+                                         griffin_lim_iterations=2)).eval()
     model = tiny_model(**DualSpeechLMConfig.codec_kwargs(codec))
     assert (model.config.codec_frame_rate, model.config.codec_sampling_rate) == (50.0, 16000)
     ids, mask = left_padded_prompts()
@@ -275,7 +290,8 @@ def test_speech_generation_decodes_with_a_codec():
 
     # a codec that reads USTokens gets the written ones
     torch.manual_seed(0)
-    reading = MelCodecModel(MelCodecConfig(**{**codec.config.to_dict(), "ustoken_vocab_size": model.config.num_speech_tokens}))
+    reading = MelCodecModel(MelCodecConfig(**{**codec.config.to_dict(),
+                                              "ustoken_vocab_size": model.config.num_speech_tokens}))
     with torch.no_grad():
         reading.ustoken_embedding.weight.normal_()
     out = model.generate_speech(ids, mask, codec=reading.eval(), max_new_tokens=4, acoustic_max_new_tokens=6)
@@ -356,7 +372,8 @@ def test_from_text_model_extends_tokenizer_and_keeps_the_weights():
     before = llm(text).logits
     tokenizer = word_tokenizer([f"w{index}" for index in range(19)])  # 20 ids: the model's rows 20..23 are padding
     acoustic = DualSpeechLMConfig.tiny().acoustic_config
-    model = DualSpeechLMForConditionalGeneration.from_text_model(llm, tokenizer, num_speech_tokens=8, acoustic_config=acoustic).eval()
+    model = DualSpeechLMForConditionalGeneration.from_text_model(llm, tokenizer, num_speech_tokens=8,
+                                                                 acoustic_config=acoustic).eval()
     config = model.config
     assert (config.audio_start_token_id, config.audio_end_token_id, config.speech_token_offset) == (20, 21, 22)
     assert config.text_config.vocab_size == 30 and model.get_input_embeddings().weight.shape[0] == 30
@@ -366,7 +383,8 @@ def test_from_text_model_extends_tokenizer_and_keeps_the_weights():
         LlamaForCausalLM(LlamaConfig(vocab_size=24, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                                      num_attention_heads=4)), num_speech_tokens=8, acoustic_config=acoustic)
     plain_config = plain.config
-    assert (plain_config.audio_start_token_id, plain_config.speech_token_offset, plain_config.text_config.vocab_size) == (24, 26, 34)
+    assert ((plain_config.audio_start_token_id, plain_config.speech_token_offset, plain_config.text_config.vocab_size)
+            == (24, 26, 34))
 
 
 FRESH_PROCESS = """
@@ -378,9 +396,10 @@ assert type(model).__module__.startswith("transformers_modules"), type(model).__
 batch = {key: torch.from_numpy(arrays[key]) for key in arrays.files}
 out = model(**batch, tasks=["tts", "asr"])
 ids, mask = batch["input_ids"][:, :5], batch["attention_mask"][:, :5]
-speech = model.generate_speech(ids, mask, do_sample=False, max_new_tokens=4, acoustic_do_sample=False, acoustic_max_new_tokens=5)
-np.savez(sys.argv[2] + ".out.npz", logits=out.logits.detach().numpy(), acoustic_logits=out.acoustic_logits.detach().numpy(),
-         codes=speech.codes.numpy())
+speech = model.generate_speech(ids, mask, do_sample=False, max_new_tokens=4, acoustic_do_sample=False,
+                               acoustic_max_new_tokens=5)
+np.savez(sys.argv[2] + ".out.npz", logits=out.logits.detach().numpy(),
+         acoustic_logits=out.acoustic_logits.detach().numpy(), codes=speech.codes.numpy())
 """
 
 
@@ -390,7 +409,8 @@ def test_saved_folder_loads_in_a_fresh_process_without_the_package(tmp_path):
     model.save_pretrained(folder)
     files = {path.name for path in folder.iterdir()}
     assert "model.safetensors" in files and not {name for name in files if name.endswith((".bin", ".pt", ".pth"))}
-    assert {"modeling_dualspeechlm.py", "modeling_acoustic_gpt.py", "configuration_dualspeechlm.py", "registration.py"} <= files
+    assert {"modeling_dualspeechlm.py", "modeling_acoustic_gpt.py", "configuration_dualspeechlm.py",
+            "registration.py"} <= files
     batch = make_batch(model.config, ["tts", "asr"])
     arrays = {key: batch[key].numpy() for key in ("input_ids", "attention_mask", "labels", "condition_mask",
                                                   "acoustic_codes", "acoustic_lengths", "speaker_embeddings")}
@@ -413,12 +433,14 @@ def test_bad_inputs_raise_clear_errors():
     cases = [
         (dict(batch, input_ids=torch.zeros(2, 0, dtype=torch.long), attention_mask=None, labels=None,
               condition_mask=None), "non-empty"),
-        (dict(input_ids=torch.ones(1, 300, dtype=torch.long)), "longer than the backbone's max_position_embeddings=256"),
+        (dict(input_ids=torch.ones(1, 300, dtype=torch.long)),
+         "longer than the backbone's max_position_embeddings=256"),
         (dict(batch, tasks=["tts", "karaoke"]), r"unknown task\(s\) \['karaoke'\]"),
         (dict(batch, tasks=["tts"]), "list of 2 task names"),
         (dict(batch, tasks=None), "acoustic_codes were given without tasks"),
         (dict(batch, acoustic_codes=None), "generation tasks need acoustic_codes"),
-        (dict(batch, acoustic_codes=batch["acoustic_codes"][:, :1]), r"acoustic_codes must have shape \[batch=2, num_codebooks=2"),
+        (dict(batch, acoustic_codes=batch["acoustic_codes"][:, :1]),
+         r"acoustic_codes must have shape \[batch=2, num_codebooks=2"),
         (dict(batch, acoustic_lengths=torch.tensor([9, 1])), r"acoustic_lengths \[9, 1\] must lie in \[1, 6\]"),
         (dict(batch, acoustic_codes=batch["acoustic_codes"] + 64), r"acoustic codes must lie in \[0, 64\)"),
         (dict(batch, speaker_embeddings=torch.zeros(2, 256)), r"speaker_embeddings must have shape \[2, 512\]"),

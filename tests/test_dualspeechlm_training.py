@@ -43,7 +43,8 @@ def speech_config(tokenizer) -> DualSpeechLMConfig:
                 eos_token_id=tokenizer.eos_token_id)
     return DualSpeechLMConfig.tiny(num_speech_tokens=16, text_overrides=text,
                                    audio_start_token_id=tokenizer.convert_tokens_to_ids("<audio>"),
-                                   audio_end_token_id=tokenizer.convert_tokens_to_ids("</audio>"), speech_token_offset=vocab)
+                                   audio_end_token_id=tokenizer.convert_tokens_to_ids("</audio>"),
+                                   speech_token_offset=vocab)
 
 
 def test_build_inputs_marks_prompt_answer_and_speech_ids(tokenizer):
@@ -110,7 +111,8 @@ def tiny_recipe(tiny_corpus, whisper_dir, tmp_path_factory):
     from transformers import LlamaForCausalLM
 
     LlamaForCausalLM(small_llm_config(tokenizer, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                                      num_attention_heads=2, num_key_value_heads=2)).save_pretrained(parts / "ust" / "text_llm")
+                                      num_attention_heads=2,
+                                      num_key_value_heads=2)).save_pretrained(parts / "ust" / "text_llm")
     tokenizer.save_pretrained(parts / "ust" / "text_llm")
     codec = MelCodecModel(MelCodecConfig(hidden_size=16, latent_size=8, num_quantizers=2, codebook_size=16,
                                          vocoder="griffin_lim", griffin_lim_iterations=2)).eval()
@@ -118,7 +120,8 @@ def tiny_recipe(tiny_corpus, whisper_dir, tmp_path_factory):
     # change of its weights; do it here so that every run sees the same saved codec.
     codec.encode(0.1 * torch.randn(2, 16000))
     codec.save_pretrained(parts / "codec")
-    SpeakerEncoderModel(SpeakerEncoderConfig(hidden_size=16, stats_size=16, attention_size=8)).eval().save_pretrained(parts / "spk")
+    SpeakerEncoderModel(SpeakerEncoderConfig(hidden_size=16, stats_size=16,
+                                             attention_size=8)).eval().save_pretrained(parts / "spk")
 
     def recipe(output_dir, **overrides) -> DualSpeechLMRecipe:
         settings = dict(
@@ -132,10 +135,12 @@ def tiny_recipe(tiny_corpus, whisper_dir, tmp_path_factory):
     return recipe
 
 
-def test_recipe_trains_saves_evaluates_and_fine_tunes_on_the_tiny_corpus(tiny_recipe, tiny_corpus, whisper_dir, tmp_path):
+def test_recipe_trains_saves_evaluates_and_fine_tunes_on_the_tiny_corpus(tiny_recipe, tiny_corpus, whisper_dir,
+                                                                          tmp_path):
     """A few steps of stage 3, the evaluation, then a fine-tuning run that starts from the saved folder."""
     from dualspeechlm.processing_dualspeechlm import DualSpeechLMProcessor
-    from dualspeechlm.training.evaluate_dualspeechlm import evaluate_model, main as evaluate_main
+    from dualspeechlm.training.evaluate_dualspeechlm import evaluate_model
+    from dualspeechlm.training.evaluate_dualspeechlm import main as evaluate_main
 
     recipe = tiny_recipe(tmp_path / "model", eval_steps=2, eval_examples=1)
     folder = train_dualspeechlm(recipe)
@@ -166,7 +171,8 @@ def test_recipe_trains_saves_evaluates_and_fine_tunes_on_the_tiny_corpus(tiny_re
         assert scores["tts_semantic"]["whisper_wer_reference"] == scores["tts"]["whisper_wer_reference"]
         voices = load_corpus(str(tiny_corpus), "speech")[split].select(range(2))["speaker"]
         assert set(scores["tts"]["by_voice"]) == set(voices)
-        assert {"whisper_wer_generated", "whisper_wer_reference"} <= set(next(iter(scores["tts"]["by_voice"].values())))
+        assert ({"whisper_wer_generated", "whisper_wer_reference"}
+                <= set(next(iter(scores["tts"]["by_voice"].values()))))
     report = (folder / "evaluation.md").read_text()
     assert "| TTS_SEMANTIC |" in report and "Per voice:" in report
     assert any((folder / "samples").glob("*.wav"))
@@ -185,7 +191,8 @@ def test_recipe_trains_saves_evaluates_and_fine_tunes_on_the_tiny_corpus(tiny_re
     evaluate_main(cli + ["--output-dir", str(tmp_path / "elsewhere")])
     subset = json.loads((tmp_path / "elsewhere" / "evaluation.json").read_text())
     assert {split: set(scores) for split, scores in subset["splits"].items()} == {
-        "test": {"asr", "sqa", "tts", "tts_resynthesis"}, "test_unseen_voice": {"asr", "sqa", "tts", "tts_resynthesis"}}
+        "test": {"asr", "sqa", "tts", "tts_resynthesis"},
+        "test_unseen_voice": {"asr", "sqa", "tts", "tts_resynthesis"}}
     assert subset["splits"]["test"]["asr"]["examples"] == 2
     assert subset["speech_generation"] == {**config["speech_generation"], "num_beams": 2, "max_new_tokens": 12}
     assert (folder / "evaluation.json").read_text() == saved
@@ -219,7 +226,8 @@ def test_stage3_starts_from_the_llm_trained_along_with_the_tokenizer(tiny_recipe
     ustokenizer_dir = tmp_path / "ust"
     shutil.copytree(tiny_recipe(tmp_path / "unused").ustokenizer, ustokenizer_dir)
     torch.manual_seed(1)
-    reader = AutoModelForCausalLM.from_config(AutoModelForCausalLM.from_pretrained(ustokenizer_dir / "text_llm").config)
+    reader = AutoModelForCausalLM.from_config(
+        AutoModelForCausalLM.from_pretrained(ustokenizer_dir / "text_llm").config)
     reader.save_pretrained(ustokenizer_dir / "understanding_llm")
     AutoTokenizer.from_pretrained(ustokenizer_dir / "text_llm").save_pretrained(ustokenizer_dir / "understanding_llm")
 
@@ -237,7 +245,8 @@ def test_stage3_starts_from_the_llm_trained_along_with_the_tokenizer(tiny_recipe
     torch.testing.assert_close(rows, ustokenizer.code_embeddings())
     # the output head is untied: its speech rows stay at the mean of the text rows, its text rows the reader's
     head, text_rows = backbone.get_output_embeddings().weight, reader.get_input_embeddings().weight
-    assert not backbone.config.tie_word_embeddings and head.data_ptr() != backbone.get_input_embeddings().weight.data_ptr()
+    assert not backbone.config.tie_word_embeddings
+    assert head.data_ptr() != backbone.get_input_embeddings().weight.data_ptr()
     assert torch.equal(head[: len(text_rows)], text_rows)
     speech_head = head[-len(rows):]
     torch.testing.assert_close(speech_head, speech_head[:1].expand_as(speech_head))
@@ -258,7 +267,8 @@ def test_codec_codes_keep_the_order_and_equal_one_by_one():
 
     torch.manual_seed(0)
     codec = MelCodecModel(MelCodecConfig(hidden_size=16, latent_size=8, num_quantizers=2, codebook_size=16)).eval()
-    waveforms = [0.1 * np.random.default_rng(n).standard_normal(n).astype(np.float32) for n in (900, 4000, 320, 2500, 641)]
+    waveforms = [0.1 * np.random.default_rng(n).standard_normal(n).astype(np.float32)
+                 for n in (900, 4000, 320, 2500, 641)]
     codec.encode(torch.from_numpy(waveforms[1]))  # k-means init
     codes, frames = codec_codes(codec, waveforms, batch_size=2)
     for waveform, item, count in zip(waveforms, codes, frames):

@@ -86,4 +86,5 @@ def test_save_load_without_mel_matrix(extractor, tmp_path):
     assert type(loaded) is USTokenizerFeatureExtractor and loaded.min_duration_s == 0.2
     assert np.array_equal(loaded.mel_filters, extractor.mel_filters)
     clip = noise(1.0)
-    assert np.array_equal(loaded(clip, sampling_rate=16000).input_features, extractor(clip, sampling_rate=16000).input_features)
+    assert np.array_equal(loaded(clip, sampling_rate=16000).input_features,
+                          extractor(clip, sampling_rate=16000).input_features)

@@ -7,8 +7,8 @@ Marked `gpu` and skipped where CUDA is missing; `DUALSPEECHLM_GPU_TEST_DEVICE` n
     DUALSPEECHLM_GPU_TEST_DEVICE=cpu pytest -m gpu tests/test_gpu.py
 
 Tiny random models: a USTokenizer of the tiny stage-1 preset's config (Whisper tiny.en shapes), and the tests' tiny
-DualSpeechLM (`dualspeechlm.testing_utils`: built as stage 3 builds it, a tiny AcousticGPT, a 2-quantizer mel codec with
-Griffin-Lim; dropout off). Each test builds its reference on the CPU, copies the model to the device and compares;
+DualSpeechLM (`dualspeechlm.testing_utils`: built as stage 3 builds it, a tiny AcousticGPT, a 2-quantizer mel codec
+with Griffin-Lim; dropout off). Each test builds its reference on the CPU, copies the model to the device and compares;
 fp32 comparisons run with TF32 off. What a preset decides is read from the package's presets (`USTokenizerRecipe`,
 `DualSpeechLMRecipe`), not copied here, so the checks follow the presets.
 """
@@ -49,7 +49,8 @@ def device():
     if device.type == "cuda" and not torch.cuda.is_available():
         pytest.skip("no CUDA device (DUALSPEECHLM_GPU_TEST_DEVICE=cpu runs these checks on the CPU)")
     tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False  # fp32 means fp32 on the device too
+    # fp32 means fp32 on the device too
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     yield device
     torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
 
@@ -73,7 +74,8 @@ def to_device(batch: dict, device: torch.device) -> dict:
 
 @functools.cache
 def ustokenizer_inputs():
-    """(USTokenizer of the tiny stage-1 preset's config, features of 2 random waveforms of 1.3 s and 2 s) on the CPU."""
+    """(USTokenizer of the tiny stage-1 preset's config, features of 2 random waveforms of 1.3 s and 2 s) on the
+    CPU."""
     recipe = USTokenizerRecipe.tiny()
     config = getattr(USTokenizerConfig, recipe.tokenizer_preset)(**recipe.tokenizer_config)
     torch.manual_seed(0)
@@ -90,7 +92,8 @@ def examples(codebook_size: int) -> list[dict]:
 
     def target(frames: int) -> dict:
         return {"answer_speech_ids": rng.integers(0, NUM_SPEECH_TOKENS, frames // 2 + 1).tolist(),
-                "codes": rng.integers(0, codebook_size, (2, frames)), "speaker": rng.normal(size=512).astype(np.float32)}
+                "codes": rng.integers(0, codebook_size, (2, frames)),
+                "speaker": rng.normal(size=512).astype(np.float32)}
 
     return [
         {"task": "asr", "speech_ids": [3, 1, 4, 1, 5], "answer": "anna saw the cat"},
@@ -115,7 +118,8 @@ def tts_prompts(tokenizer, model) -> tuple[dict, torch.Tensor]:
 
 
 def speak(model, prompts: dict, speakers: torch.Tensor, device: torch.device, autocast: bool = False, **settings):
-    """`generate_speech` of `prompts` on `device`; `settings`: more of its arguments (tensors are moved to `device`)."""
+    """`generate_speech` of `prompts` on `device`; `settings`: more of its arguments (tensors are moved to
+    `device`)."""
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
         return model.generate_speech(prompts["input_ids"].to(device), prompts["attention_mask"].to(device),
                                      condition_mask=prompts["condition_mask"].to(device),
@@ -195,8 +199,8 @@ def test_text_generation_matches_cpu(device):
                            padding_side="left")
     settings = dict(max_new_tokens=8, do_sample=False)
     expected = model.generate(prompts["input_ids"], attention_mask=prompts["attention_mask"], **settings)
-    got = on(device, model).generate(prompts["input_ids"].to(device), attention_mask=prompts["attention_mask"].to(device),
-                                     **settings)
+    got = on(device, model).generate(prompts["input_ids"].to(device),
+                                     attention_mask=prompts["attention_mask"].to(device), **settings)
     assert torch.equal(got.cpu(), expected)
 
 
@@ -256,7 +260,8 @@ def test_codec_decode_matches_cpu(device):
     device (ragged, one no-speech item); waveforms to rel 5e-2: Griffin-Lim's phase iterations amplify rounding, so
     even fp32 and fp64 on the CPU differ by rel 3e-2."""
     _, model, codec = dualspeechlm_parts()
-    codes = torch.randint(0, codec.codebook_size, (3, codec.num_codebooks, 12), generator=torch.Generator().manual_seed(0))
+    codes = torch.randint(0, codec.codebook_size, (3, codec.num_codebooks, 12),
+                          generator=torch.Generator().manual_seed(0))
     lengths = torch.tensor([12, 5, 0])
     expected = model.decode_codes(codec, codes, lengths)
     got = model.decode_codes(on(device, codec), codes.to(device), lengths.to(device))

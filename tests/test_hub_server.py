@@ -244,7 +244,8 @@ def test_load_dataset_in_fresh_process(hub_server, hub_api, tmp_path):
 
     run_client(hub_server, tmp_path, LOAD_DATASET, repo, tmp_path / "out.json", "noisy", "clean")
     out = json.loads((tmp_path / "out.json").read_text())
-    assert set(out) == {f"{c}/{s}" for c in ("noisy", "clean") for s in ("train", "test")} | {"raw_sha", "streamed_ids"}
+    assert set(out) == ({f"{c}/{s}" for c in ("noisy", "clean") for s in ("train", "test")}
+                        | {"raw_sha", "streamed_ids"})
     for (config, split), rows in expected.items():
         got = out[f"{config}/{split}"]
         assert [(r["id"], r["text"], r["rate"]) for r in got] == [(r["id"], r["text"], 16000) for r in rows]

@@ -12,8 +12,19 @@ import soundfile as sf
 
 from dualspeechlm.training import judge as judge_module
 from dualspeechlm.training.judge import (
-    PocketsphinxJudge, TranscriptCache, WhisperJudge, build_language_model, corpus_language_model, default_cache_dir,
-    format_markdown_table, judge, main, prepare_waveforms, regrouped, speech_judges, training_sentences,
+    PocketsphinxJudge,
+    TranscriptCache,
+    WhisperJudge,
+    build_language_model,
+    corpus_language_model,
+    default_cache_dir,
+    format_markdown_table,
+    judge,
+    main,
+    prepare_waveforms,
+    regrouped,
+    speech_judges,
+    training_sentences,
 )
 from dualspeechlm.training.metrics import char_error_rate, word_error_rate
 
@@ -79,7 +90,8 @@ def test_whisper_transcribes_each_audio_once(clips, whisper, transcripts, tmp_pa
     waves, rate = clips
     monkeypatch.setattr(whisper, "cache", TranscriptCache(tmp_path, whisper.name, whisper.identity))
     decoded, pipe = [], whisper.pipe  # utterances per call of the Whisper pipeline
-    monkeypatch.setattr(whisper, "pipe", lambda inputs, **kwargs: decoded.append(len(inputs)) or pipe(inputs, **kwargs))
+    monkeypatch.setattr(whisper, "pipe",
+                        lambda inputs, **kwargs: decoded.append(len(inputs)) or pipe(inputs, **kwargs))
     assert whisper.transcribe(waves[:2], rate) == transcripts["whisper"][:2] and decoded == [2]
     # Only the noise is new; cached transcripts come back in the order asked for.
     assert whisper.transcribe(waves[::-1], rate) == transcripts["whisper"][::-1] and decoded == [2, 1]
@@ -93,8 +105,10 @@ def test_whisper_transcribes_each_audio_once(clips, whisper, transcripts, tmp_pa
 def test_pocketsphinx_cache_is_shared_by_judges_and_can_be_off(clips, transcripts, tmp_path, monkeypatch):
     waves, rate = clips
     decoded, decode = [], judge_module._pocketsphinx_decode
-    monkeypatch.setattr(judge_module, "_pocketsphinx_decode", lambda pcm, language_model=None: decoded.append(pcm) or decode(pcm, language_model))
-    assert PocketsphinxJudge(1, progress=False, cache_dir=tmp_path).transcribe(waves, rate) == transcripts["pocketsphinx"]
+    monkeypatch.setattr(judge_module, "_pocketsphinx_decode",
+                        lambda pcm, language_model=None: decoded.append(pcm) or decode(pcm, language_model))
+    assert (PocketsphinxJudge(1, progress=False, cache_dir=tmp_path).transcribe(waves, rate)
+            == transcripts["pocketsphinx"])
     assert len(decoded) == 3
     # Another judge with the same identity (as in another process) reads the same file.
     again = PocketsphinxJudge(1, progress=False, cache_dir=tmp_path)

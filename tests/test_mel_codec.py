@@ -1,13 +1,20 @@
 import numpy as np
 import pytest
-from conftest import run_without_package
 import torch
 from transformers import AutoModel
 
 from dualspeechlm.codecs.configuration_mel_codec import MelCodecConfig
 from dualspeechlm.codecs.modeling_mel_codec import MelCodecModel
 from dualspeechlm.processing.corpus import TRAIN_VOICES, synthesize
-from dualspeechlm.training.train_codec import multi_resolution_stft_loss, random_crops, train_autoencoder, train_vocoder, vocoder_loss
+from dualspeechlm.training.train_codec import (
+    multi_resolution_stft_loss,
+    random_crops,
+    train_autoencoder,
+    train_vocoder,
+    vocoder_loss,
+)
+
+from conftest import run_without_package
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -76,7 +83,8 @@ def test_save_and_load_give_identical_codes_and_audio(codec, speech, tmp_path):
         loaded.eval()
         codes = codec.encode(speech)
         assert torch.equal(loaded.encode(speech).codes, codes.codes)
-        assert torch.equal(loaded.decode(codes.codes, codes.lengths).waveforms, codec.decode(codes.codes, codes.lengths).waveforms)
+        assert torch.equal(loaded.decode(codes.codes, codes.lengths).waveforms,
+                           codec.decode(codes.codes, codes.lengths).waveforms)
 
 
 @pytest.mark.parametrize("waveforms, kwargs, message", [

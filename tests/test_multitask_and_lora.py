@@ -15,11 +15,13 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def cached_row(**columns):
-    target = {"codes": np.arange(6, dtype=np.int16), "frames": 3, "speaker": np.ones(4, np.float32), "ustokens": [7, 8]}
+    target = {"codes": np.arange(6, dtype=np.int16), "frames": 3, "speaker": np.ones(4, np.float32),
+              "ustokens": [7, 8]}
     row = {"text": "anna saw the cat", "audio_ustokens": [1, 2, 3], "style": "fast", "question": "who?",
            "answer": "anna", "question_audio_ustokens": [4, 5], "language": "es", "translation": "anna vio el gato"}
     for column in ("audio", "answer_audio", "translation_audio", "target_audio"):
-        row.update({f"{column}_{key}": value for key, value in target.items() if column != "audio" or key != "ustokens"})
+        row.update({f"{column}_{key}": value for key, value in target.items()
+                    if column != "audio" or key != "ustokens"})
     row.update(columns)
     return row
 
@@ -67,8 +69,10 @@ def test_batches_grouped_by_length_pad_less_and_keep_the_draws_random():
     grouped = list(TaskBatchSampler(task_of, 8, seed=3, lengths=lengths, group_batches=5))
     assert [task_of[b[0]] for b in grouped] == [task_of[b[0]] for b in plain]  # the same task draws
     assert all(len(b) == 8 and len({task_of[i] for i in b}) == 1 for b in grouped)
-    padded = lambda batches: sum(max(lengths[i] for i in b) * len(b) for b in batches) / sum(
-        lengths[i] for b in batches for i in b)
+
+    def padded(batches):
+        return sum(max(lengths[i] for i in b) * len(b) for b in batches) / sum(lengths[i] for b in batches for i in b)
+
     assert padded(plain) > 1.5 and padded(grouped) < 1.2
     longest = [max(lengths[i] for i in b) for b in grouped]
     assert longest != sorted(longest) and longest != sorted(longest, reverse=True)  # batches in random order

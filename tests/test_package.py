@@ -1,7 +1,13 @@
-"""The installed package: what `import dualspeechlm` gives."""
+"""The installed package: what `import dualspeechlm` gives, and its code style."""
 
+import shutil
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
 
 REGISTERED = """
 import dualspeechlm
@@ -25,3 +31,13 @@ def test_importing_the_package_registers_its_classes_with_the_auto_classes():
     done = subprocess.run([sys.executable, "-c", REGISTERED], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and done.stdout.strip() == "registered", done.stderr[-2000:]
 
+
+
+def test_the_code_passes_ruff():
+    """`ruff check .` with the repository's ruff.toml (119 columns, pyflakes, pycodestyle, sorted imports)."""
+    beside_python = Path(sys.executable).with_name("ruff")
+    ruff = str(beside_python) if beside_python.is_file() else shutil.which("ruff")
+    if ruff is None:
+        pytest.skip("ruff is not installed: `pip install -e .[dev]` installs it")
+    done = subprocess.run([ruff, "check", "--no-cache", "."], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, f"ruff check . found problems:\n{done.stdout}{done.stderr}"

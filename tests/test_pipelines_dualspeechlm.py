@@ -7,13 +7,18 @@ import numpy as np
 import pytest
 import soundfile
 import torch
-from conftest import run_without_package
-from test_processing_dualspeechlm import TEXTS, parts  # noqa: F401  (a fixture)
 from transformers import pipeline
 
 from dualspeechlm.pipelines_dualspeechlm import (
-    DualSpeechLMSpeechRecognitionPipeline, DualSpeechLMTextToSpeechPipeline, save_for_pipelines)
+    DualSpeechLMSpeechRecognitionPipeline,
+    DualSpeechLMTextToSpeechPipeline,
+    save_for_pipelines,
+)
 from dualspeechlm.processing.corpus import TRAIN_VOICES, synthesize
+from dualspeechlm.testing_utils import tiny_random_model_and_processor
+
+from conftest import run_without_package
+from test_processing_dualspeechlm import TEXTS, K
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -35,6 +40,12 @@ np.save(out + ".npy", speech["audio"])
 json.dump({"texts": texts, "sampling_rate": speech["sampling_rate"], "dtype": str(speech["audio"].dtype),
            "classes": [type(asr.model).__module__, type(asr).__name__, type(tts).__name__]}, open(out, "w"))
 """ % GREEDY_SPEECH
+
+
+@pytest.fixture(scope="module")
+def parts():
+    """The tiny random model and processor that test_processing_dualspeechlm tests."""
+    return tiny_random_model_and_processor(num_speech_tokens=K)
 
 
 @pytest.fixture(scope="module")

@@ -107,7 +107,8 @@ def test_call_tokenizes_audio_at_25_tokens_per_second_and_decodes(parts, speech)
         waveforms, processor.decode_audio(out.codes, out.code_lengths, out.ustokens, out.ustoken_lengths)))
     plain_codec = processor.codec
     torch.manual_seed(0)
-    processor.codec = MelCodecModel(MelCodecConfig(**{**plain_codec.config.to_dict(), "ustoken_vocab_size": 32})).eval()
+    processor.codec = MelCodecModel(MelCodecConfig(**{**plain_codec.config.to_dict(),
+                                                      "ustoken_vocab_size": 32})).eval()
     try:
         with torch.no_grad():
             processor.codec.ustoken_embedding.weight.normal_()
@@ -147,8 +148,8 @@ def test_save_and_load_round_trip(parts, speech, tmp_path):
         expected, got = (p(task="asr", audio=speech, sampling_rate=16000) for p in (processor, loaded))
         for key in ("input_ids", "attention_mask", "condition_mask"):
             assert torch.equal(got[key], expected[key])
-        assert torch.allclose(loaded.speaker_embedding(speech[0], 16000), processor.speaker_embedding(speech[0], 16000),
-                              atol=1e-6)
+        assert torch.allclose(loaded.speaker_embedding(speech[0], 16000),
+                              processor.speaker_embedding(speech[0], 16000), atol=1e-6)
         codes = torch.randint(0, 64, (1, 2, 5))
         assert np.array_equal(loaded.decode_audio(codes, [5])[0], processor.decode_audio(codes, [5])[0])
 

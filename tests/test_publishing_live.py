@@ -7,6 +7,7 @@ import sys
 import uuid
 
 import pytest
+
 from test_publishing import model_folder  # noqa: F401  (a fixture)
 
 
@@ -46,6 +47,7 @@ print("round trip ok")
 
 def test_push_and_load_back_from_the_real_hub(model_folder, tmp_path):  # noqa: F811
     env = {**os.environ, "HF_HUB_OFFLINE": "0", "HF_HOME": str(tmp_path / "hf"), "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([sys.executable, "-c", ROUND_TRIP, str(model_folder), f"dualspeechlm-ci-{uuid.uuid4().hex[:8]}"],
+    result = subprocess.run([sys.executable, "-c", ROUND_TRIP, str(model_folder),
+                             f"dualspeechlm-ci-{uuid.uuid4().hex[:8]}"],
                             env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0 and "round trip ok" in result.stdout, result.stderr[-3000:]

@@ -8,10 +8,10 @@ import torch
 import yaml
 from transformers import TrainingArguments
 
+from dualspeechlm.training import trainer as trainer_module
 from dualspeechlm.training.recipe_cli import PRESETS, recipe_from_args, recipe_parser
 from dualspeechlm.training.train_dualspeechlm import DualSpeechLMRecipe
 from dualspeechlm.training.train_ustokenizer import USTokenizerRecipe
-from dualspeechlm.training import trainer as trainer_module
 from dualspeechlm.training.trainer import IdleCoresCallback, LossTermsTrainer, cpu_seconds, precision_arguments
 
 

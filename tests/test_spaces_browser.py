@@ -1,4 +1,5 @@
-"""The Gradio Space in a real browser (Debian's Chromium driven by playwright): synthesize speech, transcribe an upload.
+"""The Gradio Space in a real browser (Debian's Chromium driven by playwright): synthesize speech, transcribe an
+upload.
 
 Runs on a tiny random model folder, or on the model named by DUALSPEECHLM_MODEL when set. With
 DUALSPEECHLM_SCREENSHOT=path a screenshot of the page is saved there (docs/space.png is made this way).
@@ -11,10 +12,11 @@ from pathlib import Path
 
 import pytest
 import soundfile
-from test_processing_dualspeechlm import TEXTS
-from test_spaces_demo import launch, load_app, tiny_model_folder
 
 from dualspeechlm.processing.corpus import TRAIN_VOICES, synthesize
+
+from test_processing_dualspeechlm import TEXTS
+from test_spaces_demo import launch, load_app, tiny_model_folder
 
 pytestmark = [pytest.mark.usefixtures("one_thread"),
               pytest.mark.filterwarnings("ignore:'future.no_silent_downcasting'", "ignore:The copy keyword")]

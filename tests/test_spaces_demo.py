@@ -71,7 +71,8 @@ def wavs(espeak, tmp_path_factory):
     speech = synthesize(TINY_TEXTS[0], TRAIN_VOICES[0])
     voice = synthesize(TINY_TEXTS[2], TRAIN_VOICES[1])
     stereo = torchaudio.functional.resample(torch.from_numpy(speech), 16000, 44100).numpy()
-    files = {"speech": (speech, 16000), "voice": (voice, 16000), "stereo": (np.stack([stereo, 0.5 * stereo], 1), 44100),
+    files = {"speech": (speech, 16000), "voice": (voice, 16000),
+             "stereo": (np.stack([stereo, 0.5 * stereo], 1), 44100),
              "long": (np.tile(speech, int(31 * 16000 / len(speech)) + 1), 16000),
              "silent": (np.zeros(16000, np.float32), 16000)}
     for name, (audio, rate) in files.items():

@@ -223,8 +223,7 @@ def test_tiny_training_separates_voices(speech_engines):
     """A few steps on a handful of clips of 3 corpus voices lower the loss and make held-out
     clips of the same voice closer than clips of different voices."""
     from dualspeechlm.processing.corpus import TRAIN_VOICES, grammar
-    from dualspeechlm.training.train_speaker_encoder import (
-        log_mel_features, synthesize_many, train_speaker_encoder)
+    from dualspeechlm.training.train_speaker_encoder import log_mel_features, synthesize_many, train_speaker_encoder
 
     voices = [TRAIN_VOICES[0], TRAIN_VOICES[1], TRAIN_VOICES[3]]  # awb, rms, slt_hts: three real speakers
     sentences = grammar.unique_sentences(random.Random(0), 9)

@@ -10,7 +10,8 @@ def test_masked_istft_inverts_stft():
     torch.manual_seed(0)
     audio = torch.randn(2, 16000) * 0.1
     frames = 16000 // HOP
-    rebuilt = masked_istft(stft(audio, N_FFT, HOP, WINDOW)[..., :frames], torch.tensor([frames, frames]), N_FFT, HOP, WINDOW)
+    rebuilt = masked_istft(stft(audio, N_FFT, HOP, WINDOW)[..., :frames], torch.tensor([frames, frames]), N_FFT, HOP,
+                           WINDOW)
     torch.testing.assert_close(rebuilt[:, : frames * HOP - N_FFT], audio[:, : frames * HOP - N_FFT], atol=1e-5, rtol=0)
 
 

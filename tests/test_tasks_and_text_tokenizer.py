@@ -1,9 +1,8 @@
 import pytest
 from transformers import AutoTokenizer
 
-from dualspeechlm.tasks import (GENERATION_TASKS, TASKS, UNDERSTANDING_TASKS, answer_text, get_task,
-                                           prompt_parts)
 from dualspeechlm.processing.text_tokenizer import train_text_tokenizer
+from dualspeechlm.tasks import GENERATION_TASKS, TASKS, UNDERSTANDING_TASKS, answer_text, get_task, prompt_parts
 
 SENTENCES = ["anna saw the red cat today", "the old horse slept behind the bridge", "who has the yellow lamp?",
              "el gato rojo duerme", "le chat rouge dort"] * 4
@@ -17,7 +16,8 @@ def test_eight_tasks_split_into_understanding_and_generation():
 
 def test_prompt_parts_wrap_the_speech_span_and_fill_fields():
     before, after = prompt_parts("sqa", question="who has the lamp?")
-    assert before == "USER: <audio>" and after == "</audio> Answer the question about the speech: who has the lamp?\nASSISTANT:"
+    assert before == "USER: <audio>"
+    assert after == "</audio> Answer the question about the speech: who has the lamp?\nASSISTANT:"
     assert prompt_parts("s2tt", language="es")[1].startswith("</audio> Translate the speech into Spanish.")
     tts_before, tts_after = prompt_parts("tts", text="hello there")
     assert tts_before == "USER: Speak this text: hello there\nASSISTANT:" and tts_after == ""
@@ -42,7 +42,8 @@ def test_text_tokenizer_round_trips_and_saves(tmp_path):
     # prompt and answer tokenized apart give the tokens of the whole (the reason for answer_text)
     prompt, answer = prompt_parts("asr")[1], answer_text("anna saw")
     together = tokenizer(prompt + answer, add_special_tokens=False).input_ids
-    apart = tokenizer(prompt, add_special_tokens=False).input_ids + tokenizer(answer, add_special_tokens=False).input_ids
+    apart = (tokenizer(prompt, add_special_tokens=False).input_ids
+             + tokenizer(answer, add_special_tokens=False).input_ids)
     assert together == apart
     tokenizer.save_pretrained(tmp_path)
     loaded = AutoTokenizer.from_pretrained(tmp_path)

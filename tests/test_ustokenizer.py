@@ -3,14 +3,21 @@ import os
 
 import numpy as np
 import pytest
-from conftest import run_without_package
 import torch
-from transformers import AutoFeatureExtractor, AutoModel, WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration
+from transformers import (
+    AutoFeatureExtractor,
+    AutoModel,
+    WhisperConfig,
+    WhisperFeatureExtractor,
+    WhisperForConditionalGeneration,
+)
 
 from dualspeechlm.configuration_ustokenizer import USTokenizerConfig
 from dualspeechlm.feature_extraction_ustokenizer import USTokenizerFeatureExtractor
 from dualspeechlm.modeling_ustokenizer import RealLengthWhisperEncoder, USTokenizerModel
 from dualspeechlm.processing.corpus import TRAIN_VOICES, synthesize
+
+from conftest import run_without_package
 
 TINY_ENCODER = dict(d_model=64, encoder_layers=2, encoder_attention_heads=4, encoder_ffn_dim=128,
                     decoder_layers=1, decoder_attention_heads=4, decoder_ffn_dim=128)
@@ -45,7 +52,8 @@ def test_config_defaults_presets_and_round_trip(tmp_path):
     assert paper.encoder_config.d_model == 1024 and paper.encoder_config.encoder_layers == 24
     assert (paper.codebook_size, paper.codebook_dim, paper.ema_decay) == (1024, 1024, 0.8)
     assert (paper.commitment_weight, paper.reconstruction_weight, paper.understanding_weight) == (1, 45, 5)
-    assert (paper.downsample_kernel_size, paper.downsample_stride, paper.num_conv_blocks, paper.num_residual_units) == (3, 2, 2, 2)
+    assert ((paper.downsample_kernel_size, paper.downsample_stride, paper.num_conv_blocks, paper.num_residual_units)
+            == (3, 2, 2, 2))
     assert paper.mel_frames_per_token == 4 and paper.max_mel_frames == 3000 and paper.num_tokens(100) == 25
     tiny = USTokenizerConfig.tiny(llm_hidden_size=960)
     assert tiny.encoder_config.d_model == 384 and tiny.llm_hidden_size == 960
@@ -72,7 +80,8 @@ def test_real_length_encoder_parity_with_whisper(whisper_dir, espeak):
     reference = WhisperForConditionalGeneration.from_pretrained(whisper_dir).get_encoder().eval()
     speech = np.resize(synthesize(LONG_TEXT, TRAIN_VOICES[0]), 30 * 16000).astype(np.float32)
     clips = [speech, speech[: 2 * 16000], speech[: 5 * 16000]]
-    padded = torch.from_numpy(WhisperFeatureExtractor()(clips, sampling_rate=16000, return_tensors="np").input_features)
+    padded = torch.from_numpy(WhisperFeatureExtractor()(clips, sampling_rate=16000,
+                                                        return_tensors="np").input_features)
     with torch.no_grad():
         expected = reference(padded).last_hidden_state
         full = encoder(padded[:1]).last_hidden_state
@@ -89,7 +98,8 @@ def test_real_length_encoder_parity_with_whisper(whisper_dir, espeak):
 
 def test_from_whisper_loads_encoder_weights(whisper_dir):
     whisper = WhisperForConditionalGeneration.from_pretrained(whisper_dir)
-    tokenizer = USTokenizerModel.from_whisper(whisper_dir, codebook_size=32, codebook_dim=8, conv_hidden_size=16, llm_hidden_size=8)
+    tokenizer = USTokenizerModel.from_whisper(whisper_dir, codebook_size=32, codebook_dim=8, conv_hidden_size=16,
+                                              llm_hidden_size=8)
     from_model = RealLengthWhisperEncoder.from_whisper(whisper)
     expected = whisper.get_encoder().state_dict()
     for encoder in (tokenizer.encoder, from_model):
@@ -127,7 +137,8 @@ def test_save_load_and_auto_classes(batch, tmp_path):
     model = tiny_model()
     model.save_pretrained(tmp_path)
     USTokenizerFeatureExtractor().save_pretrained(tmp_path)
-    assert {"modeling_ustokenizer.py", "configuration_ustokenizer.py", "feature_extraction_ustokenizer.py"} <= set(os.listdir(tmp_path))
+    assert ({"modeling_ustokenizer.py", "configuration_ustokenizer.py", "feature_extraction_ustokenizer.py"}
+            <= set(os.listdir(tmp_path)))
     auto_map = json.loads((tmp_path / "config.json").read_text())["auto_map"]
     assert auto_map["AutoModel"] == "modeling_ustokenizer.USTokenizerModel"
     assert "auto_map" in json.loads((tmp_path / "preprocessor_config.json").read_text())

@@ -9,24 +9,38 @@ import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
-from transformers import (AutoFeatureExtractor, AutoModel, AutoTokenizer, LlamaConfig, LlamaForCausalLM,
-                          TrainingArguments)
+from transformers import (
+    AutoFeatureExtractor,
+    AutoModel,
+    AutoTokenizer,
+    LlamaConfig,
+    LlamaForCausalLM,
+    TrainingArguments,
+)
 
 from dualspeechlm.configuration_ustokenizer import USTokenizerConfig
 from dualspeechlm.feature_extraction_ustokenizer import USTokenizerFeatureExtractor
 from dualspeechlm.modeling_ustokenizer import RealLengthWhisperEncoder, USTokenizerModel
 from dualspeechlm.processing.corpus import corpus_audio
-from dualspeechlm.training import encoder_cache
 from dualspeechlm.processing.text_tokenizer import train_text_tokenizer
+from dualspeechlm.training import encoder_cache, evaluate_ustokenizer
+from dualspeechlm.training import train_ustokenizer as stage1
+from dualspeechlm.training.evaluate_ustokenizer import (
+    codebook_usage,
+    evaluate_split,
+    markdown_report,
+    reading_llm_folder,
+)
 from dualspeechlm.training.plots import plot_losses
 from dualspeechlm.training.text_llm import small_llm_config, train_text_llm
-from dualspeechlm.training import evaluate_ustokenizer
-from dualspeechlm.training.evaluate_ustokenizer import codebook_usage, evaluate_split, markdown_report, reading_llm_folder
-from dualspeechlm.training import train_ustokenizer as stage1
 from dualspeechlm.training.train_ustokenizer import USTokenizerRecipe, train_ustokenizer
 from dualspeechlm.training.trainer import LossTermsTrainer
-from dualspeechlm.training.understanding import (IGNORE_INDEX, UnderstandingCollator,
-                                                 USTokenizerForUnderstanding, character_ids)
+from dualspeechlm.training.understanding import (
+    IGNORE_INDEX,
+    UnderstandingCollator,
+    USTokenizerForUnderstanding,
+    character_ids,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -59,7 +73,8 @@ def test_collator_pads_and_keeps_lengths():
     batch = UnderstandingCollator(PAD)(rows)
     assert batch["encoder_hidden_states"].shape == (3, 13, D_MODEL)
     assert batch["encoder_lengths"].tolist() == [10, 7, 13]
-    assert np.array_equal(batch["encoder_hidden_states"][1, :7].half().flatten().numpy(), rows[1]["encoder_hidden_states"])
+    assert np.array_equal(batch["encoder_hidden_states"][1, :7].half().flatten().numpy(),
+                          rows[1]["encoder_hidden_states"])
     assert batch["encoder_hidden_states"][1, 7:].abs().sum() == 0
     assert batch["after_lengths"].tolist() == [1, 2, 3] and batch["after_ids"][0].tolist() == [7, PAD, PAD]
 
@@ -67,7 +82,8 @@ def test_collator_pads_and_keeps_lengths():
 def test_sequences_mask_everything_but_the_answer_and_left_pad_for_generation():
     model = tiny_understanding()
     batch = UnderstandingCollator(PAD)(cached_rows())
-    out = model.ustokenizer(encoder_hidden_states=batch["encoder_hidden_states"], encoder_lengths=batch["encoder_lengths"])
+    out = model.ustokenizer(encoder_hidden_states=batch["encoder_hidden_states"],
+                            encoder_lengths=batch["encoder_lengths"])
     parts = {k: v for k, v in batch.items() if k.split("_")[0] in ("before", "after", "answer")}
     embeds, mask, labels = model.sequences(out.adapter_embeddings, out.token_lengths, **parts)
     tokens = out.token_lengths.tolist()  # ceil(ceil(frames/1)/2): the cached frames are already 50 Hz
@@ -75,7 +91,8 @@ def test_sequences_mask_everything_but_the_answer_and_left_pad_for_generation():
     for i in range(3):
         prompt = 3 + tokens[i] + (i + 1)
         assert mask[i].sum() == prompt + 3
-        assert (labels[i, :prompt] == IGNORE_INDEX).all() and labels[i, prompt : prompt + 3].tolist() == [10 + i, 11, 2]
+        assert (labels[i, :prompt] == IGNORE_INDEX).all()
+        assert labels[i, prompt : prompt + 3].tolist() == [10 + i, 11, 2]
     assert torch.allclose(embeds[1, 3 : 3 + 4], out.adapter_embeddings[1, :4])
     no_answer = {k: v for k, v in parts.items() if not k.startswith("answer")}
     left, left_mask, none = model.sequences(out.adapter_embeddings, out.token_lengths, **no_answer, left_padding=True)
@@ -165,7 +182,8 @@ def test_transcript_ctc_trains_the_tokens_to_spell_the_words(tmp_path):
     loaded = USTokenizerForUnderstanding.from_pretrained(tmp_path, model.llm)
     assert loaded.alphabet == "abc " and loaded.eval().spell(**batch) == ["ab", "cab", "a bc"]
     (tmp_path / "transcript_head.safetensors").unlink()
-    assert USTokenizerForUnderstanding.from_pretrained(tmp_path, model.llm).ustokenizer.config.transcript_ctc_weight == 0
+    assert (USTokenizerForUnderstanding.from_pretrained(tmp_path, model.llm).ustokenizer.config.transcript_ctc_weight
+            == 0)
     config.understanding_weight = understanding_weight  # the report's LLM column again
     rows = [{**row, "task": "asr", "answer": text} for row, text in zip(rows, ("ab", "cab", "a b c"))]
     report = evaluate_split(model, datasets.Dataset.from_list(rows).with_format("numpy"), SimpleNamespace(
@@ -245,8 +263,8 @@ def test_encode_sorted_keeps_the_order_and_the_values_of_one_item_alone(whisper_
 def test_text_llm_is_the_same_whatever_the_random_state_before(tmp_path):
     documents = ["the cat sat on the mat", "a dog ran in the park", "please find the red ball"] * 6
     tokenizer = train_text_tokenizer(documents, 300)
-    config = small_llm_config(tokenizer, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-                              num_key_value_heads=2)
+    config = small_llm_config(tokenizer, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                              num_attention_heads=2, num_key_value_heads=2)
     weights = []
     for run in range(2):
         torch.manual_seed(100 + run)  # its own process in the main job, after stage 1's seeding inline before
@@ -272,23 +290,26 @@ def test_recipe_end_to_end_on_the_tiny_corpus(tiny_corpus, whisper_dir, tmp_path
     assert (out / "text_llm" / "config.json").is_file() and not (out / "config.json").exists()
     encoder_cache.main(["--corpus", str(tiny_corpus), "--whisper", str(whisper_dir), "--cache-dir", str(cache),
                         "--configs", "speech", "style", "qa", "--columns", "audio"])
-    assert sorted(p.name for p in cache.iterdir()) == sorted(f"{config}-{split}" for config in ("speech", "style", "qa")
-                                                          for split in ("train", "validation", "test", "test_unseen_voice"))
+    assert sorted(p.name for p in cache.iterdir()) == sorted(
+        f"{config}-{split}" for config in ("speech", "style", "qa")
+        for split in ("train", "validation", "test", "test_unseen_voice"))
     monkeypatch.setattr(stage1, "train_text_llm", lambda *a, **k: pytest.fail("the text LLM was trained again"))
     monkeypatch.setattr(encoder_cache, "encode_batch", lambda *a, **k: pytest.fail("cached audio was encoded again"))
     results = train_ustokenizer(recipe)
     for name in ("config.json", "model.safetensors", "preprocessor_config.json", "evaluation.json", "evaluation.md",
-                 "loss.png", "transcript_head.safetensors", "text_llm/config.json", "text_llm/tokenizer.json", "understanding_llm/model.safetensors",
-                 "understanding_llm/tokenizer.json"):
+                 "loss.png", "transcript_head.safetensors", "text_llm/config.json", "text_llm/tokenizer.json",
+                 "understanding_llm/model.safetensors", "understanding_llm/tokenizer.json"):
         assert (out / name).is_file(), name
     # the tiny preset trains the LLM along with the tokenizer and keeps it for stage 3
-    pretrained, trained = (load_file(out / folder / "model.safetensors") for folder in ("text_llm", "understanding_llm"))
+    pretrained, trained = (load_file(out / folder / "model.safetensors")
+                           for folder in ("text_llm", "understanding_llm"))
     assert pretrained.keys() == trained.keys() and any(not torch.equal(pretrained[k], trained[k]) for k in pretrained)
     for split in ("test", "test_unseen_voice"):
         report = results["splits"][split]
         assert 0 <= report["asr_wer"] and 0 < report["codes_used"] <= 64 and report["asr_examples"] == 2
         assert {"ser_accuracy", "sqa_accuracy", "asr_ctc_wer"} <= set(report)  # the tiny preset's transcript CTC
-    assert json.loads((out / "evaluation.json").read_text())["splits"]["test"]["asr_wer"] == results["splits"]["test"]["asr_wer"]
+    assert (json.loads((out / "evaluation.json").read_text())["splits"]["test"]["asr_wer"]
+            == results["splits"]["test"]["asr_wer"])
 
     # the saved folder scores the same again, through the LLM trained along with it
     evaluate_ustokenizer.main(["--model", str(out), "--corpus", str(tiny_corpus), "--cache-dir", str(cache),

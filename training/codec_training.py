@@ -10,7 +10,8 @@ from pathlib import Path
 import torch
 
 
-def corpus_waveforms(corpus_dir: str | Path, split: str, limit: int | None = None) -> tuple[list[torch.Tensor], list[str], list[str]]:
+def corpus_waveforms(corpus_dir: str | Path, split: str,
+                     limit: int | None = None) -> tuple[list[torch.Tensor], list[str], list[str]]:
     """Audio `[samples]` tensors, texts and speakers of the corpus' `speech` config split."""
     from dualspeechlm.processing.corpus import corpus_audio
 

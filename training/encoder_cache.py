@@ -3,9 +3,9 @@
 The USTokenizer's encoder is frozen, so every training epoch would recompute the same 50 Hz
 features; a cache turns training into running only the small parts. A cached split is the corpus
 split without its audio plus `encoder_hidden_states` (`[frames_50hz, d_model]` flattened row-major,
-float16, Arrow on disk, memory-mapped) and `num_frames`, saved with `save_to_disk` and reused while the corpus manifest and
-the encoder weights are unchanged. The stages fill it as they need it; `dualspeechlm-cache-encoder` (`main`) fills it
-ahead of them.
+float16, Arrow on disk, memory-mapped) and `num_frames`, saved with `save_to_disk` and reused while the corpus
+manifest and the encoder weights are unchanged. The stages fill it as they need it; `dualspeechlm-cache-encoder`
+(`main`) fills it ahead of them.
 """
 
 from __future__ import annotations
@@ -130,11 +130,13 @@ def main(argv=None) -> None:
     for stage 1's audio beside the text LLM's training, so stage 1 starts with its features ready."""
     parser = argparse.ArgumentParser(description="Fill the Whisper encoder cache of a corpus ahead of training.")
     parser.add_argument("--corpus", default="data/corpus", help="a corpus folder or Hub dataset id")
-    parser.add_argument("--whisper", default="models/whisper-tiny.en", help="the Whisper checkpoint whose encoder runs")
+    parser.add_argument("--whisper", default="models/whisper-tiny.en",
+                        help="the Whisper checkpoint whose encoder runs")
     parser.add_argument("--cache-dir", default="data/encoder_cache")
     parser.add_argument("--configs", nargs="+", choices=list(AUDIO_COLUMNS), default=list(AUDIO_COLUMNS))
     parser.add_argument("--splits", nargs="+", choices=SPLITS, default=list(SPLITS))
-    parser.add_argument("--columns", nargs="+", help="only these audio columns (default: every audio column of a config)")
+    parser.add_argument("--columns", nargs="+",
+                        help="only these audio columns (default: every audio column of a config)")
     args = parser.parse_args(argv)
     encoder = RealLengthWhisperEncoder.from_whisper(args.whisper)
     feature_extractor = USTokenizerFeatureExtractor()
@@ -146,5 +148,5 @@ def main(argv=None) -> None:
                                            column=column)
 
 
-__all__ = ["cached_encoder_outputs", "codes_fingerprint", "encode_batch", "encode_sorted", "weights_fingerprint", "corpus_identity", "read_cache",
-           "write_cache"]
+__all__ = ["cached_encoder_outputs", "codes_fingerprint", "encode_batch", "encode_sorted", "weights_fingerprint",
+           "corpus_identity", "read_cache", "write_cache"]

@@ -1,14 +1,19 @@
 """Evaluate a trained DualSpeechLM folder on the corpus test splits, all eight tasks.
 
-| task | scored by |
-|---|---|
-| ASR | WER of the transcript; Whisper tiny.en's own WER on the same audio beside it |
-| SER, SQA | exact-match accuracy (normalised text) |
-| S2TT | BLEU (sacrebleu) |
-| TTS, VC, SC | the judges' WER on the generated speech (Whisper tiny.en, and for TTS pocketsphinx with its generic and with the corpus' language model) beside their WER on the corpus' reference audio of the same words; SIM (speaker encoder cosine) to the reference |
-| T2ST | SIM only: both judges are English-only and the targets are Spanish / French |
-| TTS, VC, SC, T2ST semantic-only (with `--semantic-codec`) | as above, on the same written USTokens rendered by a codec that decodes USTokens alone (the paper's Baseline-Semantic way of speaking) instead of AcousticGPT's codes |
-| TTS resynthesis | the judges' WER on speech AcousticGPT renders from the reference audio's own USTokens: the ceiling of TTS with perfectly written USTokens, which tells the LLM's share of TTS errors from AcousticGPT's + the codec's |
+Each task is scored by:
+
+- ASR: WER of the transcript; Whisper tiny.en's own WER on the same audio beside it.
+- SER, SQA: exact-match accuracy (normalised text).
+- S2TT: BLEU (sacrebleu).
+- TTS, VC, SC: the judges' WER on the generated speech (Whisper tiny.en, and for TTS pocketsphinx with its generic
+  and with the corpus' language model) beside their WER on the corpus' reference audio of the same words; SIM
+  (speaker encoder cosine) to the reference.
+- T2ST: SIM only: both judges are English-only and the targets are Spanish / French.
+- TTS, VC, SC, T2ST semantic-only (with `--semantic-codec`): as above, on the same written USTokens rendered by a
+  codec that decodes USTokens alone (the paper's Baseline-Semantic way of speaking) instead of AcousticGPT's codes.
+- TTS resynthesis: the judges' WER on speech AcousticGPT renders from the reference audio's own USTokens: the
+  ceiling of TTS with perfectly written USTokens, which tells the LLM's share of TTS errors from AcousticGPT's + the
+  codec's.
 
 Results land in `<model>/evaluation.json` + `evaluation.md`, a few generated waveforms in `samples/` (or in
 `--output-dir`, which leaves the model folder's own evaluation as it was: scoring it on another corpus, say);
@@ -29,8 +34,8 @@ from tqdm.auto import tqdm
 
 from dualspeechlm.codecs import load_codec
 from dualspeechlm.modeling_dualspeechlm import DualSpeechLMForConditionalGeneration
-from dualspeechlm.processing_dualspeechlm import DualSpeechLMProcessor
 from dualspeechlm.processing.corpus import load_corpus
+from dualspeechlm.processing_dualspeechlm import DualSpeechLMProcessor
 from dualspeechlm.tasks import TASKS, UNDERSTANDING_TASKS, get_task
 
 from .judge import judge, speech_judges
@@ -55,7 +60,8 @@ def answer_text(model, processor, examples: list[dict], batch_size: int = 16, ma
         inputs = processor.build_inputs(chunk, with_answers=False, padding_side="left")
         generated = model.generate(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
                                    do_sample=False, num_beams=1, max_new_tokens=max_new_tokens)
-        texts += processor.tokenizer.batch_decode(generated[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+        texts += processor.tokenizer.batch_decode(generated[:, inputs["input_ids"].shape[1]:],
+                                                  skip_special_tokens=True)
     return [text.strip() for text in texts]
 
 
@@ -72,7 +78,8 @@ def speech_outputs(model, processor, examples: list[dict], batch_size: int = 16,
         speakers = torch.from_numpy(np.stack([ex["speaker"] for ex in chunk]))
         if from_reference:
             inputs = processor.build_inputs(chunk, with_answers=True, padding_side="left")
-            ids, mask = inputs["input_ids"][:, :-1], inputs["attention_mask"][:, :-1]  # every row ends with EOS: drop it
+            # every row ends with EOS: drop it
+            ids, mask = inputs["input_ids"][:, :-1], inputs["attention_mask"][:, :-1]
             condition = inputs["condition_mask"][:, :-1].bool() | model.config.is_speech_token(ids)
             yield model.render_speech(ids, mask, condition, speakers, codec=processor.codec, **acoustic_kwargs)
         else:
@@ -106,7 +113,8 @@ def as_judged(generated: list) -> list[np.ndarray]:
 def similarity(speaker_encoder, generated: list, references: list[np.ndarray]) -> float:
     """Mean cosine of the speaker embeddings of generated and reference audio, over the items that
     hold speech long enough to embed (NaN when none does)."""
-    pairs = [(g, r) for g, r in zip(generated, references) if g is not None and len(g) >= speaker_encoder.config.min_samples]
+    pairs = [(g, r) for g, r in zip(generated, references)
+             if g is not None and len(g) >= speaker_encoder.config.min_samples]
     if not pairs:
         return float("nan")
     a = speaker_encoder.embed([g for g, _ in pairs], sampling_rate=16000)
@@ -130,8 +138,10 @@ def evaluate_split(model, processor, corpus: str, cache_dir: str, split: str, ju
             hypotheses = answer_text(model, processor, examples)
             if task == "asr":
                 score = {"wer": word_error_rate(references, hypotheses)}
-                audio = [item["array"] for item in load_corpus(corpus, "speech")[split].select(range(count))["audio"]]
-                score["whisper_wer_same_audio"] = word_error_rate(references, judges["whisper"].transcribe(audio, 16000))
+                audio = [item["array"]
+                         for item in load_corpus(corpus, "speech")[split].select(range(count))["audio"]]
+                score["whisper_wer_same_audio"] = word_error_rate(references,
+                                                                  judges["whisper"].transcribe(audio, 16000))
             elif task == "s2tt":
                 import sacrebleu
 
@@ -154,7 +164,8 @@ def evaluate_split(model, processor, corpus: str, cache_dir: str, split: str, ju
         results[task] = {"examples": count, **score}
         if task == "tts":  # a generation task: `source` holds its corpus rows
             resynthesized = speak(model, processor, examples, from_reference=True)
-            results["tts_resynthesis"] = {"examples": count, **speech_scores(task, resynthesized, source, processor, judges)}
+            results["tts_resynthesis"] = {"examples": count,
+                                          **speech_scores(task, resynthesized, source, processor, judges)}
     return results
 
 
@@ -230,7 +241,8 @@ def evaluate_model(folder: str | Path, corpus: str = "data/corpus", cache_dir: s
     if semantic_codec is not None:
         semantic_codec = load_codec(str(semantic_codec)).eval()
         if not semantic_codec.decodes_ustokens_alone:
-            raise ValueError("the semantic-only rows need a codec that decodes USTokens alone (ustoken_decode_codebooks 0)")
+            raise ValueError("the semantic-only rows need a codec that decodes USTokens alone "
+                             "(ustoken_decode_codebooks 0)")
     limits = limits or DEFAULT_LIMITS
     results = {"speech_generation": model.config.speech_generation, "splits": {}}
     judges = speech_judges(whisper, corpus)  # one model load for all tasks
@@ -269,7 +281,8 @@ def main(argv=None) -> None:
             parser.error(f"--speech-generation takes FIELD=VALUE items, got {item!r}")
         settings[name] = yaml.safe_load(value)
     if settings and args.output_dir is None:
-        parser.error("--speech-generation needs --output-dir: the model folder's evaluation describes the model as saved")
+        parser.error("--speech-generation needs --output-dir: the model folder's evaluation describes the model "
+                     "as saved")
     evaluate_model(args.model, args.corpus, args.cache_dir, args.whisper, limits, args.output_dir, settings,
                    args.semantic_codec)
 

@@ -35,7 +35,8 @@ def codebook_usage(codes: np.ndarray, codebook_size: int) -> dict:
     counts = np.bincount(codes, minlength=codebook_size)
     probabilities = counts[counts > 0] / counts.sum()
     return {"codes_used": int((counts > 0).sum()), "codebook_size": codebook_size,
-            "usage": float((counts > 0).mean()), "perplexity": float(np.exp(-(probabilities * np.log(probabilities)).sum()))}
+            "usage": float((counts > 0).mean()),
+            "perplexity": float(np.exp(-(probabilities * np.log(probabilities)).sum()))}
 
 
 @torch.no_grad()
@@ -66,7 +67,8 @@ def evaluate_split(model: USTokenizerForUnderstanding, dataset: datasets.Dataset
         picked = [i for i, t in enumerate(tasks) if t == task]
         report[f"{task}_examples"] = len(picked)
         if task == "asr":
-            report.update(codebook_usage(np.concatenate([codes[i] for i in picked]), model.ustokenizer.config.codebook_size))
+            report.update(codebook_usage(np.concatenate([codes[i] for i in picked]),
+                                         model.ustokenizer.config.codebook_size))
             if spelling:
                 report["asr_ctc_wer"] = word_error_rate([answers[i] for i in picked], [spelled[i] for i in picked])
         if not answering:
@@ -75,7 +77,8 @@ def evaluate_split(model: USTokenizerForUnderstanding, dataset: datasets.Dataset
         if task == "asr":
             report["asr_wer"] = word_error_rate(refs, hyps)
         else:
-            report[f"{task}_accuracy"] = float(np.mean([normalize_text(r) == normalize_text(h) for r, h in zip(refs, hyps)]))
+            report[f"{task}_accuracy"] = float(np.mean([normalize_text(r) == normalize_text(h)
+                                                        for r, h in zip(refs, hyps)]))
     if answering:
         report["samples"] = [{"task": tasks[i], "reference": answers[i], "hypothesis": hypotheses[i].strip()}
                              for i in range(0, len(tasks), max(1, len(tasks) // 12))]
@@ -99,7 +102,8 @@ def markdown_report(results: dict) -> str:
     for split, r in results["splits"].items():
         rates = [f"{r[key]:.1%}" if key in r else "-"
                  for key in ("asr_wer", "asr_ctc_wer", "whisper_wer", "ser_accuracy", "sqa_accuracy")]
-        lines.append(f"| {split} | {' | '.join(rates)} | {r['codes_used']} / {r['codebook_size']} | {r['perplexity']:.0f} |")
+        lines.append(f"| {split} | {' | '.join(rates)} | {r['codes_used']} / {r['codebook_size']} "
+                     f"| {r['perplexity']:.0f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -149,22 +153,26 @@ def reading_llm_folder(folder: Path) -> Path:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="models/ustokenizer", help="a folder written by dualspeechlm-train-ustokenizer")
+    parser.add_argument("--model", default="models/ustokenizer",
+                        help="a folder written by dualspeechlm-train-ustokenizer")
     parser.add_argument("--llm", default=None,
-                        help=f"the LLM reading the tokens (default: the folder's {UNDERSTANDING_LLM}/, else {TEXT_LLM}/)")
+                        help=f"the LLM reading the tokens (default: the folder's {UNDERSTANDING_LLM}/, "
+                             f"else {TEXT_LLM}/)")
     parser.add_argument("--corpus", default="data/corpus")
     parser.add_argument("--cache-dir", default="data/encoder_cache")
     parser.add_argument("--whisper", default="models/whisper-tiny.en")
     parser.add_argument("--limit", type=int, default=None, help="examples per task and split (default: all)")
     parser.add_argument("--no-whisper-baseline", dest="whisper_baseline", action="store_false")
-    parser.add_argument("--output-dir", default=None, help="where evaluation.json / .md go (default: the model folder)")
+    parser.add_argument("--output-dir", default=None,
+                        help="where evaluation.json / .md go (default: the model folder)")
     args = parser.parse_args(argv)
     folder = Path(args.model)
     llm_source = args.llm or reading_llm_folder(folder)
     model = USTokenizerForUnderstanding.from_pretrained(folder, AutoModelForCausalLM.from_pretrained(llm_source))
-    evaluate_ustokenizer(model, AutoTokenizer.from_pretrained(llm_source), USTokenizerFeatureExtractor.from_pretrained(folder),
-                         args.corpus, args.cache_dir, args.whisper, args.output_dir or folder, args.limit,
-                         args.whisper_baseline, header={"model": str(folder), "llm": str(llm_source), "corpus": args.corpus})
+    evaluate_ustokenizer(model, AutoTokenizer.from_pretrained(llm_source),
+                         USTokenizerFeatureExtractor.from_pretrained(folder), args.corpus, args.cache_dir,
+                         args.whisper, args.output_dir or folder, args.limit, args.whisper_baseline,
+                         header={"model": str(folder), "llm": str(llm_source), "corpus": args.corpus})
 
 
 if __name__ == "__main__":

@@ -466,7 +466,8 @@ def _voice_engines(corpus: str | os.PathLike) -> dict[str, str]:
     """The engine of each voice of a built corpus, from its manifest."""
     manifest = json.loads((Path(corpus) / "manifest.json").read_text())
     voices = manifest["voices"]
-    every = [*voices["train"], *voices.get("style", []), voices["unseen"], *(v for vs in voices["translation"].values() for v in vs)]
+    every = [*voices["train"], *voices.get("style", []), voices["unseen"],
+             *(v for vs in voices["translation"].values() for v in vs)]
     return {voice["name"]: voice["engine"] for voice in every}
 
 
@@ -506,7 +507,8 @@ def main(argv=None) -> int:
         texts, waves, speakers = _load_split(corpus[split], args.limit)
         result = judge(texts, waves, JUDGE_SAMPLING_RATE, judges=judges, groups=speakers)
         by_engine = regrouped(result, [engines.get(speaker, "unknown") for speaker in speakers])
-        report["splits"][split] = {**result, "engines": {name: entry["groups"] for name, entry in by_engine["judges"].items()}}
+        report["splits"][split] = {**result, "engines": {name: entry["groups"]
+                                                         for name, entry in by_engine["judges"].items()}}
         table = format_markdown_table(result) + "\n\nPer engine:\n\n" + format_markdown_table(by_engine)
         speed = ", ".join(f"{n} {r['seconds_per_utterance']:.2f} s/utt" if r["seconds_per_utterance"] is not None
                           else f"{n} all cached" for n, r in result["judges"].items())

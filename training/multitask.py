@@ -86,7 +86,8 @@ class TaskBatchSampler(Sampler[list[int]]):
         self.tasks = sorted(self.members)
         raw = np.array([weights.get(task, len(self.members[task])) for task in self.tasks], dtype=float)
         if (raw < 0).any() or raw.sum() <= 0:
-            raise ValueError(f"task weights must be non-negative with a positive sum, got {dict(zip(self.tasks, raw))}")
+            raise ValueError(f"task weights must be non-negative with a positive sum, "
+                             f"got {dict(zip(self.tasks, raw))}")
         self.probabilities = raw / raw.sum()
         self.num_batches = max(1, len(task_of) // batch_size)
 
@@ -98,7 +99,8 @@ class TaskBatchSampler(Sampler[list[int]]):
 
     def __iter__(self) -> Iterator[list[int]]:
         rng = np.random.default_rng(self.seed + self.epoch)
-        batch_order = np.random.default_rng((self.seed, self.epoch))  # apart, so grouping leaves the tasks' draws alone
+        # a generator apart, so grouping leaves the tasks' draws alone
+        batch_order = np.random.default_rng((self.seed, self.epoch))
         queues = {task: [] for task in self.tasks}
         for _ in range(self.num_batches):
             task = self.tasks[rng.choice(len(self.tasks), p=self.probabilities)]

@@ -14,8 +14,14 @@ from pathlib import Path
 
 import datasets
 import torch
-from transformers import (DataCollatorForLanguageModeling, LlamaConfig, LlamaForCausalLM, PreTrainedModel,
-                          PreTrainedTokenizerBase, TrainingArguments)
+from transformers import (
+    DataCollatorForLanguageModeling,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    TrainingArguments,
+)
 
 from dualspeechlm.processing.corpus import load_corpus
 from dualspeechlm.tasks import answer_text, get_task, prompt_parts
@@ -69,7 +75,8 @@ def text_llm_corpus(examples: list[dict], seed: int = 0) -> list[str]:
     transcription prompts over random word strings from the same vocabulary. A model trained on the
     sentences alone answers from its language prior (it rewrote a quarter of the words of unseen
     test sentences); the random strings can only be answered by copying the span."""
-    documents = [ex["before"] + ex["transcript"] + ex["after"] + (answer_text(ex["answer"]) if ex["task"] != "ser" else "")
+    documents = [ex["before"] + ex["transcript"] + ex["after"]
+                 + (answer_text(ex["answer"]) if ex["task"] != "ser" else "")
                  for ex in examples]
     rng = random.Random(seed)
     vocabulary = sorted({word for ex in examples for word in ex["transcript"].split()})

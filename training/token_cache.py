@@ -24,8 +24,14 @@ from dualspeechlm.processing.corpus import load_corpus
 from dualspeechlm.processing.corpus.builder import AUDIO_COLUMNS
 from dualspeechlm.tasks import TASKS
 
-from .encoder_cache import (cached_encoder_outputs, codes_fingerprint, corpus_identity, read_cache,
-                            weights_fingerprint, write_cache)
+from .encoder_cache import (
+    cached_encoder_outputs,
+    codes_fingerprint,
+    corpus_identity,
+    read_cache,
+    weights_fingerprint,
+    write_cache,
+)
 
 DECODED_ROWS = 1024  # rows of a generation target's audio decoded at a time for its speaker embeddings and codes
 # each corpus config's columns of spoken answers: their speakers (and codes) are cached too
@@ -95,7 +101,8 @@ def cached_tokens(corpus_dir: str | Path, config: str, split: str, ustokenizer: 
                 if codec is not None:
                     chunk_codes, chunk_frames = codec_codes(codec, waveforms)
                     codes, frames = codes + chunk_codes, frames + chunk_frames
-            dataset = dataset.add_column(f"{column}_speaker", speakers, feature=datasets.List(datasets.Value("float32")))
+            dataset = dataset.add_column(f"{column}_speaker", speakers,
+                                         feature=datasets.List(datasets.Value("float32")))
             if codec is not None:
                 dataset = dataset.add_column(f"{column}_codes", codes, feature=datasets.List(datasets.Value("int16")))
                 dataset = dataset.add_column(f"{column}_frames", frames)

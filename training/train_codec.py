@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from dualspeechlm.codecs.configuration_mel_codec import MelCodecConfig, VOCODERS
+from dualspeechlm.codecs.configuration_mel_codec import VOCODERS, MelCodecConfig
 from dualspeechlm.codecs.modeling_mel_codec import MelCodecModel
 from dualspeechlm.codecs.spectral import stft
 
@@ -54,7 +54,8 @@ def multi_resolution_stft_loss(prediction: torch.Tensor, target: torch.Tensor) -
     return total / len(STFT_RESOLUTIONS)
 
 
-def train_autoencoder(model: MelCodecModel, waveforms, steps: int, batch_size: int, segment: int, lr: float, generator) -> list[float]:
+def train_autoencoder(model: MelCodecModel, waveforms, steps: int, batch_size: int, segment: int, lr: float,
+                      generator) -> list[float]:
     parameters = [p for name, p in model.named_parameters() if not name.startswith("vocoder.")]
     optimizer = torch.optim.AdamW(parameters, lr=lr, betas=(0.9, 0.99), weight_decay=0.0)
     losses = []
@@ -68,7 +69,8 @@ def train_autoencoder(model: MelCodecModel, waveforms, steps: int, batch_size: i
     return losses
 
 
-def vocoder_loss(model: MelCodecModel, batch: torch.Tensor, lengths: torch.Tensor, train_decoder: bool = False) -> torch.Tensor:
+def vocoder_loss(model: MelCodecModel, batch: torch.Tensor, lengths: torch.Tensor,
+                 train_decoder: bool = False) -> torch.Tensor:
     """Multi-resolution STFT + log-mel L1 of the vocoder fed the codec's decoded mels of `batch`; with
     `train_decoder` the gradient reaches the decoder as well, and the decoded mel's L1 to the true log-mel joins."""
     with torch.no_grad():
@@ -97,7 +99,8 @@ def train_vocoder(model: MelCodecModel, waveforms, steps: int, batch_size: int, 
         part.train()
     name = "codec decoder + vocoder" if train_decoder else "codec vocoder"
     for step in (bar := tqdm(range(steps), desc=name, unit="step")):
-        loss = vocoder_loss(model, *random_crops(waveforms, batch_size, segment, generator), train_decoder=train_decoder)
+        loss = vocoder_loss(model, *random_crops(waveforms, batch_size, segment, generator),
+                            train_decoder=train_decoder)
         losses.append(optimizer_step(optimizer, loss, parameters, step, steps, lr))
         bar.set_postfix(loss=f"{losses[-1]:.3f}")
     model.eval()
@@ -179,7 +182,8 @@ def main(argv=None) -> None:
     if not args.init_from:
         with torch.no_grad():  # k-means codebook init on many frames, not just the first batch's
             model.train()
-            model.quantize(*model.log_mel(*random_crops(waveforms, 8 * args.batch_size, 2 * config.sampling_rate, generator)))
+            model.quantize(*model.log_mel(*random_crops(waveforms, 8 * args.batch_size, 2 * config.sampling_rate,
+                                                        generator)))
     autoencoder_losses = train_autoencoder(model, waveforms, args.autoencoder_steps, args.batch_size,
                                            2 * config.sampling_rate, args.lr, generator)
     vocoder_losses = train_vocoder(model, waveforms, args.vocoder_steps, args.batch_size,
@@ -188,7 +192,8 @@ def main(argv=None) -> None:
                                  args.joint_lr, generator, train_decoder=True)
     training_seconds = time.perf_counter() - started
     model.eval()
-    model.save_pretrained(args.output_dir)  # saved before the (long) judging; its config re-saved with the chosen vocoder
+    # saved before the (long) judging; its config is saved again with the chosen vocoder
+    model.save_pretrained(args.output_dir)
 
     splits = ("test", "test_unseen_voice")
     judges = speech_judges(args.whisper, args.corpus)

@@ -36,16 +36,16 @@ import torch
 from tqdm.auto import tqdm
 
 from dualspeechlm.codecs import load_codec
-from dualspeechlm.codecs.configuration_mel_codec import MelCodecConfig, VOCODERS
+from dualspeechlm.codecs.configuration_mel_codec import VOCODERS, MelCodecConfig
 from dualspeechlm.codecs.modeling_mel_codec import MelCodecModel
 from dualspeechlm.feature_extraction_ustokenizer import USTokenizerFeatureExtractor
 from dualspeechlm.modeling_ustokenizer import USTokenizerModel
 from dualspeechlm.speaker_encoder import SpeakerEncoderModel
 
+from .codec_training import add_run_arguments, corpus_waveforms, optimizer_step
 from .encoder_cache import cached_encoder_outputs, codes_fingerprint
 from .judge import judge, speech_judges
 from .token_cache import ustokens
-from .codec_training import add_run_arguments, corpus_waveforms, optimizer_step
 
 
 class DecoderItem(NamedTuple):
@@ -128,7 +128,8 @@ def train_decoder(codec: MelCodecModel, items: list[DecoderItem], steps: int, ba
         dropped = torch.rand(batch_size, generator=generator) < token_dropout
         depth = torch.where(dropped, codec.num_codebooks, depth)
         noisy = (torch.rand(batch.codes.shape, generator=generator) < code_noise) & ~dropped[:, None, None]
-        codes = torch.where(noisy, torch.randint(codec.codebook_size, batch.codes.shape, generator=generator), batch.codes)
+        codes = torch.where(noisy, torch.randint(codec.codebook_size, batch.codes.shape, generator=generator),
+                            batch.codes)
         speakers = None
         if reads_speakers:
             heard = ~dropped & (torch.rand(batch_size, generator=generator) >= speaker_dropout)
@@ -193,11 +194,13 @@ def judge_depths(codec: MelCodecModel, items: list[DecoderItem], texts: list[str
 
 def better_vocoder(codec: MelCodecModel, report: dict) -> str:
     """The vocoder with the lower mean WER (over the splits and judges of `report`: {split: `judge_depths`}) on the
-    default decoding, the one a DualSpeechLM's written tokens take. The codec chose its own on round trips of the codes,
-    which need not carry over (Griffin-Lim beat the neural vocoder by 6-16 points on written tokens, docs/RESULTS.md)."""
+    default decoding, the one a DualSpeechLM's written tokens take. The codec chose its own on round trips of the
+    codes, which need not carry over (Griffin-Lim beat the neural vocoder by 6-16 points on written tokens,
+    docs/RESULTS.md)."""
     decoding = token_decoding(codec)
     mean_wer = {vocoder: statistics.fmean(wer for conditions in report.values()
-                                          for name, wer in conditions[f"{decoding}, {vocoder}"].items() if name != "sim")
+                                          for name, wer in conditions[f"{decoding}, {vocoder}"].items()
+                                          if name != "sim")
                 for vocoder in sorted(VOCODERS, key=lambda vocoder: vocoder != codec.config.vocoder)}
     return min(mean_wer, key=mean_wer.get)  # the codec's first: a tie keeps it
 
@@ -229,7 +232,8 @@ def main(argv=None) -> None:
     ustokenizer = USTokenizerModel.from_pretrained(args.ustokenizer).eval()
     extractor = USTokenizerFeatureExtractor.from_pretrained(args.ustokenizer)
     config = MelCodecConfig.from_pretrained(args.codec)
-    config.ustoken_vocab_size, config.ustoken_decode_codebooks = ustokenizer.config.codebook_size, args.decode_codebooks
+    config.ustoken_vocab_size = ustokenizer.config.codebook_size
+    config.ustoken_decode_codebooks = args.decode_codebooks
     config.frames_per_ustoken = round(config.frame_rate / ustokenizer.config.tokens_per_second)
     speaker_encoder = SpeakerEncoderModel.from_pretrained(args.speaker_encoder).eval()
     if not args.without_speaker:
@@ -257,7 +261,8 @@ def main(argv=None) -> None:
     codec.config.save_pretrained(args.output_dir)  # only the vocoder changed since the weights were saved
     lines = ["| split | decoded from | " + " | ".join(f"{j} WER" for j in judges) + " | SIM |",
              "|---|---|" + "---|" * (len(judges) + 1)]
-    lines += [f"| {split} | {name} | " + " | ".join(f"{100 * scores[j]:.1f}%" for j in judges) + f" | {scores['sim']:.2f} |"
+    lines += [f"| {split} | {name} | " + " | ".join(f"{100 * scores[j]:.1f}%" for j in judges)
+              + f" | {scores['sim']:.2f} |"
               for split, conditions in report.items() for name, scores in conditions.items()]
     table = "\n".join(lines)
     (args.output_dir / "decoder_report.json").write_text(json.dumps(

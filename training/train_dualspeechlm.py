@@ -54,7 +54,8 @@ class DualSpeechLMRecipe(PresetRecipe):
     ustokenizer: str = "models/ustokenizer"
     codec: str = "models/mel-codec"
     speaker_encoder: str = "models/speaker-encoder"
-    llm: str | None = None  # a causal LM folder / Hub id with its tokenizer; None: stage 1's LLM (see start_from_reader)
+    # a causal LM folder / Hub id with its tokenizer; None: stage 1's LLM (see start_from_reader)
+    llm: str | None = None
     # With `llm` None and a tokenizer trained along with its LLM (its `understanding_llm/`), start from that LLM, which
     # already reads the tokens, with each `<a_k>` row set to the stage-1 adapter's embedding of code k; otherwise
     # (or False) from stage 1's `text_llm/` with the new rows at the mean of the old ones.
@@ -187,7 +188,8 @@ def train_dualspeechlm(recipe: DualSpeechLMRecipe) -> Path:
     ustokenizer, extractor, codec, speaker_encoder = parts
     train = TaskExamples(cached_splits(recipe, "train", parts), recipe.tasks)
     validation = validation_examples(recipe, parts) if recipe.eval_steps else None
-    torch.manual_seed(recipe.seed)  # here, not earlier: building the token cache draws random numbers only when it is missing
+    # here, not earlier: building the token cache draws random numbers only when it is missing
+    torch.manual_seed(recipe.seed)
     model, tokenizer = build_model(recipe, ustokenizer, codec)
     trained = model
     if recipe.lora:
@@ -195,7 +197,8 @@ def train_dualspeechlm(recipe: DualSpeechLMRecipe) -> Path:
 
         trained = apply_lora(model, recipe.lora_r, recipe.lora_alpha, recipe.lora_dropout)
     args = TrainingArguments(
-        output_dir=str(output_dir / "checkpoints"), max_steps=recipe.steps, per_device_train_batch_size=recipe.batch_size,
+        output_dir=str(output_dir / "checkpoints"), max_steps=recipe.steps,
+        per_device_train_batch_size=recipe.batch_size,
         learning_rate=recipe.learning_rate, lr_scheduler_type="cosine", warmup_steps=recipe.warmup_steps,
         weight_decay=recipe.weight_decay, adam_beta2=0.95, logging_steps=recipe.logging_steps,
         save_steps=recipe.save_steps, save_total_limit=1, report_to=[], seed=recipe.seed,
@@ -234,7 +237,8 @@ def main(argv=None) -> None:
     parser.add_argument("--aligned-condition", action=argparse.BooleanOptionalAction, default=None,
                         help="AcousticGPT reads each code frame's USToken too (tiny preset: off)")
     parser.add_argument("--start-from-reader", action=argparse.BooleanOptionalAction, default=None,
-                        help="start from stage 1's LLM trained along with the tokenizer, when it has one (default: on)")
+                        help="start from stage 1's LLM trained along with the tokenizer, when it has one "
+                             "(default: on)")
     parser.add_argument("--skip-evaluation", action="store_true")
     args = vars(parser.parse_args(argv))
     skip_evaluation = args.pop("skip_evaluation")

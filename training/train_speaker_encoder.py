@@ -41,9 +41,15 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from dualspeechlm.processing.corpus import (SAMPLING_RATE, SPLITS, UNSEEN_VOICE, Voice, corpus_audio,
-                                            synthesize_many)
-from dualspeechlm.processing.corpus import grammar
+from dualspeechlm.processing.corpus import (
+    SAMPLING_RATE,
+    SPLITS,
+    UNSEEN_VOICE,
+    Voice,
+    corpus_audio,
+    grammar,
+    synthesize_many,
+)
 from dualspeechlm.processing.corpus.espeak import installed
 from dualspeechlm.speaker_encoder import SpeakerEncoderConfig, SpeakerEncoderModel
 
@@ -265,7 +271,7 @@ def _pair_scores(emb: torch.Tensor, labels: list[str]) -> tuple[np.ndarray, np.n
 
 def _identify(enrol: torch.Tensor, enrol_labels: list[str], probe: torch.Tensor, probe_labels: list[str]) -> float:
     names = sorted(set(enrol_labels))
-    centroids = torch.stack([F.normalize(enrol[[i for i, l in enumerate(enrol_labels) if l == n]].mean(0), dim=0)
+    centroids = torch.stack([F.normalize(enrol[[i for i, s in enumerate(enrol_labels) if s == n]].mean(0), dim=0)
                              for n in names])
     predicted = (probe @ centroids.T).argmax(-1).tolist()
     return float(np.mean([names[p] == label for p, label in zip(predicted, probe_labels)]))
@@ -292,14 +298,16 @@ def evaluate_embeddings(embeddings: dict[str, torch.Tensor], speakers: dict[str,
     return {
         "identification_accuracy_seen": _identify(val, val_spk, test, test_spk),
         "identification_accuracy_per_voice": {
-            name: _identify(val, val_spk, test[[i for i, s in enumerate(test_spk) if s == name]], [name] * test_spk.count(name))
+            name: _identify(val, val_spk, test[[i for i, s in enumerate(test_spk) if s == name]],
+                            [name] * test_spk.count(name))
             for name in seen_names},
         "identification_accuracy_with_unseen": _identify(
             torch.cat([val, unseen[:half]]), val_spk + unseen_spk[:half],
             torch.cat([test, unseen[half:]]), test_spk + unseen_spk[half:]),
         "eer_all": equal_error_rate(all_scores, all_same),
         "eer_unseen_vs_rest": equal_error_rate(np.concatenate([within_scores, cross_scores]),
-                                               np.r_[np.ones(len(within_scores), bool), np.zeros(len(cross_scores), bool)]),
+                                               np.r_[np.ones(len(within_scores), bool),
+                                                     np.zeros(len(cross_scores), bool)]),
         "mean_cosine_same": float(all_scores[all_same].mean()),
         "mean_cosine_different": float(all_scores[~all_same].mean()),
         "mean_cosine_unseen_same": float(within_scores.mean()),
@@ -341,10 +349,12 @@ def format_markdown(report: dict) -> str:
              "| metric | trained |" + (" untrained |" if untrained else ""),
              "|---|---|" + ("---|" if untrained else "")]
     for key, label, fmt in METRIC_ROWS:
-        lines.append(f"| {label} | {fmt.format(trained[key])} |" + (f" {fmt.format(untrained[key])} |" if untrained else ""))
+        lines.append(f"| {label} | {fmt.format(trained[key])} |"
+                     + (f" {fmt.format(untrained[key])} |" if untrained else ""))
     lines += ["", f"Closest seen voice to the unseen voice: `{trained['unseen_closest_seen_voice']}`.", "",
-              f"Trials: all pairs {trained['trials_all']['same']} same / {trained['trials_all']['different']} different; "
-              f"unseen {trained['trials_unseen']['same']} same / {trained['trials_unseen']['different']} different.", ""]
+              f"Trials: all pairs {trained['trials_all']['same']} same / {trained['trials_all']['different']} "
+              f"different; unseen {trained['trials_unseen']['same']} same / {trained['trials_unseen']['different']} "
+              "different.", ""]
     data, training = report["data"], report["training"]
     lines += ["## Training", "",
               f"- data: {data['speakers']} speakers, {data['clips']} clips ({data['hours']} h): "
@@ -374,13 +384,15 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="time budget of the training loop: the schedule follows whichever of steps or time "
                              "runs out first (0: steps only, reproducible)")
     parser.add_argument("--batch-size", type=int, default=48, help="crops per step (one speaker each)")
-    parser.add_argument("--learning-rate", type=float, default=3e-3, help="AdamW peak learning rate (5%% warm-up, cosine decay)")
+    parser.add_argument("--learning-rate", type=float, default=3e-3,
+                        help="AdamW peak learning rate (5%% warm-up, cosine decay)")
     parser.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW weight decay")
     parser.add_argument("--margin", type=float, default=0.2, help="AAM-softmax angular margin (radians)")
     parser.add_argument("--scale", type=float, default=30.0, help="AAM-softmax logit scale")
     parser.add_argument("--min-crop", type=int, default=80, help="shortest training crop in frames (10 ms)")
     parser.add_argument("--max-crop", type=int, default=200, help="longest training crop in frames")
-    parser.add_argument("--extra-speakers", type=int, default=200, help="synthesized espeak-ng speakers besides the corpus voices")
+    parser.add_argument("--extra-speakers", type=int, default=200,
+                        help="synthesized espeak-ng speakers besides the corpus voices")
     parser.add_argument("--clips-per-extra-speaker", type=int, default=8, help="sentences each extra speaker says")
     parser.add_argument("--corpus-clips-per-voice", type=int, default=60, help="corpus train clips per corpus voice")
     parser.add_argument("--hidden-size", type=int, default=None, help="override SpeakerEncoderConfig.hidden_size")

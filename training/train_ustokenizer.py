@@ -33,8 +33,15 @@ from dualspeechlm.processing.text_tokenizer import train_text_tokenizer
 from .evaluate_ustokenizer import evaluate_ustokenizer
 from .plots import plot_losses
 from .recipe_cli import PresetRecipe, recipe_from_args, recipe_parser
-from .text_llm import (TEXT_LLM, UNDERSTANDING_LLM, small_llm_config, stage3_task_documents, text_llm_corpus,
-                       train_text_llm, understanding_examples)
+from .text_llm import (
+    TEXT_LLM,
+    UNDERSTANDING_LLM,
+    small_llm_config,
+    stage3_task_documents,
+    text_llm_corpus,
+    train_text_llm,
+    understanding_examples,
+)
 from .trainer import IdleCoresCallback, LossTermsTrainer, precision_arguments
 from .understanding import UnderstandingCollator, USTokenizerForUnderstanding, understanding_dataset
 
@@ -128,8 +135,8 @@ def train_ustokenizer(recipe: USTokenizerRecipe) -> dict:
     plot_losses(trainer.state.log_history, output_dir / "loss.png",
                 ("loss", "commitment_loss", "reconstruction_loss", "understanding_loss", "transcript_ctc_loss"))
 
-    return evaluate_ustokenizer(model, text_tokenizer, feature_extractor, recipe.corpus, recipe.cache_dir, recipe.whisper,
-                                output_dir, recipe.eval_limit, recipe.whisper_baseline,
+    return evaluate_ustokenizer(model, text_tokenizer, feature_extractor, recipe.corpus, recipe.cache_dir,
+                                recipe.whisper, output_dir, recipe.eval_limit, recipe.whisper_baseline,
                                 header={"recipe": dataclasses.asdict(recipe), "train_examples": len(train_data)})
 
 

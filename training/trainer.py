@@ -86,7 +86,8 @@ class IdleCoresCallback(TrainerCallback):
 
     def __init__(self, every: int = 25, cores: int | None = None, usage=cpu_seconds):
         self.every, self.usage, self.last = every, usage, None
-        self.cores = cores or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+        self.cores = cores or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                               else os.cpu_count() or 1)
 
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step % self.every:

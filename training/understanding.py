@@ -79,13 +79,15 @@ class UnderstandingCollator:
         self.pad_token_id = pad_token_id
 
     def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
-        states = [torch.tensor(np.asarray(row["encoder_hidden_states"]), dtype=torch.float32).view(row["num_frames"], -1)
+        states = [torch.tensor(np.asarray(row["encoder_hidden_states"]),
+                               dtype=torch.float32).view(row["num_frames"], -1)
                   for row in rows]
         batch = {"encoder_hidden_states": pad_sequence(states, batch_first=True),
                  "encoder_lengths": torch.tensor([len(s) for s in states])}
         for part in ("before", "after", "answer", "transcript"):
             if f"{part}_ids" in rows[0]:
-                batch[f"{part}_ids"], batch[f"{part}_lengths"] = pad_ids([r[f"{part}_ids"] for r in rows], self.pad_token_id)
+                batch[f"{part}_ids"], batch[f"{part}_lengths"] = pad_ids([r[f"{part}_ids"] for r in rows],
+                                                                         self.pad_token_id)
         return batch
 
 
@@ -116,10 +118,12 @@ class USTokenizerForUnderstanding(nn.Module):
     def save_transcript_head(self, folder: str | Path) -> None:
         """Write the transcript CTC head and its alphabet to `folder/transcript_head.safetensors` (the tokenizer's
         folder): with them `from_pretrained` can score the tokens' spelling again without retraining."""
-        save_file(self.transcript_head.state_dict(), Path(folder) / TRANSCRIPT_HEAD, metadata={"alphabet": self.alphabet})
+        save_file(self.transcript_head.state_dict(), Path(folder) / TRANSCRIPT_HEAD,
+                  metadata={"alphabet": self.alphabet})
 
     @classmethod
-    def from_pretrained(cls, folder: str | Path, llm: PreTrainedModel, freeze_llm: bool = True) -> USTokenizerForUnderstanding:
+    def from_pretrained(cls, folder: str | Path, llm: PreTrainedModel,
+                        freeze_llm: bool = True) -> USTokenizerForUnderstanding:
         """The tokenizer saved in `folder` feeding `llm`, with its transcript head when one was saved there. A
         tokenizer trained with the transcript CTC but saved without the head (stage 1 before it kept it) loads with
         the CTC off: its answers are scored, its spelling is not."""
@@ -161,7 +165,8 @@ class USTokenizerForUnderstanding(nn.Module):
         if left_padding:  # generation appends on the right, so every prompt must end at the last column
             rows, labels = [r.flip(0) for r in rows], [lab.flip(0) for lab in labels]
         embeds = pad_sequence(rows, batch_first=True)
-        mask = pad_sequence([torch.ones(len(r), dtype=torch.long, device=speech.device) for r in rows], batch_first=True)
+        mask = pad_sequence([torch.ones(len(r), dtype=torch.long, device=speech.device) for r in rows],
+                            batch_first=True)
         label_tensor = pad_sequence(labels, batch_first=True, padding_value=IGNORE_INDEX)
         if left_padding:
             embeds, mask, label_tensor = embeds.flip(1), mask.flip(1), label_tensor.flip(1)
@@ -194,7 +199,8 @@ class USTokenizerForUnderstanding(nn.Module):
     def forward(self, encoder_hidden_states, encoder_lengths, before_ids, before_lengths, after_ids, after_lengths,
                 answer_ids, answer_lengths, transcript_ids=None, transcript_lengths=None) -> UnderstandingOutput:
         """Cached encoder output `[batch, frames_50hz, d_model]` + lengths, prompt parts, answers and (with the
-        transcript CTC on) transcripts (`[batch, longest]` ids + lengths) -> the weighted loss and each of its terms."""
+        transcript CTC on) transcripts (`[batch, longest]` ids + lengths) -> the weighted loss and each of its
+        terms."""
         out = self.ustokenizer(encoder_hidden_states=encoder_hidden_states, encoder_lengths=encoder_lengths)
         config = self.ustokenizer.config
         loss, ctc = out.loss, None
@@ -205,8 +211,8 @@ class USTokenizerForUnderstanding(nn.Module):
             loss = loss + config.transcript_ctc_weight * ctc
         weight = config.understanding_weight
         if weight > 0:
-            embeds, mask, labels = self.sequences(out.adapter_embeddings, out.token_lengths, before_ids, before_lengths,
-                                                  after_ids, after_lengths, answer_ids, answer_lengths)
+            embeds, mask, labels = self.sequences(out.adapter_embeddings, out.token_lengths, before_ids,
+                                                  before_lengths, after_ids, after_lengths, answer_ids, answer_lengths)
             understanding = self.llm(inputs_embeds=embeds, attention_mask=mask, labels=labels).loss
         else:  # the LLM's loss would train nothing: skip its forward pass
             understanding = out.loss.new_zeros(())
@@ -224,8 +230,8 @@ class USTokenizerForUnderstanding(nn.Module):
         tokenizer = self.ustokenizer
         latents, lengths, mask = tokenizer.latents(encoder_hidden_states, encoder_lengths)
         quantized, _ = tokenizer.quantize(latents, mask, update_codebook=False)
-        embeds, attention, _ = self.sequences(tokenizer.adapt(quantized, mask), lengths, before_ids, before_lengths, after_ids, after_lengths,
-                                              left_padding=True)
+        embeds, attention, _ = self.sequences(tokenizer.adapt(quantized, mask), lengths, before_ids, before_lengths,
+                                              after_ids, after_lengths, left_padding=True)
         config = self.llm.config
         return self.llm.generate(inputs_embeds=embeds, attention_mask=attention, max_new_tokens=max_new_tokens,
                                  do_sample=False, num_beams=1, eos_token_id=config.eos_token_id,
@@ -235,7 +241,8 @@ class USTokenizerForUnderstanding(nn.Module):
 def understanding_dataset(corpus: str, cache_dir: str, split: str, examples: list[dict], text_tokenizer, encoder,
                           feature_extractor, alphabet: str | None = None) -> datasets.Dataset:
     """Cached encoder outputs of every understanding example of `split` + its tokenized prompt parts (and, given
-    an `alphabet`, the `character_ids` of its transcript for the transcript CTC); encoder outputs cached in `cache_dir`."""
+    an `alphabet`, the `character_ids` of its transcript for the transcript CTC); encoder outputs cached in
+    `cache_dir`."""
     parts = []
     for config in ("speech", "style", "qa"):
         rows = [ex for ex in examples if ex["config"] == config]

@@ -67,9 +67,11 @@ def main() -> None:
 
     model = DualSpeechLMForConditionalGeneration.from_pretrained(args.model).eval()
     if model.config.acoustic_loss_weight == 0:
-        raise SystemExit(f"{args.model} was trained with acoustic_loss_weight 0: its AcousticGPT never learnt, so there "
-                         f"is nothing to probe. Train one with --acoustic-loss-weight > 0 (the tiny preset sets 0).")
-    processor = DualSpeechLMProcessor.from_pretrained(args.model, **({"codec": load_codec(args.codec)} if args.codec else {}))
+        raise SystemExit(f"{args.model} was trained with acoustic_loss_weight 0: its AcousticGPT never learnt, so "
+                         f"there is nothing to probe. Train one with --acoustic-loss-weight > 0 "
+                         f"(the tiny preset sets 0).")
+    processor = DualSpeechLMProcessor.from_pretrained(args.model,
+                                                      **({"codec": load_codec(args.codec)} if args.codec else {}))
     codec, n_q = processor.codec.eval(), model.config.num_codebooks
     if args.decode_codebooks is not None:
         codec.config.ustoken_decode_codebooks = args.decode_codebooks
@@ -89,7 +91,8 @@ def main() -> None:
         chunk = examples[start : start + args.batch_size]
         batch = collate(chunk)
         written = [torch.as_tensor(example["answer_speech_ids"]) for example in chunk]  # the reference USTokens
-        ustokens, ustoken_lengths = pad_sequence(written, batch_first=True), torch.tensor([len(ids) for ids in written])
+        ustokens = pad_sequence(written, batch_first=True)
+        ustoken_lengths = torch.tensor([len(ids) for ids in written])
         codes, lengths = batch["acoustic_codes"], batch["acoustic_lengths"]
         guesses, chunk_ce, chunk_correct, chunk_counts = teacher_forced(model, batch)
         ce, correct, counts = ce + chunk_ce, correct + chunk_correct, counts + chunk_counts
@@ -104,7 +107,8 @@ def main() -> None:
                 decoded, decoded_lengths = model.decode_codes(codec, way_codes, lengths, ustokens, ustoken_lengths)
                 waveforms[way] += [w[:n].numpy() for w, n in zip(decoded, decoded_lengths.tolist())]
         for way, settings in (("resynthesis, model's sampling", {}), ("resynthesis, greedy", {"do_sample": False})):
-            waveforms[way] += as_judged(speak(model, processor, chunk, batch_size=len(chunk), from_reference=True, **settings))
+            waveforms[way] += as_judged(speak(model, processor, chunk, batch_size=len(chunk), from_reference=True,
+                                              **settings))
 
     reads = "" if codec.ustoken_vocab_size is None else (
         f", the codec reading the USTokens + {codec.config.ustoken_decode_codebooks} codebook(s)")

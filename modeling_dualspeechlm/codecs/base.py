@@ -174,18 +174,21 @@ class SpeechCodecMixin:
             raise ValueError(f"expected ustokens [batch={batch}, tokens>0], got shape {tuple(ustokens.shape)}")
         ustoken_lengths = (torch.full((batch,), ustokens.shape[1], dtype=torch.long) if ustoken_lengths is None
                            else torch.as_tensor(ustoken_lengths, dtype=torch.long).reshape(-1)).to(ustokens.device)
-        if ustoken_lengths.shape[0] != batch or (ustoken_lengths < 0).any() or (ustoken_lengths > ustokens.shape[1]).any():
-            raise ValueError(f"ustoken_lengths {ustoken_lengths.tolist()} do not fit ustokens of shape {tuple(ustokens.shape)}")
+        if (ustoken_lengths.shape[0] != batch or (ustoken_lengths < 0).any()
+                or (ustoken_lengths > ustokens.shape[1]).any()):
+            raise ValueError(f"ustoken_lengths {ustoken_lengths.tolist()} do not fit ustokens of shape "
+                             f"{tuple(ustokens.shape)}")
         valid = lengths_to_mask(ustoken_lengths, ustokens.shape[1])
         if (((ustokens < 0) | (ustokens >= self.ustoken_vocab_size)) & valid).any():
             raise ValueError(f"USTokens must lie in [0, {self.ustoken_vocab_size}) within ustoken_lengths")
         return {"ustokens": (ustokens * valid).to(self.device), "ustoken_lengths": ustoken_lengths.to(self.device)}
 
     def _check_speaker_embeddings(self, speaker_embeddings, batch: int) -> torch.Tensor:
-        """-> `speaker_embeddings` as float `[batch, speaker_embedding_size]` on this codec's device, or a clear error."""
+        """-> `speaker_embeddings` as float `[batch, speaker_embedding_size]` on this codec's device, or a clear
+        error."""
         if self.speaker_embedding_size is None:
-            raise ValueError(f"this {type(self).__name__} does not read speaker embeddings (its speaker_embedding_size "
-                             "is None)")
+            raise ValueError(f"this {type(self).__name__} does not read speaker embeddings "
+                             "(its speaker_embedding_size is None)")
         speaker_embeddings = torch.as_tensor(speaker_embeddings, dtype=torch.float32)
         if speaker_embeddings.ndim == 1:
             speaker_embeddings = speaker_embeddings[None]

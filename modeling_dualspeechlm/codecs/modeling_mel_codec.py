@@ -24,7 +24,8 @@ from .vocoder import NeuralVocoder
 class ResidualConvBlock(nn.Module):
     def __init__(self, channels: int, kernel_size: int, dilation: int):
         super().__init__()
-        self.conv = nn.Conv1d(channels, channels, kernel_size, dilation=dilation, padding=dilation * (kernel_size - 1) // 2)
+        self.conv = nn.Conv1d(channels, channels, kernel_size, dilation=dilation,
+                              padding=dilation * (kernel_size - 1) // 2)
         self.mix = nn.Conv1d(channels, channels, 1)
 
     def forward(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -80,14 +81,17 @@ class MelCodecModel(MelCodecPreTrainedModel, SpeechCodecMixin):
 
     def __init__(self, config: MelCodecConfig):
         super().__init__(config)
-        self.mel = LogMelSpectrogram(config.sampling_rate, config.n_fft, config.hop_length, config.n_mels, config.f_min, config.f_max)
-        self.encoder = ConvStack(config.n_mels, config.hidden_size, config.latent_size, config.encoder_layers, config.kernel_size)
+        self.mel = LogMelSpectrogram(config.sampling_rate, config.n_fft, config.hop_length, config.n_mels,
+                                     config.f_min, config.f_max)
+        self.encoder = ConvStack(config.n_mels, config.hidden_size, config.latent_size, config.encoder_layers,
+                                 config.kernel_size)
         self.quantizer = ResidualVQ(
             dim=config.latent_size, num_quantizers=config.num_quantizers, codebook_size=config.codebook_size,
             decay=config.codebook_decay, commitment_weight=config.commitment_weight, kmeans_init=True,
             threshold_ema_dead_code=config.dead_code_threshold,
         )
-        self.decoder = ConvStack(config.latent_size, config.hidden_size, config.n_mels, config.decoder_layers, config.kernel_size)
+        self.decoder = ConvStack(config.latent_size, config.hidden_size, config.n_mels, config.decoder_layers,
+                                 config.kernel_size)
         if config.ustoken_vocab_size is not None:
             self.ustoken_embedding = nn.Embedding(config.ustoken_vocab_size, config.latent_size)
         if config.speaker_embedding_size is not None:
@@ -163,17 +167,19 @@ class MelCodecModel(MelCodecPreTrainedModel, SpeechCodecMixin):
     def decode_mel(self, codes: torch.Tensor, frame_lengths: torch.Tensor, ustokens: torch.Tensor | None = None,
                    ustoken_lengths: torch.Tensor | None = None, depth: int | torch.Tensor | None = None,
                    speaker_embeddings: torch.Tensor | None = None) -> torch.Tensor:
-        """codes `[batch, num_quantizers, frames]` -> log-mel `[batch, n_mels, frames]`. With USTokens `[batch, tokens]`
-        (+ `ustoken_lengths`), only the first `depth` codebooks are read (an int or `[batch]`; default the config's
-        `ustoken_decode_codebooks`, else all) and the tokens' embeddings are added to the latents; so is the
-        projection of `speaker_embeddings` `[batch, speaker_embedding_size]`, at every frame, when given."""
+        """codes `[batch, num_quantizers, frames]` -> log-mel `[batch, n_mels, frames]`. With USTokens
+        `[batch, tokens]` (+ `ustoken_lengths`), only the first `depth` codebooks are read (an int or `[batch]`;
+        default the config's `ustoken_decode_codebooks`, else all) and the tokens' embeddings are added to the
+        latents; so is the projection of `speaker_embeddings` `[batch, speaker_embedding_size]`, at every frame, when
+        given."""
         mask = self._frame_mask(frame_lengths, codes.shape[-1])
         if depth is None:
             depth = self.config.ustoken_decode_codebooks if ustokens is not None else None
             depth = self.num_codebooks if depth is None else depth
         depth = torch.as_tensor(depth, device=codes.device).reshape(-1, 1, 1)
         kept = torch.arange(self.num_codebooks, device=codes.device)[:, None] < depth  # [batch or 1, n_q, 1]
-        quantized = self.quantizer.get_output_from_indices(codes.masked_fill(~kept, -1).transpose(1, 2)).transpose(1, 2)
+        quantized = self.quantizer.get_output_from_indices(codes.masked_fill(~kept, -1).transpose(1, 2))
+        quantized = quantized.transpose(1, 2)
         if ustokens is not None:
             quantized = quantized + self.embed_ustokens(ustokens, ustoken_lengths, codes.shape[-1])
         if speaker_embeddings is not None:
@@ -182,7 +188,8 @@ class MelCodecModel(MelCodecPreTrainedModel, SpeechCodecMixin):
             quantized = quantized + self.speaker_projection(speaker_embeddings)[..., None]
         return self._decode_latents(quantized * mask, mask)
 
-    def embed_ustokens(self, ustokens: torch.Tensor, ustoken_lengths: torch.Tensor | None, frames: int) -> torch.Tensor:
+    def embed_ustokens(self, ustokens: torch.Tensor, ustoken_lengths: torch.Tensor | None,
+                       frames: int) -> torch.Tensor:
         """USTokens `[batch, tokens]` -> `[batch, latent_size, frames]`: frame f gets the embedding of token
         f // frames_per_ustoken, zero past the last token."""
         if self.config.ustoken_vocab_size is None:
@@ -191,7 +198,8 @@ class MelCodecModel(MelCodecPreTrainedModel, SpeechCodecMixin):
             ustoken_lengths = torch.full_like(ustokens[:, 0], ustokens.shape[1])
         token = torch.arange(frames, device=ustokens.device) // self.config.frames_per_ustoken
         present = token[None] < ustoken_lengths[:, None]  # [batch, frames]
-        embedded = self.ustoken_embedding(ustokens.gather(1, token.clamp(max=ustokens.shape[1] - 1).expand(len(ustokens), -1)))
+        index = token.clamp(max=ustokens.shape[1] - 1).expand(len(ustokens), -1)
+        embedded = self.ustoken_embedding(ustokens.gather(1, index))
         return (embedded * present[..., None]).transpose(1, 2)
 
     def _decode_latents(self, quantized: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -213,7 +221,8 @@ class MelCodecModel(MelCodecPreTrainedModel, SpeechCodecMixin):
         return self.quantize(*self.log_mel(waveforms, lengths))[1]
 
     def _decode(self, codes: torch.Tensor, frame_lengths: torch.Tensor, ustokens: torch.Tensor | None = None,
-                ustoken_lengths: torch.Tensor | None = None, speaker_embeddings: torch.Tensor | None = None) -> torch.Tensor:
+                ustoken_lengths: torch.Tensor | None = None,
+                speaker_embeddings: torch.Tensor | None = None) -> torch.Tensor:
         mel = self.decode_mel(codes, frame_lengths, ustokens, ustoken_lengths, speaker_embeddings=speaker_embeddings)
         return self.vocode(mel, frame_lengths)
 

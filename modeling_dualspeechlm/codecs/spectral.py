@@ -18,7 +18,8 @@ from .base import lengths_to_mask
 def stft(waveforms: torch.Tensor, n_fft: int, hop_length: int, window: torch.Tensor) -> torch.Tensor:
     """Centered STFT with zero padding (not reflect: zeros are also what batch padding holds).
     `[batch, samples]` -> complex `[batch, n_fft // 2 + 1, samples // hop_length + 1]`."""
-    return torch.stft(waveforms, n_fft, hop_length, window=window, center=True, pad_mode="constant", return_complex=True)
+    return torch.stft(waveforms, n_fft, hop_length, window=window, center=True, pad_mode="constant",
+                      return_complex=True)
 
 
 def masked_istft(
@@ -77,9 +78,11 @@ class LogMelSpectrogram(nn.Module):
         """The constant buffers, recomputed by the model's `_init_weights` after a meta-device load."""
         with torch.device("cpu"):
             filters = torchaudio.functional.melscale_fbanks(
-                self.n_fft // 2 + 1, self.f_min, self.f_max, self.n_mels, self.sampling_rate, norm="slaney", mel_scale="slaney"
+                self.n_fft // 2 + 1, self.f_min, self.f_max, self.n_mels, self.sampling_rate, norm="slaney",
+                mel_scale="slaney",
             )  # [freqs, n_mels]
-            return {"window": torch.hann_window(self.n_fft), "filters": filters, "pseudo_inverse": torch.linalg.pinv(filters)}
+            return {"window": torch.hann_window(self.n_fft), "filters": filters,
+                    "pseudo_inverse": torch.linalg.pinv(filters)}
 
     def forward(self, waveforms: torch.Tensor) -> torch.Tensor:
         magnitude = stft(waveforms, self.n_fft, self.hop_length, self.window).abs()

@@ -227,7 +227,8 @@ class TransformersCodec(torch.nn.Module, SpeechCodecMixin):
         super().__init__()
         model_type = getattr(model.config, "model_type", None)
         if model_type not in _SPECS:
-            raise ValueError(f"unsupported codec model type {model_type!r}; supported: {SUPPORTED_TRANSFORMERS_CODECS}")
+            raise ValueError(f"unsupported codec model type {model_type!r}; "
+                             f"supported: {SUPPORTED_TRANSFORMERS_CODECS}")
         self.spec = spec = _SPECS[model_type]
         spec.check(model.config)
         options = spec.options(model)
@@ -269,7 +270,8 @@ class TransformersCodec(torch.nn.Module, SpeechCodecMixin):
         return super()._apply(fn, *args, **kwargs)
 
     def _encode(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> torch.LongTensor:
-        """waveforms `[B, T]` (zero past each length), lengths `[B]` -> codes `[B, n_q, >= frames_for(max lengths)]`."""
+        """waveforms `[B, T]` (zero past each length), lengths `[B]` -> codes
+        `[B, n_q, >= frames_for(max lengths)]`."""
         waveforms, lengths = _resample(waveforms, lengths, self.sampling_rate, self.model_sampling_rate)
         if self.per_item:
             return _stack([self._encode_batch(waveforms[i : i + 1], lengths[i : i + 1]) for i in range(len(lengths))])
@@ -288,8 +290,8 @@ class TransformersCodec(torch.nn.Module, SpeechCodecMixin):
         return codes.long()
 
     def _decode(self, codes: torch.LongTensor, frame_lengths: torch.Tensor) -> torch.Tensor:
-        """codes `[B, n_q, F]`, frame_lengths `[B]` -> waveforms `[B, >= samples_for(F)]` at `sampling_rate` (the caller
-        trims each item)."""
+        """codes `[B, n_q, F]`, frame_lengths `[B]` -> waveforms `[B, >= samples_for(F)]` at `sampling_rate` (the
+        caller trims each item)."""
         if self.per_item:
             items = [codes[i : i + 1, :, :n] for i, n in enumerate(frame_lengths.tolist())]
             waveforms = _stack([self.spec.decode(self.model, item).reshape(1, -1) for item in items])
@@ -313,7 +315,8 @@ class TransformersCodec(torch.nn.Module, SpeechCodecMixin):
         (a folder without them: the model's own codebook count, 16 kHz)."""
         model = AutoModel.from_pretrained(name_or_path, **kwargs)
         hub_kwargs = {k: kwargs[k] for k in _HUB_KWARGS if k in kwargs}
-        path = cached_file(name_or_path, ADAPTER_CONFIG_NAME, _raise_exceptions_for_missing_entries=False, **hub_kwargs)
+        path = cached_file(name_or_path, ADAPTER_CONFIG_NAME, _raise_exceptions_for_missing_entries=False,
+                           **hub_kwargs)
         saved = {}
         if path:
             with open(path) as f:

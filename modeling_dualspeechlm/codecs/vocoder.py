@@ -31,7 +31,8 @@ class ConvNeXtBlock(nn.Module):
 
 
 class NeuralVocoder(nn.Module):
-    def __init__(self, n_mels: int, hidden_size: int, intermediate_size: int, layers: int, n_fft: int, hop_length: int):
+    def __init__(self, n_mels: int, hidden_size: int, intermediate_size: int, layers: int, n_fft: int,
+                 hop_length: int):
         super().__init__()
         self.n_fft, self.hop_length = n_fft, hop_length
         self.input = nn.Conv1d(n_mels, hidden_size, 7, padding=3)

@@ -221,7 +221,8 @@ def _finalize(config_name: str, split: str, index: int, planned: dict, audio) ->
 
 
 def _described(voice: Voice) -> str:
-    settings = "".join(f", {name} x{value:g}" for name, value in (("rate", voice.rate), ("pitch", voice.pitch)) if value != 1)
+    settings = "".join(f", {name} x{value:g}" for name, value in (("rate", voice.rate), ("pitch", voice.pitch))
+                       if value != 1)
     return f"{voice.engine} `{voice.speaker}`{settings}"
 
 
@@ -382,6 +383,7 @@ def corpus_audio(path: str | Path, split: str, config: str = "speech", limit: in
     rows = load_corpus(path, config)[split]
     if limit:
         rows = rows.select(range(min(limit, len(rows))))
-    audio = [row["audio"].get_all_samples().data[0].numpy() for row in tqdm(rows, desc=f"decoding {split}", unit="utt")]
+    audio = [row["audio"].get_all_samples().data[0].numpy()
+             for row in tqdm(rows, desc=f"decoding {split}", unit="utt")]
     # list(): datasets >= 5.2 returns a lazy Column, which has no `+` and no JSON form
     return {"audio": audio, "text": list(rows["text"]), "speaker": list(rows["speaker"])}

@@ -40,9 +40,11 @@ def settings(voice: Voice) -> tuple[str, str, int, int]:
 def check(voice: Voice) -> None:
     language, variant, words_per_minute, pitch = settings(voice)
     if language.lower() not in installed(""):
-        raise ValueError(f"voice {voice.name!r}: espeak-ng has no language voice {language!r} (see `espeak-ng --voices`)")
+        raise ValueError(f"voice {voice.name!r}: espeak-ng has no language voice {language!r} "
+                         "(see `espeak-ng --voices`)")
     if variant and variant not in installed("variant"):
-        raise ValueError(f"voice {voice.name!r}: espeak-ng has no variant {variant!r} (see `espeak-ng --voices=variant`)")
+        raise ValueError(f"voice {voice.name!r}: espeak-ng has no variant {variant!r} "
+                         "(see `espeak-ng --voices=variant`)")
     if not (80 <= words_per_minute <= 450 and 0 <= pitch <= 99):
         raise ValueError(f"voice {voice.name!r}: espeak-ng needs 80..450 words per minute and a pitch in 0..99, "
                          f"got {words_per_minute} and {pitch}")

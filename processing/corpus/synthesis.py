@@ -88,7 +88,8 @@ def check_voice(voice: Voice) -> None:
     engine = _engine(voice.engine)
     engine_binary(voice.engine)
     if not (0.25 <= voice.rate <= 4 and 0.1 <= voice.pitch <= 3):
-        raise ValueError(f"voice {voice.name!r}: rate must be in 0.25..4 and pitch in 0.1..3 (relative to the voice's own)")
+        raise ValueError(f"voice {voice.name!r}: rate must be in 0.25..4 and pitch in 0.1..3 "
+                         "(relative to the voice's own)")
     engine.check(voice)
 
 

@@ -24,8 +24,10 @@ UNSEEN_VOICE = Voice("kal", "flite", "kal16")
 STYLE_VOICES = (Voice("awb", "flite", "awb"), Voice("slt", "flite", "slt"))
 
 TRANSLATION_VOICES = {
-    "es": (Voice("es_m1", "espeak-ng", "es+m1", rate=160 / 175), Voice("latam_f2", "espeak-ng", "es-419+f2", rate=165 / 175, pitch=1.2)),
-    "fr": (Voice("fr_m3", "espeak-ng", "fr-fr+m3", rate=160 / 175, pitch=0.9), Voice("be_f1", "espeak-ng", "fr-be+f1", rate=165 / 175, pitch=1.16)),
+    "es": (Voice("es_m1", "espeak-ng", "es+m1", rate=160 / 175),
+           Voice("latam_f2", "espeak-ng", "es-419+f2", rate=165 / 175, pitch=1.2)),
+    "fr": (Voice("fr_m3", "espeak-ng", "fr-fr+m3", rate=160 / 175, pitch=0.9),
+           Voice("be_f1", "espeak-ng", "fr-be+f1", rate=165 / 175, pitch=1.16)),
 }
 
 # Speaking styles (the SER analogue): each is a change the audio really carries, far outside the
