@@ -44,11 +44,6 @@ class AcousticGPTConfig(PretrainedConfig):
         layer_norm_eps (`float`, 1e-5), initializer_range (`float`, 0.02).
         speaker_embedding_size (`int`, 512): the speaker-verification embedding projected to one prefix vector.
         condition_size (`int`, 3072): width of the LLM hidden states fed to the adapter (set by DualSpeechLMConfig).
-        aligned_frames_per_token (`float | None`, None): codec frames per target USToken (codec frame rate / 25).
-            When set, each code step also adds the adapted hidden state of the target USToken its frame falls in,
-            so the 25 Hz -> codec-rate alignment is given rather than found by attention (frame t reads token
-            floor(t / aligned_frames_per_token); nothing past the last token, where EOS is due). None: the prefix
-            alone, as in the paper.
 
     Token ids per codebook: codes `0..codebook_size-1`, then pad, no-speech, BOS, EOS (`vocab_size` in all).
     """
@@ -67,7 +62,6 @@ class AcousticGPTConfig(PretrainedConfig):
     initializer_range: float = 0.02
     speaker_embedding_size: int = 512
     condition_size: int = 3072
-    aligned_frames_per_token: float | None = None
 
     def __post_init__(self, **kwargs):
         self.validate_fields()
@@ -82,8 +76,6 @@ class AcousticGPTConfig(PretrainedConfig):
                              f"({self.num_attention_heads})")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        if self.aligned_frames_per_token is not None:
-            check_positive(self, "aligned_frames_per_token")
 
     # the special ids follow the codes of every codebook
     pad_id = property(lambda self: self.codebook_size)

@@ -128,10 +128,9 @@ class USTokenizerConfig(PretrainedConfig):
         """Whisper tiny.en encoder (d=384); the stride-2 conv and the projection only (no residual conv
         blocks), 384 channels, 1024 codes of dim 384: the codebook as wide as the encoder, as the paper's
         1024 is Whisper-medium's width; and the transcript CTC at weight 5, which the paper does not need:
-        its frozen Llama-3.2-1B teaches the tokens the words, a small LLM trained here cannot. Measured in
-        stage 1 on the embedded corpus (docs/RESULTS.md), ASR through the tokens: 82% (the paper's 2 blocks,
-        128 wide) -> 74% (no blocks, 128) -> 65% (no blocks, 384) -> 58% (+ transcript CTC), and 35% / 9.2% when the
-        recipe trains 2,000 / 4,000 steps instead of 1,000 (4,000: the tiny recipe's setting).
+        its frozen Llama-3.2-1B teaches the tokens the words, a small LLM trained here cannot. Each choice kept
+        more of the words in stage 1 on the embedded corpus (docs/experiments/2026-11-26-tokenizer-probes.md and
+        2026-11-26-transcript-ctc.md).
         Set `llm_hidden_size` to the hidden size of the LLM the adapter feeds."""
         defaults = dict(encoder_config=WhisperConfig(**WHISPER_TINY_EN), num_conv_blocks=0, conv_hidden_size=384,
                         codebook_dim=384, transcript_ctc_weight=5.0, llm_hidden_size=576)

@@ -22,10 +22,6 @@ exactly) and residual codecs: a flattened sequence would multiply the length by 
 the length by writing EOS; everything else at the edges (BOS before a codebook starts, its EOS, pad after) is
 forced at generation and left out of the loss. Understanding items (no speech) train on one frame of no-speech.
 
-Aligned condition (`config.aligned_frames_per_token`, off in the paper): each step's input also gets a projection
-of the adapted state of the target USToken that codebook 0's frame at that step falls in, zero once the tokens run
-out, so the model need not find the 25 Hz -> codec-rate alignment by attention alone (the prefix stays as it is).
-
 Padding: prefix positions marked False in `condition_mask` are invisible and take no position index, so a
 padded batch computes what its items compute one by one. Incremental decoding keeps one (key, value) pair per
 layer (`past`), so each new step costs one position instead of the whole sequence.
@@ -159,8 +155,6 @@ class AcousticGPT(PreTrainedModel):
         self.adapter = nn.Sequential(nn.Linear(config.condition_size, width), nn.ReLU(), nn.Linear(width, width))
         self.embed_codes = nn.Embedding(config.num_codebooks * config.vocab_size, width)  # codebook tables, stacked
         self.embed_positions = nn.Embedding(config.max_position_embeddings, width)
-        if config.aligned_frames_per_token is not None:
-            self.aligned_projection = nn.Linear(width, width)
         self.dropout = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(AcousticGPTBlock(config) for _ in range(config.num_hidden_layers))
         self.norm = nn.LayerNorm(width, eps=config.layer_norm_eps)
@@ -174,26 +168,6 @@ class AcousticGPT(PreTrainedModel):
         speaker = self.speaker_projection(speaker_embeddings.to(self.dtype))[:, None]
         prefix = torch.cat([speaker, self.adapter(condition_states.to(self.dtype))], dim=1)
         return prefix, torch.cat([condition_mask.new_ones(condition_mask.shape[0], 1), condition_mask], dim=1).bool()
-
-    def embed_aligned(self, adapted: torch.Tensor, aligned_mask: torch.Tensor | None, steps: int):
-        """adapted `[batch, C, d]` (the prefix's condition part), aligned_mask `[batch, C]` bool (the target USTokens,
-        in order) -> `[batch, steps, d]`: at step s, the projected state of the token holding frame s (zero past the
-        last token and for items without one); zeros when the aligned condition is off."""
-        ratio = self.config.aligned_frames_per_token
-        if ratio is None:
-            return adapted.new_zeros(adapted.shape[0], steps, adapted.shape[-1])
-        if aligned_mask is None:
-            raise ValueError("this AcousticGPT conditions on aligned USTokens (config.aligned_frames_per_token): "
-                             "pass aligned_mask [batch, C] marking the target USToken positions")
-        if aligned_mask.shape != adapted.shape[:2]:
-            raise ValueError(f"aligned_mask must have shape {list(adapted.shape[:2])}, got {list(aligned_mask.shape)}")
-        aligned_mask = aligned_mask.bool()
-        in_order = torch.argsort((~aligned_mask).to(torch.int8), dim=1, stable=True)  # token positions first, in order
-        token = (torch.arange(steps, device=adapted.device) / ratio).floor().long()[None]
-        present = token < aligned_mask.sum(-1, keepdim=True)
-        position = in_order.gather(1, token.clamp(max=adapted.shape[1] - 1).expand(adapted.shape[0], -1))
-        states = adapted.gather(1, position[..., None].expand(-1, -1, adapted.shape[-1]))
-        return self.aligned_projection(states) * present[..., None]
 
     def embed_steps(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens `[batch, n_q, steps]` -> `[batch, steps, d]`, the sum of each codebook's embedding."""
@@ -227,16 +201,14 @@ class AcousticGPT(PreTrainedModel):
         return self.norm(x), cache
 
     def forward(self, speaker_embeddings: torch.Tensor, condition_states: torch.Tensor, condition_mask: torch.Tensor,
-                codes: torch.Tensor, code_lengths: torch.Tensor,
-                aligned_mask: torch.Tensor | None = None) -> AcousticGPTOutput:
+                codes: torch.Tensor, code_lengths: torch.Tensor) -> AcousticGPTOutput:
         """Teacher forcing. codes `[batch, num_codebooks, frames]` (ids < codebook_size, or no-speech), code_lengths
-        `[batch]` >= 1; the prefix arguments as `embed_prefix`; aligned_mask as `embed_aligned` (read only when the
-        aligned condition is on)."""
+        `[batch]` >= 1; the prefix arguments as `embed_prefix`."""
         prefix, prefix_mask = self.embed_prefix(speaker_embeddings, condition_states, condition_mask)
         inputs, targets, loss_mask = delay_pattern(codes, code_lengths, self.config)
         steps = inputs.shape[-1]
         step_mask = torch.arange(steps, device=codes.device) < (code_lengths[:, None] + self.config.num_codebooks)
-        steps_in = self.embed_steps(inputs) + self.embed_aligned(prefix[:, 1:], aligned_mask, steps)
+        steps_in = self.embed_steps(inputs)
         hidden, _ = self.transformer(torch.cat([prefix, steps_in], dim=1),
                                      torch.cat([prefix_mask, step_mask], dim=1), prefix.shape[1])
         logits = self.code_logits(hidden[:, prefix.shape[1]:])
@@ -267,8 +239,8 @@ class AcousticGPT(PreTrainedModel):
     @torch.no_grad()
     def generate(self, speaker_embeddings: torch.Tensor, condition_states: torch.Tensor, condition_mask: torch.Tensor,
                  generation_config: GenerationConfig | None = None, use_cache: bool = True,
-                 aligned_mask: torch.Tensor | None = None, **kwargs) -> AcousticGPTGenerateOutput:
-        """Write codes for a batch of prefixes (arguments as `embed_prefix`, aligned_mask as `forward`).
+                 **kwargs) -> AcousticGPTGenerateOutput:
+        """Write codes for a batch of prefixes (arguments as `embed_prefix`).
         `generation_config` (or kwargs: `do_sample`, `temperature`, `top_k`, `top_p`, `max_new_tokens` = most frames;
         default greedy up to the position limit) sets the sampling. Items stop when codebook 0 writes EOS; the batch
         runs until every item has.
@@ -285,17 +257,16 @@ class AcousticGPT(PreTrainedModel):
                              f"codes (max_position_embeddings={config.max_position_embeddings})")
         max_frames = min(generation_config.max_new_tokens or room, room)
         warpers = sampling_warpers(generation_config)
-        aligned = self.embed_aligned(prefix[:, 1:], aligned_mask, max_frames + n_q)
         written = torch.full((batch, n_q, 1), config.bos_id, dtype=torch.long, device=prefix.device)
         lengths = torch.full((batch,), -1, dtype=torch.long, device=prefix.device)
         key_mask, past = prefix_mask, None
         for step in range(max_frames + n_q):
             key_mask = torch.cat([key_mask, key_mask.new_ones(batch, 1)], dim=1)
             if use_cache and past is not None:
-                embeds = self.embed_steps(written[..., -1:]) + aligned[:, step : step + 1]
+                embeds = self.embed_steps(written[..., -1:])
                 hidden, past = self.transformer(embeds, key_mask, prefix_length, past)
             else:
-                embeds = torch.cat([prefix, self.embed_steps(written) + aligned[:, : step + 1]], dim=1)
+                embeds = torch.cat([prefix, self.embed_steps(written)], dim=1)
                 hidden, past = self.transformer(embeds, key_mask, prefix_length)
             tokens, lengths = self.next_tokens(self.code_logits(hidden[:, -1:])[:, 0], step, lengths, max_frames,
                                                warpers, generation_config.do_sample)

@@ -336,11 +336,11 @@ class DualSpeechLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
         modes = self.draw_coc_modes(uses_coc, coc_modes).to(labels.device)
         attended = attention_mask.bool() if attention_mask is not None else torch.ones_like(labels, dtype=torch.bool)
         prompt = attended & (condition_mask.bool() if condition_mask is not None else labels == -100)
-        aligned = target & (modes != PROMPT)[:, None]  # the target USTokens, when the condition holds them
-        condition = (prompt & (modes != TARGET)[:, None]) | aligned
+        # the prompt and/or the target USTokens, as the item's CoC mode says
+        condition = (prompt & (modes != TARGET)[:, None]) | (target & (modes != PROMPT)[:, None])
         if speaker_embeddings is None:
             speaker_embeddings = out.hidden_states[-1].new_zeros(batch, self.config.speaker_embedding_size)
-        acoustic = self.acoustic_gpt(speaker_embeddings, out.hidden_states[-1], condition, codes, lengths, aligned)
+        acoustic = self.acoustic_gpt(speaker_embeddings, out.hidden_states[-1], condition, codes, lengths)
         output.acoustic_loss = acoustic.loss
         output.loss = loss + self.config.acoustic_loss_weight * acoustic.loss
         output.acoustic_logits, output.acoustic_condition_mask, output.coc_modes = acoustic.logits, condition, modes
@@ -435,8 +435,8 @@ class DualSpeechLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
         USTokens are already written, e.g. by `generate_speech`'s first half or taken from reference audio.
 
         sequences, attention_mask `[batch, L]`: prompt, `<audio>`, USTokens, `</audio>` (left-padded); condition_mask
-        `[batch, L]`: the positions conditioning AcousticGPT (the prompt's condition and the written USTokens, as in
-        training; the USTokens after the last `<audio>` are the aligned condition when it is on); speaker_embeddings
+        `[batch, L]`: the positions conditioning AcousticGPT (the prompt's condition and the USTokens written after
+        the last `<audio>`, as in training); speaker_embeddings
         `[batch, speaker_embedding_size]` (default zeros); acoustic_generation_config (default
         `config.acoustic_generation`) and `acoustic_kwargs` (its fields, e.g. `do_sample=False`). A codec that
         `decodes_ustokens_alone` renders the USTokens and the voice without AcousticGPT (no codes are returned).
@@ -445,8 +445,8 @@ class DualSpeechLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
         voice = speaker_embeddings  # the codec hears the voice only when one was asked for
         check_shape("speaker_embeddings", voice, sequences.shape[0], config.speaker_embedding_size)
         answer = (sequences == config.audio_start_token_id).flip(1).cumsum(1).flip(1) == 0  # after the last <audio>
-        aligned = condition_mask.bool() & attention_mask.bool() & answer & config.is_speech_token(sequences)
-        ustokens, ustoken_lengths = packed_left(sequences - config.speech_token_offset, aligned)
+        written = condition_mask.bool() & attention_mask.bool() & answer & config.is_speech_token(sequences)
+        ustokens, ustoken_lengths = packed_left(sequences - config.speech_token_offset, written)
         output = DualSpeechLMSpeechOutput(sequences=sequences, ustokens=ustokens, ustoken_lengths=ustoken_lengths,
                                           speaker_embeddings=voice)
         if codec is not None and codec.decodes_ustokens_alone:  # AcousticGPT's codes would go unread
@@ -464,8 +464,7 @@ class DualSpeechLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
             speaker_embeddings = hidden.new_zeros(sequences.shape[0], config.speaker_embedding_size)
         acoustic_generation_config = acoustic_generation_config or GenerationConfig(**config.acoustic_generation)
         acoustic = self.acoustic_gpt.generate(speaker_embeddings, hidden, condition_mask.bool(),
-                                              acoustic_generation_config, use_cache=use_cache, aligned_mask=aligned,
-                                              **acoustic_kwargs)
+                                              acoustic_generation_config, use_cache=use_cache, **acoustic_kwargs)
         output.codes, output.code_lengths = acoustic.codes, acoustic.lengths
         if codec is not None:
             output.waveforms, output.waveform_lengths = self.decode_codes(codec, acoustic.codes, acoustic.lengths,

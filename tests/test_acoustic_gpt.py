@@ -24,7 +24,6 @@ def prefix_inputs(seed: int = 1):
     return torch.randn(2, 8, generator=generator), torch.randn(2, 5, 24, generator=generator), mask
 
 
-ALIGNED = torch.tensor([[0, 1, 1, 0, 0], [0, 0, 1, 1, 1]], dtype=torch.bool)  # target USTokens: 2 and 3 of them
 
 
 def test_config_vocabulary_and_validation():
@@ -91,44 +90,21 @@ def test_padding_and_masked_condition_positions_change_nothing():
         assert torch.allclose(alone.logits[0], batched.logits[item, :steps], atol=1e-5)
 
 
-@pytest.mark.parametrize("num_codebooks, aligned_frames_per_token", [(1, None), (3, None), (3, 2.0)])
-def test_kv_cache_and_batched_generation_equal_the_plain_ones(num_codebooks, aligned_frames_per_token):
-    model = tiny_model(num_codebooks, aligned_frames_per_token=aligned_frames_per_token)
+@pytest.mark.parametrize("num_codebooks", [1, 3])
+def test_kv_cache_and_batched_generation_equal_the_plain_ones(num_codebooks):
+    model = tiny_model(num_codebooks)
     speaker, states, mask = prefix_inputs()
-    cached = model.generate(speaker, states, mask, max_new_tokens=12, aligned_mask=ALIGNED)
-    plain = model.generate(speaker, states, mask, max_new_tokens=12, use_cache=False, aligned_mask=ALIGNED)
+    cached = model.generate(speaker, states, mask, max_new_tokens=12)
+    plain = model.generate(speaker, states, mask, max_new_tokens=12, use_cache=False)
     assert torch.equal(cached.codes, plain.codes) and torch.equal(cached.lengths, plain.lengths)
     assert cached.codes.shape == (2, num_codebooks, int(cached.lengths.max()))
     assert ((cached.codes >= 0) & (cached.codes < 16)).all() and (cached.lengths <= 12).all()
     for item in range(2):
         valid = int(mask[item].sum())
         alone = model.generate(speaker[item:item + 1], states[item:item + 1, :valid], mask[item:item + 1, :valid],
-                               max_new_tokens=12, aligned_mask=ALIGNED[item:item + 1, :valid])
+                               max_new_tokens=12)
         assert torch.equal(alone.lengths, cached.lengths[item:item + 1])
         assert torch.equal(alone.codes[0], cached.codes[item, :, : int(cached.lengths[item])])
-
-
-def test_aligned_condition_gives_each_frame_its_token():
-    """With 2 frames per token, step s reads the adapted state of target token s // 2, zero once they run out;
-    the paper's setting (None) adds nothing and has no extra weights."""
-    model = tiny_model(aligned_frames_per_token=2.0)
-    speaker, states, mask = prefix_inputs()
-    adapted = model.embed_prefix(speaker, states, mask)[0][:, 1:]
-    aligned = model.embed_aligned(adapted, ALIGNED, steps=8)
-    project = model.aligned_projection
-    for item, positions in enumerate(([1, 2], [2, 3, 4])):
-        for step in range(8):
-            token = step // 2
-            expected = project(adapted[item, positions[token]]) if token < len(positions) else torch.zeros(32)
-            assert torch.allclose(aligned[item, step], expected, atol=1e-6)
-    with pytest.raises(ValueError, match="pass aligned_mask"):
-        model.embed_aligned(adapted, None, steps=8)
-    with pytest.raises(ValueError, match="aligned_mask must have shape"):
-        model.embed_aligned(adapted, ALIGNED[:, :3], steps=8)
-    paper = tiny_model()
-    assert not hasattr(paper, "aligned_projection") and not paper.embed_aligned(adapted, None, 8).any()
-    with pytest.raises(ValueError, match="aligned_frames_per_token must be positive"):
-        AcousticGPTConfig(aligned_frames_per_token=0.0)
 
 
 def test_sampling_is_seedable():
@@ -144,13 +120,10 @@ def test_sampling_is_seedable():
         model.generate(speaker, states, mask, top_kk=5)
 
 
-@pytest.mark.parametrize("aligned_frames_per_token", [None, 2.0])
-def test_overfit_writes_the_taught_codes_and_no_speech(aligned_frames_per_token):
+def test_overfit_writes_the_taught_codes_and_no_speech():
     """Taught one speech item (2 codebooks, 5 frames) and one no-speech item, greedy decoding gives them back:
-    the delay pattern, its forced edges and the undo agree end to end (with the aligned condition too)."""
-    model = tiny_model(num_codebooks=2, aligned_frames_per_token=aligned_frames_per_token).train()
-    aligned = ALIGNED.clone()
-    aligned[1] = False  # the no-speech item has no target tokens
+    the delay pattern, its forced edges and the undo agree end to end."""
+    model = tiny_model(num_codebooks=2).train()
     speaker, states, mask = prefix_inputs()
     codes = torch.randint(0, 16, (2, 2, 5))
     codes[1] = model.config.no_speech_id
@@ -158,13 +131,13 @@ def test_overfit_writes_the_taught_codes_and_no_speech(aligned_frames_per_token)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     losses = []
     for _ in range(150):
-        loss = model(speaker, states, mask, codes, lengths, aligned).loss
+        loss = model(speaker, states, mask, codes, lengths).loss
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < 0.05 * losses[0]
-    out = model.eval().generate(speaker, states, mask, max_new_tokens=20, aligned_mask=aligned)
+    out = model.eval().generate(speaker, states, mask, max_new_tokens=20)
     assert out.lengths.tolist() == [5, 0]
     assert torch.equal(out.codes[0], codes[0])
 

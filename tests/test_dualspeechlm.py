@@ -19,11 +19,9 @@ BACKBONES = ["llama", "qwen2", "phi3"]
 SYSTEM = [1, 5, 6]  # BOS + a two-token "system message": attended, never in a given condition_mask
 
 
-def tiny_model(backbone: str = "llama", seed: int = 0, aligned_frames_per_token: float | None = None,
-               **overrides) -> DualSpeechLMForConditionalGeneration:
+def tiny_model(backbone: str = "llama", seed: int = 0, **overrides) -> DualSpeechLMForConditionalGeneration:
     torch.manual_seed(seed)
     config = DualSpeechLMConfig.tiny(backbone, **overrides)
-    config.acoustic_config.aligned_frames_per_token = aligned_frames_per_token
     return DualSpeechLMForConditionalGeneration(config).eval()
 
 
@@ -171,17 +169,10 @@ def test_chain_of_condition_uses_the_drawn_positions():
     assert (no_coc(**batch).coc_modes == 2).all()
 
 
-def test_aligned_condition_reads_the_target_ustokens():
-    """Training aligns the target USTokens when the CoC condition holds them; rendering aligns the USTokens after the
-    last <audio>, never those of a spoken prompt (VC)."""
-    model = tiny_model(aligned_frames_per_token=2.0).train()
-    config, seen = model.config, []
-    model.acoustic_gpt.register_forward_pre_hook(lambda module, args: seen.append(args[5]))
-    batch = make_batch(config, ["tts", "tts", "tts", "asr"])
-    model(**batch, coc_modes=["prompt", "target", "both", "both"])
-    target = config.is_speech_token(batch["labels"])
-    assert torch.equal(seen[0], torch.stack([torch.zeros_like(target[0]), target[1], target[2], target[3]]))
-    assert target[:3].any(-1).all() and not target[3].any()
+def test_rendering_reads_the_ustokens_after_the_last_audio_start():
+    """The written USTokens are those after the last <audio>, never those of a spoken prompt (VC)."""
+    model = tiny_model()
+    config = model.config
 
     def speech(*codes):
         return [config.speech_token_offset + code for code in codes]
@@ -189,11 +180,8 @@ def test_aligned_condition_reads_the_target_ustokens():
     start, end = config.audio_start_token_id, config.audio_end_token_id
     sequences = torch.tensor([[11, start, *speech(1, 2, 3), end, 12, start, *speech(4, 5), end]])  # VC: prompt speech
     mask = torch.ones_like(sequences)
-    captured = {}
-    generate = model.acoustic_gpt.generate
-    model.acoustic_gpt.generate = lambda *args, **kwargs: captured.update(kwargs) or generate(*args, **kwargs)
-    model.eval().render_speech(sequences, mask, mask.bool(), do_sample=False, max_new_tokens=4)
-    assert captured["aligned_mask"].nonzero()[:, 1].tolist() == [8, 9]
+    out = model.render_speech(sequences, mask, mask.bool(), do_sample=False, max_new_tokens=4)
+    assert out.ustokens.tolist() == [[4, 5]] and out.ustoken_lengths.tolist() == [2]
 
 
 @pytest.mark.parametrize("backbone", BACKBONES)
@@ -230,9 +218,8 @@ def test_speech_generation_by_beam_search_checks_the_voice():
         model.generate_speech(ids, mask, speaker_embeddings=voices[:1], **greedy)
 
 
-@pytest.mark.parametrize("aligned_frames_per_token", [None, 2.0], ids=["prefix", "aligned"])
-def test_speech_generation_batched_cached_and_restricted(aligned_frames_per_token):
-    model = tiny_model(aligned_frames_per_token=aligned_frames_per_token)
+def test_speech_generation_batched_cached_and_restricted():
+    model = tiny_model()
     config = model.config
     with torch.no_grad():  # a random LLM never ends: make </audio> win where <a_30> would (item 0 after 2 USTokens)
         head = model.language_model.get_output_embeddings().weight

@@ -197,19 +197,16 @@ def test_recipe_trains_saves_evaluates_and_fine_tunes_on_the_tiny_corpus(tiny_re
     assert subset["speech_generation"] == {**config["speech_generation"], "num_beams": 2, "max_new_tokens": 12}
     assert (folder / "evaluation.json").read_text() == saved
 
-    # fine-tuning turns the aligned condition on: a fresh projection, 2 codec frames (50 Hz) per USToken (25 Hz); the
-    # recipe's USToken decoding replaces the saved one (the tiny preset's beam search)
+    # fine-tuning trains the same weights; the recipe's USToken decoding replaces the saved one (the tiny preset's
+    # beam search)
     sampling = {"do_sample": True, "temperature": 0.8, "max_new_tokens": 7}
-    tuned = train_dualspeechlm(tiny_recipe(tmp_path / "tuned", init_from=str(folder), steps=2, aligned_condition=True,
+    tuned = train_dualspeechlm(tiny_recipe(tmp_path / "tuned", init_from=str(folder), steps=2,
                                            speech_generation=sampling))
     before, after = (load_file(path / "model.safetensors") for path in (folder, tuned))
-    projection = {f"acoustic_gpt.aligned_projection.{name}" for name in ("weight", "bias")}
-    assert after.keys() == before.keys() | projection
+    assert after.keys() == before.keys()
     assert any(not torch.equal(before[name], after[name]) for name in before), "fine-tuning changed nothing"
     tuned_config = json.loads((tuned / "config.json").read_text())
     assert tuned_config["text_config"] == config["text_config"]
-    assert tuned_config["acoustic_config"]["aligned_frames_per_token"] == 2.0
-    assert config["acoustic_config"]["aligned_frames_per_token"] is None
     assert config["speech_generation"] == {"do_sample": False, "num_beams": 8, "max_new_tokens": 400}
     assert tuned_config["speech_generation"] == sampling
 

@@ -1,7 +1,7 @@
 """Teach a trained mel codec's decoder to read USTokens beside the codes (USToken-aided decoding).
 
 AcousticGPT predicts the codec's first codebook from the USTokens fairly well and the finer ones hardly
-better than chance, yet the finer ones carry a third of the words (docs/RESULTS.md). So the decoder is given
+better than chance, yet the finer ones carry many of the words. So the decoder is given
 the words directly: the USTokens of the speech, embedded and added to the quantized latents (two codec frames
 per token), and it learns, with codebook dropout, to render speech from the tokens and the first k codebooks
 for every k (0..num_quantizers). Half of those codes are replaced by random ones (`--code-noise`), as AcousticGPT
@@ -9,7 +9,7 @@ gets about half of codebook 0 wrong: the words must come from the tokens, the vo
 It also reads the speaker encoder's embedding of the utterance (unless `--without-speaker`; dropped for a fifth
 of the crops), so that the voice need not come from the codes at all. At inference it reads the tokens, the
 target voice's embedding and the first `--decode-codebooks` codes (default 0: AcousticGPT's free-running codes
-cost more words than they add voice, docs/RESULTS.md).
+cost more words than they add voice, docs/experiments/2026-11-27-ustoken-aided-decoding.md).
 
 The encoder, the codebooks and the vocoder stay frozen, so the codes are the codec's own (a DualSpeechLM trained
 on them needs no retraining). Training: L1 to the true log-mel on random 2-second crops of the `speech` training
@@ -195,8 +195,7 @@ def judge_depths(codec: MelCodecModel, items: list[DecoderItem], texts: list[str
 def better_vocoder(codec: MelCodecModel, report: dict) -> str:
     """The vocoder with the lower mean WER (over the splits and judges of `report`: {split: `judge_depths`}) on the
     default decoding, the one a DualSpeechLM's written tokens take. The codec chose its own on round trips of the
-    codes, which need not carry over (Griffin-Lim beat the neural vocoder by 6-16 points on written tokens,
-    docs/RESULTS.md)."""
+    codes, which need not carry over to written tokens."""
     decoding = token_decoding(codec)
     mean_wer = {vocoder: statistics.fmean(wer for conditions in report.values()
                                           for name, wer in conditions[f"{decoding}, {vocoder}"].items()

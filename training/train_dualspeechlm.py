@@ -70,9 +70,6 @@ class DualSpeechLMRecipe(PresetRecipe):
     acoustic_config: dict = field(default_factory=lambda: dict(
         hidden_size=256, num_hidden_layers=4, num_attention_heads=4, intermediate_size=768,
         max_position_embeddings=1024, dropout=0.0))
-    # AcousticGPT also reads each code frame's target USToken (AcousticGPTConfig.aligned_frames_per_token, from the
-    # codec and token rates); a checkpoint (`init_from`) without it gets a fresh projection, one with it keeps it
-    aligned_condition: bool = False
     # 0: AcousticGPT is not trained, and its pass is spared (about half of a generation batch's time); the model then
     # speaks only through a codec that decodes the USTokens and the voice alone (`dualspeechlm-set-codec`)
     acoustic_loss_weight: float = 1.0
@@ -136,15 +133,11 @@ def validation_examples(recipe: DualSpeechLMRecipe, parts) -> Subset:
 def build_model(recipe: DualSpeechLMRecipe, ustokenizer, codec):
     """(model, text tokenizer): the backbone + speech vocabulary + a fresh AcousticGPT, or the model
     to fine-tune (`init_from`); either with the recipe's `speech_generation`."""
-    aligned = dict(aligned_frames_per_token=codec.frame_rate / ustokenizer.config.tokens_per_second
-                   ) if recipe.aligned_condition else {}
     generation = {} if recipe.speech_generation is None else dict(speech_generation=dict(recipe.speech_generation))
     training = dict(acoustic_loss_weight=recipe.acoustic_loss_weight, **generation)
     if recipe.init_from:
         config = DualSpeechLMConfig.from_pretrained(recipe.init_from)
         config.update(training)
-        for name, value in aligned.items():
-            setattr(config.acoustic_config, name, value)
         return (DualSpeechLMForConditionalGeneration.from_pretrained(recipe.init_from, config=config),
                 AutoTokenizer.from_pretrained(recipe.init_from))
     reader = Path(recipe.ustokenizer) / UNDERSTANDING_LLM
@@ -162,7 +155,7 @@ def build_model(recipe: DualSpeechLMRecipe, ustokenizer, codec):
             llm.get_output_embeddings().weight.copy_(llm.get_input_embeddings().weight)
     model = DualSpeechLMForConditionalGeneration.from_text_model(
         llm, tokenizer, num_speech_tokens=ustokenizer.config.codebook_size,
-        acoustic_config={**recipe.acoustic_config, **aligned}, **training,
+        acoustic_config=recipe.acoustic_config, **training,
         **DualSpeechLMConfig.codec_kwargs(codec))
     if from_reader:
         offset, count = model.config.speech_token_offset, model.config.num_speech_tokens
@@ -234,8 +227,6 @@ def main(argv=None) -> None:
     parser = recipe_parser(DualSpeechLMRecipe, __doc__.split("\n\n")[0])
     parser.add_argument("--tasks", nargs="+", choices=ALL_TASKS, default=None, type=str)
     parser.add_argument("--lora", action="store_true", default=None, help="LoRA on the backbone (the paper's setup)")
-    parser.add_argument("--aligned-condition", action=argparse.BooleanOptionalAction, default=None,
-                        help="AcousticGPT reads each code frame's USToken too (tiny preset: off)")
     parser.add_argument("--start-from-reader", action=argparse.BooleanOptionalAction, default=None,
                         help="start from stage 1's LLM trained along with the tokenizer, when it has one "
                              "(default: on)")

@@ -47,9 +47,9 @@ class LossTermsTrainer(Trainer):
 
     def leave_process_group(self) -> None:
         """Destroy the process group (nothing to do in one process) once training is over: a process that exits
-        with gloo's worker threads still running can abort ("terminate called without an active exception"; 1 of
-        48 two-process runs did, docs/RESULTS.md). No barrier first: accelerate's asks for a GPU per process,
-        which two CPU processes on a one-GPU machine do not have."""
+        with gloo's worker threads still running can abort ("terminate called without an active exception"). No
+        barrier first: accelerate's asks for a GPU per process, which two CPU processes on a one-GPU machine do not
+        have."""
         self.accelerator.end_training()
 
 
@@ -80,9 +80,9 @@ class IdleCoresCallback(TrainerCallback):
     """Every `every` steps, sets torch's intra-op threads to the cores that the other processes left idle over those
     steps (the machine's busy CPU time less this process', per second; a core counts as idle when at least three
     quarters of it were), at least 1. The main job runs its stages side by side at one thread each; a stage left
-    alone (stage 1 once the codec is trained, stage 3 once the decoder is) then takes both cores. Measured on a
-    stage-1 step here: 1.01 s at one thread, 0.62 s at two, but 1.74 s at two beside a busy process, so the threads
-    follow what the others use rather than a fixed count. `usage`: a stand-in for `cpu_seconds`."""
+    alone (stage 1 once the codec is trained, stage 3 once the decoder is) then takes every idle core. Two threads
+    beside a busy process are slower than one, so the threads follow what the others use rather than a fixed count.
+    Opt-in (`--use-idle-cores`): the Makefile's main job turns it on. `usage`: a stand-in for `cpu_seconds`."""
 
     def __init__(self, every: int = 25, cores: int | None = None, usage=cpu_seconds):
         self.every, self.usage, self.last = every, usage, None
@@ -115,8 +115,9 @@ def cuda_bf16() -> bool:
 def precision_arguments(precision: str) -> dict:
     """The `TrainingArguments` fields for a recipe's `precision`: "fp32", "bf16" (bfloat16 autocast, on the CPU
     too), or "auto": bf16 on a GPU that has it (`cuda_bf16`), else fp32. The weights and the optimizer stay fp32
-    either way. On this machine's AVX512-BF16 cores bf16 made a stage-1 step 1.3x faster but slowed its learning
-    (docs/RESULTS.md), so the tiny presets train in fp32 and the paper presets ask for "auto"."""
+    either way. On CPUs with AVX512-BF16, bf16 made a stage-1 step faster but slowed its learning
+    (docs/experiments/2026-11-27-bf16-gradient-clipping.md), so the tiny presets train in fp32 and the paper presets
+    ask for "auto"."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     bf16 = precision == "bf16" or (precision == "auto" and cuda_bf16())

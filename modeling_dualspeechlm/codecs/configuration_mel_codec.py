@@ -26,7 +26,7 @@ class MelCodecConfig(PretrainedConfig):
 
     The paper uses WavTokenizer (one 4096-code codebook, 40 frames/s at 24 kHz); frame rate and
     codebooks here are chosen so that round trips keep espeak-ng speech as intelligible as the
-    original (see docs/RESULTS.md).
+    original (docs/experiments/2026-11-25-mel-codec.md).
     """
 
     model_type = "dualspeechlm_mel_codec"

@@ -137,7 +137,7 @@ class MelCodecModel(MelCodecPreTrainedModel, SpeechCodecMixin):
 
     def frames_to_decode(self, code_lengths: torch.Tensor, ustoken_lengths: torch.Tensor) -> torch.Tensor:
         """Reading no codebook (`ustoken_decode_codebooks=0`), the speech lasts as long as its USTokens: AcousticGPT's
-        frame count only guesses it (and ends 9-19% early, docs/RESULTS.md). Items without tokens keep their codes'."""
+        frame count only guesses it (and ends early). Items without tokens keep their codes'."""
         if not self.decodes_ustokens_alone:
             return code_lengths
         return torch.where(ustoken_lengths > 0, ustoken_lengths * self.config.frames_per_ustoken, code_lengths)
