@@ -67,7 +67,7 @@ class CorpusConfig:
 
     seed: int = 0
     # 12,800 speech sentences, not 3,200: the small LLMs learn 3,200 by heart and generalise with more at the
-    # same steps (the main job's ASR on the same unseen sentences 12.3% -> 6.2%, docs/RESULTS.md)
+    # same steps
     sizes: dict[str, tuple[int, int, int]] = field(
         default_factory=lambda: {
             "speech": (12800, 200, 200),
