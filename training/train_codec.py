@@ -160,9 +160,9 @@ def main(argv=None) -> None:
     parser.add_argument("--whisper", default="models/whisper-tiny.en", type=Path, help="the judge's Whisper folder")
     parser.add_argument("--num-quantizers", type=int, default=MelCodecConfig().num_quantizers)
     parser.add_argument("--codebook-size", type=int, default=MelCodecConfig().codebook_size)
-    parser.add_argument("--autoencoder-steps", type=int, default=2000)  # 600 -> 2000: Whisper ratio 1.34x -> 1.18x
+    parser.add_argument("--autoencoder-steps", type=int, default=2000)
     parser.add_argument("--vocoder-steps", type=int, default=1000)
-    parser.add_argument("--joint-steps", type=int, default=1500,  # Whisper ratio 1.18x -> 1.12x (Griffin-Lim)
+    parser.add_argument("--joint-steps", type=int, default=1500,
                         help="decoder + vocoder on the audio loss")
     parser.add_argument("--joint-lr", type=float, default=5e-4)
     parser.add_argument("--init-from", type=Path, default=None,
