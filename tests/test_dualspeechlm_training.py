@@ -12,9 +12,11 @@ from dualspeechlm.codecs import MelCodecConfig, MelCodecModel
 from dualspeechlm.configuration_dualspeechlm import DualSpeechLMConfig
 from dualspeechlm.configuration_ustokenizer import USTokenizerConfig
 from dualspeechlm.feature_extraction_ustokenizer import USTokenizerFeatureExtractor
+from dualspeechlm.modeling_dualspeechlm import DualSpeechLMForConditionalGeneration
 from dualspeechlm.modeling_ustokenizer import USTokenizerModel
 from dualspeechlm.processing.corpus import load_corpus
 from dualspeechlm.processing.text_tokenizer import train_text_tokenizer
+from dualspeechlm.processing_dualspeechlm import DualSpeechLMProcessor
 from dualspeechlm.speaker_encoder import SpeakerEncoderConfig, SpeakerEncoderModel
 from dualspeechlm.tasks import build_inputs
 from dualspeechlm.training.multitask import DualSpeechLMCollator
@@ -138,7 +140,6 @@ def tiny_recipe(tiny_corpus, whisper_dir, tmp_path_factory):
 def test_recipe_trains_saves_evaluates_and_fine_tunes_on_the_tiny_corpus(tiny_recipe, tiny_corpus, whisper_dir,
                                                                           tmp_path):
     """A few steps of stage 3, the evaluation, then a fine-tuning run that starts from the saved folder."""
-    from dualspeechlm.processing_dualspeechlm import DualSpeechLMProcessor
     from dualspeechlm.training.evaluate_dualspeechlm import evaluate_model
     from dualspeechlm.training.evaluate_dualspeechlm import main as evaluate_main
 
@@ -364,3 +365,29 @@ def test_resume_after_a_kill_reaches_the_uninterrupted_state(tiny_recipe, tmp_pa
     expected, got = (load_file(path / "model.safetensors") for path in (uninterrupted, resumed))
     for name in expected:
         torch.testing.assert_close(got[name], expected[name], rtol=0, atol=1e-6, msg=name)
+
+
+def test_fine_tuning_onto_a_new_codec_gives_a_fresh_acousticgpt_for_its_codes(tiny_recipe, tmp_path):
+    folder = train_dualspeechlm(tiny_recipe(tmp_path / "model", acoustic_loss_weight=0.0, steps=2))
+    torch.manual_seed(1)
+    other = MelCodecModel(MelCodecConfig(hidden_size=16, latent_size=8, num_quantizers=1, codebook_size=24,
+                                         vocoder="griffin_lim", griffin_lim_iterations=2)).eval()
+    other.encode(0.1 * torch.randn(2, 16000))  # its k-means initialisation, before it is saved
+    other.save_pretrained(tmp_path / "other_codec")
+    recipe = tiny_recipe(tmp_path / "tuned", init_from=str(folder), new_codec=str(tmp_path / "other_codec"), steps=3)
+    tuned = train_dualspeechlm(recipe)
+
+    model = DualSpeechLMForConditionalGeneration.from_pretrained(tuned)
+    assert (model.config.num_codebooks, model.config.codebook_size) == (1, 24)
+    assert model.config.acoustic_loss_weight == 1.0
+    logged = [entry for entry in json.loads((tuned / "training_log.json").read_text()) if "acoustic_loss" in entry]
+    assert logged and all(np.isfinite(entry["acoustic_loss"]) for entry in logged)
+    before, after = (load_file(path / "model.safetensors") for path in (folder, tuned))
+    kept = [name for name in before if not name.startswith("acoustic_gpt.")]
+    assert kept and set(kept) <= set(after)  # the LLM goes on from where it was
+    assert after["acoustic_gpt.embed_codes.weight"].shape != before["acoustic_gpt.embed_codes.weight"].shape
+    # the saved folder speaks through the new codec, whose codes its AcousticGPT writes
+    processor = DualSpeechLMProcessor.from_pretrained(tuned)
+    assert (processor.codec.num_codebooks, processor.codec.codebook_size) == (1, 24)
+    with pytest.raises(ValueError, match="needs init_from"):
+        train_dualspeechlm(tiny_recipe(tmp_path / "refused", new_codec=str(tmp_path / "other_codec")))

@@ -29,6 +29,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, Traini
 from dualspeechlm.codecs import load_codec
 from dualspeechlm.configuration_dualspeechlm import DualSpeechLMConfig
 from dualspeechlm.feature_extraction_ustokenizer import USTokenizerFeatureExtractor
+from dualspeechlm.modeling_acoustic_gpt import AcousticGPT
 from dualspeechlm.modeling_dualspeechlm import DualSpeechLMForConditionalGeneration
 from dualspeechlm.modeling_ustokenizer import USTokenizerModel
 from dualspeechlm.pipelines_dualspeechlm import save_for_pipelines
@@ -63,6 +64,10 @@ class DualSpeechLMRecipe(PresetRecipe):
     # A trained DualSpeechLM folder / Hub id to fine-tune: model and processor (tokenizer, USTokenizer,
     # codec, speaker encoder) come from it, and `llm`, `ustokenizer`, `codec`, `speaker_encoder` are unused.
     init_from: str | None = None
+    # With `init_from`: a codec folder (or a transformers codec, see `load_codec`) that replaces the model's own, and a
+    # fresh AcousticGPT shaped for its codes, the rest of the model kept: how a model trained semantic-only (the tiny
+    # preset) starts to speak through AcousticGPT on another codec.
+    new_codec: str | None = None
     output_dir: str = "models/dualspeechlm"
     cache_dir: str = "data/encoder_cache"
     tasks: tuple[str, ...] = ALL_TASKS
@@ -100,9 +105,12 @@ class DualSpeechLMRecipe(PresetRecipe):
 
 def load_parts(recipe: DualSpeechLMRecipe):
     """(USTokenizer model, its feature extractor, codec, speaker encoder), in eval mode."""
+    if recipe.new_codec and not recipe.init_from:
+        raise ValueError("new_codec replaces the codec of the model to fine-tune: it needs init_from")
     if recipe.init_from:
         processor = DualSpeechLMProcessor.from_pretrained(recipe.init_from)
-        return (processor.ustokenizer.eval(), processor.feature_extractor, processor.codec.eval(),
+        codec = load_codec(recipe.new_codec) if recipe.new_codec else processor.codec
+        return (processor.ustokenizer.eval(), processor.feature_extractor, codec.eval(),
                 processor.speaker_encoder.eval())
     ustokenizer = USTokenizerModel.from_pretrained(recipe.ustokenizer).eval()
     extractor = USTokenizerFeatureExtractor.from_pretrained(recipe.ustokenizer)
@@ -132,14 +140,21 @@ def validation_examples(recipe: DualSpeechLMRecipe, parts) -> Subset:
 
 def build_model(recipe: DualSpeechLMRecipe, ustokenizer, codec):
     """(model, text tokenizer): the backbone + speech vocabulary + a fresh AcousticGPT, or the model
-    to fine-tune (`init_from`); either with the recipe's `speech_generation`."""
+    to fine-tune (`init_from`, with a fresh AcousticGPT for `codec` when the recipe gives a `new_codec`); either with
+    the recipe's `speech_generation`."""
     generation = {} if recipe.speech_generation is None else dict(speech_generation=dict(recipe.speech_generation))
     training = dict(acoustic_loss_weight=recipe.acoustic_loss_weight, **generation)
     if recipe.init_from:
         config = DualSpeechLMConfig.from_pretrained(recipe.init_from)
         config.update(training)
-        return (DualSpeechLMForConditionalGeneration.from_pretrained(recipe.init_from, config=config),
-                AutoTokenizer.from_pretrained(recipe.init_from))
+        model = DualSpeechLMForConditionalGeneration.from_pretrained(recipe.init_from, config=config)
+        if recipe.new_codec:
+            codec_settings = DualSpeechLMConfig.codec_kwargs(codec)
+            for name in ("num_codebooks", "codebook_size"):
+                setattr(model.config.acoustic_config, name, codec_settings.pop(name))
+            model.config.update(codec_settings)
+            model.acoustic_gpt = AcousticGPT(model.config.acoustic_config)
+        return model, AutoTokenizer.from_pretrained(recipe.init_from)
     reader = Path(recipe.ustokenizer) / UNDERSTANDING_LLM
     from_reader = recipe.llm is None and recipe.start_from_reader and (reader / "config.json").is_file()
     source = recipe.llm or str(reader if from_reader else Path(recipe.ustokenizer) / TEXT_LLM)
