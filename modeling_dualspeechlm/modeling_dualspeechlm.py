@@ -81,8 +81,12 @@ class DualSpeechLMSpeechOutput(ModelOutput):
         """One float32 waveform per item, its padding cut (empty where no speech was written); needs `waveforms`."""
         if self.waveforms is None:
             raise ValueError("no waveforms: pass `codec=` to generate_speech / render_speech")
-        return [waveform[:length].float().cpu().numpy()
-                for waveform, length in zip(self.waveforms, self.waveform_lengths.tolist())]
+        return audio_arrays(self.waveforms, self.waveform_lengths)
+
+
+def audio_arrays(waveforms: torch.Tensor, lengths: torch.Tensor) -> list[np.ndarray]:
+    """Padded waveforms `[batch, samples]` + sample lengths `[batch]` -> one float32 array per item, padding cut."""
+    return [waveform[:length].float().cpu().numpy() for waveform, length in zip(waveforms, lengths.tolist())]
 
 
 class SpeechTokensOnly(LogitsProcessor):
@@ -481,7 +485,7 @@ class DualSpeechLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
         # the codec need not share the model's codes: it reads one placeholder code frame per item, and ignores it
         placeholder = ustokens.new_zeros(ustokens.shape[0], codec.num_codebooks, 1)
         return _decoded_speech(codec, placeholder, (ustoken_lengths > 0).long(), ustokens, ustoken_lengths,
-                           speaker_embeddings)
+                               speaker_embeddings)
 
     def decode_codes(self, codec, codes: torch.LongTensor, lengths: torch.LongTensor,
                      ustokens: torch.LongTensor | None = None, ustoken_lengths: torch.LongTensor | None = None,
@@ -511,5 +515,5 @@ def _decoded_speech(codec, codes: torch.LongTensor, lengths: torch.LongTensor,
 
 register_auto_classes(DualSpeechLMConfig, DualSpeechLMForConditionalGeneration, AutoModel)
 
-__all__ = ["codec_decoder_inputs", "DualSpeechLMForConditionalGeneration", "DualSpeechLMOutput",
+__all__ = ["audio_arrays", "codec_decoder_inputs", "DualSpeechLMForConditionalGeneration", "DualSpeechLMOutput",
            "DualSpeechLMSpeechOutput", "SpeechTokensOnly"]

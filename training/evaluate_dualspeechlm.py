@@ -33,7 +33,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from dualspeechlm.codecs import load_codec
-from dualspeechlm.modeling_dualspeechlm import DualSpeechLMForConditionalGeneration
+from dualspeechlm.modeling_dualspeechlm import DualSpeechLMForConditionalGeneration, audio_arrays
 from dualspeechlm.processing.corpus import load_corpus
 from dualspeechlm.processing_dualspeechlm import DualSpeechLMProcessor
 from dualspeechlm.tasks import TASKS, UNDERSTANDING_TASKS, get_task
@@ -90,19 +90,18 @@ def speech_outputs(model, processor, examples: list[dict], batch_size: int = 16,
                                         **{f"acoustic_{key}": value for key, value in acoustic_kwargs.items()})
 
 
-def speak(model, processor, examples: list[dict], semantic_codec=None, **kwargs):
-    """Waveforms of generation examples through the model's codec (None where no speech was written); kwargs:
-    `speech_outputs`'. With `semantic_codec` (one that `decodes_ustokens_alone`), returns (those, the same written
-    USTokens rendered by it with the same voice): the dual-token path beside the semantic-only one."""
+def speak(model, processor, examples: list[dict], semantic_codec=None, **kwargs) -> tuple[list, list | None]:
+    """(waveforms of generation examples through the model's codec, the same written USTokens rendered with the same
+    voice by `semantic_codec`, one that `decodes_ustokens_alone`, or None without it): the dual-token path beside the
+    semantic-only one; None items where no speech was written. kwargs: `speech_outputs`'."""
     spoken, semantic = [], []
     for out in speech_outputs(model, processor, examples, **kwargs):
         spoken += out.audio_arrays()
         if semantic_codec is not None:
-            waveforms, lengths = model.decode_ustokens(semantic_codec, out.ustokens, out.ustoken_lengths,
-                                                       out.speaker_embeddings)
-            semantic += [waveform[:length].numpy() for waveform, length in zip(waveforms, lengths.tolist())]
+            semantic += audio_arrays(*model.decode_ustokens(semantic_codec, out.ustokens, out.ustoken_lengths,
+                                                            out.speaker_embeddings))
     spoken, semantic = ([audio if audio.size else None for audio in audios] for audios in (spoken, semantic))
-    return spoken if semantic_codec is None else (spoken, semantic)
+    return spoken, semantic if semantic_codec is not None else None
 
 
 def as_judged(generated: list) -> list[np.ndarray]:
@@ -152,9 +151,8 @@ def evaluate_split(model, processor, corpus: str, cache_dir: str, split: str, ju
             score["samples"] = [{"reference": r, "hypothesis": h} for r, h in list(zip(references, hypotheses))[:5]]
         else:
             source = load_corpus(corpus, config)[split].select(range(count))
-            generated = speak(model, processor, examples, semantic_codec)
-            if semantic_codec is not None:
-                generated, semantic = generated
+            generated, semantic = speak(model, processor, examples, semantic_codec)
+            if semantic is not None:
                 results[f"{task}_semantic"] = {"examples": count,
                                                **speech_scores(task, semantic, source, processor, judges)}
             score = speech_scores(task, generated, source, processor, judges)
@@ -163,7 +161,7 @@ def evaluate_split(model, processor, corpus: str, cache_dir: str, split: str, ju
                 soundfile.write(samples_dir / f"{split}-{task}-{i}.wav", audio, 16000)
         results[task] = {"examples": count, **score}
         if task == "tts":  # a generation task: `source` holds its corpus rows
-            resynthesized = speak(model, processor, examples, from_reference=True)
+            resynthesized, _ = speak(model, processor, examples, from_reference=True)
             results["tts_resynthesis"] = {"examples": count,
                                           **speech_scores(task, resynthesized, source, processor, judges)}
     return results

@@ -97,10 +97,11 @@ def cached_tokens(corpus_dir: str | Path, config: str, split: str, ustokenizer: 
             for start in range(0, len(audio), DECODED_ROWS):  # a chunk of decoded audio at a time: bounded memory
                 waveforms = [np.asarray(item["array"], dtype=np.float32)
                              for item in audio.select(range(start, min(start + DECODED_ROWS, len(audio))))[column]]
-                speakers += list(speaker_encoder.embed(waveforms, sampling_rate=16000).float().numpy())
+                speakers.extend(speaker_encoder.embed(waveforms, sampling_rate=16000).float().numpy())
                 if codec is not None:
                     chunk_codes, chunk_frames = codec_codes(codec, waveforms)
-                    codes, frames = codes + chunk_codes, frames + chunk_frames
+                    codes.extend(chunk_codes)
+                    frames.extend(chunk_frames)
             dataset = dataset.add_column(f"{column}_speaker", speakers,
                                          feature=datasets.List(datasets.Value("float32")))
             if codec is not None:

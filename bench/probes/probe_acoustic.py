@@ -25,7 +25,7 @@ from transformers import AutoTokenizer
 
 from dualspeechlm.codecs import load_codec
 from dualspeechlm.modeling_acoustic_gpt import delay_pattern, undo_delay
-from dualspeechlm.modeling_dualspeechlm import DualSpeechLMForConditionalGeneration
+from dualspeechlm.modeling_dualspeechlm import DualSpeechLMForConditionalGeneration, audio_arrays
 from dualspeechlm.processing_dualspeechlm import DualSpeechLMProcessor
 from dualspeechlm.training.evaluate_dualspeechlm import as_judged, speak
 from dualspeechlm.training.judge import WhisperJudge
@@ -104,11 +104,11 @@ def main() -> None:
                  "every codebook guessed (teacher-forced)": guesses}
         for way, way_codes in built.items():
             if way in waveforms:
-                decoded, decoded_lengths = model.decode_codes(codec, way_codes, lengths, ustokens, ustoken_lengths)
-                waveforms[way] += [w[:n].numpy() for w, n in zip(decoded, decoded_lengths.tolist())]
+                waveforms[way] += audio_arrays(*model.decode_codes(codec, way_codes, lengths, ustokens,
+                                                                   ustoken_lengths))
         for way, settings in (("resynthesis, model's sampling", {}), ("resynthesis, greedy", {"do_sample": False})):
-            waveforms[way] += as_judged(speak(model, processor, chunk, batch_size=len(chunk), from_reference=True,
-                                              **settings))
+            spoken, _ = speak(model, processor, chunk, batch_size=len(chunk), from_reference=True, **settings)
+            waveforms[way] += as_judged(spoken)
 
     reads = "" if codec.ustoken_vocab_size is None else (
         f", the codec reading the USTokens + {codec.config.ustoken_decode_codebooks} codebook(s)")
