@@ -11,8 +11,8 @@ import time
 
 import torch
 
-from dualspeechlm.codecs.configuration_mel_codec import VOCODERS, MelCodecConfig
-from dualspeechlm.codecs.modeling_mel_codec import MelCodecModel
+from dualspeechlm.configuration_mel_codec import VOCODERS, MelCodecConfig
+from dualspeechlm.modeling_mel_codec import MelCodecModel
 from dualspeechlm.training.codec_training import corpus_waveforms
 
 

@@ -96,10 +96,11 @@ def main() -> None:
           f"{best['no cache', 'one by one'] / best['no cache', 'batched']:.1f}x without")
 
     codec, speakers = small_codec(), torch.randn(args.batch_size, config.speaker_embedding_size)
+    model.set_codec(codec)
 
     def with_codec(depth: int):
         codec.config.ustoken_decode_codebooks = depth
-        return model.generate_speech(prompts, speaker_embeddings=speakers, codec=codec, **settings).waveform_lengths
+        return model.generate(prompts, speaker_embeddings=speakers, output_audio=True, **settings).waveform_lengths
 
     rendered = {"USTokens + voice + AcousticGPT's codebook 0 (depth 1)": lambda: with_codec(1),
                 "USTokens + voice alone (depth 0: AcousticGPT skipped)": lambda: with_codec(0)}

@@ -5,7 +5,8 @@ USTokens `<a_0>..<a_1023>` between `<audio>` / `</audio>`; an AcousticGPT of 6 l
 d=1024 writing WavTokenizer codes (1 codebook of 4096, 40 frames/s at 24 kHz) after a prefix of
 [speaker projection (512-d), adapter(LLM hidden states)]; loss = LLM CE + AcousticGPT CE (1:1);
 Chain-of-Condition for TTS and VC; USTokens sampled at T 0.6 / top-p 0.9 (up to 400), codes
-top-k 10 (up to 1000).
+top-k 10 (up to 1000). The codec itself is a sub-config (`codec_config`, WavTokenizer's in `paper()`) and a
+sub-model of DualSpeechLM, as in transformers' CSM.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from dataclasses import field
 
 from transformers import AutoConfig, PretrainedConfig
 from transformers.configuration_utils import SubConfigSpec
+
+from .configuration_mel_codec import MelCodecConfig  # noqa: F401  (registered: `codec_config` may be one)
 
 COC_MODES = ("prompt", "target", "both")  # Chain-of-Condition: which LLM positions condition AcousticGPT
 ACOUSTIC_SHORTCUTS = ("num_codebooks", "codebook_size", "speaker_embedding_size")  # DualSpeechLMConfig kwargs
@@ -98,8 +101,12 @@ class DualSpeechLMConfig(PretrainedConfig):
         audio_start_token_id, audio_end_token_id, speech_token_offset (`int | None`): ids of `<audio>`, `</audio>`
             and `<a_0>`; `<a_k>` is `speech_token_offset + k`. None: the last K + 2 ids of the text vocabulary, in
             the order `<audio>`, `</audio>`, `<a_0>`..`<a_{K-1}>` (what `from_text_model` appends).
+        codec_config (`PretrainedConfig | dict | None`): the acoustic codec whose codes AcousticGPT writes and which
+            turns them into audio: the embedded `MelCodecConfig` or one of transformers' codecs (`load_codec`'s list;
+            the paper's is WavTokenizer, see `paper()`). The model holds that codec as `codec_model`, its weights
+            saved with the model's. None: no codec, the model writes tokens and codes but no audio.
         codec_frame_rate (`float`, 40.0), codec_sampling_rate (`int`, 16000): the acoustic codec's code rate
-            (WavTokenizer's 40/s) and the rate of the audio it reads and writes for the model (16 kHz: `load_codec`
+            (WavTokenizer's 40/s) and the rate of the audio it reads and writes for the model (16 kHz: the adapter
             resamples WavTokenizer's own 24 kHz inside).
         understanding_tasks, generation_tasks (`tuple[str]`): task names `forward(tasks=...)` accepts; understanding
             items train AcousticGPT on [BOS, no-speech, EOS] with a zero speaker embedding.
@@ -117,10 +124,12 @@ class DualSpeechLMConfig(PretrainedConfig):
     sub_configs_defaults = {
         "text_config": SubConfigSpec(AutoConfig, model_type="phi3", init_kwargs={"vocab_size": 32064 + 1026}),
         "acoustic_config": AcousticGPTConfig,
+        "codec_config": SubConfigSpec(AutoConfig, model_type="wavtokenizer", optional=True),
     }
 
     text_config: dict | PretrainedConfig | None = None
     acoustic_config: dict | AcousticGPTConfig | None = None
+    codec_config: dict | PretrainedConfig | None = None
     num_speech_tokens: int = 1024
     audio_start_token_id: int | None = None
     audio_end_token_id: int | None = None
@@ -192,15 +201,17 @@ class DualSpeechLMConfig(PretrainedConfig):
 
     @staticmethod
     def codec_kwargs(codec) -> dict:
-        """The settings a `SpeechCodecMixin` codec dictates, e.g.
+        """The settings a `SpeechCodecMixin` codec dictates, its config included, e.g.
         `DualSpeechLMConfig.tiny(**DualSpeechLMConfig.codec_kwargs(codec))`."""
         return dict(num_codebooks=codec.num_codebooks, codebook_size=codec.codebook_size,
-                    codec_frame_rate=float(codec.frame_rate), codec_sampling_rate=int(codec.sampling_rate))
+                    codec_frame_rate=float(codec.frame_rate), codec_sampling_rate=int(codec.sampling_rate),
+                    codec_config=copy.deepcopy(codec.codec_config))
 
     @classmethod
     def paper(cls, **overrides) -> DualSpeechLMConfig:
-        """Phi-3.5-mini shapes + 1024 USTokens, the paper's AcousticGPT on WavTokenizer codes."""
-        return cls(**overrides)
+        """Phi-3.5-mini shapes + 1024 USTokens, the paper's AcousticGPT on the codes of WavTokenizer (its 24 kHz,
+        40 codes/s model with one codebook of 4096, read and written at 16 kHz)."""
+        return cls(**{"codec_config": AutoConfig.for_model("wavtokenizer"), **overrides})
 
     @classmethod
     def tiny(cls, text_model_type: str = "llama", num_speech_tokens: int = 32, text_vocab_size: int = 64,

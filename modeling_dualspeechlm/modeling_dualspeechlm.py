@@ -1,8 +1,10 @@
-"""DualSpeechLM (arXiv 2508.08961): any causal LM reading USTokens as text, plus AcousticGPT writing codec codes.
+"""DualSpeechLM (arXiv 2508.08961): any causal LM reading USTokens as text, plus AcousticGPT writing codec codes,
+plus the codec that turns them into audio.
 
     input_ids [batch, L] (text + `<audio><a_k>...</audio>`) -> backbone LLM -> logits [batch, L, vocab]
                                                              -> final hidden states [batch, L, llm_hidden]
     AcousticGPT prefix = [speaker embedding, hidden states at the condition positions] -> codes [batch, n_q, T]
+    codec_model: codes [batch, n_q, T] -> waveforms [batch, samples]
 
 Training (`forward` with `labels`): loss = llm_loss_weight * LLM CE (text answers, or the target USTokens of a
 generation task: the semantic supervision) + acoustic_loss_weight * AcousticGPT CE. Understanding items teach
@@ -16,8 +18,14 @@ from `config.coc_modes` with torch's global RNG (seed it with `torch.manual_seed
 `coc_modes` to choose). Other items, and every item in eval mode, use both, as inference does.
 
 Generation: text through the standard `generate()` (the cache and input preparation are the backbone's);
-speech through `generate_speech()`: USTokens (restricted to `<a_k>` and `</audio>`), one re-encoding pass for the
-hidden states of the whole sequence, then AcousticGPT; both with KV caches, batched (prompts left-padded).
+speech through `generate(..., output_audio=True)` (= `generate_speech(..., output_audio=True)`): USTokens
+(restricted to `<a_k>` and `</audio>`), one re-encoding pass for the hidden states of the whole sequence, then
+AcousticGPT; both with KV caches, batched (prompts left-padded); then the codec.
+
+The codec is a sub-model, as in transformers' CSM: `config.codec_config` builds `codec_model`, whose weights are
+saved and loaded with the model's (kept in float32 under a lower `dtype`), so a model always speaks through the
+codec whose codes its AcousticGPT was trained on. A codec that `decodes_ustokens_alone` (the semantic-only
+baseline's decoder, which reads the written USTokens and the voice) makes the model speak without AcousticGPT.
 
 Imports only torch, transformers and this folder (relatively), so a saved folder loads with trust_remote_code.
 """
@@ -34,6 +42,7 @@ from transformers import AutoModel, AutoModelForCausalLM, GenerationConfig, Gene
 from transformers.generation.logits_process import LogitsProcessor, LogitsProcessorList
 from transformers.utils import ModelOutput
 
+from .codec_auto import codec_from_config
 from .configuration_dualspeechlm import COC_MODES, DualSpeechLMConfig, speech_token_strings
 from .modeling_acoustic_gpt import AcousticGPT
 from .registration import register_auto_classes
@@ -64,9 +73,9 @@ class DualSpeechLMSpeechOutput(ModelOutput):
     """sequences `[batch, L + new]`: prompt + `<audio>` + USTokens + `</audio>` (then pad); ustokens `[batch, U]` and
     ustoken_lengths `[batch]`: the USToken ids (0..K-1) written after the last `<audio>`; speaker_embeddings
     `[batch, speaker_embedding_size]`: the voice it was asked for (None when none was given); codes `[batch, n_q, T]`
-    and code_lengths `[batch]` (0: AcousticGPT wrote no-speech; both None when the codec given
-    `decodes_ustokens_alone`, for then AcousticGPT does not run); waveforms `[batch, samples]` and waveform_lengths
-    when a codec was given."""
+    and code_lengths `[batch]` (0: AcousticGPT wrote no-speech; both None when the model's codec
+    `decodes_ustokens_alone`, for then AcousticGPT does not run); waveforms `[batch, samples]` at
+    `config.codec_sampling_rate` and waveform_lengths `[batch]` with `output_audio=True`."""
 
     sequences: torch.LongTensor | None = None
     ustokens: torch.LongTensor | None = None
@@ -80,7 +89,7 @@ class DualSpeechLMSpeechOutput(ModelOutput):
     def audio_arrays(self) -> list[np.ndarray]:
         """One float32 waveform per item, its padding cut (empty where no speech was written); needs `waveforms`."""
         if self.waveforms is None:
-            raise ValueError("no waveforms: pass `codec=` to generate_speech / render_speech")
+            raise ValueError("no waveforms: generate with output_audio=True")
         return audio_arrays(self.waveforms, self.waveform_lengths)
 
 
@@ -133,10 +142,13 @@ def check_shape(name: str, tensor: torch.Tensor | None, *shape: int) -> None:
 
 
 class DualSpeechLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
-    """The backbone LLM (`language_model`, any AutoModelForCausalLM) and AcousticGPT (`acoustic_gpt`)."""
+    """The backbone LLM (`language_model`, any AutoModelForCausalLM), AcousticGPT (`acoustic_gpt`) and the codec
+    (`codec_model`, a `SpeechCodecMixin`; None when `config.codec_config` is None). The codec is frozen: training
+    never changes it."""
 
     config_class = DualSpeechLMConfig
     main_input_name = "input_ids"
+    _keep_in_fp32_modules_strict = ["codec_model"]  # spectral transforms and vocoders want float32
     _supports_sdpa = True
     _supports_flash_attn = True
     _supports_flex_attn = True
@@ -149,16 +161,68 @@ class DualSpeechLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
         self.language_model = language_model
         self.config.text_config = self.language_model.config  # one object: resizing the embeddings updates both
         self.acoustic_gpt = AcousticGPT(config.acoustic_config)
+        self.codec_model = None
+        if config.codec_config is not None:
+            self._attach_codec(codec_from_config(config.codec_config, config.num_codebooks,
+                                                 config.codec_sampling_rate))
         self.post_init()
+
+    def _attach_codec(self, codec) -> None:
+        """`codec` becomes `codec_model` (frozen, in eval mode, on the model's device) and its config
+        `config.codec_config`, after checking that it reads the codes the config says AcousticGPT writes."""
+        config = self.config
+        has = (codec.num_codebooks, codec.codebook_size, float(codec.frame_rate), int(codec.sampling_rate))
+        wants = (config.num_codebooks, config.codebook_size, config.codec_frame_rate, config.codec_sampling_rate)
+        if has != wants:
+            raise ValueError(f"the codec reads {has[0]} codebook(s) of {has[1]} codes at {has[2]:g} frames/s and "
+                             f"{has[3]} Hz audio, this model's AcousticGPT writes {wants[0]} of {wants[1]} at "
+                             f"{wants[2]:g} frames/s for {wants[3]} Hz: use reset_acoustic_gpt(codec) to move the "
+                             "model onto another codec")
+        config.codec_config = codec.codec_config
+        self.codec_model = codec.requires_grad_(False).eval()
+        if any(True for _ in self.language_model.parameters()):
+            self.codec_model.to(self.device)
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        """`PreTrainedModel.from_pretrained`, the codec frozen again (loading makes every parameter trainable)."""
+        model = super().from_pretrained(*args, **kwargs)
+        if model.codec_model is not None:
+            model.codec_model.requires_grad_(False)
+        return model
+
+    def set_codec(self, codec) -> None:
+        """Make `codec` (a `SpeechCodecMixin`, e.g. from `load_codec`) the model's: it must read the codes this model's
+        AcousticGPT writes (same codebooks, codes, frame and sampling rate), e.g. the embedded codec's decoder
+        retrained to read the USTokens too (`dualspeechlm-set-codec`)."""
+        self._attach_codec(codec)
+
+    def reset_acoustic_gpt(self, codec) -> None:
+        """Move the model onto another codec: a fresh AcousticGPT shaped for `codec`'s codes (to be trained), and
+        `codec` as the model's; the LLM is kept."""
+        acoustic = self.config.acoustic_config
+        acoustic.num_codebooks, acoustic.codebook_size = codec.num_codebooks, codec.codebook_size
+        self.config.codec_frame_rate = float(codec.frame_rate)
+        self.config.codec_sampling_rate = int(codec.sampling_rate)
+        self.acoustic_gpt = AcousticGPT(acoustic).to(self.device)
+        self._attach_codec(codec)
+
+    def train(self, mode: bool = True):
+        """As `nn.Module.train`, but the codec stays in eval mode (its quantizer would update its codebooks)."""
+        super().train(mode)
+        if self.codec_model is not None:
+            self.codec_model.eval()
+        return self
 
     @classmethod
     def from_text_model(cls, text_model: PreTrainedModel, tokenizer=None, num_speech_tokens: int = 1024,
-                        pad_to_multiple_of: int | None = None,
+                        pad_to_multiple_of: int | None = None, codec=None,
                         **config_kwargs) -> DualSpeechLMForConditionalGeneration:
         """Wrap a (pretrained) causal LM. `<audio>`, `</audio>`, `<a_0>`..`<a_{K-1}>` are added to `tokenizer` (when
         given; otherwise their ids follow the LLM's vocabulary), the embeddings grow to hold them (new rows: the mean
-        of the old ones), and a fresh AcousticGPT joins. `config_kwargs` go to DualSpeechLMConfig (`acoustic_config`,
-        `num_codebooks`, `codebook_size`, `codec_frame_rate`, ...)."""
+        of the old ones), and a fresh AcousticGPT joins, writing the codes of `codec` (a `SpeechCodecMixin`, e.g. from
+        `load_codec`, which becomes `codec_model` with its weights). `config_kwargs` go to DualSpeechLMConfig
+        (`acoustic_config`, ...; `num_codebooks`, `codebook_size`, `codec_frame_rate` ... where no codec is given)."""
         strings = speech_token_strings(num_speech_tokens)
         vocab = text_model.config.vocab_size
         if tokenizer is not None:
@@ -174,10 +238,13 @@ class DualSpeechLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
         kernels = {f"{kind}_implementation":
                    {"text_config": getattr(text_model.config, f"_{kind}_implementation", None)}
                    for kind in ("attn", "experts")}
+        codec_settings = {} if codec is None else {**DualSpeechLMConfig.codec_kwargs(codec), "codec_config": None}
         config = DualSpeechLMConfig(text_config=text_model.config, num_speech_tokens=num_speech_tokens,
                                     audio_start_token_id=start, audio_end_token_id=end, speech_token_offset=offset,
-                                    **kernels, **config_kwargs)
+                                    **kernels, **{**config_kwargs, **codec_settings})
         model = cls(config, language_model=text_model).to(text_model.device)
+        if codec is not None:  # the given codec with its weights, not one built from its config
+            model.set_codec(codec)
         model.generation_config = copy.deepcopy(text_model.generation_config)
         return model
 
@@ -350,6 +417,14 @@ class DualSpeechLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
         output.acoustic_logits, output.acoustic_condition_mask, output.coc_modes = acoustic.logits, condition, modes
         return output
 
+    def generate(self, *args, output_audio: bool = False, **kwargs):
+        """Text, as any causal LM's `generate`; with `output_audio=True`, speech: `generate_speech(*args,
+        output_audio=True, **kwargs)`, a `DualSpeechLMSpeechOutput` whose `waveforms` `[batch, samples]` and
+        `waveform_lengths` `[batch]` hold the audio (`audio_arrays()` cuts it per item)."""
+        if output_audio:
+            return self.generate_speech(*args, output_audio=True, **kwargs)
+        return super().generate(*args, **kwargs)
+
     @torch.no_grad()
     def generate_speech(
         self,
@@ -359,7 +434,7 @@ class DualSpeechLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
         speaker_embeddings: torch.FloatTensor | None = None,
         generation_config: GenerationConfig | None = None,
         acoustic_generation_config: GenerationConfig | None = None,
-        codec=None,
+        output_audio: bool = False,
         use_cache: bool = True,
         **kwargs,
     ) -> DualSpeechLMSpeechOutput:
@@ -373,7 +448,7 @@ class DualSpeechLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
         the backbone's `max_position_embeddings`); acoustic_generation_config: code sampling (default
         `config.acoustic_generation`); kwargs `acoustic_<name>` update the latter, the others the former (e.g.
         `do_sample=False, max_new_tokens=200, acoustic_max_new_tokens=500`). use_cache: KV caches in both models.
-        codec: a `SpeechCodecMixin`; when given, waveforms at its sampling rate are decoded too.
+        output_audio: decode waveforms too, through `codec_model`.
         """
         config = self.config
         attention_mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
@@ -421,7 +496,7 @@ class DualSpeechLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
         if speaker_embeddings is not None:
             speaker_embeddings = speaker_embeddings.repeat_interleave(copies, 0)
         return self.render_speech(sequences, full_mask, condition, speaker_embeddings, acoustic_generation_config,
-                                  codec, use_cache, **acoustic_kwargs)
+                                  output_audio, use_cache, **acoustic_kwargs)
 
     @torch.no_grad()
     def render_speech(
@@ -431,21 +506,24 @@ class DualSpeechLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
         condition_mask: torch.Tensor,
         speaker_embeddings: torch.FloatTensor | None = None,
         acoustic_generation_config: GenerationConfig | None = None,
-        codec=None,
+        output_audio: bool = False,
         use_cache: bool = True,
         **acoustic_kwargs,
     ) -> DualSpeechLMSpeechOutput:
-        r"""The acoustic half of `generate_speech`: AcousticGPT codes (and waveforms, with `codec`) for sequences whose
-        USTokens are already written, e.g. by `generate_speech`'s first half or taken from reference audio.
+        r"""The acoustic half of `generate_speech`: AcousticGPT codes (and waveforms, with `output_audio`) for
+        sequences whose USTokens are already written, e.g. by `generate_speech`'s first half or from reference audio.
 
         sequences, attention_mask `[batch, L]`: prompt, `<audio>`, USTokens, `</audio>` (left-padded); condition_mask
         `[batch, L]`: the positions conditioning AcousticGPT (the prompt's condition and the USTokens written after
         the last `<audio>`, as in training); speaker_embeddings
         `[batch, speaker_embedding_size]` (default zeros); acoustic_generation_config (default
-        `config.acoustic_generation`) and `acoustic_kwargs` (its fields, e.g. `do_sample=False`). A codec that
+        `config.acoustic_generation`) and `acoustic_kwargs` (its fields, e.g. `do_sample=False`). A `codec_model` that
         `decodes_ustokens_alone` renders the USTokens and the voice without AcousticGPT (no codes are returned).
         """
-        config = self.config
+        config, codec = self.config, self.codec_model
+        if output_audio and codec is None:
+            raise ValueError("this model holds no codec (config.codec_config is None), so it writes no audio: give it "
+                             "one with from_text_model(..., codec=) or set_codec")
         voice = speaker_embeddings  # the codec hears the voice only when one was asked for
         check_shape("speaker_embeddings", voice, sequences.shape[0], config.speaker_embedding_size)
         answer = (sequences == config.audio_start_token_id).flip(1).cumsum(1).flip(1) == 0  # after the last <audio>
@@ -454,12 +532,14 @@ class DualSpeechLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
         output = DualSpeechLMSpeechOutput(sequences=sequences, ustokens=ustokens, ustoken_lengths=ustoken_lengths,
                                           speaker_embeddings=voice)
         if codec is not None and codec.decodes_ustokens_alone:  # AcousticGPT's codes would go unread
-            output.waveforms, output.waveform_lengths = self.decode_ustokens(codec, ustokens, ustoken_lengths, voice)
+            if output_audio:
+                output.waveforms, output.waveform_lengths = self.decode_ustokens(codec, ustokens, ustoken_lengths,
+                                                                                 voice)
             return output
         if config.acoustic_loss_weight == 0:
             raise ValueError("this model's AcousticGPT was trained with acoustic_loss_weight 0, i.e. not at all: "
-                             "render its speech with a codec that decodes the USTokens alone "
-                             "(codec.decodes_ustokens_alone)")
+                             "give it a codec that decodes the USTokens alone (set_codec; "
+                             "codec.decodes_ustokens_alone)")
         hidden = self.language_model(sequences, attention_mask=attention_mask, use_cache=False,
                                      output_hidden_states=-1,
                                      position_ids=positions_from_mask(attention_mask, attention_mask.shape[1]),
@@ -470,16 +550,17 @@ class DualSpeechLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
         acoustic = self.acoustic_gpt.generate(speaker_embeddings, hidden, condition_mask.bool(),
                                               acoustic_generation_config, use_cache=use_cache, **acoustic_kwargs)
         output.codes, output.code_lengths = acoustic.codes, acoustic.lengths
-        if codec is not None:
-            output.waveforms, output.waveform_lengths = self.decode_codes(codec, acoustic.codes, acoustic.lengths,
-                                                                          ustokens, ustoken_lengths, voice)
+        if output_audio:
+            output.waveforms, output.waveform_lengths = self.decode_codes(acoustic.codes, acoustic.lengths, ustokens,
+                                                                          ustoken_lengths, voice)
         return output
 
-    def decode_ustokens(self, codec, ustokens: torch.LongTensor, ustoken_lengths: torch.LongTensor,
+    @staticmethod
+    def decode_ustokens(codec, ustokens: torch.LongTensor, ustoken_lengths: torch.LongTensor,
                         speaker_embeddings: torch.FloatTensor | None = None):
-        """Speech from the written USTokens `[batch, U]` (+ `ustoken_lengths`) and the voice alone, through a codec
-        that `decodes_ustokens_alone` (the semantic-only path, no AcousticGPT) -> (waveforms `[batch, samples]`,
-        sample lengths); items without tokens get no samples."""
+        """Speech from the written USTokens `[batch, U]` (+ `ustoken_lengths`) and the voice alone, through `codec`
+        (the model's or another), one that `decodes_ustokens_alone` (the semantic-only path, no AcousticGPT) ->
+        (waveforms `[batch, samples]`, sample lengths); items without tokens get no samples."""
         if not codec.decodes_ustokens_alone:
             raise ValueError(f"{type(codec).__name__} does not decode USTokens alone: it needs AcousticGPT's codes")
         # the codec need not share the model's codes: it reads one placeholder code frame per item, and ignores it
@@ -487,24 +568,22 @@ class DualSpeechLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
         return _decoded_speech(codec, placeholder, (ustoken_lengths > 0).long(), ustokens, ustoken_lengths,
                                speaker_embeddings)
 
-    def decode_codes(self, codec, codes: torch.LongTensor, lengths: torch.LongTensor,
+    def decode_codes(self, codes: torch.LongTensor, lengths: torch.LongTensor,
                      ustokens: torch.LongTensor | None = None, ustoken_lengths: torch.LongTensor | None = None,
                      speaker_embeddings: torch.FloatTensor | None = None):
-        """codes `[batch, n_q, T]` + lengths -> (waveforms `[batch, samples]`, sample lengths); no-speech items (length
-        0) get no samples. A codec that reads USTokens (`ustoken_vocab_size`) gets `ustokens` `[batch, U]` +
-        `ustoken_lengths` too, and one that reads the voice (`speaker_embedding_size`) the `speaker_embeddings`
-        `[batch, speaker_embedding_size]`, when given."""
-        if (codec.num_codebooks, codec.codebook_size) != (self.config.num_codebooks, self.config.codebook_size):
-            raise ValueError(f"the codec writes {codec.num_codebooks} codebooks of {codec.codebook_size} codes, "
-                             f"the model {self.config.num_codebooks} of {self.config.codebook_size}")
-        return _decoded_speech(codec, codes, lengths, ustokens, ustoken_lengths, speaker_embeddings)
+        """AcousticGPT's codes `[batch, n_q, T]` + lengths -> (waveforms `[batch, samples]`, sample lengths) through
+        `codec_model`; no-speech items (length 0) get no samples. A codec that reads USTokens (`ustoken_vocab_size`)
+        gets `ustokens` `[batch, U]` + `ustoken_lengths` too, and one that reads the voice (`speaker_embedding_size`)
+        the `speaker_embeddings` `[batch, speaker_embedding_size]`, when given."""
+        if self.codec_model is None:
+            raise ValueError("this model holds no codec (config.codec_config is None): set one with set_codec")
+        return _decoded_speech(self.codec_model, codes, lengths, ustokens, ustoken_lengths, speaker_embeddings)
 
 
 def _decoded_speech(codec, codes: torch.LongTensor, lengths: torch.LongTensor,
                     ustokens: torch.LongTensor | None = None, ustoken_lengths: torch.LongTensor | None = None,
                     speaker_embeddings: torch.FloatTensor | None = None):
-    """`codec.decode` for `DualSpeechLMForConditionalGeneration.decode_codes`, unchecked: no-speech items (length 0)
-    get no samples."""
+    """`codec.decode` for `decode_codes` and `decode_ustokens`: no-speech items (length 0) get no samples."""
     if codes.shape[-1] == 0:
         return torch.zeros(codes.shape[0], 0), torch.zeros(codes.shape[0], dtype=torch.long)
     decoded = codec.decode(codes, lengths.clamp(min=1),

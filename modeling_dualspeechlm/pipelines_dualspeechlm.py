@@ -87,8 +87,8 @@ class DualSpeechLMTextToSpeechPipeline(DualSpeechLMPipeline):
     `voice`: reference audio of the target speaker (file path, array + `voice_sampling_rate`, or an audio dict),
     embedded by the folder's speaker encoder; without it, the processor's `default_speaker_embedding()` (a neutral
     synthetic voice). `task="t2st"` with `language` speaks a translation.
-    `generate_kwargs` go to `generate_speech` (e.g. `max_new_tokens`, `acoustic_max_new_tokens`, `do_sample`).
-    The audio is empty where the model wrote no speech."""
+    `generate_kwargs` go to `generate(..., output_audio=True)` (e.g. `max_new_tokens`, `acoustic_max_new_tokens`,
+    `do_sample`). The audio, at the rate of the model's codec, is empty where the model wrote no speech."""
 
     def _sanitize_parameters(self, voice=None, voice_sampling_rate=None, task=None, language=None, **kwargs):
         given = dict(voice=voice, voice_sampling_rate=voice_sampling_rate, task=task, language=language)
@@ -107,15 +107,14 @@ class DualSpeechLMTextToSpeechPipeline(DualSpeechLMPipeline):
         return inputs
 
     def _forward(self, model_inputs, generate_kwargs: dict | None = None):
-        output = self.model.generate_speech(  # with the codec: one that reads no codes spares AcousticGPT
+        output = self.model.generate(
             model_inputs["input_ids"], attention_mask=model_inputs["attention_mask"],
             condition_mask=model_inputs["condition_mask"], speaker_embeddings=model_inputs["speaker_embeddings"],
-            codec=self.processor.require("codec"),
-            **(generate_kwargs or {}))
+            output_audio=True, **(generate_kwargs or {}))
         return {"audio": output.audio_arrays()[0]}
 
     def postprocess(self, model_outputs):
-        return {"audio": model_outputs["audio"], "sampling_rate": self.processor.sampling_rate}
+        return {"audio": model_outputs["audio"], "sampling_rate": self.model.config.codec_sampling_rate}
 
 
 PIPELINES = {

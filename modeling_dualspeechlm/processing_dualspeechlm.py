@@ -1,13 +1,14 @@
-"""DualSpeechLMProcessor: raw audio and text in, model inputs out; generated ids and codes back to text and audio.
+"""DualSpeechLMProcessor: raw audio and text in, model inputs out; generated ids back to text.
 
     audio ──USTokenizerFeatureExtractor──> log-mel ──USTokenizerModel.encode──> USToken ids (25 Hz)
     ids + text fields ──build_inputs (tasks.build_inputs: the eight prompts)──> input_ids, condition_mask, ...
-    generated text ids ──tokenizer──> text;  acoustic codes ──codec.decode──> waveforms
+    generated text ids ──tokenizer──> text
     reference audio ──speaker encoder──> speaker embedding (the target voice)
 
+Audio comes out of the model itself (`generate(..., output_audio=True)`), whose codec is one of its sub-models.
 A model folder holds the text tokenizer at its top and the other parts in subfolders, each loadable on its own:
-`ustokenizer/` (USTokenizer model + feature extractor), `codec/` and `speaker_encoder/` (both optional). This is
-the layout the stage-3 recipe writes, so `from_pretrained` opens those folders too.
+`ustokenizer/` (USTokenizer model + feature extractor) and `speaker_encoder/` (optional). This is the layout the
+stage-3 recipe writes, so `from_pretrained` opens those folders too.
 
 Imports only torch, torchaudio, numpy, transformers and this folder (relatively), so a saved folder's processor
 loads with `AutoProcessor.from_pretrained(folder, trust_remote_code=True)` where the package is absent.
@@ -21,24 +22,18 @@ import os
 import numpy as np
 import torch
 import torchaudio
-from transformers import AutoModel, AutoTokenizer, BatchFeature, ProcessorMixin
+from transformers import AutoTokenizer, BatchFeature, ProcessorMixin
 from transformers.dynamic_module_utils import custom_object_save
 from transformers.utils import PROCESSOR_NAME, cached_file
 
 from .configuration_dualspeechlm import DualSpeechLMConfig, speech_token_strings
 from .feature_extraction_ustokenizer import USTokenizerFeatureExtractor
-from .modeling_dualspeechlm import codec_decoder_inputs
 from .modeling_ustokenizer import USTokenizerModel
 from .registration import register_processor
 from .speaker_encoder import SpeakerEncoderModel
 from .tasks import build_inputs, get_task
 
-try:  # with the package installed, the embedded codec registers with AutoModel: `codec/` loads without remote code
-    import dualspeechlm.codecs  # noqa: F401
-except ImportError:  # a saved folder's own copy of this file, without the package: its codec/ carries the code
-    pass
-
-SUBFOLDERS = ("ustokenizer", "codec", "speaker_encoder")
+SUBFOLDERS = ("ustokenizer", "speaker_encoder")
 
 
 def neutral_voice(sampling_rate: int = 16000, seconds: float = 2.0) -> np.ndarray:
@@ -67,17 +62,12 @@ class DualSpeechLMProcessor(ProcessorMixin):
         tokenizer (`PreTrainedTokenizerBase`): the text tokenizer holding `<audio>`, `</audio>`, `<a_0>`..`<a_{K-1}>`
             (what `DualSpeechLMForConditionalGeneration.from_text_model` adds), K = the USTokenizer's codebook size.
         ustokenizer ([`USTokenizerModel`]): log-mel -> USToken ids.
-        codec (a `SpeechCodecMixin`, optional): acoustic codes -> waveforms (`decode_audio`).
         speaker_encoder ([`SpeakerEncoderModel`], optional): reference audio -> speaker embedding.
     """
 
-    def __init__(self, feature_extractor, tokenizer, ustokenizer, codec=None, speaker_encoder=None):
+    def __init__(self, feature_extractor, tokenizer, ustokenizer, speaker_encoder=None):
         super().__init__(feature_extractor, tokenizer)
-        self.ustokenizer, self.codec, self.speaker_encoder = ustokenizer, codec, speaker_encoder
-        if codec is not None and not all(hasattr(codec, name)
-                                         for name in ("decode", "sampling_rate", "num_codebooks")):
-            raise TypeError(f"codec must be a DualSpeechLM codec (SpeechCodecMixin), got {type(codec).__name__}; wrap "
-                            "a transformers codec with dualspeechlm.codecs.load_codec and pass codec=")
+        self.ustokenizer, self.speaker_encoder = ustokenizer, speaker_encoder
         # the speech token ids `tasks.build_inputs` reads from a DualSpeechLMConfig, here from the tokenizer
         self.num_speech_tokens = ustokenizer.config.codebook_size
         strings = speech_token_strings(self.num_speech_tokens)
@@ -114,42 +104,33 @@ class DualSpeechLMProcessor(ProcessorMixin):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, trust_remote_code: bool | None = None, **kwargs):
-        """Load from a model folder or Hub repo (module docstring). Parts given as keyword arguments (`codec=`,
-        `speaker_encoder=`, ...) replace the saved ones, e.g. a transformers codec wrapped by `load_codec`.
-        `trust_remote_code` applies to the codec, which carries its own code in `codec/`."""
+        """Load from a model folder or Hub repo (module docstring). Parts given as keyword arguments
+        (`speaker_encoder=`, ...) replace the saved ones. (`trust_remote_code` is accepted for AutoProcessor's sake:
+        every part's code is this file's.)"""
         path, hub = pretrained_model_name_or_path, {k: kwargs[k] for k in HUB_KWARGS if k in kwargs}
         parts = {name: kwargs[name] for name in ("feature_extractor", "tokenizer", *SUBFOLDERS) if name in kwargs}
         ustokenizer_at = dict(subfolder="ustokenizer", **hub)
-        # transformers finds remote code only at the top of a repo: open a local codec/ as a folder of its own
-        codec_at = (dict(pretrained_model_name_or_path=os.path.join(path, "codec")) if os.path.isdir(path)
-                    else dict(pretrained_model_name_or_path=path, subfolder="codec"))
         loaders = {
             "tokenizer": lambda: AutoTokenizer.from_pretrained(path, **hub),
             "feature_extractor": lambda: USTokenizerFeatureExtractor.from_pretrained(path, **ustokenizer_at),
             "ustokenizer": lambda: USTokenizerModel.from_pretrained(path, **ustokenizer_at),
-            "codec": lambda: AutoModel.from_pretrained(**codec_at, trust_remote_code=trust_remote_code, **hub),
             "speaker_encoder": lambda: SpeakerEncoderModel.from_pretrained(path, subfolder="speaker_encoder", **hub),
         }
         for name, load in loaders.items():
-            if name not in parts and (name not in ("codec", "speaker_encoder") or has_subfolder(path, name, **hub)):
+            if name not in parts and (name != "speaker_encoder" or has_subfolder(path, name, **hub)):
                 parts[name] = load()
         return cls(**{name: part.eval() if isinstance(part, torch.nn.Module) else part
                       for name, part in parts.items()})
 
     def to(self, device: str | torch.device) -> DualSpeechLMProcessor:
-        """Move the sub-models (USTokenizer, codec, speaker encoder) to `device`."""
+        """Move the sub-models (USTokenizer, speaker encoder) to `device`."""
         for name in SUBFOLDERS:
             if (part := getattr(self, name)) is not None:
                 part.to(device)
         return self
 
-    @property
-    def sampling_rate(self) -> int:
-        """The sampling rate of the audio `decode_audio` returns (the codec's)."""
-        return int(self.require("codec").sampling_rate)
-
     def require(self, name: str):
-        """The optional part `name` ("codec", "speaker_encoder"), or a clear error where there is none."""
+        """The optional part `name` ("speaker_encoder"), or a clear error where there is none."""
         if getattr(self, name) is None:
             raise ValueError(f"this processor has no {name} (the `{name}/` subfolder of a model folder); load one or "
                              f"pass {name}= to DualSpeechLMProcessor")
@@ -230,27 +211,6 @@ class DualSpeechLMProcessor(ProcessorMixin):
     def decode_text(self, generated_ids) -> list[str]:
         """Text of generated ids `[batch, new_tokens]` (the tokens after the prompt), special tokens dropped."""
         return [text.strip() for text in self.tokenizer.batch_decode(generated_ids, skip_special_tokens=True)]
-
-    def decode_audio(self, codes: torch.LongTensor, code_lengths, ustokens=None, ustoken_lengths=None,
-                     speaker_embeddings=None) -> list[np.ndarray]:
-        """codes `[batch, n_q, frames]` + lengths `[batch]` -> one float32 waveform per item at `sampling_rate`, empty
-        where the model wrote no speech (length 0). `ustokens` `[batch, U]` + `ustoken_lengths` (the written USTokens,
-        as `generate_speech` returns them) and the voice's `speaker_embeddings` `[batch, S]` go to a codec that reads
-        them and are ignored by one that does not."""
-        codec = self.require("codec")
-        lengths = torch.as_tensor(code_lengths).cpu()
-        waveforms = [np.zeros(0, dtype=np.float32) for _ in range(len(lengths))]
-        speaking = (lengths > 0).nonzero().flatten()
-        if len(speaking):
-            extra = codec_decoder_inputs(codec, ustokens, ustoken_lengths, speaker_embeddings)
-            if "speaker_embeddings" in extra:  # one row per item, also for a single voice given as [S]
-                extra["speaker_embeddings"] = torch.as_tensor(extra["speaker_embeddings"]).reshape(len(lengths), -1)
-            extra = {name: None if value is None else torch.as_tensor(value).cpu()[speaking]  # the speaking items'
-                     for name, value in extra.items()}
-            decoded = codec.decode(codes[speaking].to(codec.device), lengths[speaking], **extra)
-            for row, index in enumerate(speaking.tolist()):
-                waveforms[index] = decoded.waveforms[row, : decoded.lengths[row]].float().cpu().numpy()
-        return waveforms
 
 
 register_processor(DualSpeechLMConfig, DualSpeechLMProcessor)

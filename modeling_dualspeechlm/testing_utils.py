@@ -4,7 +4,7 @@
 
 Every part is random and a few kilobytes: a 1-layer Llama with a byte-level BPE trained on `TINY_TEXTS`, a
 USTokenizer with a 2-layer Whisper-shaped encoder, a 2-quantizer mel codec (Griffin-Lim), a speaker encoder and
-an AcousticGPT of one layer. They fit each other as stage 3 builds them (`from_text_model`, `codec_kwargs`), so
+an AcousticGPT of one layer. They fit each other as stage 3 builds them (`from_text_model` with the codec), so
 everything a trained model does (build inputs, train a step, generate text and speech, save and load) runs on them
 in well under a second.
 """
@@ -17,7 +17,6 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from dualspeechlm.processing.text_tokenizer import train_text_tokenizer  # the processing side: a test helper only
 
 from .codecs import MelCodecConfig, MelCodecModel
-from .configuration_dualspeechlm import DualSpeechLMConfig
 from .configuration_ustokenizer import USTokenizerConfig
 from .feature_extraction_ustokenizer import USTokenizerFeatureExtractor
 from .modeling_dualspeechlm import DualSpeechLMForConditionalGeneration
@@ -48,9 +47,9 @@ def tiny_random_model_and_processor(num_speech_tokens: int = 32, seed: int = 0):
     model = DualSpeechLMForConditionalGeneration.from_text_model(
         llm, tokenizer, num_speech_tokens=num_speech_tokens,
         acoustic_config=dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32),
-        **DualSpeechLMConfig.codec_kwargs(codec)).eval()
+        codec=codec).eval()
     tokenizer.model_max_length = model.config.text_config.max_position_embeddings
-    processor = DualSpeechLMProcessor(USTokenizerFeatureExtractor(), tokenizer, ustokenizer, codec, speaker_encoder)
+    processor = DualSpeechLMProcessor(USTokenizerFeatureExtractor(), tokenizer, ustokenizer, speaker_encoder)
     return model, processor
 
 

@@ -137,8 +137,7 @@ def describe_architecture(config: dict, folder: Path) -> dict:
     ustokenizer_config = folder / "ustokenizer" / "config.json"
     ustokenizer = json.loads(ustokenizer_config.read_text()) if ustokenizer_config.is_file() else {}
     encoder = ustokenizer.get("encoder_config", {})
-    codec_config = folder / "codec" / "config.json"
-    codec = json.loads(codec_config.read_text()) if codec_config.is_file() else {}
+    codec = config.get("codec_config") or {}
     depth = codec.get("ustoken_decode_codebooks")
     reads_voice = "" if codec.get("speaker_embedding_size") is None else " and the speaker embedding"
     reads_tokens = ("" if codec.get("ustoken_vocab_size") is None else
@@ -152,8 +151,9 @@ def describe_architecture(config: dict, folder: Path) -> dict:
         "acoustic": (f"{acoustic['num_hidden_layers']} layers, width {acoustic['hidden_size']}, speaker embedding "
                      f"{acoustic['speaker_embedding_size']}"
                      + acoustic_role(config, depth == 0 and bool(reads_tokens))),
-        "codec": (f"{acoustic['num_codebooks']} x {acoustic['codebook_size']} codes at {config['codec_frame_rate']:g} "
-                  f"Hz, {config['codec_sampling_rate']} Hz audio{reads_tokens}"),
+        "codec": (f"{codec.get('model_type', 'none')}: {acoustic['num_codebooks']} x {acoustic['codebook_size']} "
+                  f"codes at {config['codec_frame_rate']:g} Hz, {config['codec_sampling_rate']} Hz audio"
+                  f"{reads_tokens}"),
     }
 
 
@@ -175,7 +175,7 @@ def render_model_card(folder: str | Path, repo_id: str, dataset_id: str | None =
     dataset_link = f"[{dataset_id}](https://huggingface.co/datasets/{dataset_id})" if dataset_id else dataset_name
     return ModelCard.from_template(
         card_data, template_path=str(DUALSPEECHLM_TEMPLATE), model_name=model_name, repo_id=repo_id,
-        parameters=(f"{parameter_count(folder) / 1e6:.1f} M (LLM + AcousticGPT; USTokenizer, codec and speaker "
+        parameters=(f"{parameter_count(folder) / 1e6:.1f} M (LLM + AcousticGPT + codec; USTokenizer and speaker "
                     "encoder are in subfolders)"),
         results_table=results_table(evaluation) if evaluation else "Not evaluated yet (`dualspeechlm-evaluate`).",
         training=training_summary(folder), dataset_link=dataset_link, limitations=limitations(evaluation),

@@ -52,9 +52,10 @@ def load_model(source: str):
         raise FileNotFoundError(f"there is no model folder at {path}")
     model = AutoModel.from_pretrained(source, trust_remote_code=True).eval()
     processor = AutoProcessor.from_pretrained(source, trust_remote_code=True)
-    for part in ("codec", "speaker_encoder"):
-        if getattr(processor, part, None) is None:
-            raise ValueError(f"the model has no `{part}/` subfolder, which the speech tabs need")
+    if model.codec_model is None:
+        raise ValueError("the model holds no codec (its config's codec_config is None), which the speech tabs need")
+    if processor.speaker_encoder is None:
+        raise ValueError("the model has no `speaker_encoder/` subfolder, which the speech tabs need")
     return model, processor
 
 
@@ -125,15 +126,15 @@ class SpeechDemo:
             inputs = self.processor(task=task, audio=audio, sampling_rate=SAMPLING_RATE if audio is not None else None,
                                     **fields)
             torch.manual_seed(SEED)
-            output = self.model.generate_speech(
+            output = self.model.generate(
                 inputs["input_ids"], attention_mask=inputs["attention_mask"], condition_mask=inputs["condition_mask"],
-                speaker_embeddings=speaker, codec=self.processor.codec)
+                speaker_embeddings=speaker, output_audio=True)
         except ValueError as error:
             raise gr.Error(str(error)) from error
         waveform = output.audio_arrays()[0]
         if waveform.size == 0:
             raise gr.Error("The model wrote no speech for this input; try another text or reference voice.")
-        return self.processor.sampling_rate, (np.clip(waveform, -1, 1) * 32767).astype(np.int16)
+        return self.model.config.codec_sampling_rate, (np.clip(waveform, -1, 1) * 32767).astype(np.int16)
 
     def transcribe(self, audio):
         """ASR: speech -> transcript."""

@@ -3,11 +3,11 @@
 import pytest
 import torch
 
-from dualspeechlm.codecs.configuration_mel_codec import MelCodecConfig
-from dualspeechlm.codecs.modeling_mel_codec import MelCodecModel
+from dualspeechlm.configuration_mel_codec import MelCodecConfig
+from dualspeechlm.modeling_dualspeechlm import DualSpeechLMForConditionalGeneration
+from dualspeechlm.modeling_mel_codec import MelCodecModel
 from dualspeechlm.pipelines_dualspeechlm import save_for_pipelines
 from dualspeechlm.processing.corpus import TRAIN_VOICES, synthesize
-from dualspeechlm.processing_dualspeechlm import DualSpeechLMProcessor
 from dualspeechlm.testing_utils import tiny_random_model_and_processor
 from dualspeechlm.training.encoder_cache import codes_fingerprint, weights_fingerprint
 from dualspeechlm.training.train_codec_decoder import (
@@ -224,19 +224,23 @@ def test_the_decoder_keeps_the_vocoder_that_renders_the_token_decoding_better(sp
 def test_set_codec_gives_a_model_folder_a_new_decoder_only_when_the_codes_stay(tmp_path):
     model, processor = tiny_random_model_and_processor()
     save_for_pipelines(model, processor, tmp_path / "model")
-    plain = processor.codec
+    plain = model.codec_model
     reading = MelCodecModel(MelCodecConfig(**{**plain.config.to_dict(), "ustoken_vocab_size": 32}))
     reading.load_state_dict(plain.state_dict(), strict=False)  # the same encoder and codebooks, a new token table
     with torch.no_grad():
         reading.decoder.output.weight.mul_(2.0)  # ... and another decoder
     reading.save_pretrained(tmp_path / "reading")
     set_codec_main(["--model", str(tmp_path / "model"), "--codec", str(tmp_path / "reading")])
-    loaded = DualSpeechLMProcessor.from_pretrained(tmp_path / "model").codec
-    assert loaded.ustoken_vocab_size == 32 and torch.equal(loaded.decoder.output.weight, reading.decoder.output.weight)
-    assert codes_fingerprint(loaded) == codes_fingerprint(plain)
+    loaded = DualSpeechLMForConditionalGeneration.from_pretrained(tmp_path / "model")
+    assert loaded.codec_model.ustoken_vocab_size == 32
+    assert torch.equal(loaded.codec_model.decoder.output.weight, reading.decoder.output.weight)
+    assert codes_fingerprint(loaded.codec_model) == codes_fingerprint(plain)
+    llm = model.language_model.state_dict()  # the rest of the model as it was
+    assert all(torch.equal(value, llm[name]) for name, value in loaded.language_model.state_dict().items())
 
     torch.manual_seed(1)
     MelCodecModel(plain.config).save_pretrained(tmp_path / "other")  # other codebooks: other codes
     with pytest.raises(ValueError, match="encodes differently"):
         set_codec(tmp_path / "model", tmp_path / "other")
-    assert DualSpeechLMProcessor.from_pretrained(tmp_path / "model").codec.ustoken_vocab_size == 32  # left as it was
+    kept = DualSpeechLMForConditionalGeneration.from_pretrained(tmp_path / "model").codec_model
+    assert kept.ustoken_vocab_size == 32  # left as it was

@@ -36,9 +36,11 @@ from transformers import (
     XcodecModel,
 )
 
+from dualspeechlm.codec_auto import SUPPORTED_TRANSFORMERS_CODECS, load_codec
 from dualspeechlm.codecs import SpeechCodecMixin
-from dualspeechlm.codecs.auto import SUPPORTED_TRANSFORMERS_CODECS, load_codec
-from dualspeechlm.codecs.transformers_codecs import TransformersCodec
+from dualspeechlm.configuration_dualspeechlm import DualSpeechLMConfig
+from dualspeechlm.modeling_dualspeechlm import DualSpeechLMForConditionalGeneration
+from dualspeechlm.transformers_codecs import TransformersCodec
 
 KINDS = ["encodec", "dac", "mimi", "xcodec", "wavtokenizer", "xcodec2", "neucodec"]
 SINGLE_CODEBOOK = ["wavtokenizer", "xcodec2", "neucodec"]
@@ -422,3 +424,25 @@ def test_moving_the_adapter_drops_mimis_cached_codebooks():
     codec.to(torch.float64)
     assert all(m._embed is None for m in codebooks)
     assert codec.encode(_audio(200)[0]).codes.shape == codes.shape
+
+
+@pytest.mark.parametrize("kind", ["encodec", *SINGLE_CODEBOOK])
+def test_a_transformers_codec_speaks_as_the_models_sub_model(codecs, kind, tmp_path):
+    """The codec inside DualSpeechLM (`codec_config` + `codec_model`): saved in the model's weights, rebuilt from its
+    config on load (wrapped again, its codebook count and rate kept), and decoding what AcousticGPT writes."""
+    codec = codecs[kind]
+    torch.manual_seed(0)
+    model = DualSpeechLMForConditionalGeneration(DualSpeechLMConfig.tiny(**DualSpeechLMConfig.codec_kwargs(codec)))
+    model.set_codec(codec)
+    assert model.config.codec_config.model_type == kind and model.codec_model is codec
+    model.save_pretrained(tmp_path)
+    loaded = DualSpeechLMForConditionalGeneration.from_pretrained(tmp_path).eval()
+    assert type(loaded.codec_model) is TransformersCodec and loaded.codec_model.num_codebooks == CODEBOOKS[kind]
+    expected = model.state_dict()
+    assert all(torch.equal(value, expected[name]) for name, value in loaded.state_dict().items())
+    ids = torch.tensor([[3, 4, 5, 6]])
+    speech = [m.eval().generate(ids, output_audio=True, max_new_tokens=3, acoustic_max_new_tokens=4,
+                                do_sample=False, acoustic_do_sample=False) for m in (model, loaded)]
+    assert torch.equal(speech[0].codes, speech[1].codes)
+    torch.testing.assert_close(speech[1].waveforms, speech[0].waveforms)
+    assert torch.equal(speech[0].waveform_lengths, codec.samples_for(speech[0].code_lengths))

@@ -72,6 +72,10 @@ def test_config_paper_defaults_round_trip_and_errors(tmp_path):
     assert (config.num_codebooks, config.codebook_size, config.speaker_embedding_size) == (1, 4096, 512)
     assert config.acoustic_config.condition_size == 3072 and config.coc_modes == COC_MODES
     assert (config.llm_loss_weight, config.acoustic_loss_weight, config.codec_frame_rate) == (1.0, 1.0, 40.0)
+    codec = config.codec_config  # WavTokenizer, whose codes AcousticGPT writes: 1 x 4096 at 24 kHz / 600 = 40 per s
+    assert (codec.model_type, codec.codebook_size) == ("wavtokenizer", 4096)
+    assert codec.sampling_rate / codec.hop_length == 40
+    assert DualSpeechLMConfig.from_dict(config.to_dict()).codec_config.to_dict() == codec.to_dict()
     assert config.speech_token_strings()[:3] == ["<audio>", "</audio>", "<a_0>"]
     assert len(config.speech_token_strings()) == 1026
 
@@ -259,29 +263,34 @@ def test_speech_generation_batched_cached_and_restricted():
         assert alone.code_lengths.item() == length and torch.equal(alone.codes[0], out.codes[row, :, :length])
 
 
-def test_speech_generation_decodes_with_a_codec():
+def tiny_codec(**overrides) -> MelCodecModel:
+    return MelCodecModel(MelCodecConfig(**{**dict(hidden_size=16, latent_size=8, encoder_layers=1, decoder_layers=1,
+                                                  num_quantizers=2, codebook_size=64, vocoder="griffin_lim",
+                                                  griffin_lim_iterations=2), **overrides})).eval()
+
+
+def test_speech_generation_decodes_through_the_models_codec():
     torch.manual_seed(0)
-    codec = MelCodecModel(MelCodecConfig(hidden_size=16, latent_size=8, encoder_layers=1, decoder_layers=1,
-                                         num_quantizers=2, codebook_size=64, vocoder="griffin_lim",
-                                         griffin_lim_iterations=2)).eval()
+    codec = tiny_codec()
     model = tiny_model(**DualSpeechLMConfig.codec_kwargs(codec))
-    assert (model.config.codec_frame_rate, model.config.codec_sampling_rate) == (50.0, 16000)
+    model.set_codec(codec)
+    assert model.codec_model is codec
+    assert (model.config.codec_frame_rate, model.config.codec_sampling_rate) == (50, 16000)
     ids, mask = left_padded_prompts()
-    out = model.generate_speech(ids, mask, codec=codec, max_new_tokens=4, acoustic_max_new_tokens=6)
+    out = model.generate_speech(ids, mask, output_audio=True, max_new_tokens=4, acoustic_max_new_tokens=6)
     assert torch.equal(out.waveform_lengths, out.code_lengths * 320)
     assert out.waveforms.shape == (2, int(out.waveform_lengths.max()))
-    waveforms, lengths = model.decode_codes(codec, torch.randint(0, 64, (2, 2, 3)), torch.tensor([3, 0]))
+    assert model.generate_speech(ids, mask, max_new_tokens=4, acoustic_max_new_tokens=6).waveforms is None
+    waveforms, lengths = model.decode_codes(torch.randint(0, 64, (2, 2, 3)), torch.tensor([3, 0]))
     assert lengths.tolist() == [960, 0] and waveforms[1].abs().max() == 0  # no-speech items get no samples
-    with pytest.raises(ValueError, match="the codec writes 2 codebooks of 64 codes, the model 3"):
-        tiny_model(num_codebooks=3).decode_codes(codec, torch.zeros(1, 3, 2, dtype=torch.long), torch.tensor([2]))
 
     # a codec that reads USTokens gets the written ones
     torch.manual_seed(0)
-    reading = MelCodecModel(MelCodecConfig(**{**codec.config.to_dict(),
-                                              "ustoken_vocab_size": model.config.num_speech_tokens}))
+    reading = tiny_codec(ustoken_vocab_size=model.config.num_speech_tokens)
     with torch.no_grad():
         reading.ustoken_embedding.weight.normal_()
-    out = model.generate_speech(ids, mask, codec=reading.eval(), max_new_tokens=4, acoustic_max_new_tokens=6)
+    model.set_codec(reading)
+    out = model.generate_speech(ids, mask, output_audio=True, max_new_tokens=4, acoustic_max_new_tokens=6)
     assert out.ustoken_lengths.tolist() == [4, 4]  # a random LLM writes until max_new_tokens
     with_tokens = reading.decode(out.codes, out.code_lengths.clamp(min=1), out.ustokens, out.ustoken_lengths)
     torch.testing.assert_close(out.waveforms, with_tokens.waveforms * (out.code_lengths > 0)[:, None])
@@ -290,12 +299,13 @@ def test_speech_generation_decodes_with_a_codec():
 
     # a codec that reads the voice gets the speaker embeddings asked for
     torch.manual_seed(0)
-    voiced = MelCodecModel(MelCodecConfig(**{**reading.config.to_dict(), "speaker_embedding_size": 512}))
+    voiced = tiny_codec(ustoken_vocab_size=model.config.num_speech_tokens, speaker_embedding_size=512)
     with torch.no_grad():
         voiced.ustoken_embedding.weight.normal_()
         voiced.speaker_projection.weight.normal_()
+    model.set_codec(voiced)
     speakers = torch.randn(2, 512)
-    out = model.generate_speech(ids, mask, speaker_embeddings=speakers, codec=voiced.eval(), max_new_tokens=4,
+    out = model.generate_speech(ids, mask, speaker_embeddings=speakers, output_audio=True, max_new_tokens=4,
                                 acoustic_max_new_tokens=6)
     assert torch.equal(out.speaker_embeddings, speakers)
     expected = voiced.decode(out.codes, out.code_lengths.clamp(min=1), out.ustokens, out.ustoken_lengths, speakers)
@@ -306,7 +316,7 @@ def test_speech_generation_decodes_with_a_codec():
     # a codec that renders the tokens and the voice alone: AcousticGPT does not run, the speech lasts as its tokens
     voiced.config.ustoken_decode_codebooks = 0
     model.acoustic_gpt.generate = lambda *args, **kwargs: pytest.fail("AcousticGPT ran though its codes go unread")
-    out = model.generate_speech(ids, mask, speaker_embeddings=speakers, codec=voiced, max_new_tokens=4)
+    out = model.generate_speech(ids, mask, speaker_embeddings=speakers, output_audio=True, max_new_tokens=4)
     assert out.codes is None and out.code_lengths is None and torch.equal(out.speaker_embeddings, speakers)
     assert out.waveform_lengths.tolist() == (out.ustoken_lengths * 2 * 320).tolist()  # 2 codec frames per USToken
     any_codes = torch.randint(0, 64, (2, 2, 8))
@@ -329,19 +339,78 @@ def test_speech_generation_decodes_with_a_codec():
                            [config.audio_start_token_id, config.audio_end_token_id, config.text_config.pad_token_id]])
     sequences, full_mask = torch.cat([ids, answer], 1), torch.cat([mask, torch.tensor([[1, 1, 1], [1, 1, 0]])], 1)
     rendered = model.render_speech(sequences, full_mask, full_mask.bool() & (sequences != config.audio_start_token_id),
-                                   speakers, codec=voiced)
+                                   speakers, output_audio=True)
     assert rendered.ustoken_lengths.tolist() == [1, 0] and rendered.waveform_lengths.tolist() == [640, 0]
     arrays = rendered.audio_arrays()  # padding cut, empty where no speech was written
     assert [a.shape for a in arrays] == [(640,), (0,)] and arrays[0].dtype == np.float32
     assert np.array_equal(arrays[0], rendered.waveforms[0, :640].numpy())
-    with pytest.raises(ValueError, match="pass `codec=`"):
-        type(rendered)(ustokens=rendered.ustokens).audio_arrays()  # an output generated without a codec
+    with pytest.raises(ValueError, match="output_audio=True"):
+        type(rendered)(ustokens=rendered.ustokens).audio_arrays()  # an output generated without audio
     # a model whose AcousticGPT was never trained speaks through such a codec and refuses one that reads codes
     config.acoustic_loss_weight = 0.0
-    assert model.generate_speech(ids, mask, speaker_embeddings=speakers, codec=voiced, max_new_tokens=4).codes is None
+    assert model.generate_speech(ids, mask, speaker_embeddings=speakers, output_audio=True,
+                                 max_new_tokens=4).codes is None
     voiced.config.ustoken_decode_codebooks = 1
     with pytest.raises(ValueError, match="acoustic_loss_weight 0.*decodes the USTokens alone"):
-        model.generate_speech(ids, mask, speaker_embeddings=speakers, codec=voiced, max_new_tokens=4)
+        model.generate_speech(ids, mask, speaker_embeddings=speakers, output_audio=True, max_new_tokens=4)
+
+
+def test_the_codec_is_a_sub_model_saved_loaded_and_frozen_with_the_model(tmp_path):
+    torch.manual_seed(0)
+    codec = tiny_codec(vocoder="neural", vocoder_hidden_size=8, vocoder_intermediate_size=16, vocoder_layers=1)
+    model = tiny_model(**DualSpeechLMConfig.codec_kwargs(codec))
+    model.set_codec(codec)
+    assert model.config.codec_config.to_dict() == codec.config.to_dict()
+    assert not any(p.requires_grad for p in model.codec_model.parameters())
+    model.train()
+    assert model.acoustic_gpt.training and not model.codec_model.training  # its quantizer would update codebooks
+    model.eval()
+    model.save_pretrained(tmp_path)
+    assert not (tmp_path / "codec").exists()  # one set of weights: the codec's inside model.safetensors
+    loaded = DualSpeechLMForConditionalGeneration.from_pretrained(tmp_path).eval()
+    assert type(loaded.codec_model) is MelCodecModel and not any(p.requires_grad for p in loaded.parameters()
+                                                                  if p in set(loaded.codec_model.parameters()))
+    expected = model.state_dict()
+    assert all(torch.equal(value, expected[name]) for name, value in loaded.state_dict().items())
+    ids, mask = left_padded_prompts()
+    speech = [m.generate(ids, mask, output_audio=True, max_new_tokens=4, acoustic_max_new_tokens=6,
+                         do_sample=False, acoustic_do_sample=False) for m in (model, loaded)]
+    assert torch.equal(speech[0].waveforms, speech[1].waveforms) and speech[0].waveforms.abs().sum() > 0
+    # text generation is untouched by output_audio's default
+    text = loaded.generate(ids, attention_mask=mask, max_new_tokens=3, do_sample=False)
+    assert text.shape == (2, ids.shape[1] + 3)
+
+    # a lower dtype reaches the LLM and AcousticGPT; the codec (spectral transforms, vocoder) stays float32 and speaks
+    half = DualSpeechLMForConditionalGeneration.from_pretrained(tmp_path, dtype=torch.bfloat16).eval()
+    assert half.language_model.dtype == half.acoustic_gpt.speaker_projection.weight.dtype == torch.bfloat16
+    assert {p.dtype for p in half.codec_model.parameters()} == {torch.float32}
+    assert half.codec_model.vocoder.window.dtype == half.codec_model.mel.filters.dtype == torch.float32
+    out = half.generate(ids, mask, output_audio=True, max_new_tokens=4, acoustic_max_new_tokens=6)
+    assert out.waveforms.dtype == torch.float32 and torch.isfinite(out.waveforms).all()
+
+
+def test_a_model_is_never_paired_with_a_codec_of_other_codes():
+    torch.manual_seed(0)
+    model = tiny_model(**DualSpeechLMConfig.codec_kwargs(tiny_codec()))
+    ids, mask = left_padded_prompts()
+    for other in (tiny_codec(codebook_size=32), tiny_codec(num_quantizers=3), tiny_codec(hop_length=160)):
+        with pytest.raises(ValueError, match="use reset_acoustic_gpt"):
+            model.set_codec(other)
+    # moving onto another codec: a fresh AcousticGPT for its codes, the LLM kept
+    llm = {name: value.clone() for name, value in model.language_model.state_dict().items()}
+    other = tiny_codec(num_quantizers=1, codebook_size=24)
+    model.reset_acoustic_gpt(other)
+    assert (model.config.num_codebooks, model.config.codebook_size) == (1, 24) and model.codec_model is other
+    assert model.acoustic_gpt.config.vocab_size == 28
+    assert all(torch.equal(value, llm[name]) for name, value in model.language_model.state_dict().items())
+    speech = model.generate(ids, mask, output_audio=True, max_new_tokens=4, acoustic_max_new_tokens=6)
+    assert speech.codes.shape[1] == 1
+    # without a codec the model writes tokens and codes, and says why it writes no audio
+    bare = tiny_model()
+    assert bare.codec_model is None and bare.config.codec_config is None
+    assert bare.generate_speech(ids, mask, max_new_tokens=4, acoustic_max_new_tokens=6).codes is not None
+    with pytest.raises(ValueError, match="holds no codec"):
+        bare.generate(ids, mask, output_audio=True, max_new_tokens=4)
 
 
 def word_tokenizer(words: list[str]) -> PreTrainedTokenizerFast:

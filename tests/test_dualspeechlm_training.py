@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
+from transformers import pipeline
 
-from dualspeechlm.codecs import MelCodecConfig, MelCodecModel
+from dualspeechlm.codecs import MelCodecConfig, MelCodecModel, load_codec
 from dualspeechlm.configuration_dualspeechlm import DualSpeechLMConfig
 from dualspeechlm.configuration_ustokenizer import USTokenizerConfig
 from dualspeechlm.feature_extraction_ustokenizer import USTokenizerFeatureExtractor
@@ -146,7 +147,7 @@ def test_recipe_trains_saves_evaluates_and_fine_tunes_on_the_tiny_corpus(tiny_re
     recipe = tiny_recipe(tmp_path / "model", eval_steps=2, eval_examples=1)
     folder = train_dualspeechlm(recipe)
     for name in ("config.json", "model.safetensors", "tokenizer.json", "loss.png", "ustokenizer/config.json",
-                 "codec/config.json", "speaker_encoder/config.json"):
+                 "speaker_encoder/config.json"):
         assert (folder / name).is_file(), name
     log = json.loads((folder / "training_log.json").read_text())
     assert {"llm_loss", "acoustic_loss"} <= set(log[0])
@@ -154,12 +155,28 @@ def test_recipe_trains_saves_evaluates_and_fine_tunes_on_the_tiny_corpus(tiny_re
     config = json.loads((folder / "config.json").read_text())
     assert set(config["custom_pipelines"]) >= {"automatic-speech-recognition", "text-to-speech"}
     processor = DualSpeechLMProcessor.from_pretrained(folder)
-    assert processor.codec.num_codebooks == 2 and processor.ustokenizer.config.codebook_size == 32
+    codec = DualSpeechLMForConditionalGeneration.from_pretrained(folder).codec_model  # the recipe's, inside the model
+    assert torch.equal(codec.quantizer.codebooks, load_codec(recipe.codec).quantizer.codebooks)
+    assert codec.num_codebooks == 2 and processor.ustokenizer.config.codebook_size == 32
+    # the trained model writes codes its codec decodes: through generate(output_audio=True) and both pipelines
+    model = DualSpeechLMForConditionalGeneration.from_pretrained(folder).eval()
+    prompt = processor(task="tts", text="anna saw the cat")
+    greedy = dict(max_new_tokens=6, acoustic_max_new_tokens=8, do_sample=False, acoustic_do_sample=False)
+    speech = model.generate(prompt["input_ids"], prompt["attention_mask"], prompt["condition_mask"],
+                            processor.default_speaker_embedding(), output_audio=True, **greedy)
+    assert speech.codes.shape[1] == 2 and torch.equal(speech.waveform_lengths, codec.samples_for(speech.code_lengths))
+    spoken = pipeline("text-to-speech", model=str(folder), trust_remote_code=True)("anna saw the cat",
+                                                                                    generate_kwargs=greedy)
+    assert spoken["sampling_rate"] == 16000 and np.array_equal(spoken["audio"], speech.audio_arrays()[0])
+    heard = pipeline("automatic-speech-recognition", model=str(folder), trust_remote_code=True)(
+        np.zeros(8000, np.float32) if spoken["audio"].size == 0 else spoken["audio"], sampling_rate=16000,
+        generate_kwargs={"max_new_tokens": 4})
+    assert isinstance(heard["text"], str)
 
     # the semantic-only comparison: the codec's decoder reading the written USTokens and the voice alone
-    semantic = MelCodecModel(MelCodecConfig(**{**processor.codec.config.to_dict(), "ustoken_vocab_size": 32,
+    semantic = MelCodecModel(MelCodecConfig(**{**codec.config.to_dict(), "ustoken_vocab_size": 32,
                                                "ustoken_decode_codebooks": 0, "speaker_embedding_size": 512}))
-    semantic.load_state_dict(processor.codec.state_dict(), strict=False)
+    semantic.load_state_dict(codec.state_dict(), strict=False)
     semantic.save_pretrained(tmp_path / "semantic")
     results = evaluate_model(folder, str(tiny_corpus), recipe.cache_dir, str(whisper_dir),
                              limits={"asr": 2, "tts": 2, "ser": 2}, semantic_codec=tmp_path / "semantic")
@@ -383,11 +400,11 @@ def test_fine_tuning_onto_a_new_codec_gives_a_fresh_acousticgpt_for_its_codes(ti
     logged = [entry for entry in json.loads((tuned / "training_log.json").read_text()) if "acoustic_loss" in entry]
     assert logged and all(np.isfinite(entry["acoustic_loss"]) for entry in logged)
     before, after = (load_file(path / "model.safetensors") for path in (folder, tuned))
-    kept = [name for name in before if not name.startswith("acoustic_gpt.")]
+    kept = [name for name in before if name.startswith("language_model.")]
     assert kept and set(kept) <= set(after)  # the LLM goes on from where it was
     assert after["acoustic_gpt.embed_codes.weight"].shape != before["acoustic_gpt.embed_codes.weight"].shape
-    # the saved folder speaks through the new codec, whose codes its AcousticGPT writes
-    processor = DualSpeechLMProcessor.from_pretrained(tuned)
-    assert (processor.codec.num_codebooks, processor.codec.codebook_size) == (1, 24)
+    # the saved model speaks through the new codec, whose codes its AcousticGPT writes
+    assert (model.codec_model.num_codebooks, model.codec_model.codebook_size) == (1, 24)
+    assert all(torch.equal(value, after[f"codec_model.{name}"]) for name, value in other.state_dict().items())
     with pytest.raises(ValueError, match="needs init_from"):
         train_dualspeechlm(tiny_recipe(tmp_path / "refused", new_codec=str(tmp_path / "other_codec")))

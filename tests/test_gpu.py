@@ -24,10 +24,10 @@ import pytest
 import torch
 from transformers import TrainingArguments
 
-from dualspeechlm.codecs.configuration_mel_codec import MelCodecConfig
-from dualspeechlm.codecs.modeling_mel_codec import MelCodecModel
+from dualspeechlm.configuration_mel_codec import MelCodecConfig
 from dualspeechlm.configuration_ustokenizer import USTokenizerConfig
 from dualspeechlm.feature_extraction_ustokenizer import USTokenizerFeatureExtractor
+from dualspeechlm.modeling_mel_codec import MelCodecModel
 from dualspeechlm.modeling_ustokenizer import USTokenizerModel
 from dualspeechlm.tasks import build_inputs
 from dualspeechlm.testing_utils import tiny_random_model_and_processor, without_dropout
@@ -104,10 +104,10 @@ def examples(codebook_size: int) -> list[dict]:
 
 
 def dualspeechlm_parts():
-    """(text tokenizer, DualSpeechLM, mel codec): the library's tiny random parts, fresh and on the CPU, without
-    dropout (train-mode losses are compared across devices)."""
+    """(text tokenizer, DualSpeechLM with its mel codec): the library's tiny random parts, fresh and on the CPU,
+    without dropout (train-mode losses are compared across devices)."""
     model, processor = tiny_random_model_and_processor(num_speech_tokens=NUM_SPEECH_TOKENS)
-    return processor.tokenizer, without_dropout(model), processor.codec
+    return processor.tokenizer, without_dropout(model)
 
 
 def tts_prompts(tokenizer, model) -> tuple[dict, torch.Tensor]:
@@ -173,7 +173,7 @@ def test_ustokenizer_encode_runs_under_bf16_autocast(device):
 
 def test_dualspeechlm_fp32_training_step_matches_cpu(device):
     """The forward loss, and the loss after one AdamW step, equal the CPU's (rel 1e-4)."""
-    tokenizer, model, _ = dualspeechlm_parts()
+    tokenizer, model = dualspeechlm_parts()
     batch = mixed_batch(tokenizer, model)
     expected = train_step(on(CPU, model), batch, autocast=False)
     got = train_step(on(device, model), to_device(batch, device), autocast=False)
@@ -184,7 +184,7 @@ def test_dualspeechlm_fp32_training_step_matches_cpu(device):
 
 
 def test_dualspeechlm_bf16_training_step_updates_weights(device):
-    tokenizer, model, _ = dualspeechlm_parts()
+    tokenizer, model = dualspeechlm_parts()
     device_model = on(device, model)
     before = [p.detach().clone() for p in device_model.parameters()]
     first, second, trained = train_step(device_model, to_device(mixed_batch(tokenizer, model), device), autocast=True)
@@ -194,7 +194,7 @@ def test_dualspeechlm_bf16_training_step_updates_weights(device):
 
 def test_text_generation_matches_cpu(device):
     """Greedy text answers of left-padded understanding prompts."""
-    tokenizer, model, _ = dualspeechlm_parts()
+    tokenizer, model = dualspeechlm_parts()
     prompts = build_inputs(tokenizer, model.config, examples(model.config.codebook_size)[0::2], with_answers=False,
                            padding_side="left")
     settings = dict(max_new_tokens=8, do_sample=False)
@@ -206,7 +206,7 @@ def test_text_generation_matches_cpu(device):
 
 def test_speech_generation_matches_cpu_and_runs_under_bf16(device):
     """Greedy USTokens, then AcousticGPT's codes (an untrained model writes every one allowed)."""
-    tokenizer, model, _ = dualspeechlm_parts()
+    tokenizer, model = dualspeechlm_parts()
     prompts, speakers = tts_prompts(tokenizer, model)
     greedy = dict(do_sample=False, max_new_tokens=8, acoustic_do_sample=False, acoustic_max_new_tokens=12)
     expected = speak(model, prompts, speakers, CPU, **greedy)
@@ -237,17 +237,17 @@ def test_speech_as_the_tiny_preset_writes_it_matches_cpu(device):
     assert recipe.speech_generation is not None, "the tiny preset no longer sets how the model writes USTokens"
     assert not recipe.speech_generation.get("do_sample", True), (
         "the tiny preset now samples its USTokens: a token-for-token comparison across devices needs another check")
-    tokenizer, model, _ = dualspeechlm_parts()
+    tokenizer, model = dualspeechlm_parts()
     model.config.speech_generation = dict(recipe.speech_generation)
     model.config.acoustic_loss_weight = recipe.acoustic_loss_weight
     with torch.no_grad():  # at init the tokens' logits lie within rounding of each other, and beams would follow it
         torch.manual_seed(0)
         model.get_output_embeddings().weight.normal_(std=1.0)
-    codec = ustoken_reading_codec(model.config)
+    model.set_codec(ustoken_reading_codec(model.config))
     prompts, speakers = tts_prompts(tokenizer, model)
-    length = dict(max_new_tokens=8, min_new_tokens=6)
-    expected = speak(model, prompts, speakers, CPU, codec=codec, **length)
-    got = speak(on(device, model), prompts, speakers, device, codec=on(device, codec), **length)
+    length = dict(max_new_tokens=8, min_new_tokens=6, output_audio=True)
+    expected = speak(model, prompts, speakers, CPU, **length)
+    got = speak(on(device, model), prompts, speakers, device, **length)
     for name in ("sequences", "ustoken_lengths", "waveform_lengths"):
         assert torch.equal(got[name].cpu(), expected[name]), name
     assert bool(expected.waveform_lengths.gt(0).all()), "no speech rendered"
@@ -256,15 +256,15 @@ def test_speech_as_the_tiny_preset_writes_it_matches_cpu(device):
 
 
 def test_codec_decode_matches_cpu(device):
-    """`decode_codes` (how `generate_speech` / `render_speech` with `codec=` end) with codec, codes and lengths on the
+    """`decode_codes` (how `generate(..., output_audio=True)` ends) with the model's codec, codes and lengths on the
     device (ragged, one no-speech item); waveforms to rel 5e-2: Griffin-Lim's phase iterations amplify rounding, so
     even fp32 and fp64 on the CPU differ by rel 3e-2."""
-    _, model, codec = dualspeechlm_parts()
-    codes = torch.randint(0, codec.codebook_size, (3, codec.num_codebooks, 12),
+    _, model = dualspeechlm_parts()
+    codes = torch.randint(0, model.config.codebook_size, (3, model.config.num_codebooks, 12),
                           generator=torch.Generator().manual_seed(0))
     lengths = torch.tensor([12, 5, 0])
-    expected = model.decode_codes(codec, codes, lengths)
-    got = model.decode_codes(on(device, codec), codes.to(device), lengths.to(device))
+    expected = model.decode_codes(codes, lengths)
+    got = on(device, model).decode_codes(codes.to(device), lengths.to(device))
     assert torch.equal(got[1].cpu(), expected[1])
     difference = relative_difference(got[0], expected[0])
     assert difference <= 5e-2, f"waveforms differ from the CPU's by rel {difference:.1e}"
@@ -274,7 +274,7 @@ def test_stage3_trainer_step(device, tmp_path):
     """One step of stage 3's `BatchSamplerTrainer` (single-task batches, the stage-3 collator) with the paper preset's
     optimisation settings and precision (`auto`: bf16 on a GPU that has it)."""
     recipe = DualSpeechLMRecipe.paper()
-    tokenizer, model, _ = dualspeechlm_parts()
+    tokenizer, model = dualspeechlm_parts()
     items = examples(model.config.codebook_size)
     before = [p.detach().clone() for p in model.parameters()]
     precision = precision_arguments(recipe.precision)

@@ -3,8 +3,8 @@ import pytest
 import torch
 from transformers import AutoModel
 
-from dualspeechlm.codecs.configuration_mel_codec import MelCodecConfig
-from dualspeechlm.codecs.modeling_mel_codec import MelCodecModel
+from dualspeechlm.configuration_mel_codec import MelCodecConfig
+from dualspeechlm.modeling_mel_codec import MelCodecModel
 from dualspeechlm.processing.corpus import TRAIN_VOICES, synthesize
 from dualspeechlm.training.train_codec import (
     multi_resolution_stft_loss,

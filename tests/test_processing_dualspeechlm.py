@@ -10,7 +10,6 @@ import pytest
 import torch
 from transformers import AutoProcessor
 
-from dualspeechlm.codecs import MelCodecConfig, MelCodecModel
 from dualspeechlm.processing.corpus import TRAIN_VOICES, synthesize
 from dualspeechlm.processing.text_tokenizer import train_text_tokenizer
 from dualspeechlm.processing_dualspeechlm import DualSpeechLMProcessor
@@ -94,51 +93,19 @@ def test_call_tokenizes_audio_at_25_tokens_per_second_and_decodes(parts, speech)
     voice = processor.speaker_embedding(speech[1], sampling_rate=16000)
     assert voice.shape == (1, 512) and torch.allclose(voice.norm(dim=-1), torch.ones(1))
     torch.manual_seed(0)
-    out = model.generate_speech(prompts["input_ids"], prompts["attention_mask"], prompts["condition_mask"],
-                                voice.expand(2, -1), max_new_tokens=6, acoustic_max_new_tokens=8)
-    waveforms = processor.decode_audio(out.codes, out.code_lengths)
-    hop = processor.sampling_rate // 50
+    out = model.generate(prompts["input_ids"], prompts["attention_mask"], prompts["condition_mask"],
+                         voice.expand(2, -1), output_audio=True, max_new_tokens=6, acoustic_max_new_tokens=8)
+    waveforms = out.audio_arrays()
+    hop = model.config.codec_sampling_rate // 50
     assert [len(w) for w in waveforms] == [n * hop for n in out.code_lengths.tolist()]
-    assert all(w.dtype == np.float32 and w.ndim == 1 for w in waveforms) and processor.sampling_rate == 16000
-    assert processor.decode_audio(out.codes, torch.tensor([0, 3]))[0].shape == (0,)  # no speech: no samples
-
-    # a codec that reads USTokens gets the written ones; a plain codec ignores them
-    assert all(np.array_equal(a, b) for a, b in zip(
-        waveforms, processor.decode_audio(out.codes, out.code_lengths, out.ustokens, out.ustoken_lengths)))
-    plain_codec = processor.codec
-    torch.manual_seed(0)
-    processor.codec = MelCodecModel(MelCodecConfig(**{**plain_codec.config.to_dict(),
-                                                      "ustoken_vocab_size": 32})).eval()
-    try:
-        with torch.no_grad():
-            processor.codec.ustoken_embedding.weight.normal_()
-        with_tokens = processor.decode_audio(out.codes, out.code_lengths, out.ustokens, out.ustoken_lengths)
-        expected = processor.codec.decode(out.codes, out.code_lengths.clamp(min=1), out.ustokens, out.ustoken_lengths)
-        for row, audio in enumerate(with_tokens):
-            assert np.allclose(audio, expected.waveforms[row, : len(audio)].numpy(), atol=1e-5)
-        assert not np.allclose(with_tokens[0], processor.decode_audio(out.codes, out.code_lengths)[0])
-        # the voice goes to a codec that reads it, and is ignored by one that does not
-        assert all(np.array_equal(a, b) for a, b in zip(with_tokens, processor.decode_audio(
-            out.codes, out.code_lengths, out.ustokens, out.ustoken_lengths, out.speaker_embeddings)))
-        processor.codec = MelCodecModel(MelCodecConfig(**{**processor.codec.config.to_dict(),
-                                                          "speaker_embedding_size": 512})).eval()
-        with torch.no_grad():
-            processor.codec.speaker_projection.weight.normal_()
-        voiced = processor.decode_audio(out.codes, out.code_lengths, out.ustokens, out.ustoken_lengths,
-                                        out.speaker_embeddings)
-        expected = processor.codec.decode(out.codes, out.code_lengths.clamp(min=1), out.ustokens, out.ustoken_lengths,
-                                          out.speaker_embeddings)
-        for row, audio in enumerate(voiced):
-            assert np.allclose(audio, expected.waveforms[row, : len(audio)].numpy(), atol=1e-5)
-    finally:
-        processor.codec = plain_codec
+    assert all(w.dtype == np.float32 and w.ndim == 1 for w in waveforms)
 
 
 def test_save_and_load_round_trip(parts, speech, tmp_path):
     _, processor = parts
     processor.save_pretrained(tmp_path)
     for name in ("processor_config.json", "processing_dualspeechlm.py", "tasks.py", "tokenizer.json",
-                 "ustokenizer/preprocessor_config.json", "ustokenizer/model.safetensors", "codec/model.safetensors",
+                 "ustokenizer/preprocessor_config.json", "ustokenizer/model.safetensors",
                  "speaker_encoder/model.safetensors"):
         assert (tmp_path / name).is_file(), name
     assert not [f for _, _, files in os.walk(tmp_path) for f in files if f.endswith((".bin", ".pt", ".pth", ".ckpt"))]
@@ -150,27 +117,24 @@ def test_save_and_load_round_trip(parts, speech, tmp_path):
             assert torch.equal(got[key], expected[key])
         assert torch.allclose(loaded.speaker_embedding(speech[0], 16000),
                               processor.speaker_embedding(speech[0], 16000), atol=1e-6)
-        codes = torch.randint(0, 64, (1, 2, 5))
-        assert np.array_equal(loaded.decode_audio(codes, [5])[0], processor.decode_audio(codes, [5])[0])
 
-    # a fresh process that imports only the processor module (the codec registers itself through it)
+    # a fresh process that imports only the processor module
     fresh = subprocess.run([sys.executable, "-c", "import sys; from dualspeechlm.processing_dualspeechlm import "
-                            "DualSpeechLMProcessor as P; print(type(P.from_pretrained(sys.argv[1]).codec).__module__)",
+                            "DualSpeechLMProcessor as P; "
+                            "print(type(P.from_pretrained(sys.argv[1]).ustokenizer).__name__)",
                             str(tmp_path)], capture_output=True, text=True, timeout=120,
                            env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert fresh.stdout.strip() == "dualspeechlm.codecs.modeling_mel_codec", fresh.stderr[-2000:]
+    assert fresh.stdout.strip() == "USTokenizerModel", fresh.stderr[-2000:]
 
-    for name in ("codec", "speaker_encoder"):  # optional parts: a folder without them loads, and says what is missing
-        for path, _, files in os.walk(tmp_path / name):
-            for file in files:
-                os.remove(os.path.join(path, file))
+    for path, _, files in os.walk(tmp_path / "speaker_encoder"):  # optional: a folder without it loads, and says so
+        for file in files:
+            os.remove(os.path.join(path, file))
     bare = DualSpeechLMProcessor.from_pretrained(tmp_path)
-    assert bare.codec is None and bare.speaker_encoder is None
+    assert bare.speaker_encoder is None
     with pytest.raises(ValueError, match="has no speaker_encoder"):
         bare.speaker_embedding(speech[0], 16000)
-    with pytest.raises(ValueError, match="has no codec"):
-        bare.decode_audio(torch.zeros(1, 2, 3, dtype=torch.long), [3])
-    assert DualSpeechLMProcessor.from_pretrained(tmp_path, codec=processor.codec).codec is processor.codec
+    given = DualSpeechLMProcessor.from_pretrained(tmp_path, speaker_encoder=processor.speaker_encoder)
+    assert given.speaker_encoder is processor.speaker_encoder
 
 
 @pytest.mark.parametrize("call, match", [

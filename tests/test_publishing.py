@@ -162,19 +162,20 @@ def test_model_card_names_a_codec_that_reads_the_ustokens(model_folder, tmp_path
     assert "reads the USTokens" not in str(render_model_card(model_folder, "me/tiny"))
     folder = tmp_path / "model"
     shutil.copytree(model_folder, folder)
-    codec_config = json.loads((folder / "codec" / "config.json").read_text())
-    (folder / "codec" / "config.json").write_text(json.dumps(
-        {**codec_config, "ustoken_vocab_size": 1024, "ustoken_decode_codebooks": 1}))
+    config = json.loads((folder / "config.json").read_text())
+    codec_config = config["codec_config"]
+    (folder / "config.json").write_text(json.dumps(
+        {**config, "codec_config": {**codec_config, "ustoken_vocab_size": 1024, "ustoken_decode_codebooks": 1}}))
     card = str(render_model_card(folder, "me/tiny"))
     assert "its decoder reads the USTokens + 1 codebook(s)" in card
     assert "speaker embedding" not in card.split("decoder reads")[1][:40]
     assert "not run when generating" not in card  # AcousticGPT writes the codebook the decoder reads
-    (folder / "codec" / "config.json").write_text(json.dumps(
-        {**codec_config, "ustoken_vocab_size": 1024, "ustoken_decode_codebooks": 0, "speaker_embedding_size": 512}))
+    (folder / "config.json").write_text(json.dumps({**config, "codec_config": {
+        **codec_config, "ustoken_vocab_size": 1024, "ustoken_decode_codebooks": 0, "speaker_embedding_size": 512}}))
     card = str(render_model_card(folder, "me/tiny"))
     assert "its decoder reads the USTokens + 0 codebook(s) and the speaker embedding" in card
     assert "trained, but not run when generating: the codec reads no codes" in card
-    config = json.loads((folder / "config.json").read_text())
+    config = json.loads((folder / "config.json").read_text())  # as last written
     (folder / "config.json").write_text(json.dumps({**config, "acoustic_loss_weight": 0.0}))
     assert "not trained (acoustic_loss_weight 0): the model speaks through a codec that reads no codes" in str(
         render_model_card(folder, "me/tiny"))

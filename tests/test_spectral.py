@@ -1,6 +1,6 @@
 import torch
 
-from dualspeechlm.codecs.spectral import LogMelSpectrogram, griffin_lim, masked_istft, stft
+from dualspeechlm.spectral import LogMelSpectrogram, griffin_lim, masked_istft, stft
 
 N_FFT, HOP = 1024, 320
 WINDOW = torch.hann_window(N_FFT)

@@ -81,12 +81,12 @@ def speech_outputs(model, processor, examples: list[dict], batch_size: int = 16,
             # every row ends with EOS: drop it
             ids, mask = inputs["input_ids"][:, :-1], inputs["attention_mask"][:, :-1]
             condition = inputs["condition_mask"][:, :-1].bool() | model.config.is_speech_token(ids)
-            yield model.render_speech(ids, mask, condition, speakers, codec=processor.codec, **acoustic_kwargs)
+            yield model.render_speech(ids, mask, condition, speakers, output_audio=True, **acoustic_kwargs)
         else:
             inputs = processor.build_inputs(chunk, with_answers=False, padding_side="left")
             yield model.generate_speech(inputs["input_ids"], attention_mask=inputs["attention_mask"],
                                         condition_mask=inputs["condition_mask"], speaker_embeddings=speakers,
-                                        codec=processor.codec,
+                                        output_audio=True,
                                         **{f"acoustic_{key}": value for key, value in acoustic_kwargs.items()})
 
 

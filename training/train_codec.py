@@ -20,9 +20,9 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from dualspeechlm.codecs.configuration_mel_codec import VOCODERS, MelCodecConfig
-from dualspeechlm.codecs.modeling_mel_codec import MelCodecModel
-from dualspeechlm.codecs.spectral import stft
+from dualspeechlm.configuration_mel_codec import VOCODERS, MelCodecConfig
+from dualspeechlm.modeling_mel_codec import MelCodecModel
+from dualspeechlm.spectral import stft
 
 from .codec_training import add_run_arguments, corpus_waveforms, optimizer_step
 from .judge import judge, speech_judges

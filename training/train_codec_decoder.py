@@ -36,9 +36,10 @@ import torch
 from tqdm.auto import tqdm
 
 from dualspeechlm.codecs import load_codec
-from dualspeechlm.codecs.configuration_mel_codec import VOCODERS, MelCodecConfig
-from dualspeechlm.codecs.modeling_mel_codec import MelCodecModel
+from dualspeechlm.configuration_mel_codec import VOCODERS, MelCodecConfig
 from dualspeechlm.feature_extraction_ustokenizer import USTokenizerFeatureExtractor
+from dualspeechlm.modeling_dualspeechlm import DualSpeechLMForConditionalGeneration
+from dualspeechlm.modeling_mel_codec import MelCodecModel
 from dualspeechlm.modeling_ustokenizer import USTokenizerModel
 from dualspeechlm.speaker_encoder import SpeakerEncoderModel
 
@@ -277,17 +278,18 @@ def main(argv=None) -> None:
 
 
 def set_codec(model_folder: str | Path, codec_folder: str | Path) -> None:
-    """Give the DualSpeechLM folder `model_folder` the codec in `codec_folder` (its `codec/` is rewritten). The new
-    codec must encode as the old one does (the same encoding modules: e.g. the same codec with a decoder trained
-    here), for the model writes the codes it was trained on."""
-    saved_at = Path(model_folder) / "codec"  # only this subfolder changes: the processor's other parts stay as saved
-    if not (saved_at / "config.json").is_file():
-        raise ValueError(f"{model_folder} has no codec/: nothing tells which codes its model writes")
+    """Give the DualSpeechLM in `model_folder` the codec in `codec_folder` (the model is saved again, its codec
+    replaced). The new codec must encode as the model's does (the same encoding modules: e.g. the same codec with a
+    decoder trained here), for the model writes the codes it was trained on."""
+    model = DualSpeechLMForConditionalGeneration.from_pretrained(model_folder)
+    if model.codec_model is None:
+        raise ValueError(f"{model_folder} holds no codec: nothing tells which codes its model writes")
     codec = load_codec(str(codec_folder))
-    if codes_fingerprint(codec) != codes_fingerprint(load_codec(str(saved_at))):
+    if codes_fingerprint(codec) != codes_fingerprint(model.codec_model):
         raise ValueError(f"{codec_folder} encodes differently from {model_folder}'s codec: the model's codes would "
                          "not be its codes (give a codec whose encoder and codebooks are those the model trained on)")
-    codec.save_pretrained(saved_at)
+    model.set_codec(codec)
+    model.save_pretrained(model_folder)
 
 
 def set_codec_main(argv=None) -> None:
@@ -296,7 +298,7 @@ def set_codec_main(argv=None) -> None:
     parser.add_argument("--codec", required=True, type=Path, help="the codec folder to give it")
     args = parser.parse_args(argv)
     set_codec(args.model, args.codec)
-    print(f"{args.model}/codec <- {args.codec}")
+    print(f"{args.model}: speaks through {args.codec}")
 
 
 if __name__ == "__main__":

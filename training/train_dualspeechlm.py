@@ -29,7 +29,6 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, Traini
 from dualspeechlm.codecs import load_codec
 from dualspeechlm.configuration_dualspeechlm import DualSpeechLMConfig
 from dualspeechlm.feature_extraction_ustokenizer import USTokenizerFeatureExtractor
-from dualspeechlm.modeling_acoustic_gpt import AcousticGPT
 from dualspeechlm.modeling_dualspeechlm import DualSpeechLMForConditionalGeneration
 from dualspeechlm.modeling_ustokenizer import USTokenizerModel
 from dualspeechlm.pipelines_dualspeechlm import save_for_pipelines
@@ -109,7 +108,8 @@ def load_parts(recipe: DualSpeechLMRecipe):
         raise ValueError("new_codec replaces the codec of the model to fine-tune: it needs init_from")
     if recipe.init_from:
         processor = DualSpeechLMProcessor.from_pretrained(recipe.init_from)
-        codec = load_codec(recipe.new_codec) if recipe.new_codec else processor.codec
+        codec = (load_codec(recipe.new_codec) if recipe.new_codec
+                 else DualSpeechLMForConditionalGeneration.from_pretrained(recipe.init_from).codec_model)
         return (processor.ustokenizer.eval(), processor.feature_extractor, codec.eval(),
                 processor.speaker_encoder.eval())
     ustokenizer = USTokenizerModel.from_pretrained(recipe.ustokenizer).eval()
@@ -149,11 +149,7 @@ def build_model(recipe: DualSpeechLMRecipe, ustokenizer, codec):
         config.update(training)
         model = DualSpeechLMForConditionalGeneration.from_pretrained(recipe.init_from, config=config)
         if recipe.new_codec:
-            codec_settings = DualSpeechLMConfig.codec_kwargs(codec)
-            for name in ("num_codebooks", "codebook_size"):
-                setattr(model.config.acoustic_config, name, codec_settings.pop(name))
-            model.config.update(codec_settings)
-            model.acoustic_gpt = AcousticGPT(model.config.acoustic_config)
+            model.reset_acoustic_gpt(codec)
         return model, AutoTokenizer.from_pretrained(recipe.init_from)
     reader = Path(recipe.ustokenizer) / UNDERSTANDING_LLM
     from_reader = recipe.llm is None and recipe.start_from_reader and (reader / "config.json").is_file()
@@ -170,8 +166,7 @@ def build_model(recipe: DualSpeechLMRecipe, ustokenizer, codec):
             llm.get_output_embeddings().weight.copy_(llm.get_input_embeddings().weight)
     model = DualSpeechLMForConditionalGeneration.from_text_model(
         llm, tokenizer, num_speech_tokens=ustokenizer.config.codebook_size,
-        acoustic_config=recipe.acoustic_config, **training,
-        **DualSpeechLMConfig.codec_kwargs(codec))
+        acoustic_config=recipe.acoustic_config, codec=codec, **training)
     if from_reader:
         offset, count = model.config.speech_token_offset, model.config.num_speech_tokens
         with torch.no_grad():
@@ -180,11 +175,11 @@ def build_model(recipe: DualSpeechLMRecipe, ustokenizer, codec):
 
 
 def save_model_folder(folder: Path, model, tokenizer, parts) -> None:
-    """The model, its processor (text tokenizer on top; USTokenizer + feature extractor, codec and
+    """The model (its codec inside), its processor (text tokenizer on top; USTokenizer + feature extractor and
     speaker encoder in subfolders) and the pipeline code: the folder answers
     `pipeline("automatic-speech-recognition" | "text-to-speech", model=folder, trust_remote_code=True)`."""
-    ustokenizer, extractor, codec, speaker_encoder = parts
-    processor = DualSpeechLMProcessor(extractor, tokenizer, ustokenizer, codec=codec, speaker_encoder=speaker_encoder)
+    ustokenizer, extractor, _, speaker_encoder = parts
+    processor = DualSpeechLMProcessor(extractor, tokenizer, ustokenizer, speaker_encoder=speaker_encoder)
     save_for_pipelines(model, processor, folder)
 
 

@@ -70,9 +70,10 @@ def main() -> None:
         raise SystemExit(f"{args.model} was trained with acoustic_loss_weight 0: its AcousticGPT never learnt, so "
                          f"there is nothing to probe. Train one with --acoustic-loss-weight > 0 "
                          f"(the tiny preset sets 0).")
-    processor = DualSpeechLMProcessor.from_pretrained(args.model,
-                                                      **({"codec": load_codec(args.codec)} if args.codec else {}))
-    codec, n_q = processor.codec.eval(), model.config.num_codebooks
+    if args.codec:
+        model.set_codec(load_codec(args.codec))
+    processor = DualSpeechLMProcessor.from_pretrained(args.model)
+    codec, n_q = model.codec_model, model.config.num_codebooks
     if args.decode_codebooks is not None:
         codec.config.ustoken_decode_codebooks = args.decode_codebooks
     rows = cached_tokens(args.corpus, "speech", args.split, processor.ustokenizer, processor.feature_extractor, codec,
@@ -104,8 +105,7 @@ def main() -> None:
                  "every codebook guessed (teacher-forced)": guesses}
         for way, way_codes in built.items():
             if way in waveforms:
-                waveforms[way] += audio_arrays(*model.decode_codes(codec, way_codes, lengths, ustokens,
-                                                                   ustoken_lengths))
+                waveforms[way] += audio_arrays(*model.decode_codes(way_codes, lengths, ustokens, ustoken_lengths))
         for way, settings in (("resynthesis, model's sampling", {}), ("resynthesis, greedy", {"do_sample": False})):
             spoken, _ = speak(model, processor, chunk, batch_size=len(chunk), from_reference=True, **settings)
             waveforms[way] += as_judged(spoken)

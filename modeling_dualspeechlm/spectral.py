@@ -7,12 +7,14 @@ each item alone (the codec's batching guarantee rests on this).
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 import torch.nn.functional as F
 import torchaudio
 from torch import nn
 
-from .base import lengths_to_mask
+from .codec_base import lengths_to_mask
 
 
 def stft(waveforms: torch.Tensor, n_fft: int, hop_length: int, window: torch.Tensor) -> torch.Tensor:
@@ -62,6 +64,18 @@ def griffin_lim(
     return masked_istft(magnitude * angles, frame_lengths, n_fft, hop_length, window)
 
 
+@contextmanager
+def float32_by_default():
+    """Tensors made inside are float32 whatever the default dtype (transformers lowers it while it builds a model to
+    load in `dtype=torch.bfloat16`): the spectral constants are computed, and kept, in float32."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float32)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
 class LogMelSpectrogram(nn.Module):
     """`[batch, samples]` -> natural-log mel magnitudes `[batch, n_mels, samples // hop + 1]`
     (slaney mel scale, floor 1e-5), plus `mel_to_magnitude` for vocoding without weights."""
@@ -76,7 +90,7 @@ class LogMelSpectrogram(nn.Module):
 
     def spectral_buffers(self) -> dict[str, torch.Tensor]:
         """The constant buffers, recomputed by the model's `_init_weights` after a meta-device load."""
-        with torch.device("cpu"):
+        with torch.device("cpu"), float32_by_default():
             filters = torchaudio.functional.melscale_fbanks(
                 self.n_fft // 2 + 1, self.f_min, self.f_max, self.n_mels, self.sampling_rate, norm="slaney",
                 mel_scale="slaney",

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import lengths_to_mask
+from .codec_base import lengths_to_mask
 from .spectral import masked_istft
 
 
@@ -40,11 +40,11 @@ class NeuralVocoder(nn.Module):
         self.blocks = nn.ModuleList(ConvNeXtBlock(hidden_size, intermediate_size) for _ in range(layers))
         self.output_norm = nn.LayerNorm(hidden_size)
         self.head = nn.Linear(hidden_size, n_fft + 2)  # log-magnitude and phase per frequency bin
-        self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
+        self.register_buffer("window", torch.hann_window(n_fft, dtype=torch.float32), persistent=False)
 
     def spectral_buffers(self) -> dict[str, torch.Tensor]:
         """The constant buffers, recomputed by the model's `_init_weights` after a meta-device load."""
-        return {"window": torch.hann_window(self.n_fft)}
+        return {"window": torch.hann_window(self.n_fft, dtype=torch.float32)}
 
     def forward(self, log_mel: torch.Tensor, frame_lengths: torch.Tensor, magnitude: torch.Tensor) -> torch.Tensor:
         """log_mel `[batch, n_mels, frames]` and its least-squares linear magnitude `[batch, n_fft // 2 + 1,

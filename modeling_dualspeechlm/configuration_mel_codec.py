@@ -2,6 +2,8 @@
 
 from transformers import PretrainedConfig
 
+from .registration import register_config
+
 VOCODERS = ("neural", "griffin_lim")  # the `vocoder` choices
 
 
@@ -101,3 +103,6 @@ class MelCodecConfig(PretrainedConfig):
     @property
     def frame_rate(self) -> float:
         return self.sampling_rate / self.hop_length
+
+
+register_config(MelCodecConfig)  # a DualSpeechLMConfig's `codec_config` may be one

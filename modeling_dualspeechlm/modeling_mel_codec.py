@@ -10,13 +10,14 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModel, PreTrainedModel
+from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 from vector_quantize_pytorch import ResidualVQ, VectorQuantize
 
-from .base import SpeechCodecMixin, lengths_to_mask
+from .codec_base import SpeechCodecMixin, lengths_to_mask
 from .configuration_mel_codec import MelCodecConfig
+from .registration import register_auto_classes
 from .spectral import LogMelSpectrogram, griffin_lim
 from .vocoder import NeuralVocoder
 
@@ -239,7 +240,4 @@ class MelCodecModel(MelCodecPreTrainedModel, SpeechCodecMixin):
         )
 
 
-MelCodecConfig.register_for_auto_class()
-MelCodecModel.register_for_auto_class("AutoModel")
-AutoConfig.register(MelCodecConfig.model_type, MelCodecConfig)
-AutoModel.register(MelCodecConfig, MelCodecModel)
+register_auto_classes(MelCodecConfig, MelCodecModel)

@@ -23,7 +23,7 @@ import torchaudio
 from transformers import AutoModel, NeuCodecFeatureExtractor, Xcodec2FeatureExtractor
 from transformers.utils import cached_file
 
-from .base import SpeechCodecMixin, lengths_to_mask
+from .codec_base import SpeechCodecMixin, lengths_to_mask
 
 ADAPTER_CONFIG_NAME = "dualspeechlm_codec.json"
 SAMPLING_RATE = 16_000  # DualSpeechLM's audio rate (corpus, USTokenizer, speaker encoder): the adapters' default
@@ -253,6 +253,10 @@ class TransformersCodec(torch.nn.Module, SpeechCodecMixin):
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+    @property
+    def codec_config(self):
+        return self.model.config
 
     def train(self, mode: bool = True):
         """The wrapped codec stays in eval mode even when a parent module trains (DAC's quantizer dropout would

@@ -93,6 +93,12 @@ class SpeechCodecMixin:
     ustoken_vocab_size: int | None = None  # None: the decoder reads codes only
     speaker_embedding_size: int | None = None  # None: the voice comes from the codes alone
 
+    @property
+    def codec_config(self):
+        """The config `codec_from_config` rebuilds this codec from: what a DualSpeechLMConfig's `codec_config`
+        holds."""
+        return self.config
+
     def encoding_modules(self) -> list[torch.nn.Module]:
         """The modules that turn waveforms into codes: while they stay the same, so do the codes (and caches of them,
         and a model trained on them), whatever the decoder becomes."""
