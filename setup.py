@@ -87,7 +87,9 @@ setup(
             "dualspeechlm-evaluate-ustokenizer=dualspeechlm.training.evaluate_ustokenizer:main",
             "dualspeechlm-train-dualspeechlm=dualspeechlm.training.train_dualspeechlm:main",
             "dualspeechlm-evaluate=dualspeechlm.training.evaluate_dualspeechlm:main",
+            "dualspeechlm-samples=dualspeechlm.training.samples:main",
             "dualspeechlm-push=dualspeechlm.publishing.push:main",
+            "dualspeechlm-space-examples=dualspeechlm.publishing.space_examples:main",
         ]
     },
 )

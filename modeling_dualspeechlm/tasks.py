@@ -24,7 +24,8 @@ class Task:
     config whose rows hold its examples; `answer_column`: the column of the answer's words (the text answer of an
     understanding task, the words a generation task speaks); `input_audio`: the audio columns whose USTokens make the
     prompt's speech span, in order (none: a text prompt); `answer_audio`: the column of the spoken answer (generation
-    tasks; None: a text answer); `eval_limit`: the examples of each test split the evaluation scores by default."""
+    tasks; None: a text answer) and `answer_speaker` the column naming its voice; `eval_limit`: the examples of each
+    test split the evaluation scores by default."""
 
     name: str
     instruction: str
@@ -32,6 +33,7 @@ class Task:
     answer_column: str
     input_audio: tuple[str, ...] = ()
     answer_audio: str | None = None
+    answer_speaker: str = "speaker"
     eval_limit: int = 20
 
     @property
@@ -61,9 +63,9 @@ TASKS = {
              eval_limit=60),
         Task("tts", "Speak this text: {text}", "speech", "text", answer_audio="audio", eval_limit=60),
         Task("vc", "Say the same words in the target voice.", "vc", "text", input_audio=("audio",),
-             answer_audio="target_audio"),
+             answer_audio="target_audio", answer_speaker="target_speaker"),
         Task("t2st", "Speak the translation of this text into {language}: {text}", "translation", "translation",
-             answer_audio="translation_audio"),
+             answer_audio="translation_audio", answer_speaker="translation_speaker"),
         # the passage, then the spoken question, answered in speech
         Task("sc", "Answer the spoken question in speech.", "qa", "answer", input_audio=("audio", "question_audio"),
              answer_audio="answer_audio"),

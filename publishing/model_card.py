@@ -1,8 +1,9 @@
 """The model card of a trained DualSpeechLM folder, rendered from `model_cards/dualspeechlm.md`.
 
 Every number on the card comes from files the training wrote into the folder: `evaluation.json`
-(the `model-index` results and the results table), `training_log.json` (steps and final losses),
-`config.json` (sizes) and `model.safetensors` (parameter count). Nothing is typed by hand.
+(the `model-index` results, the results table and its picture), `training_log.json` (steps and final losses),
+`loss.png`, `samples/`, `config.json` (sizes) and `model.safetensors` (parameter count), and from the corpus
+manifest (what the model knows). Nothing is typed by hand.
 """
 
 from __future__ import annotations
@@ -105,12 +106,14 @@ def training_summary(folder: Path) -> str:
             f"steps{runtime}; last logged losses: {losses}.")
 
 
-def limitations(evaluation: dict | None) -> str:
-    """The model's reach, stated from its own evaluation."""
-    text = ("A research model. Unless its training data says otherwise it was trained on the small synthetic "
-            "espeak-ng corpus that `dualspeechlm-data build` makes (a fixed grammar of English sentences, Spanish "
-            "and French translations, a handful of espeak-ng voices): it does not understand or speak natural "
-            "speech outside that domain. Do not use it to imitate a real person's voice without consent.")
+def limitations(evaluation: dict | None, knows: str | None = None) -> str:
+    """The model's reach, stated from what it was trained on (`knows`: `what_the_model_knows` of its corpus) and from
+    its own evaluation."""
+    text = "A research model. " + (knows or (
+        "Unless its training data says otherwise it was trained on the small synthetic corpus that "
+        "`dualspeechlm-data build` makes (a fixed grammar of English sentences, Spanish and French translations, a "
+        "handful of synthesized voices): it does not understand or speak natural speech outside that domain.")) + (
+        " Do not use it to imitate a real person's voice without consent.")
     test = (evaluation or {}).get("splits", {}).get("test", {})
     facts = []
     if "wer" in test.get("asr", {}):
@@ -157,11 +160,65 @@ def describe_architecture(config: dict, folder: Path) -> dict:
     }
 
 
+def results_picture(evaluation: dict, path: Path) -> Path:
+    """A PNG of the evaluation's headline numbers per split: what the model hears (ASR WER, SER and SQA accuracy,
+    S2TT BLEU / 100) and how well its speech is heard (Whisper tiny.en WER on generated speech beside the reference
+    recordings' for TTS, VC and SC)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    heard = {"ASR WER": ("asr", "wer", 1), "SER accuracy": ("ser", "accuracy", 1),
+             "SQA accuracy": ("sqa", "accuracy", 1), "S2TT BLEU / 100": ("s2tt", "bleu", 0.01)}
+    spoken = [task for task in ("tts", "vc", "sc") if any(task in tasks for tasks in evaluation["splits"].values())]
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.4))
+    splits = list(evaluation["splits"].items())
+    width = 0.8 / len(splits)
+    for index, (split, tasks) in enumerate(splits):
+        values = [tasks.get(task, {}).get(key, float("nan")) * scale for task, key, scale in heard.values()]
+        left.bar([i - 0.4 + (index + 0.5) * width for i in range(len(heard))], values, width, color=f"C{index}",
+                 label=split)
+        for kind_index, (kind, hatch) in enumerate((("generated", None), ("reference", "//"))):
+            values = [tasks.get(task, {}).get(f"whisper_wer_{kind}", float("nan")) for task in spoken]
+            slot = index * 2 + kind_index
+            right.bar([i - 0.4 + (slot + 0.5) * width / 2 for i in range(len(spoken))], values, width / 2,
+                      color=f"C{index}", hatch=hatch, edgecolor="white", label=f"{split}, {kind}")
+    left.set_xticks(range(len(heard)), list(heard), fontsize=8)
+    left.set(title="understanding (higher is better, but WER)", ylim=(0, 1))
+    right.set_xticks(range(len(spoken)), [task.upper() for task in spoken])
+    right.set(title="Whisper tiny.en WER on speech (lower is better)")
+    for axis in (left, right):
+        axis.legend(fontsize=7)
+        axis.grid(axis="y", alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=80)
+    plt.close(figure)
+    return path
+
+
+def figures(folder: Path, figures_dir: Path | None, evaluation: dict | None) -> str:
+    """The card's pictures and sample links: the loss curves (`loss.png`), the results picture (written into
+    `figures_dir`, where the card will live) and a few of the evaluation's generated samples."""
+    lines = []
+    if (folder / "loss.png").is_file():
+        lines.append("![training losses](loss.png)")
+    if evaluation and figures_dir is not None:
+        results_picture(evaluation, figures_dir / "evaluation.png")
+        lines.append("![per-task results](evaluation.png)")
+    samples = sorted((folder / "samples").glob("*.wav"))[:6] if (folder / "samples").is_dir() else []
+    if samples:
+        lines.append("Generated speech from the evaluation: "
+                     + " · ".join(f"[{path.stem}](samples/{path.name})" for path in samples) + ".")
+    return "\n\n".join(lines) or "No pictures: the folder has no training log or evaluation yet."
+
+
 def render_model_card(folder: str | Path, repo_id: str, dataset_id: str | None = None,
-                      dataset_name: str = "DualSpeechLM embedded espeak-ng corpus",
-                      license: str = "apache-2.0") -> ModelCard:
+                      dataset_name: str = "DualSpeechLM embedded corpus", license: str = "apache-2.0",
+                      knows: str | None = None, figures_dir: str | Path | None = None) -> ModelCard:
     """The card of the model folder, to be saved as the repo's README.md; `dataset_id` is the Hub
-    dataset it was trained and evaluated on (the published corpus)."""
+    dataset it was trained and evaluated on (the published corpus); `knows`: what the model was trained on, in plain
+    words (`space_examples.what_the_model_knows`); `figures_dir`: where the card's results picture is written."""
     folder = Path(folder)
     config = json.loads((folder / "config.json").read_text())
     evaluation_file = folder / "evaluation.json"
@@ -178,7 +235,8 @@ def render_model_card(folder: str | Path, repo_id: str, dataset_id: str | None =
         parameters=(f"{parameter_count(folder) / 1e6:.1f} M (LLM + AcousticGPT + codec; USTokenizer and speaker "
                     "encoder are in subfolders)"),
         results_table=results_table(evaluation) if evaluation else "Not evaluated yet (`dualspeechlm-evaluate`).",
-        training=training_summary(folder), dataset_link=dataset_link, limitations=limitations(evaluation),
+        training=training_summary(folder), dataset_link=dataset_link, limitations=limitations(evaluation, knows),
+        figures=figures(folder, Path(figures_dir) if figures_dir is not None else None, evaluation),
         **describe_architecture(config, folder))
 
 

@@ -5,13 +5,15 @@
 
 Each repo is first staged as the exact folder that will be uploaded:
 
-- model `<repo-id>`, from the model folder (weights, configs, code, processor, tokenizer, codec, speaker encoder,
-  generation config, evaluation); the staging adds README.md: the model card (`publishing/model_card.py`);
-  `checkpoints/` (training state) stays home.
+- model `<repo-id>`, from the model folder (weights with the codec's, configs, code, processor, tokenizer, speaker
+  encoder, generation config, evaluation, samples, loss curves); the staging adds README.md: the model card
+  (`publishing/model_card.py`, with what the model knows from the corpus) and its results picture; `checkpoints/`
+  (training state) stays home.
 - dataset `<repo-id>-corpus`, from the corpus folder (parquet per config and split, manifest); its dataset card
   loads from the repo id.
 - Space `<repo-id>-demo`, from `spaces_demo/` (app, README with the Space YAML, requirements); the staging adds
-  `model_id.txt` naming the model repo; `models`/`datasets` in the YAML.
+  `model_id.txt` naming the model repo, `models`/`datasets` in the YAML and, from the corpus, the clickable examples
+  (`examples/`, `publishing/space_examples.py`).
 
 Uploads go through `huggingface_hub` (`HF_ENDPOINT`, `HF_TOKEN` or `hf auth login` apply). The
 source folders are only read: a refused token or a network failure mid-upload raises
@@ -34,6 +36,7 @@ from dualspeechlm.processing.corpus.builder import CARD_DATASET_PATH
 from dualspeechlm.spaces_demo import SPACE_DIR
 
 from .model_card import render_model_card
+from .space_examples import training_facts, what_the_model_knows, write_space_examples
 
 
 class PublishError(RuntimeError):
@@ -47,11 +50,13 @@ class StagedRepo:
     folder: Path
 
 
-def stage_model(model_dir: Path, out: Path, repo_id: str, dataset_id: str | None) -> StagedRepo:
+def stage_model(model_dir: Path, out: Path, repo_id: str, dataset_id: str | None,
+                corpus_dir: Path | None = None) -> StagedRepo:
     if not (model_dir / "config.json").is_file():
         raise FileNotFoundError(f"no trained model at {model_dir}: train one with `make quickstart`")
     shutil.copytree(model_dir, out, ignore=shutil.ignore_patterns("checkpoints", "__pycache__"))
-    render_model_card(model_dir, repo_id, dataset_id).save(out / "README.md")
+    knows = what_the_model_knows(training_facts(corpus_dir)) if corpus_dir is not None else None
+    render_model_card(model_dir, repo_id, dataset_id, knows=knows, figures_dir=out).save(out / "README.md")
     return StagedRepo(repo_id, "model", out)
 
 
@@ -64,9 +69,13 @@ def stage_dataset(corpus_dir: Path, out: Path, repo_id: str) -> StagedRepo:
     return StagedRepo(repo_id, "dataset", out)
 
 
-def stage_space(out: Path, repo_id: str, model_id: str, dataset_id: str | None) -> StagedRepo:
-    shutil.copytree(SPACE_DIR, out, ignore=shutil.ignore_patterns("__init__.py", "__pycache__", "model_id.txt"))
+def stage_space(out: Path, repo_id: str, model_id: str, dataset_id: str | None,
+                corpus_dir: Path | None = None) -> StagedRepo:
+    shutil.copytree(SPACE_DIR, out, ignore=shutil.ignore_patterns("__init__.py", "__pycache__", "model_id.txt",
+                                                                 "examples"))
     (out / "model_id.txt").write_text(model_id + "\n")
+    if corpus_dir is not None:
+        write_space_examples(corpus_dir, out / "examples")
     card = RepoCard.load(out / "README.md")
     card.data.models = [model_id]
     card.data.datasets = [dataset_id] if dataset_id else None
@@ -76,13 +85,15 @@ def stage_space(out: Path, repo_id: str, model_id: str, dataset_id: str | None) 
 
 def stage_all(out: Path, model_dir: Path, repo_id: str, corpus_dir: Path | None, dataset_id: str | None,
               space_id: str | None) -> list[StagedRepo]:
-    """The repo folders under `out` (`model/`, `dataset/`, `space/`); `None` ids skip a repo."""
+    """The repo folders under `out` (`model/`, `dataset/`, `space/`); `None` ids skip a repo. The corpus, where there
+    is one, also gives the card what the model knows and the Space its examples."""
     out.mkdir(parents=True, exist_ok=True)
-    staged = [stage_model(model_dir, out / "model", repo_id, dataset_id)]
+    built = corpus_dir if corpus_dir is not None and (corpus_dir / "manifest.json").is_file() else None
+    staged = [stage_model(model_dir, out / "model", repo_id, dataset_id, built)]
     if dataset_id:
         staged.append(stage_dataset(corpus_dir, out / "dataset", dataset_id))
     if space_id:
-        staged.append(stage_space(out / "space", space_id, repo_id, dataset_id))
+        staged.append(stage_space(out / "space", space_id, repo_id, dataset_id, built))
     return staged
 
 

@@ -7,11 +7,14 @@ transformers with `trust_remote_code=True`: the folder carries its own code, so 
 `requirements.txt`. Without a model the app still starts, on a page that says what is missing.
 
 Every tab calls one function with an `api_name` (`/asr`, `/tts`, `/vc`, `/qa`, `/translate`), so
-`gradio_client.Client(url).predict(..., api_name="/asr")` works too.
+`gradio_client.Client(url).predict(..., api_name="/asr")` works too. With `examples/examples.json` beside this file
+(`dualspeechlm-space-examples`: clips and texts of the corpus' test splits) every tab gets clickable examples, and
+the page says what the model was trained on and so what it will and will not understand.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -23,6 +26,7 @@ from transformers import AutoModel, AutoProcessor
 
 HERE = Path(__file__).resolve().parent
 MODEL_ID_FILE = HERE / "model_id.txt"
+EXAMPLES_DIR = HERE / "examples"
 DEFAULT_MODEL = HERE.parent / "models" / "dualspeechlm"
 
 SAMPLING_RATE = 16000  # what the USTokenizer and the speaker encoder read; other rates are resampled
@@ -57,6 +61,17 @@ def load_model(source: str):
     if processor.speaker_encoder is None:
         raise ValueError("the model has no `speaker_encoder/` subfolder, which the speech tabs need")
     return model, processor
+
+
+def load_examples(folder: Path = EXAMPLES_DIR) -> dict | None:
+    """`examples.json` of `folder` with its clips' paths made absolute, or None where there is none."""
+    path = folder / "examples.json"
+    if not path.is_file():
+        return None
+    content = json.loads(path.read_text())
+    content["examples"] = {tab: [[str(folder / value) if str(value).endswith(".wav") else value for value in row]
+                                 for row in rows] for tab, rows in content["examples"].items()}
+    return content
 
 
 def prepare_audio(audio: tuple[int, np.ndarray] | None, name: str) -> np.ndarray:
@@ -166,8 +181,18 @@ def audio_input(label: str, **kwargs) -> gr.Audio:
     return gr.Audio(sources=["upload", "microphone"], type="numpy", label=label, **kwargs)
 
 
-def speech_tabs(speech: SpeechDemo) -> None:
-    """The five tabs, each a button calling one SpeechDemo function under its `api_name`."""
+def examples_of(examples: dict | None, tab: str, inputs: list) -> None:
+    """Clickable examples under a tab's inputs, when the Space has examples for it."""
+    if examples and examples["examples"].get(tab):
+        gr.Examples(examples["examples"][tab], inputs, label="Examples from the test set (click one)",
+                    elem_id=f"{tab}-examples")
+
+
+def speech_tabs(speech: SpeechDemo, examples: dict | None = None) -> None:
+    """The five tabs, each a button calling one SpeechDemo function under its `api_name`, with `examples`
+    (`load_examples()`) under its inputs."""
+    if examples:
+        gr.Markdown(f"**What this model knows.** {examples['note']} The examples below come from its test set.")
     gr.Markdown(f"Audio: {MIN_AUDIO_S:g}–{MAX_AUDIO_S:g} s, any sample rate, mono or stereo. "
                 f"Text: at most {MAX_TEXT_CHARS} characters.")
     with gr.Tab("Speech recognition"):
@@ -175,29 +200,34 @@ def speech_tabs(speech: SpeechDemo) -> None:
         button = gr.Button("Transcribe", variant="primary")
         transcript = gr.Textbox(label="Transcript", elem_id="asr-output")
         button.click(speech.transcribe, audio, transcript, api_name="asr")
+        examples_of(examples, "asr", [audio])
     with gr.Tab("Text to speech"):
         text = gr.Textbox(label="Text", max_length=MAX_TEXT_CHARS, placeholder="anna saw the cat", elem_id="tts-input")
         voice = audio_input("Reference voice (optional: a neutral synthetic voice without it)")
         button = gr.Button("Synthesize", variant="primary")
         spoken = gr.Audio(label="Speech", type="numpy", interactive=False, elem_id="tts-output")
         button.click(speech.synthesize, [text, voice], spoken, api_name="tts")
+        examples_of(examples, "tts", [text, voice])
     with gr.Tab("Voice conversion"):
         source, voice = audio_input("Source speech"), audio_input("Target voice")
         button = gr.Button("Convert", variant="primary")
         converted = gr.Audio(label="Converted speech", type="numpy", interactive=False)
         button.click(speech.convert, [source, voice], converted, api_name="vc")
+        examples_of(examples, "vc", [source, voice])
     with gr.Tab("Spoken QA"):
         audio = audio_input("Speech")
         question = gr.Textbox(label="Question about the speech", max_length=MAX_TEXT_CHARS)
         button = gr.Button("Answer", variant="primary")
         answer = gr.Textbox(label="Answer")
         button.click(speech.answer_question, [audio, question], answer, api_name="qa")
+        examples_of(examples, "qa", [audio, question])
     with gr.Tab("Translation"):
         audio = audio_input("English speech")
         language = gr.Dropdown(list(LANGUAGES.items()), value="es", label="Target language")
         button = gr.Button("Translate", variant="primary")
         translation = gr.Textbox(label="Translation")
         button.click(speech.translate, [audio, language], translation, api_name="translate")
+        examples_of(examples, "translate", [audio, language])
 
 
 def missing_model_page(source: str, error: Exception) -> None:
@@ -210,8 +240,9 @@ def missing_model_page(source: str, error: Exception) -> None:
         "`DUALSPEECHLM_MODEL=you/dualspeechlm python app.py`.")
 
 
-def build_demo(model_source: str | os.PathLike | None = None) -> gr.Blocks:
-    """The app on the model at `model_source` (default: `default_model_source()`), queued one request at a time."""
+def build_demo(model_source: str | os.PathLike | None = None, examples_dir: Path = EXAMPLES_DIR) -> gr.Blocks:
+    """The app on the model at `model_source` (default: `default_model_source()`), with the examples in
+    `examples_dir` where it has them, queued one request at a time."""
     source = str(model_source or default_model_source())
     try:
         speech, failure = SpeechDemo(*load_model(source)), None
@@ -225,7 +256,7 @@ def build_demo(model_source: str | os.PathLike | None = None) -> gr.Blocks:
         else:
             local = Path(source).expanduser().is_dir()
             gr.Markdown(f"Model: `{source}`" if local else f"Model: [{source}](https://huggingface.co/{source})")
-            speech_tabs(speech)
+            speech_tabs(speech, load_examples(Path(examples_dir)))
     return demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=1)
 
 

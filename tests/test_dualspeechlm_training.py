@@ -2,6 +2,8 @@
 
 import dataclasses
 import json
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -408,3 +410,57 @@ def test_fine_tuning_onto_a_new_codec_gives_a_fresh_acousticgpt_for_its_codes(ti
     assert all(torch.equal(value, after[f"codec_model.{name}"]) for name, value in other.state_dict().items())
     with pytest.raises(ValueError, match="needs init_from"):
         train_dualspeechlm(tiny_recipe(tmp_path / "refused", new_codec=str(tmp_path / "other_codec")))
+
+
+def test_samples_page_of_a_trained_folder_plays_in_chromium(tiny_recipe, tiny_corpus, whisper_dir, tmp_path):
+    """`dualspeechlm-samples` on a model trained a few steps: every task's files, both pages, and in Debian's
+    Chromium every `<audio>` player loads its file and every picture shows."""
+    from dualspeechlm.training.samples import main as samples_main
+
+    recipe = tiny_recipe(tmp_path / "model")
+    folder = train_dualspeechlm(recipe)
+    out = tmp_path / "samples"
+    samples_main(["--model", str(folder), "--output-dir", str(out), "--corpus", str(tiny_corpus), "--cache-dir",
+                  recipe.cache_dir, "--whisper", str(whisper_dir), "--per-split", "1"])
+    samples = json.loads((out / "samples.json").read_text())
+    assert list(samples["splits"]) == ["test", "test_unseen_voice"]
+    for split, tasks in samples["splits"].items():
+        assert set(tasks) == {"asr", "s2tt", "ser", "sqa", "tts", "vc", "t2st", "sc"}
+        for task, (item,) in tasks.items():
+            assert all((out / name).is_file() for name in item["files"].values()), (split, task)
+            if task in ("asr", "s2tt", "ser", "sqa"):
+                assert set(item["files"]) == {"input"} and isinstance(item["answer"], str) and item["reference"]
+            else:
+                assert {"reference", "log_mel"} <= set(item["files"]) and item["voice"]
+                assert item["sim"] is None or "generated" in item["files"]  # no SIM where no speech was written
+            if task in ("tts", "vc", "sc"):
+                assert set(item["transcripts"]) == {"whisper", "pocketsphinx"}
+        assert set(tasks["sc"][0]["files"]) >= {"input", "question", "reference"}
+    readme = (out / "README.md").read_text()
+    assert "np.str_" not in readme and "voices heard in training" in readme
+    linked = set(re.findall(r"\]\(([^)]+)\)", readme))
+    assert linked and all((out / name).is_file() for name in linked)
+    assert sum(name.endswith(".png") for name in linked) == 8  # a picture per generation item
+    assert sum(path.stat().st_size for path in out.iterdir()) < 5e6
+
+    chromium = Path("/usr/bin/chromium")
+    if not chromium.is_file():
+        pytest.fail(f"{chromium} is required for the browser check but is missing; install it with `make setup`")
+    from playwright.sync_api import sync_playwright
+
+    from test_spaces_browser import CHROMIUM_ARGS
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS)
+        page = browser.new_page()
+        page.goto((out / "index.html").as_uri())
+        players = page.locator("audio")
+        assert players.count() == sum(name.endswith(".wav") for name in linked)
+        page.wait_for_function("[...document.querySelectorAll('audio')].every(a => a.readyState >= 1 || a.error)",
+                               timeout=60_000)
+        states = page.evaluate("[...document.querySelectorAll('audio')].map(a => [a.error && a.error.code, "
+                               "a.duration])")
+        assert all(error is None and duration > 0 for error, duration in states), states
+        images = page.evaluate("[...document.images].map(i => i.complete && i.naturalWidth > 0)")
+        assert len(images) == 8 and all(images)
+        browser.close()

@@ -80,7 +80,12 @@ def test_output_dir_holds_the_exact_repo_folders(model_folder, tiny_corpus, tmp_
         ("me/tiny", "model"), ("me/tiny-corpus", "dataset"), ("me/tiny-demo", "space")]
     model, dataset, space = (tmp_path / name for name in ("model", "dataset", "space"))
     assert not (model / "checkpoints").exists() and (model / "model.safetensors").is_file()
-    assert ModelCard.load(model / "README.md").data.eval_results
+    card = ModelCard.load(model / "README.md")
+    assert card.data.eval_results
+    # pictures of the results and of the losses, and what the model knows, from the corpus manifest
+    assert "![per-task results](evaluation.png)" in card.text and (model / "evaluation.png").stat().st_size > 1000
+    manifest = json.loads((tiny_corpus / "manifest.json").read_text())
+    assert f"a small grammar of {manifest['vocabulary_size']} words" in card.text
     assert 'load_dataset("me/tiny-corpus", "speech")' in (dataset / "README.md").read_text()
     assert sorted(p.name for p in (dataset / "speech").iterdir()) == sorted(
         p.name for p in (tiny_corpus / "speech").iterdir())
@@ -89,6 +94,12 @@ def test_output_dir_holds_the_exact_repo_folders(model_folder, tiny_corpus, tmp_
     assert space_card.data.models == ["me/tiny"] and space_card.data.datasets == ["me/tiny-corpus"]
     assert (space / "model_id.txt").read_text().strip() == "me/tiny"
     assert {"app.py", "requirements.txt"} <= {p.name for p in space.iterdir()} and not (space / "__init__.py").exists()
+    examples = json.loads((space / "examples" / "examples.json").read_text())  # from the corpus' test split
+    assert set(examples["examples"]) == {"asr", "tts", "vc", "qa", "translate"}
+    clips = [value for rows in examples["examples"].values() for row in rows for value in row
+             if value.endswith(".wav")]
+    assert clips and all((space / "examples" / clip).is_file() for clip in clips)
+    assert examples["training"]["vocabulary_size"] > 0 and examples["training"]["sentences"]
     assert tree_digest(model_folder) == before
 
 

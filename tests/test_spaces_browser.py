@@ -1,5 +1,5 @@
 """The Gradio Space in a real browser (Debian's Chromium driven by playwright): synthesize speech, transcribe an
-upload.
+upload, click an example of the test set (`dualspeechlm-space-examples` on the tiny corpus) and speak it.
 
 Runs on a tiny random model folder, or on the model named by DUALSPEECHLM_MODEL when set. With
 DUALSPEECHLM_SCREENSHOT=path a screenshot of the page is saved there (docs/space.png is made this way).
@@ -14,6 +14,7 @@ import pytest
 import soundfile
 
 from dualspeechlm.processing.corpus import TRAIN_VOICES, synthesize
+from dualspeechlm.publishing.space_examples import write_space_examples
 
 from test_processing_dualspeechlm import TEXTS
 from test_spaces_demo import launch, load_app, tiny_model_folder
@@ -28,7 +29,7 @@ CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-q
 TIMEOUT_MS = 60_000
 
 
-def test_synthesize_and_transcribe_in_chromium(espeak, tmp_path):
+def test_synthesize_transcribe_and_click_an_example_in_chromium(espeak, tiny_corpus, tmp_path):
     if not CHROMIUM.is_file():
         pytest.fail(f"{CHROMIUM} is required for the browser test but is missing; install it (and the playwright "
                     "package) with `make setup`")
@@ -39,7 +40,9 @@ def test_synthesize_and_transcribe_in_chromium(espeak, tmp_path):
 
     wav = tmp_path / "speech.wav"
     soundfile.write(wav, synthesize(TEXTS[0], TRAIN_VOICES[0]), 16000)
-    demo = load_app().build_demo(os.environ.get("DUALSPEECHLM_MODEL") or tiny_model_folder(tmp_path / "model"))
+    examples = write_space_examples(tiny_corpus, tmp_path / "examples", per_tab=1)
+    demo = load_app().build_demo(os.environ.get("DUALSPEECHLM_MODEL") or tiny_model_folder(tmp_path / "model"),
+                                 examples_dir=tmp_path / "examples")
     url = launch(demo)
     try:
         with sync_playwright() as playwright:
@@ -63,6 +66,16 @@ def test_synthesize_and_transcribe_in_chromium(espeak, tmp_path):
             audio, _ = soundfile.read(io.BytesIO(page.request.get(link.get_attribute("href")).body()))
             assert len(audio) > 0
             expect(page.locator(".toast-body")).to_have_count(0)  # no error popped up
+
+            # what the model knows, then an example of the test set: its text fills the box, and it speaks
+            expect(page.get_by_text("What this model knows.")).to_be_visible()
+            page.get_by_role("tab", name="Text to speech").click()
+            page.locator("#tts-input textarea").fill("")
+            page.locator("#tts-examples").get_by_text(examples["examples"]["tts"][0][0]).first.click()
+            expect(page.locator("#tts-input textarea")).to_have_value(examples["examples"]["tts"][0][0])
+            page.get_by_role("button", name="Synthesize").click()
+            expect(link).to_have_attribute("href", re.compile(r"\.wav$"))
+            expect(page.locator(".toast-body")).to_have_count(0)
 
             if screenshot := os.environ.get("DUALSPEECHLM_SCREENSHOT"):
                 page.screenshot(path=screenshot, full_page=True)
