@@ -1,6 +1,5 @@
 """Configuration of the embedded acoustic codec: log-mel frames -> residual VQ codes -> audio."""
 
-import numpy as np
 from transformers import PretrainedConfig
 
 from .registration import register_config
@@ -51,7 +50,6 @@ class MelCodecConfig(PretrainedConfig):
         kernel_size: int = 3,
         num_quantizers: int = 4,
         codebook_size: int = 1024,
-        fsq_levels: list[int] | None = None,
         codebook_decay: float = 0.99,
         commitment_weight: float = 0.25,
         dead_code_threshold: float = 2.0,
@@ -83,10 +81,6 @@ class MelCodecConfig(PretrainedConfig):
         self.encoder_layers = encoder_layers
         self.decoder_layers = decoder_layers
         self.kernel_size = kernel_size
-        # fsq_levels: one finite-scalar codebook (every combination of the levels) instead of the residual VQ
-        self.fsq_levels = list(fsq_levels) if fsq_levels else None
-        if self.fsq_levels:
-            num_quantizers, codebook_size = 1, int(np.prod(self.fsq_levels))
         self.num_quantizers = num_quantizers
         self.codebook_size = codebook_size
         self.codebook_decay = codebook_decay

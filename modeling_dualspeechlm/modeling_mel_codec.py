@@ -13,7 +13,7 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
-from vector_quantize_pytorch import FSQ, ResidualVQ, VectorQuantize
+from vector_quantize_pytorch import ResidualVQ, VectorQuantize
 
 from .codec_base import SpeechCodecMixin, lengths_to_mask
 from .configuration_mel_codec import MelCodecConfig
@@ -86,14 +86,11 @@ class MelCodecModel(MelCodecPreTrainedModel, SpeechCodecMixin):
                                      config.f_min, config.f_max)
         self.encoder = ConvStack(config.n_mels, config.hidden_size, config.latent_size, config.encoder_layers,
                                  config.kernel_size)
-        if config.fsq_levels:
-            self.quantizer = FSQ(levels=list(config.fsq_levels), dim=config.latent_size)
-        else:
-            self.quantizer = ResidualVQ(
-                dim=config.latent_size, num_quantizers=config.num_quantizers, codebook_size=config.codebook_size,
-                decay=config.codebook_decay, commitment_weight=config.commitment_weight, kmeans_init=True,
-                threshold_ema_dead_code=config.dead_code_threshold,
-            )
+        self.quantizer = ResidualVQ(
+            dim=config.latent_size, num_quantizers=config.num_quantizers, codebook_size=config.codebook_size,
+            decay=config.codebook_decay, commitment_weight=config.commitment_weight, kmeans_init=True,
+            threshold_ema_dead_code=config.dead_code_threshold,
+        )
         self.decoder = ConvStack(config.latent_size, config.hidden_size, config.n_mels, config.decoder_layers,
                                  config.kernel_size)
         if config.ustoken_vocab_size is not None:
@@ -165,9 +162,6 @@ class MelCodecModel(MelCodecPreTrainedModel, SpeechCodecMixin):
         codes `[batch, num_quantizers, frames]`, commitment loss)."""
         mask = self._frame_mask(frame_lengths, log_mel.shape[-1])
         latents = self.encoder((log_mel - self.config.mel_mean) / self.config.mel_std, mask).transpose(1, 2)
-        if self.config.fsq_levels:
-            quantized, codes = self.quantizer(latents)
-            return quantized.transpose(1, 2) * mask, codes[:, None].long(), latents.new_zeros(())
         quantized, codes, commitment = self.quantizer(latents, mask=mask[:, 0].bool())
         return quantized.transpose(1, 2) * mask, codes.transpose(1, 2), commitment.sum()
 
@@ -185,11 +179,8 @@ class MelCodecModel(MelCodecPreTrainedModel, SpeechCodecMixin):
             depth = self.num_codebooks if depth is None else depth
         depth = torch.as_tensor(depth, device=codes.device).reshape(-1, 1, 1)
         kept = torch.arange(self.num_codebooks, device=codes.device)[:, None] < depth  # [batch or 1, n_q, 1]
-        if self.config.fsq_levels:
-            quantized = self.quantizer.indices_to_codes(codes[:, 0]).transpose(1, 2) * kept[:, :1]
-        else:
-            quantized = self.quantizer.get_output_from_indices(codes.masked_fill(~kept, -1).transpose(1, 2))
-            quantized = quantized.transpose(1, 2)
+        quantized = self.quantizer.get_output_from_indices(codes.masked_fill(~kept, -1).transpose(1, 2))
+        quantized = quantized.transpose(1, 2)
         if ustokens is not None:
             quantized = quantized + self.embed_ustokens(ustokens, ustoken_lengths, codes.shape[-1])
         if speaker_embeddings is not None:

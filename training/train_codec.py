@@ -160,8 +160,6 @@ def main(argv=None) -> None:
     parser.add_argument("--whisper", default="models/whisper-tiny.en", type=Path, help="the judge's Whisper folder")
     parser.add_argument("--num-quantizers", type=int, default=MelCodecConfig().num_quantizers)
     parser.add_argument("--codebook-size", type=int, default=MelCodecConfig().codebook_size)
-    parser.add_argument("--fsq-levels", type=int, nargs="+", default=None,
-                        help="one finite-scalar codebook of these levels instead of the residual VQ")
     parser.add_argument("--autoencoder-steps", type=int, default=2000)
     parser.add_argument("--vocoder-steps", type=int, default=1000)
     parser.add_argument("--joint-steps", type=int, default=1500,
@@ -177,8 +175,7 @@ def main(argv=None) -> None:
     if args.init_from:
         model = MelCodecModel.from_pretrained(args.init_from)
     else:
-        model = MelCodecModel(MelCodecConfig(num_quantizers=args.num_quantizers, codebook_size=args.codebook_size,
-                                             fsq_levels=args.fsq_levels))
+        model = MelCodecModel(MelCodecConfig(num_quantizers=args.num_quantizers, codebook_size=args.codebook_size))
     config = model.config
     waveforms, _, _ = corpus_waveforms(args.corpus, "train", args.train_limit)
     started = time.perf_counter()
