@@ -15,7 +15,7 @@ export HF_HUB_OFFLINE ?= 1
 export OMP_NUM_THREADS ?= 1
 
 .PHONY: setup quickstart stages corpus whisper baseline encoder-cache text-llm codec codec-decoder speaker-encoder \
-	ustokenizer dualspeechlm evaluation test test-slow clean
+	ustokenizer dualspeechlm evaluation samples space-examples test test-slow clean
 
 setup: $(VENV)/.installed
 
@@ -102,6 +102,14 @@ $(MODELS)/dualspeechlm/evaluation.json: $(MODELS)/dualspeechlm/config.json $(MOD
 	$(BIN)/dualspeechlm-set-codec --model $(MODELS)/dualspeechlm --codec $(MODELS)/mel-codec-ustokens
 	OMP_NUM_THREADS=2 $(BIN)/dualspeechlm-evaluate --model $(MODELS)/dualspeechlm --corpus $(CORPUS) --cache-dir $(CACHE) \
 		--whisper $(WHISPER)
+
+# After the main job: the samples page (docs/samples) and the Space's examples (spaces_demo/examples).
+samples: $(MODELS)/dualspeechlm/evaluation.json
+	$(BIN)/dualspeechlm-samples --model $(MODELS)/dualspeechlm --corpus $(CORPUS) --cache-dir $(CACHE) \
+		--whisper $(WHISPER) --output-dir docs/samples
+
+space-examples: corpus
+	$(BIN)/dualspeechlm-space-examples --corpus $(CORPUS) --output-dir spaces_demo/examples
 
 test: setup
 	$(BIN)/python -m pytest -m "not slow" -q -rs

@@ -22,6 +22,7 @@ import soundfile
 from dualspeechlm.processing.corpus import load_corpus
 
 EXAMPLES_FILE = "examples.json"
+LANGUAGE_NAMES = {"es": "Spanish", "fr": "French"}  # the corpus' translation targets
 
 
 def training_facts(corpus: str | Path) -> dict:
@@ -33,7 +34,8 @@ def training_facts(corpus: str | Path) -> dict:
     return {"hours": round(manifest["hours"], 1), "vocabulary_size": manifest["vocabulary_size"],
             "voices": sorted({voice["name"] for voice in voices["train"]}),
             "engines": sorted({voice["engine"] for voice in voices["train"]}),
-            "unseen_voice": voices["unseen"]["name"], "translation_languages": sorted(voices["translation"]),
+            "unseen_voice": voices["unseen"]["name"],
+            "translation_languages": [LANGUAGE_NAMES.get(code, code) for code in sorted(voices["translation"])],
             "sentences": sentences}
 
 
