@@ -102,14 +102,28 @@ class DualSpeechLMRecipe(PresetRecipe):
     preset_stem = "dualspeechlm"  # presets/dualspeechlm_<name>.yaml
 
 
-def load_parts(recipe: DualSpeechLMRecipe):
-    """(USTokenizer model, its feature extractor, codec, speaker encoder), in eval mode."""
+def training_settings(recipe: DualSpeechLMRecipe) -> dict:
+    """The DualSpeechLMConfig fields the recipe sets: how the model trains and writes speech."""
+    generation = {} if recipe.speech_generation is None else dict(speech_generation=dict(recipe.speech_generation))
+    return dict(acoustic_loss_weight=recipe.acoustic_loss_weight, **generation)
+
+
+def model_to_fine_tune(recipe: DualSpeechLMRecipe) -> DualSpeechLMForConditionalGeneration:
+    """The `init_from` model (with its codec), with the recipe's `training_settings`."""
+    config = DualSpeechLMConfig.from_pretrained(recipe.init_from)
+    config.update(training_settings(recipe))
+    return DualSpeechLMForConditionalGeneration.from_pretrained(recipe.init_from, config=config)
+
+
+def load_parts(recipe: DualSpeechLMRecipe, fine_tuned: DualSpeechLMForConditionalGeneration | None = None):
+    """(USTokenizer model, its feature extractor, codec, speaker encoder), in eval mode. With `init_from`, the codec
+    is the `new_codec` or that of the model to fine-tune (`fine_tuned`, loaded here when not given)."""
     if recipe.new_codec and not recipe.init_from:
         raise ValueError("new_codec replaces the codec of the model to fine-tune: it needs init_from")
     if recipe.init_from:
         processor = DualSpeechLMProcessor.from_pretrained(recipe.init_from)
         codec = (load_codec(recipe.new_codec) if recipe.new_codec
-                 else DualSpeechLMForConditionalGeneration.from_pretrained(recipe.init_from).codec_model)
+                 else (fine_tuned or model_to_fine_tune(recipe)).codec_model)
         return (processor.ustokenizer.eval(), processor.feature_extractor, codec.eval(),
                 processor.speaker_encoder.eval())
     ustokenizer = USTokenizerModel.from_pretrained(recipe.ustokenizer).eval()
@@ -138,16 +152,13 @@ def validation_examples(recipe: DualSpeechLMRecipe, parts) -> Subset:
     return Subset(examples, [i for indices in picked.values() for i in indices[: recipe.eval_examples]])
 
 
-def build_model(recipe: DualSpeechLMRecipe, ustokenizer, codec):
+def build_model(recipe: DualSpeechLMRecipe, ustokenizer, codec,
+                fine_tuned: DualSpeechLMForConditionalGeneration | None = None):
     """(model, text tokenizer): the backbone + speech vocabulary + a fresh AcousticGPT, or the model
-    to fine-tune (`init_from`, with a fresh AcousticGPT for `codec` when the recipe gives a `new_codec`); either with
-    the recipe's `speech_generation`."""
-    generation = {} if recipe.speech_generation is None else dict(speech_generation=dict(recipe.speech_generation))
-    training = dict(acoustic_loss_weight=recipe.acoustic_loss_weight, **generation)
+    to fine-tune (`init_from`: `fine_tuned`, loaded here when not given; with a fresh AcousticGPT for `codec` when the
+    recipe gives a `new_codec`); either with the recipe's `training_settings`."""
     if recipe.init_from:
-        config = DualSpeechLMConfig.from_pretrained(recipe.init_from)
-        config.update(training)
-        model = DualSpeechLMForConditionalGeneration.from_pretrained(recipe.init_from, config=config)
+        model = fine_tuned or model_to_fine_tune(recipe)
         if recipe.new_codec:
             model.reset_acoustic_gpt(codec)
         return model, AutoTokenizer.from_pretrained(recipe.init_from)
@@ -166,7 +177,7 @@ def build_model(recipe: DualSpeechLMRecipe, ustokenizer, codec):
             llm.get_output_embeddings().weight.copy_(llm.get_input_embeddings().weight)
     model = DualSpeechLMForConditionalGeneration.from_text_model(
         llm, tokenizer, num_speech_tokens=ustokenizer.config.codebook_size,
-        acoustic_config=recipe.acoustic_config, codec=codec, **training)
+        acoustic_config=recipe.acoustic_config, codec=codec, **training_settings(recipe))
     if from_reader:
         offset, count = model.config.speech_token_offset, model.config.num_speech_tokens
         with torch.no_grad():
@@ -187,13 +198,14 @@ def train_dualspeechlm(recipe: DualSpeechLMRecipe) -> Path:
     """Run stage 3's training (module docstring); returns the saved model folder."""
     output_dir = Path(recipe.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    parts = load_parts(recipe)
+    fine_tuned = model_to_fine_tune(recipe) if recipe.init_from else None  # loaded once, for its codec and weights
+    parts = load_parts(recipe, fine_tuned)
     ustokenizer, extractor, codec, speaker_encoder = parts
     train = TaskExamples(cached_splits(recipe, "train", parts), recipe.tasks)
     validation = validation_examples(recipe, parts) if recipe.eval_steps else None
     # here, not earlier: building the token cache draws random numbers only when it is missing
     torch.manual_seed(recipe.seed)
-    model, tokenizer = build_model(recipe, ustokenizer, codec)
+    model, tokenizer = build_model(recipe, ustokenizer, codec, fine_tuned)
     trained = model
     if recipe.lora:
         from .lora import apply_lora
