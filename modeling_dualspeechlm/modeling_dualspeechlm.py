@@ -163,13 +163,14 @@ class DualSpeechLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
         self.acoustic_gpt = AcousticGPT(config.acoustic_config)
         self.codec_model = None
         if config.codec_config is not None:
-            self._attach_codec(codec_from_config(config.codec_config, config.num_codebooks,
-                                                 config.codec_sampling_rate))
+            self.set_codec(codec_from_config(config.codec_config, config.num_codebooks, config.codec_sampling_rate))
         self.post_init()
 
-    def _attach_codec(self, codec) -> None:
-        """`codec` becomes `codec_model` (frozen, in eval mode, on the model's device) and its config
-        `config.codec_config`, after checking that it reads the codes the config says AcousticGPT writes."""
+    def set_codec(self, codec) -> None:
+        """Make `codec` (a `SpeechCodecMixin`, e.g. from `load_codec`) the model's `codec_model` (frozen, in eval mode,
+        on the model's device) and its config `config.codec_config`. It must read the codes this model's AcousticGPT
+        writes (same codebooks, codes, frame and sampling rate), e.g. the embedded codec's decoder retrained to read
+        the USTokens too (`dualspeechlm-set-codec`)."""
         config = self.config
         has = (codec.num_codebooks, codec.codebook_size, float(codec.frame_rate), int(codec.sampling_rate))
         wants = (config.num_codebooks, config.codebook_size, config.codec_frame_rate, config.codec_sampling_rate)
@@ -179,9 +180,7 @@ class DualSpeechLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
                              f"{wants[2]:g} frames/s for {wants[3]} Hz: use reset_acoustic_gpt(codec) to move the "
                              "model onto another codec")
         config.codec_config = codec.codec_config
-        self.codec_model = codec.requires_grad_(False).eval()
-        if any(True for _ in self.language_model.parameters()):
-            self.codec_model.to(self.device)
+        self.codec_model = codec.requires_grad_(False).eval().to(self.device)
 
     @classmethod
     def from_pretrained(cls, *args, **kwargs):
@@ -191,12 +190,6 @@ class DualSpeechLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
             model.codec_model.requires_grad_(False)
         return model
 
-    def set_codec(self, codec) -> None:
-        """Make `codec` (a `SpeechCodecMixin`, e.g. from `load_codec`) the model's: it must read the codes this model's
-        AcousticGPT writes (same codebooks, codes, frame and sampling rate), e.g. the embedded codec's decoder
-        retrained to read the USTokens too (`dualspeechlm-set-codec`)."""
-        self._attach_codec(codec)
-
     def reset_acoustic_gpt(self, codec) -> None:
         """Move the model onto another codec: a fresh AcousticGPT shaped for `codec`'s codes (to be trained), and
         `codec` as the model's; the LLM is kept."""
@@ -205,7 +198,7 @@ class DualSpeechLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
         self.config.codec_frame_rate = float(codec.frame_rate)
         self.config.codec_sampling_rate = int(codec.sampling_rate)
         self.acoustic_gpt = AcousticGPT(acoustic).to(self.device)
-        self._attach_codec(codec)
+        self.set_codec(codec)
 
     def train(self, mode: bool = True):
         """As `nn.Module.train`, but the codec stays in eval mode (its quantizer would update its codebooks)."""

@@ -61,8 +61,9 @@ def write_space_examples(corpus: str | Path, output_dir: str | Path, per_tab: in
         soundfile.write(output_dir / f"{name}.wav", audio["array"], audio["sampling_rate"])
         return f"{name}.wav"
 
-    test = {config: load_corpus(corpus, config)["test"] for config in ("speech", "vc", "qa", "translation")}
-    unseen = load_corpus(corpus, "speech")["test_unseen_voice"]
+    splits = {config: load_corpus(corpus, config) for config in ("speech", "vc", "qa", "translation")}
+    test = {config: rows["test"] for config, rows in splits.items()}
+    unseen = splits["speech"]["test_unseen_voice"]
     count = min(per_tab, *(len(rows) for rows in test.values()), len(unseen))
     examples = {"asr": [], "tts": [], "vc": [], "qa": [], "translate": []}
     for i in range(count):

@@ -109,16 +109,23 @@ def as_judged(generated: list) -> list[np.ndarray]:
     return [g if g is not None else np.zeros(8000, np.float32) for g in generated]
 
 
+def similarities(speaker_encoder, generated: list, references: list[np.ndarray]) -> list[float | None]:
+    """Per item, the cosine of the speaker embeddings of generated and reference audio; None where the generated
+    audio is missing or too short to embed."""
+    kept = [i for i, g in enumerate(generated) if g is not None and len(g) >= speaker_encoder.config.min_samples]
+    scores = [None] * len(generated)
+    if kept:
+        a = speaker_encoder.embed([generated[i] for i in kept], sampling_rate=16000)
+        b = speaker_encoder.embed([references[i] for i in kept], sampling_rate=16000)
+        for i, cosine in zip(kept, torch.nn.functional.cosine_similarity(a, b).tolist()):
+            scores[i] = cosine
+    return scores
+
+
 def similarity(speaker_encoder, generated: list, references: list[np.ndarray]) -> float:
-    """Mean cosine of the speaker embeddings of generated and reference audio, over the items that
-    hold speech long enough to embed (NaN when none does)."""
-    pairs = [(g, r) for g, r in zip(generated, references)
-             if g is not None and len(g) >= speaker_encoder.config.min_samples]
-    if not pairs:
-        return float("nan")
-    a = speaker_encoder.embed([g for g, _ in pairs], sampling_rate=16000)
-    b = speaker_encoder.embed([r for _, r in pairs], sampling_rate=16000)
-    return float(torch.nn.functional.cosine_similarity(a, b).mean())
+    """Mean of `similarities` over the items that hold speech long enough to embed (NaN when none does)."""
+    scores = [score for score in similarities(speaker_encoder, generated, references) if score is not None]
+    return float(torch.tensor(scores).mean()) if scores else float("nan")
 
 
 def evaluate_split(model, processor, corpus: str, cache_dir: str, split: str, judges: dict, limits: dict,

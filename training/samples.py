@@ -31,7 +31,7 @@ from dualspeechlm.processing.corpus import load_corpus
 from dualspeechlm.processing_dualspeechlm import DualSpeechLMProcessor
 from dualspeechlm.tasks import TASKS, get_task
 
-from .evaluate_dualspeechlm import SPLITS, answer_text, speak
+from .evaluate_dualspeechlm import SPLITS, answer_text, similarities, speak
 from .judge import judge, speech_judges
 from .multitask import task_example
 from .token_cache import cached_tokens
@@ -65,19 +65,6 @@ def log_mel_picture(generated: np.ndarray | None, reference: np.ndarray, path: P
     figure.tight_layout()
     figure.savefig(path, dpi=72)
     plt.close(figure)
-
-
-def similarities(speaker_encoder, generated: list, references: list[np.ndarray]) -> list[float | None]:
-    """Per item: the cosine of the speaker embeddings of generated and reference speech (None where the generated
-    speech is missing or too short to embed)."""
-    scores = []
-    for audio, reference in zip(generated, references):
-        if audio is None or len(audio) < speaker_encoder.config.min_samples:
-            scores.append(None)
-            continue
-        a, b = speaker_encoder.embed([audio, reference], sampling_rate=SAMPLING_RATE)
-        scores.append(float(torch.nn.functional.cosine_similarity(a, b, dim=0)))
-    return scores
 
 
 def task_samples(model, processor, corpus: str, cache_dir: str, split: str, task: str, count: int, judges: dict,
