@@ -115,6 +115,9 @@ class DualSpeechLMConfig(PretrainedConfig):
         coc_modes (`tuple[str]`, all of `COC_MODES`): the prefixes CoC draws from with equal probability
             (("both",) switches CoC off, the paper's ablation).
         llm_loss_weight, acoustic_loss_weight (`float`, 1.0 and 1.0).
+        semantic_supervision (`bool`, True): the LLM's cross-entropy covers the target USTokens of generation items
+            (the paper's semantic supervision loss). False leaves them out of it, the paper's ablation: the LLM then
+            learns only the text answers, `</audio>` and EOS, while AcousticGPT still trains on the target USTokens.
         speech_generation (`dict`): GenerationConfig fields for the USTokens written by `generate_speech`.
         acoustic_generation (`dict`): `do_sample`, `temperature`, `top_k`, `top_p`, `max_new_tokens` (frames) for
             AcousticGPT.
@@ -142,6 +145,7 @@ class DualSpeechLMConfig(PretrainedConfig):
     coc_modes: tuple[str, ...] = COC_MODES
     llm_loss_weight: float = 1.0
     acoustic_loss_weight: float = 1.0
+    semantic_supervision: bool = True
     speech_generation: dict = field(default_factory=lambda: dict(
         do_sample=True, temperature=0.6, top_p=0.9, max_new_tokens=400))
     acoustic_generation: dict = field(default_factory=lambda: dict(do_sample=True, top_k=10, max_new_tokens=1000))

@@ -379,8 +379,11 @@ class DualSpeechLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
         trains_acoustic = labels is not None and self.config.acoustic_loss_weight > 0
         if trains_acoustic:  # the acoustic prefix needs the final hidden states: capture only those
             kwargs["output_hidden_states"] = kwargs.get("output_hidden_states") or -1
+        llm_labels = labels
+        if labels is not None and not self.config.semantic_supervision:  # no LLM cross-entropy on target USTokens
+            llm_labels = labels.masked_fill(self.config.is_speech_token(labels), -100)
         out = self.language_model(input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
-                                  position_ids=position_ids, cache=cache, labels=labels, use_cache=use_cache,
+                                  position_ids=position_ids, cache=cache, labels=llm_labels, use_cache=use_cache,
                                   logits_to_keep=logits_to_keep, **kwargs)
         output = DualSpeechLMOutput(logits=out.logits, cache=out.get("cache"), hidden_states=out.get("hidden_states"),
                                     attentions=out.get("attentions"))

@@ -131,6 +131,20 @@ def test_without_the_acoustic_loss_acousticgpt_does_not_run():
     assert torch.equal(without_codes.loss, out.loss)
 
 
+def test_without_semantic_supervision_the_llm_skips_the_target_ustokens():
+    """The paper's ablation: the LLM's cross-entropy leaves out the target USTokens; AcousticGPT still reads them."""
+    batch = make_batch(tiny_model().config, ["tts", "asr"])
+    supervised, unsupervised = tiny_model(), tiny_model(semantic_supervision=False)
+    modes = ["target", "both"]
+    out, ablated = supervised(**batch, coc_modes=modes), unsupervised(**batch, coc_modes=modes)
+    speech_labels = supervised.config.is_speech_token(batch["labels"])
+    rest = supervised.language_model(batch["input_ids"], attention_mask=batch["attention_mask"],
+                                     labels=batch["labels"].masked_fill(speech_labels, -100))
+    assert torch.allclose(ablated.llm_loss, rest.loss) and not torch.allclose(ablated.llm_loss, out.llm_loss)
+    assert torch.equal(ablated.acoustic_loss, out.acoustic_loss)
+    assert torch.equal(ablated.acoustic_condition_mask, out.acoustic_condition_mask)
+
+
 @pytest.mark.parametrize("tasks", [["asr", "s2tt", "ser", "sqa"], ["tts", "vc", "t2st", "sc"]],
                          ids=["understanding", "generation"])
 def test_overfitting_one_batch_lowers_both_losses(tasks):
