@@ -87,6 +87,38 @@ def whisper_dir(tmp_path_factory):
     return convert_ctranslate2_whisper(tmp_path_factory.mktemp("whisper") / "whisper-tiny.en")
 
 
+@pytest.fixture(scope="session")
+def tiny_parts(tmp_path_factory):
+    """Tiny random stand-ins for the main job's parts that stages 1 and 3 read, once per session: `text_llm/` (a
+    1-layer Llama of width 32 with a byte-level BPE of a few sentences), `codec/` (a mel codec of 2 x 16 codes,
+    Griffin-Lim) and `speaker_encoder/`."""
+    import torch
+    from transformers import LlamaForCausalLM
+
+    from dualspeechlm.codecs import MelCodecConfig, MelCodecModel
+    from dualspeechlm.processing.text_tokenizer import train_text_tokenizer
+    from dualspeechlm.speaker_encoder import SpeakerEncoderConfig, SpeakerEncoderModel
+    from dualspeechlm.training.text_llm import small_llm_config
+
+    parts = tmp_path_factory.mktemp("tiny_parts")
+    torch.manual_seed(0)
+    tokenizer = train_text_tokenizer(["anna saw the cat", "the speaker talks fast", "who has the red lamp?"] * 10,
+                                     300)
+    llm_config = small_llm_config(tokenizer, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                  num_attention_heads=2, num_key_value_heads=2)
+    LlamaForCausalLM(llm_config).save_pretrained(parts / "text_llm")
+    tokenizer.save_pretrained(parts / "text_llm")
+    codec = MelCodecModel(MelCodecConfig(hidden_size=16, latent_size=8, num_quantizers=2, codebook_size=16,
+                                         vocoder="griffin_lim", griffin_lim_iterations=2)).eval()
+    # An untrained codec k-means-initialises its codebooks on the first batch it encodes, a random change of its
+    # weights; do it here so that every run sees the same saved codec.
+    codec.encode(0.1 * torch.randn(2, 16000))
+    codec.save_pretrained(parts / "codec")
+    SpeakerEncoderModel(SpeakerEncoderConfig(hidden_size=16, stats_size=16,
+                                             attention_size=8)).eval().save_pretrained(parts / "speaker_encoder")
+    return parts
+
+
 WITHOUT_PACKAGE = """
 import sys
 sys.meta_path = [f for f in sys.meta_path if not getattr(f, "__module__", "").startswith("__editable__")]

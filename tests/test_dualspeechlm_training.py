@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -20,10 +21,8 @@ from dualspeechlm.modeling_ustokenizer import USTokenizerModel
 from dualspeechlm.processing.corpus import load_corpus
 from dualspeechlm.processing.text_tokenizer import train_text_tokenizer
 from dualspeechlm.processing_dualspeechlm import DualSpeechLMProcessor
-from dualspeechlm.speaker_encoder import SpeakerEncoderConfig, SpeakerEncoderModel
 from dualspeechlm.tasks import build_inputs
 from dualspeechlm.training.multitask import DualSpeechLMCollator
-from dualspeechlm.training.text_llm import small_llm_config
 from dualspeechlm.training.train_dualspeechlm import DualSpeechLMRecipe, train_dualspeechlm
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -102,7 +101,7 @@ def test_collator_pads_codes_and_zeroes_understanding_speakers(tokenizer):
 
 
 @pytest.fixture(scope="module")
-def tiny_recipe(tiny_corpus, whisper_dir, tmp_path_factory):
+def tiny_recipe(tiny_corpus, whisper_dir, tiny_parts, tmp_path_factory):
     """`tiny_recipe(output_dir, **overrides)`: stage 3 on the tiny corpus, with tiny random parts
     standing in for stages 1 and 2 and one token cache shared by the module's runs."""
     parts = tmp_path_factory.mktemp("stage3_parts")
@@ -111,27 +110,13 @@ def tiny_recipe(tiny_corpus, whisper_dir, tmp_path_factory):
         conv_hidden_size=16, codebook_dim=8, codebook_size=32, llm_hidden_size=32)).eval()
     ustokenizer.save_pretrained(parts / "ust")
     USTokenizerFeatureExtractor().save_pretrained(parts / "ust")
-    text = ["anna saw the cat", "the speaker talks fast", "who has the red lamp?"] * 10
-    tokenizer = train_text_tokenizer(text, 300)
-    from transformers import LlamaForCausalLM
-
-    LlamaForCausalLM(small_llm_config(tokenizer, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                                      num_attention_heads=2,
-                                      num_key_value_heads=2)).save_pretrained(parts / "ust" / "text_llm")
-    tokenizer.save_pretrained(parts / "ust" / "text_llm")
-    codec = MelCodecModel(MelCodecConfig(hidden_size=16, latent_size=8, num_quantizers=2, codebook_size=16,
-                                         vocoder="griffin_lim", griffin_lim_iterations=2)).eval()
-    # An untrained codec k-means-initialises its codebooks on the first batch it encodes, a random
-    # change of its weights; do it here so that every run sees the same saved codec.
-    codec.encode(0.1 * torch.randn(2, 16000))
-    codec.save_pretrained(parts / "codec")
-    SpeakerEncoderModel(SpeakerEncoderConfig(hidden_size=16, stats_size=16,
-                                             attention_size=8)).eval().save_pretrained(parts / "spk")
+    shutil.copytree(tiny_parts / "text_llm", parts / "ust" / "text_llm")
 
     def recipe(output_dir, **overrides) -> DualSpeechLMRecipe:
         settings = dict(
-            corpus=str(tiny_corpus), ustokenizer=str(parts / "ust"), codec=str(parts / "codec"),
-            speaker_encoder=str(parts / "spk"), output_dir=str(output_dir), cache_dir=str(parts / "cache"),
+            corpus=str(tiny_corpus), ustokenizer=str(parts / "ust"), codec=str(tiny_parts / "codec"),
+            speaker_encoder=str(tiny_parts / "speaker_encoder"), output_dir=str(output_dir),
+            cache_dir=str(parts / "cache"),
             acoustic_config=dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32),
             acoustic_loss_weight=1.0,  # AcousticGPT trained, the paper's path (the tiny preset spares it)
             steps=3, batch_size=2, logging_steps=1, warmup_steps=1, save_steps=100, eval_steps=0)
@@ -313,6 +298,21 @@ def test_recipe_can_leave_acousticgpt_untrained(tiny_recipe, tmp_path, monkeypat
     np.testing.assert_allclose(spared["audio_speaker"], trained["audio_speaker"], atol=1e-4)
     with pytest.raises(SystemExit):  # the flag exists (and --print-config exits after printing the recipe)
         main(["--acoustic-loss-weight", "0", "--print-config"])
+
+
+def test_recipe_model_config_sets_other_config_fields_and_refuses_unknown_or_doubled_ones():
+    from dualspeechlm.training.train_dualspeechlm import training_settings
+
+    recipe = DualSpeechLMRecipe.tiny(model_config={"coc_modes": ["both"], "semantic_supervision": False})
+    settings = training_settings(recipe)
+    assert settings == {"coc_modes": ["both"], "semantic_supervision": False,
+                        "acoustic_loss_weight": recipe.acoustic_loss_weight}
+    config = DualSpeechLMConfig.tiny(**settings)
+    assert (config.coc_modes, config.semantic_supervision) == (("both",), False)
+    with pytest.raises(ValueError, match=r"\['no_such_field'\] are not DualSpeechLMConfig fields"):
+        training_settings(DualSpeechLMRecipe.tiny(model_config={"no_such_field": 1}))
+    with pytest.raises(ValueError, match=r"set \['acoustic_loss_weight'\] through their own recipe fields"):
+        training_settings(DualSpeechLMRecipe.tiny(model_config={"acoustic_loss_weight": 0.0}))
 
 
 def test_recipe_trains_on_a_subset_of_the_tasks_under_the_presets_weights(tiny_recipe, tmp_path):

@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,6 +81,9 @@ class DualSpeechLMRecipe(PresetRecipe):
     # How the saved model writes USTokens (its `config.speech_generation`: GenerationConfig fields, replacing the
     # default whole); None keeps the default, the paper's sampling (T 0.6, top-p 0.9, up to 400 tokens)
     speech_generation: dict | None = None
+    # Other DualSpeechLMConfig fields of how the model trains, e.g. the paper's ablations `coc_modes: [both]` (no
+    # Chain-of-Condition) or `semantic_supervision: false`
+    model_config: dict = field(default_factory=dict)
     lora: bool = False
     lora_r: int = 16
     lora_alpha: int = 32
@@ -104,8 +108,15 @@ class DualSpeechLMRecipe(PresetRecipe):
 
 def training_settings(recipe: DualSpeechLMRecipe) -> dict:
     """The DualSpeechLMConfig fields the recipe sets: how the model trains and writes speech."""
-    generation = {} if recipe.speech_generation is None else dict(speech_generation=dict(recipe.speech_generation))
-    return dict(acoustic_loss_weight=recipe.acoustic_loss_weight, **generation)
+    settings = dict(acoustic_loss_weight=recipe.acoustic_loss_weight)
+    if recipe.speech_generation is not None:
+        settings["speech_generation"] = dict(recipe.speech_generation)
+    config_fields = {config_field.name for config_field in dataclasses.fields(DualSpeechLMConfig)}
+    if unknown := sorted(set(recipe.model_config) - config_fields):
+        raise ValueError(f"model_config: {unknown} are not DualSpeechLMConfig fields")
+    if twice := sorted(set(recipe.model_config) & set(settings)):
+        raise ValueError(f"model_config: set {twice} through their own recipe fields")
+    return {**recipe.model_config, **settings}
 
 
 def model_to_fine_tune(recipe: DualSpeechLMRecipe) -> DualSpeechLMForConditionalGeneration:
