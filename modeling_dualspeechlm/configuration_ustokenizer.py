@@ -44,7 +44,15 @@ class USTokenizerConfig(PretrainedConfig):
         ema_decay (`float`, 0.8): EMA decay of the codebook update.
         dead_code_threshold (`float`, 2.0): codes whose EMA cluster size drops below this are replaced by
             random latents of the batch (0 disables).
-        kmeans_init (`bool`, False), kmeans_iters (`int`, 10): initialise the codebook by k-means on the first batch.
+        kmeans_init (`bool`, False), kmeans_iters (`int`, 10): initialise the codebook by k-means on the first batch;
+            `kmeans_iters` also counts the Lloyd iterations of the `kmeans_tokens` fit.
+        kmeans_tokens (`bool`, False): the tokens are plain k-means clusters of the encoder output brought to 25 Hz
+            (a semantic-token baseline): the downsample conv computes the mean of each pair of 50 Hz frames (a last
+            unpaired frame is halved: the conv's zero padding stands in for its partner), the projection is the
+            identity and skips its ELU, the codebook holds the centroids, and all three stay frozen (no gradient, no
+            EMA update, no dead-code replacement). Stage 1 fits the centroids (`USTokenizerModel.set_codebook`).
+            Needs `num_conv_blocks=0`, `downsample_stride=2`, `downsample_kernel_size >= 3` and
+            `conv_hidden_size == codebook_dim ==` the encoder's `d_model`.
         commitment_weight, reconstruction_weight, understanding_weight (`float`, 1, 45, 5): loss weights;
             the understanding loss is computed by the training recipe through a frozen LLM.
         transcript_ctc_weight (`float`, 0: off, as in the paper): weight of a training-only character CTC of the
@@ -73,6 +81,7 @@ class USTokenizerConfig(PretrainedConfig):
     dead_code_threshold: float = 2.0
     kmeans_init: bool = False
     kmeans_iters: int = 10
+    kmeans_tokens: bool = False
     commitment_weight: float = 1.0
     reconstruction_weight: float = 45.0
     understanding_weight: float = 5.0
@@ -94,7 +103,18 @@ class USTokenizerConfig(PretrainedConfig):
         if 0 <= self.ids_pad_value < self.codebook_size:
             raise ValueError(f"ids_pad_value ({self.ids_pad_value}) must not be a valid code id "
                              f"(0..{self.codebook_size - 1})")
-        super().__post_init__(**kwargs)
+        super().__post_init__(**kwargs)  # encoder_config becomes a WhisperConfig here
+        if self.kmeans_tokens:  # the token path must compute pair mean -> nearest centroid exactly
+            d_model = self.encoder_config.d_model
+            needed = dict(num_conv_blocks=0, downsample_stride=2, conv_hidden_size=d_model, codebook_dim=d_model)
+            wrong = {name: getattr(self, name) for name, value in needed.items() if getattr(self, name) != value}
+            if self.downsample_kernel_size < 3:  # a tap on each frame of a pair
+                wrong["downsample_kernel_size"] = self.downsample_kernel_size
+            if wrong:  # a residual conv block ends in an ELU, which bends the mean
+                raise ValueError(f"kmeans_tokens needs a token path that computes the mean of each pair of the "
+                                 f"encoder's 50 Hz frames and hands it unchanged to the codebook: {needed} (the "
+                                 f"widths equal to the encoder's d_model) and downsample_kernel_size >= 3; "
+                                 f"got {wrong}")
 
     def to_dict(self) -> dict:
         return untuple_auto_map(super().to_dict())

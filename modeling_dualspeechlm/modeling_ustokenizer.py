@@ -8,6 +8,9 @@
     training only:
       quantized -> mirrored decoder -> ConvTranspose1d(stride 2) -> MSE against the encoder output
       quantized -> adapter (Linear to llm_hidden_size, Conv1d k=3) -> LLM input embeddings
+    with `config.kmeans_tokens` (a semantic-token baseline) the token path is fixed and frozen:
+      the downsample conv takes the mean of each pair of 50 Hz frames, the projection is the identity (no ELU),
+      and the codebook holds k-means centroids of those means (`set_codebook`), so ids = nearest centroid.
 
 Every convolution sees zeros beyond each item's length and the encoder's attention ignores padded
 frames, so a padded batch gives the ids of its items one by one; losses and EMA codebook updates
@@ -211,11 +214,24 @@ class USTokenizerModel(PreTrainedModel):
         self.post_init()
         if config.freeze_encoder:
             self.encoder.requires_grad_(False)
+        if config.kmeans_tokens:  # the quantizer is frozen in `quantize`; conv_encoder is empty (the config checks)
+            self.downsample.requires_grad_(False)
+            self.projection.requires_grad_(False)
 
     def _init_weights(self, module):
         super()._init_weights(module)  # the encoder (a PreTrainedModel) initialises itself
         if isinstance(module, VectorQuantize):  # non-persistent: from_pretrained leaves it uninitialised
             init.zeros_(module.zero)
+        if self.config.kmeans_tokens and module is self.downsample:
+            # token t = (frame 2t + frame 2t+1) / 2: with "same" padding, tap j reads frame 2t + j - kernel // 2
+            centre = self.config.downsample_kernel_size // 2
+            taps = torch.zeros_like(module.weight)
+            taps[..., centre : centre + 2] = 0.5 * torch.eye(taps.shape[0], dtype=taps.dtype)[..., None]
+            init.copy_(module.weight, taps)
+            init.zeros_(module.bias)
+        if self.config.kmeans_tokens and module is self.projection:
+            init.dirac_(module.weight)  # the identity: the centre tap is the unit matrix
+            init.zeros_(module.bias)
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -256,15 +272,29 @@ class USTokenizerModel(PreTrainedModel):
         hidden = hidden * mask[:, None]
         for block in self.conv_encoder:
             hidden = block(hidden, mask[:, None])
-        latents = self.projection(nn.functional.elu(hidden) * mask[:, None]) * mask[:, None]
+        if not self.config.kmeans_tokens:  # k-means tokens cluster the pair means themselves, not their ELU
+            hidden = nn.functional.elu(hidden)
+        latents = self.projection(hidden * mask[:, None]) * mask[:, None]
         return latents.transpose(1, 2), token_lengths, mask
 
     def quantize(self, latents: torch.Tensor, mask: torch.Tensor, update_codebook: bool = True):
         """latents `[batch, tokens, codebook_dim]` -> (quantized (straight-through in training), ids with
-        `ids_pad_value` on padding), in fp32; the EMA/dead-code update runs in training mode only."""
+        `ids_pad_value` on padding), in fp32; the EMA/dead-code update runs in training mode only, and never on
+        the fixed codebook of `kmeans_tokens`."""
+        freeze_codebook = not update_codebook or self.config.kmeans_tokens
         with torch.autocast(device_type=latents.device.type, enabled=False):
-            quantized, ids, _ = self.quantizer(latents.float(), mask=mask, freeze_codebook=not update_codebook)
+            quantized, ids, _ = self.quantizer(latents.float(), mask=mask, freeze_codebook=freeze_codebook)
         return quantized.to(latents.dtype), ids.masked_fill(~mask, self.config.ids_pad_value)
+
+    @torch.no_grad()
+    def set_codebook(self, centroids: torch.Tensor) -> None:
+        """Make `centroids` `[codebook_size, codebook_dim]` the codebook: code k quantizes to `centroids[k]` and a
+        latent gets the id of its nearest centroid (Euclidean, as the codebook's own k-means). The EMA statistics
+        restart from them, and a pending first-batch k-means (`kmeans_init`) is skipped."""
+        self.quantizer.codebook = centroids
+        ema = self.quantizer._codebook  # the EMA statistics behind the codebook: embed = embed_avg / cluster_size
+        ema.embed_avg.copy_(centroids * ema.cluster_size[..., None])
+        ema.initted.fill_(True)
 
     def adapt(self, quantized: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Training only: quantized latents `[batch, tokens, codebook_dim]` -> LLM input embeddings

@@ -6,6 +6,9 @@
     3. the tokenizer's small parts trained with the HF Trainer on the cached features, loss =
        1 * commitment + 45 * reconstruction + 5 * understanding (training/understanding.py), and in the
        tiny preset + 5 * the transcript CTC (the small LLM alone does not teach the tokens the words);
+       with `--kmeans-tokens` the tokens are instead plain k-means clusters of the encoder output's pair means,
+       fitted on the cached training split first and then frozen: the same losses train only the adapter, the
+       reconstruction decoder, the transcript CTC head (and the LLM when it trains), the input-token baseline;
     4. evaluation on `test` (sentences never in training) and `test_unseen_voice` (training/evaluate_ustokenizer.py):
        evaluation.json + evaluation.md, beside the loss curves in loss.png.
 
@@ -22,12 +25,14 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import datasets
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments
+from vector_quantize_pytorch.vector_quantize_pytorch import kmeans
 
 from dualspeechlm.configuration_ustokenizer import USTokenizerConfig
 from dualspeechlm.feature_extraction_ustokenizer import USTokenizerFeatureExtractor
-from dualspeechlm.modeling_ustokenizer import USTokenizerModel
+from dualspeechlm.modeling_ustokenizer import USTokenizerModel, conv_output_lengths
 from dualspeechlm.processing.text_tokenizer import train_text_tokenizer
 
 from .evaluate_ustokenizer import evaluate_ustokenizer
@@ -72,6 +77,10 @@ class USTokenizerRecipe(PresetRecipe):
     eval_limit: int | None = None  # utterances per evaluated split (None: all)
     whisper_baseline: bool = True
     seed: int = 0
+    # the tokens are k-means clusters of the Whisper encoder output's pair means (USTokenizerConfig.kmeans_tokens),
+    # fitted on at most `kmeans_frames` 25 Hz frames of the training split, drawn at random
+    kmeans_tokens: bool = False
+    kmeans_frames: int = 50_000
     use_idle_cores: bool = False  # raise the threads to the cores other processes leave idle (the main job does)
     precision: str = "fp32"  # "fp32" | "bf16" | "auto" (the paper preset): see trainer.precision_arguments
 
@@ -93,6 +102,39 @@ def text_llm(recipe: USTokenizerRecipe, train_examples: list[dict]):
     return model, tokenizer
 
 
+@torch.no_grad()
+def token_path_frames(ustokenizer: USTokenizerModel, dataset: datasets.Dataset, max_frames: int,
+                      batch_size: int = 32) -> torch.Tensor:
+    """The pre-VQ latents `[min(max_frames, all frames), codebook_dim]` of `max_frames` 25 Hz frames drawn at random
+    (torch's global generator) from the cached encoder outputs of `dataset` (`understanding_dataset` rows); with
+    `kmeans_tokens` these are the pair means of the encoder's 50 Hz frames."""
+    states = dataset.select_columns(["encoder_hidden_states", "num_frames"])
+    frames_per_row = conv_output_lengths(torch.as_tensor(states["num_frames"]), ustokenizer.config.downsample_stride)
+    drawn = torch.zeros(int(frames_per_row.sum()), dtype=torch.bool)
+    drawn[torch.randperm(len(drawn))[:max_frames]] = True
+    loader = torch.utils.data.DataLoader(states, batch_size=batch_size,
+                                         collate_fn=UnderstandingCollator(pad_token_id=0))  # no ids to pad
+    kept, start = [], 0
+    for batch in loader:
+        latents, _, mask = ustokenizer.latents(batch["encoder_hidden_states"].to(ustokenizer.device),
+                                               batch["encoder_lengths"].to(ustokenizer.device))
+        frames = latents[mask]  # row by row, as `frames_per_row` counts them
+        kept.append(frames[drawn[start : start + len(frames)].to(frames.device)])
+        start += len(frames)
+    return torch.cat(kept)
+
+
+def fit_kmeans_tokens(ustokenizer: USTokenizerModel, dataset: datasets.Dataset, max_frames: int, seed: int) -> None:
+    """Fit the codebook of a `kmeans_tokens` tokenizer: k-means (the codebook's own: random data points, then
+    `kmeans_iters` Lloyd iterations, Euclidean) of `token_path_frames`, seeded by `seed` whatever the random state."""
+    config = ustokenizer.config
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        frames = token_path_frames(ustokenizer, dataset, max_frames)
+        centroids, _ = kmeans(frames.float()[None], config.codebook_size, config.kmeans_iters)
+    ustokenizer.set_codebook(centroids[0])
+
+
 def train_ustokenizer(recipe: USTokenizerRecipe) -> dict:
     """Run stage 1 end to end (see the module docstring); returns the evaluation results."""
     torch.manual_seed(recipe.seed)
@@ -102,7 +144,8 @@ def train_ustokenizer(recipe: USTokenizerRecipe) -> dict:
     llm, text_tokenizer = text_llm(recipe, train_examples)
 
     preset = USTokenizerConfig.tiny if recipe.tokenizer_preset == "tiny" else USTokenizerConfig.paper
-    config = preset(**{"llm_hidden_size": llm.config.hidden_size, **recipe.tokenizer_config})
+    config = preset(**{"llm_hidden_size": llm.config.hidden_size, "kmeans_tokens": recipe.kmeans_tokens,
+                       **recipe.tokenizer_config})
     ustokenizer = USTokenizerModel.from_whisper(recipe.whisper, config)
     feature_extractor = USTokenizerFeatureExtractor()
     alphabet = ("".join(sorted(set("".join(ex["transcript"] for ex in train_examples))))
@@ -111,6 +154,8 @@ def train_ustokenizer(recipe: USTokenizerRecipe) -> dict:
 
     train_data = understanding_dataset(recipe.corpus, recipe.cache_dir, "train", train_examples, text_tokenizer,
                                        ustokenizer.encoder, feature_extractor, alphabet)
+    if config.kmeans_tokens:
+        fit_kmeans_tokens(ustokenizer, train_data, recipe.kmeans_frames, recipe.seed)
     args = TrainingArguments(
         output_dir=str(output_dir / "checkpoints"), max_steps=recipe.steps,
         per_device_train_batch_size=recipe.batch_size, learning_rate=recipe.learning_rate,
@@ -146,6 +191,9 @@ def main(argv=None) -> None:
                         help="keep the LLM frozen (the paper's setting, the paper preset's default)")
     parser.add_argument("--no-freeze-llm", dest="freeze_llm", action="store_false", default=None,
                         help="train the LLM along with the tokenizer (the tiny preset's default)")
+    parser.add_argument("--kmeans-tokens", dest="kmeans_tokens", action="store_true", default=None,
+                        help="tokens = k-means clusters of the pair-mean Whisper encoder output, fitted first and "
+                             "frozen (the input-token baseline); the rest of stage 1 trains as usual")
     parser.add_argument("--no-whisper-baseline", dest="whisper_baseline", action="store_false", default=None)
     parser.add_argument("--text-llm-only", action="store_true",
                         help="train the text LLM into <output-dir>/text_llm and stop (a later run starts from it); "
