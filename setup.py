@@ -88,6 +88,7 @@ setup(
             "dualspeechlm-train-dualspeechlm=dualspeechlm.training.train_dualspeechlm:main",
             "dualspeechlm-evaluate=dualspeechlm.training.evaluate_dualspeechlm:main",
             "dualspeechlm-samples=dualspeechlm.training.samples:main",
+            "dualspeechlm-ablate=dualspeechlm.training.ablations:main",
             "dualspeechlm-push=dualspeechlm.publishing.push:main",
             "dualspeechlm-space-examples=dualspeechlm.publishing.space_examples:main",
         ]

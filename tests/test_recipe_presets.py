@@ -9,6 +9,7 @@ import yaml
 from transformers import TrainingArguments
 
 from dualspeechlm.training import trainer as trainer_module
+from dualspeechlm.training.ablations import AblationRecipe
 from dualspeechlm.training.recipe_cli import PRESETS, recipe_from_args, recipe_parser
 from dualspeechlm.training.train_dualspeechlm import DualSpeechLMRecipe
 from dualspeechlm.training.train_ustokenizer import USTokenizerRecipe
@@ -17,7 +18,10 @@ from dualspeechlm.training.trainer import IdleCoresCallback, LossTermsTrainer, c
 
 def test_every_preset_file_loads_and_the_paper_presets_hold_the_papers_setup():
     assert sorted(p.name for p in PRESETS.glob("*.yaml")) == [
-        "dualspeechlm_paper.yaml", "dualspeechlm_tiny.yaml", "ustokenizer_paper.yaml", "ustokenizer_tiny.yaml"]
+        "ablations_tiny.yaml", "dualspeechlm_paper.yaml", "dualspeechlm_tiny.yaml", "ustokenizer_paper.yaml",
+        "ustokenizer_tiny.yaml"]
+    assert AblationRecipe.tiny() == AblationRecipe(tokenizer_steps=1000, decoder_steps=2000, stage3_steps=1000,
+                                                   eval_limit=40)
     assert DualSpeechLMRecipe.tiny() == DualSpeechLMRecipe(
         acoustic_loss_weight=0.0, steps=9000,
         task_weights={"tts": 60, "asr": 24, "s2tt": 7, "ser": 2, "t2st": 2, "sqa": 2, "sc": 1.5, "vc": 1.5},
@@ -46,6 +50,8 @@ def test_command_line_applies_preset_then_config_then_flags(tmp_path, capsys):
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed == {**dataclasses.asdict(DualSpeechLMRecipe.tiny(steps=7, learning_rate=0.01,
                        acoustic_config={"hidden_size": 64}, task_weights={"asr": 3})), "tasks": list(recipe.tasks)}
+    with pytest.raises(SystemExit):  # a command offers the presets whose files exist (the ablations: tiny only)
+        recipe_parser(AblationRecipe, "ablations").parse_args(["--preset", "paper"])
 
 
 def test_bad_config_files_are_clear_errors(tmp_path):

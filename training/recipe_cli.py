@@ -56,7 +56,9 @@ def recipe_parser(recipe_class, description: str) -> argparse.ArgumentParser:
     keep the preset's value) for every str / int / float field of `recipe_class`; booleans and
     collections get their own flags or come from `--config`."""
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--preset", choices=("tiny", "paper"), default="tiny")
+    presets = sorted(path.stem.removeprefix(f"{recipe_class.preset_stem}_")
+                     for path in PRESETS.glob(f"{recipe_class.preset_stem}_*.yaml"))
+    parser.add_argument("--preset", choices=presets, default="tiny")
     parser.add_argument("--config", type=Path, help="a YAML / JSON file of recipe fields, over the preset")
     parser.add_argument("--print-config", action="store_true", help="print the recipe as YAML and exit")
     defaults = preset(recipe_class, "tiny")

@@ -1,0 +1,219 @@
+"""The ablation page: each row's scores beside the paper's, which of the paper's claims held, and a picture.
+
+Pure functions of the rows' results (`training/ablations.py` runs them): `row_metrics` reads a row's
+evaluation.json, `ablation_page` writes the Markdown, `plot_ablations` the PNG. Fractions are stored (WER 0.042),
+percentages shown (4.2%).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+# (key, column title, which way is better, format): the scores a row is judged by; the TTS ones read the seen voices
+METRICS = (
+    ("asr_wer", "ASR WER (seen voices)", "lower", "percent"),
+    ("asr_wer_unseen", "ASR WER (unseen voice)", "lower", "percent"),
+    ("s2tt_bleu", "S2TT BLEU", "higher", "number"),
+    ("ser_accuracy", "SER accuracy", "higher", "percent"),
+    ("tts_whisper_wer", "TTS WER (Whisper)", "lower", "percent"),
+    ("tts_pocketsphinx_wer", "TTS WER (pocketsphinx)", "lower", "percent"),
+    ("tts_sim", "TTS SIM", "higher", "similarity"),
+)
+BETTER = {key: better for key, _, better, _ in METRICS}
+TITLES = {key: title for key, title, _, _ in METRICS}
+FORMATS = {key: style for key, _, _, style in METRICS}
+FULL_ROW = "dualspeechlm"
+
+
+def row_metrics(evaluation: dict) -> dict:
+    """The `METRICS` of one evaluation.json (`evaluate_model`'s results), plus the judges' WER on the reference audio
+    of the TTS sentences and, when the evaluation rendered the written USTokens through a USToken-reading decoder
+    too, Whisper's WER on that (`tts_semantic_whisper_wer`)."""
+    seen, unseen = evaluation["splits"]["test"], evaluation["splits"]["test_unseen_voice"]
+    tts = seen["tts"]
+    metrics = {
+        "asr_wer": seen["asr"]["wer"], "asr_wer_unseen": unseen["asr"]["wer"], "s2tt_bleu": seen["s2tt"]["bleu"],
+        "ser_accuracy": seen["ser"]["accuracy"], "tts_whisper_wer": tts["whisper_wer_generated"],
+        "tts_pocketsphinx_wer": tts["pocketsphinx_wer_generated"], "tts_sim": tts["sim"],
+        "tts_whisper_wer_reference": tts["whisper_wer_reference"],
+        "tts_pocketsphinx_wer_reference": tts["pocketsphinx_wer_reference"],
+    }
+    if "tts_semantic" in seen:
+        metrics["tts_semantic_whisper_wer"] = seen["tts_semantic"]["whisper_wer_generated"]
+    return metrics
+
+
+def shown(key: str, value: float | None) -> str:
+    if value is None or math.isnan(value):  # NaN: SIM where no generated clip was long enough to embed
+        return "-"
+    style = FORMATS.get(key, "percent" if key.endswith("wer") else "number")
+    if style == "percent":
+        return f"{100 * value:.1f}%"
+    return f"{value:.2f}" if style == "similarity" else f"{value:.1f}"
+
+
+def worse(key: str, value: float, reference: float) -> bool:
+    """Whether `value` is worse than `reference` on metric `key`."""
+    return value > reference if BETTER[key] == "lower" else value < reference
+
+
+def seed_spreads(rows: dict) -> dict:
+    """{row: {metric: |seed 0 - seed 1|}} of each row measured under a second seed (`<row>-seed-1`)."""
+    spreads = {}
+    for name, result in rows.items():
+        if name.endswith("-seed-1") and (base := name.removesuffix("-seed-1")) in rows:
+            first, second = rows[base]["metrics"], result["metrics"]
+            spreads[base] = {key: abs(first[key] - second[key]) for key in BETTER if key in first and key in second}
+    return spreads
+
+
+def verdict(key: str, paper: tuple[float, float], here: tuple[float, float], spread: float | None) -> str:
+    """"held", "reversed" or "within noise": whether the row moved the metric the paper's way from the full row.
+    `paper` / `here`: (full row, ablated row); `spread`: the seed spread of the metric (None: not measured)."""
+    if spread is not None and abs(here[1] - here[0]) <= spread:
+        return "within noise"
+    return "held" if worse(key, here[1], here[0]) == worse(key, paper[1], paper[0]) else "reversed"
+
+
+def claims(rows: dict, paper: dict) -> list[dict]:
+    """Every metric the paper reports for both the full row and another measured row: the paper's change, ours and
+    the verdict. `rows`: {name: result with "metrics"}; `paper`: {name: {metric: the paper's figure}}."""
+    if FULL_ROW not in rows:
+        return []
+    full = rows[FULL_ROW]["metrics"]
+    spread = seed_spreads(rows).get(FULL_ROW, {})
+    found = []
+    for name, figures in paper.items():
+        if name == FULL_ROW or name not in rows:
+            continue
+        for key in BETTER:
+            if key in figures and key in paper[FULL_ROW] and key in rows[name]["metrics"]:
+                pair_paper = (paper[FULL_ROW][key], figures[key])
+                pair_here = (full[key], rows[name]["metrics"][key])
+                if any(math.isnan(value) for value in pair_here):  # SIM of a row whose clips were all too short
+                    continue
+                found.append({"row": name, "metric": key, "paper": pair_paper, "here": pair_here,
+                              "verdict": verdict(key, pair_paper, pair_here, spread.get(key))})
+    return found
+
+
+def change(key: str, pair: tuple[float, float]) -> str:
+    word = "worse" if worse(key, pair[1], pair[0]) else ("same" if pair[1] == pair[0] else "better")
+    return f"{shown(key, pair[0])} -> {shown(key, pair[1])} ({word})"
+
+
+def mix_rows(rows: dict, families: dict) -> list[tuple[str, float, dict]]:
+    """(family, understanding share, metrics) of every measured row of a task-mix family, by family then share.
+    `families`: {row name: (family, share)}."""
+    found = [(family, share, rows[name]["metrics"]) for name, (family, share) in families.items() if name in rows]
+    return sorted(found, key=lambda item: (item[0], item[1]))
+
+
+def ablation_page(results: dict) -> str:
+    """The Markdown page of `results`: {"command", "machine", "recipe": [lines], "rows": {name: result},
+    "descriptions": {name: text}, "paper": {name: {metric: figure}}, "paper_rows": {name: the paper's row name},
+    "mix": {name: (family, understanding share)}, "main_job": metrics or None}."""
+    rows, paper = results["rows"], results["paper"]
+    lines = ["# The paper's claims at this project's scale", "",
+             f"Written by `{results['command']}` on {results['machine']}. Each row is trained and scored by the same "
+             "short recipe; a cell shows the score here and, in brackets, the paper's figure for the same row.", "",
+             "## The recipe", "", *(f"- {line}" for line in results["recipe"]), "", "## Rows", ""]
+    lines += ["| row | what it changes | " + " | ".join(title for _, title, _, _ in METRICS) + " |",
+              "|---|---|" + "---|" * len(METRICS)]
+    for name, description in results["descriptions"].items():
+        if name not in rows:
+            continue
+        measured, figures = rows[name]["metrics"], paper.get(name, {})
+        cells = [shown(key, measured.get(key)) + (f" ({shown(key, figures[key])})" if key in figures else "")
+                 for key in BETTER]
+        lines.append(f"| {name} | {description} | " + " | ".join(cells) + " |")
+    if main_job := results.get("main_job"):
+        lines.append("| main job (full length) | the main job's model: semantic-only, 4x the stage-1 and 6x the "
+                     "stage-3 steps | " + " | ".join(shown(key, main_job.get(key)) for key in BETTER) + " |")
+    if missing := [name for name in results["descriptions"] if name not in rows]:
+        lines += ["", "Not measured yet: " + ", ".join(f"`{name}`" for name in missing) + "."]
+    if semantic := {name: r["metrics"]["tts_semantic_whisper_wer"] for name, r in rows.items()
+                    if "tts_semantic_whisper_wer" in r["metrics"]}:
+        lines += ["", "The USTokens the AcousticGPT rows wrote, rendered instead by the USToken-reading decoder "
+                  "(Whisper's TTS WER): " + ", ".join(f"{name} {shown('tts_semantic_whisper_wer', value)}"
+                                                      for name, value in semantic.items()) + "."]
+    if FULL_ROW in rows:
+        reference = rows[FULL_ROW]["metrics"]
+        lines += ["", "The judges' WER on the reference recordings of the same TTS sentences: Whisper "
+                  f"{shown('asr_wer', reference['tts_whisper_wer_reference'])}, pocketsphinx "
+                  f"{shown('asr_wer', reference['tts_pocketsphinx_wer_reference'])}."]
+
+    lines += ["", "## The paper's claims", ""]
+    if found := claims(rows, paper):
+        lines += ["| row | metric | paper (full -> row) | here (full -> row) | the paper's direction |",
+                  "|---|---|---|---|---|"]
+        for claim in found:
+            paper_row = results.get("paper_rows", {}).get(claim["row"])
+            row = claim["row"] + (f" (paper: {paper_row})" if paper_row else "")
+            lines.append(f"| {row} | {TITLES[claim['metric']]} | {change(claim['metric'], claim['paper'])} | "
+                         f"{change(claim['metric'], claim['here'])} | {claim['verdict']} |")
+        lines += ["", "\"within noise\": the change here is no larger than the spread between two seeds of the full "
+                  "row (below); without a second seed every direction is read as measured."]
+    else:
+        lines.append(f"None yet: the claims compare rows with `{FULL_ROW}`, which is not measured yet.")
+
+    if spreads := seed_spreads(rows):
+        lines += ["", "## Seed spread", "", "| row | " + " | ".join(TITLES[key] for key in BETTER) + " |",
+                  "|---|" + "---|" * len(BETTER)]
+        for name, spread in spreads.items():
+            cells = [shown(key, spread[key]) if FORMATS[key] != "percent" else f"{100 * spread[key]:.1f} pts"
+                     for key in BETTER if key in spread]
+            lines.append(f"| {name} (seed 0 vs 1) | " + " | ".join(cells) + " |")
+
+    if mixed := mix_rows(rows, results.get("mix", {})):
+        lines += ["", "## Task mix", "",
+                  "The paper's synergy claim: with dual tokens, more understanding data also helps generation and "
+                  "vice versa, while single-token models trade one for the other. Here the understanding tasks' "
+                  "share of the batches moves at the same number of steps.", "",
+                  "| model | understanding share | ASR WER (seen voices) | TTS WER (Whisper) |", "|---|---|---|---|"]
+        lines += [f"| {family} | {100 * share:.0f}% | {shown('asr_wer', m['asr_wer'])} | "
+                  f"{shown('tts_whisper_wer', m['tts_whisper_wer'])} |" for family, share, m in mixed]
+    lines += ["", "![The key columns](ablations.png)", ""]
+    return "\n".join(lines)
+
+
+def plot_ablations(results: dict, path: str | Path) -> Path:
+    """ASR and TTS WER (seen voices) per row, the paper's figure as a dot beside each bar, and the task-mix rows'
+    WER against the understanding share; returns the PNG's path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows, paper = results["rows"], results["paper"]
+    names = [name for name in results["descriptions"] if name in rows]
+    mixed = mix_rows(rows, results.get("mix", {}))
+    panels = [("asr_wer", "ASR WER"), ("tts_whisper_wer", "TTS WER (Whisper)")]
+    figure, axes = plt.subplots(1, len(panels) + bool(mixed), figsize=(5 * (len(panels) + bool(mixed)), 4),
+                                squeeze=False)
+    for axis, (key, title) in zip(axes[0], panels):
+        positions = range(len(names))
+        axis.bar(positions, [100 * rows[name]["metrics"][key] for name in names], label="here")
+        marked = [(i, 100 * paper[name][key]) for i, name in enumerate(names) if key in paper.get(name, {})]
+        if marked:
+            axis.plot(*zip(*marked), "o", color="black", label="paper")
+        axis.set_xticks(list(positions), names, rotation=60, ha="right", fontsize=7)
+        axis.set(title=title, ylabel="%")
+        axis.legend(fontsize=7)
+    if mixed:
+        axis = axes[0][-1]
+        for family in dict.fromkeys(family for family, _, _ in mixed):
+            points = [(100 * share, m) for f, share, m in mixed if f == family]
+            for key, style in (("asr_wer", "-o"), ("tts_whisper_wer", "--s")):
+                axis.plot([s for s, _ in points], [100 * m[key] for _, m in points], style,
+                          label=f"{family}: {TITLES[key]}")
+        axis.set(title="task mix", xlabel="understanding share of the batches (%)", ylabel="WER (%)")
+        axis.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return Path(path)
+
+
+__all__ = ["METRICS", "ablation_page", "claims", "plot_ablations", "row_metrics", "seed_spreads", "verdict"]

@@ -1,0 +1,348 @@
+"""The paper's baselines and ablations, each trained and scored by one short recipe: `dualspeechlm-ablate`.
+
+    dualspeechlm-ablate                                   # every row not measured yet, then the page
+    dualspeechlm-ablate --rows dualspeechlm baseline-semantic
+    dualspeechlm-ablate --page-only                       # the page from the rows measured so far
+
+The rows (`ROWS`) share the main job's corpus, Whisper, codec, speaker encoder, stage 1's text LLM and encoder cache
+(`make corpus whisper codec speaker-encoder text-llm encoder-cache`). Each row runs, in `--work-dir`:
+    1. its stage 1: the tiny preset at `tokenizer_steps` (the rows that change nothing there share one);
+    2. once, the USToken-reading decoder of the shared stage 1 (`decoder_steps`): the semantic-only rows speak
+       through it, and it renders the USTokens the AcousticGPT rows write as a second reading of their speech;
+    3. stage 3: the tiny preset at `stage3_steps`, AcousticGPT trained on the codec's codes unless the row speaks
+       through the decoder;
+    4. the evaluation of the first `eval_limit` examples of every task on both test splits.
+After each row the page is written again (`--output-dir`, training/ablation_page.py): ABLATIONS.md for people,
+ablations.png, and ablations.json, which holds every row's results and the recipe they were measured under. A row
+found there is not run again and a stopped stage 3 resumes from its last checkpoint, so the same command continues a
+stopped run, also from a fresh clone holding the page; results or models of another recipe are refused.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shlex
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dualspeechlm.tasks import UNDERSTANDING_TASKS
+
+from .ablation_page import ablation_page, plot_ablations, row_metrics
+from .encoder_cache import corpus_identity
+from .evaluate_dualspeechlm import DEFAULT_LIMITS, evaluate_model
+from .machine import current_commit, describe_machine
+from .recipe_cli import PresetRecipe, recipe_from_args, recipe_parser
+from .text_llm import TEXT_LLM
+from .train_codec_decoder import main as train_codec_decoder
+from .train_codec_decoder import set_codec
+from .train_dualspeechlm import DualSpeechLMRecipe, train_dualspeechlm
+from .train_ustokenizer import USTokenizerRecipe, train_ustokenizer
+
+ACOUSTIC = {"acoustic_loss_weight": 1.0}  # speaks through AcousticGPT (the paper's model)
+SEMANTIC = {"acoustic_loss_weight": 0.0}  # speaks through the USToken-reading decoder (Baseline-Semantic)
+
+
+@dataclass(frozen=True)
+class Row:
+    """One row of the table. Figures are fractions (WER 0.0422 for the paper's 4.22%), BLEU as it is."""
+
+    name: str
+    description: str
+    stage3: dict  # DualSpeechLMRecipe fields over the short recipe's
+    tokenizer: dict = field(default_factory=dict)  # USTokenizerRecipe fields of its own stage 1 ({}: the shared one)
+    understanding_share: float | None = None  # the understanding tasks' share of the batches (None: the preset's)
+    family: str | None = None  # the model the task-mix rows vary
+    paper: dict = field(default_factory=dict)  # the paper's figures for the row
+    paper_row: str | None = None  # the paper's row, where this one stands in for it
+
+    @property
+    def speaks_through_acoustic_gpt(self) -> bool:
+        return self.stage3["acoustic_loss_weight"] > 0
+
+
+ROWS = (
+    Row("dualspeechlm", "USTokens in; USTokens, then AcousticGPT's codec codes out", ACOUSTIC,
+        family="dualspeechlm",
+        paper={"asr_wer": 0.0422, "s2tt_bleu": 19.74, "ser_accuracy": 0.6092, "tts_whisper_wer": 0.0925,
+               "tts_sim": 0.90}),
+    Row("baseline-semantic", "USTokens in and out, spoken by the USToken-reading decoder", SEMANTIC,
+        family="baseline-semantic",
+        paper={"asr_wer": 0.0570, "s2tt_bleu": 11.13, "ser_accuracy": 0.5191, "tts_whisper_wer": 0.2172,
+               "tts_sim": 0.80}),
+    Row("no-understanding-loss", "stage 1 without the understanding loss", ACOUSTIC,
+        tokenizer={"tokenizer_config": {"understanding_weight": 0.0}},
+        paper={"asr_wer": 0.0481, "tts_whisper_wer": 0.0859}),
+    Row("no-reconstruction-loss", "stage 1 without the reconstruction loss", ACOUSTIC,
+        tokenizer={"tokenizer_config": {"reconstruction_weight": 0.0}},
+        paper={"asr_wer": 0.0474, "tts_whisper_wer": 0.5250}),
+    Row("kmeans-tokens", "plain k-means of the Whisper features instead of USTokens", ACOUSTIC,
+        tokenizer={"kmeans_tokens": True}, paper={"asr_wer": 0.0556}, paper_row="HuBERT tokens"),
+    Row("no-semantic-supervision", "no LLM cross-entropy on the target USTokens",
+        {**ACOUSTIC, "model_config": {"semantic_supervision": False}},
+        paper={"asr_wer": 0.0431, "tts_whisper_wer": 1.6756}),
+    Row("no-coc", "AcousticGPT always reads prompt and USTokens (no Chain-of-Condition)",
+        {**ACOUSTIC, "model_config": {"coc_modes": ["both"]}}, paper={"tts_whisper_wer": 0.0996}),
+    Row("dualspeechlm-seed-1", "the full row, stage 3 under seed 1", {**ACOUSTIC, "seed": 1}),
+    Row("baseline-semantic-seed-1", "Baseline-Semantic, stage 3 under seed 1", {**SEMANTIC, "seed": 1}),
+    *(Row(f"{family}-understanding-{round(100 * share)}",
+          f"{'the full row' if family == 'dualspeechlm' else 'Baseline-Semantic'}, understanding tasks "
+          f"{round(100 * share)}% of the batches", stage3, understanding_share=share, family=family)
+      for family, stage3 in (("dualspeechlm", ACOUSTIC), ("baseline-semantic", SEMANTIC)) for share in (0.2, 0.5)),
+)
+ROW_NAMES = tuple(row.name for row in ROWS)
+
+
+@dataclass
+class AblationRecipe(PresetRecipe):
+    """The short recipe every row shares, and where its inputs and outputs are; `tiny()` fits a row in well under
+    an hour on 2 CPU cores (presets/ablations_tiny.yaml)."""
+
+    corpus: str = "data/corpus"
+    whisper: str = "models/whisper-tiny.en"
+    cache_dir: str = "data/encoder_cache"
+    codec: str = "models/mel-codec"
+    speaker_encoder: str = "models/speaker-encoder"
+    text_llm: str = f"models/ustokenizer/{TEXT_LLM}"  # stage 1's text LLM, copied into every row's stage 1
+    main_job: str = "models/dualspeechlm"  # the main job's model, whose full-length scores the page shows beside
+    work_dir: str = "models/ablations"
+    output_dir: str = "docs"
+    tokenizer_steps: int = 4000
+    decoder_steps: int = 8000
+    stage3_steps: int = 9000
+    eval_limit: int = 200
+    tokenizer: dict = field(default_factory=dict)  # USTokenizerRecipe fields over its tiny preset, for every row
+    stage3: dict = field(default_factory=dict)  # DualSpeechLMRecipe fields over its tiny preset, for every row
+    decoder: dict = field(default_factory=dict)  # more dualspeechlm-train-codec-decoder flags, e.g. {batch-size: 8}
+
+    preset_stem = "ablations"  # presets/ablations_<name>.yaml
+
+    def identity(self) -> dict:
+        """What a row's scores depend on: the recipe less the folders it reads and writes, and the corpus."""
+        places = {"corpus", "whisper", "cache_dir", "codec", "speaker_encoder", "text_llm", "main_job", "work_dir",
+                  "output_dir"}
+        fields = {name: value for name, value in dataclasses.asdict(self).items() if name not in places}
+        return json.loads(json.dumps({**fields, "corpus": corpus_identity(self.corpus)}))
+
+
+def merged(*layers: dict) -> dict:
+    """The layers' fields, later ones first; dict-valued fields (e.g. `tokenizer_config`) merged a level deep."""
+    fields = {}
+    for layer in layers:
+        for name, value in layer.items():
+            both_dicts = isinstance(value, dict) and isinstance(fields.get(name), dict)
+            fields[name] = {**fields[name], **value} if both_dicts else value
+    return fields
+
+
+def task_mix(weights: dict, understanding_share: float) -> dict:
+    """`weights` (percent per task) rescaled so that the understanding tasks take `understanding_share` of them, each
+    side keeping its own proportions."""
+    sides = {True: {}, False: {}}
+    for task, weight in weights.items():
+        sides[task in UNDERSTANDING_TASKS][task] = weight
+    shares = {True: understanding_share, False: 1.0 - understanding_share}
+    return {task: 100 * shares[side] * weight / sum(tasks.values())
+            for side, tasks in sides.items() for task, weight in tasks.items()}
+
+
+def understanding_share(weights: dict) -> float:
+    return sum(weight for task, weight in weights.items() if task in UNDERSTANDING_TASKS) / sum(weights.values())
+
+
+def preset_task_weights(recipe: AblationRecipe) -> dict:
+    """The task weights of stage 3 in the rows that keep the preset's mix."""
+    return recipe.stage3.get("task_weights") or DualSpeechLMRecipe.tiny().task_weights
+
+
+def stage1_recipe(row: Row, recipe: AblationRecipe, folder: Path) -> USTokenizerRecipe:
+    return USTokenizerRecipe.tiny(**merged(
+        dict(corpus=recipe.corpus, whisper=recipe.whisper, cache_dir=recipe.cache_dir, output_dir=str(folder),
+             steps=recipe.tokenizer_steps, eval_limit=recipe.eval_limit, whisper_baseline=False),
+        recipe.tokenizer, row.tokenizer))
+
+
+def stage3_recipe(row: Row, recipe: AblationRecipe, tokenizer: Path, folder: Path) -> DualSpeechLMRecipe:
+    fields = merged(dict(corpus=recipe.corpus, ustokenizer=str(tokenizer), codec=recipe.codec,
+                         speaker_encoder=recipe.speaker_encoder, cache_dir=recipe.cache_dir, output_dir=str(folder),
+                         steps=recipe.stage3_steps), recipe.stage3, row.stage3)
+    if row.understanding_share is not None:
+        fields["task_weights"] = task_mix(preset_task_weights(recipe), row.understanding_share)
+    return DualSpeechLMRecipe.tiny(**fields)
+
+
+class AblationRunner:
+    """Runs rows of one recipe: models in its work folder, results in its output folder's ablations.json (module
+    docstring); `command` is the command line the page names, `log` reports progress."""
+
+    def __init__(self, recipe: AblationRecipe, command: str = "dualspeechlm-ablate", log=print):
+        self.recipe, self.command, self.log = recipe, command, log
+        self.work, self.output = Path(recipe.work_dir), Path(recipe.output_dir)
+        self.results_file = self.output / "ablations.json"
+
+    def check_inputs(self) -> None:
+        recipe = self.recipe
+        needed = {recipe.corpus: "corpus", recipe.whisper: "whisper", recipe.codec: "codec",
+                  recipe.speaker_encoder: "speaker-encoder", recipe.text_llm: "text-llm"}
+        if missing := [f"{path} (make {target})" for path, target in needed.items() if not Path(path).exists()]:
+            raise FileNotFoundError("the rows train on the main job's parts; missing: " + ", ".join(missing))
+
+    def measured(self) -> dict:
+        """{row: result} of the rows measured so far under this recipe (ablations.json); ValueError when the file
+        holds another recipe's."""
+        if not self.results_file.is_file():
+            return {}
+        saved = json.loads(self.results_file.read_text())
+        if saved["identity"] != self.recipe.identity():
+            raise ValueError(f"{self.results_file} holds rows of another recipe: give another --output-dir, or remove "
+                             "it (and the --work-dir) to measure every row again under this one")
+        return saved["rows"]
+
+    def claim_work_folder(self) -> None:
+        """Record the recipe in the work folder, or refuse a folder whose models were trained under another one."""
+        self.work.mkdir(parents=True, exist_ok=True)
+        stamp, identity = self.work / "recipe.json", self.recipe.identity()
+        if stamp.is_file() and json.loads(stamp.read_text()) != identity:
+            raise ValueError(f"{self.work} holds models of another recipe ({stamp}): give another --work-dir, or "
+                             "remove it")
+        stamp.write_text(json.dumps(identity, indent=1) + "\n")
+
+    def stage1(self, row: Row) -> Path:
+        """The row's stage-1 folder, trained when missing (the shared one for rows that change nothing there)."""
+        folder = self.work / "tokenizers" / (row.name if row.tokenizer else "shared")
+        if not (folder / "config.json").is_file():
+            self.log(f"[{row.name}] stage 1 -> {folder}")
+            shutil.copytree(self.recipe.text_llm, folder / TEXT_LLM, dirs_exist_ok=True)
+            train_ustokenizer(stage1_recipe(row, self.recipe, folder))
+        return folder
+
+    def decoder(self) -> Path:
+        """The USToken-reading decoder of the shared stage 1, trained when missing."""
+        folder = self.work / "decoder"
+        if not (folder / "config.json").is_file():
+            tokenizer = self.stage1(ROWS[0])
+            self.log(f"USToken-reading decoder -> {folder}")
+            recipe = self.recipe
+            flags = [item for name, value in recipe.decoder.items() for item in (f"--{name}", str(value))]
+            train_codec_decoder(["--codec", recipe.codec, "--ustokenizer", str(tokenizer), "--corpus", recipe.corpus,
+                                 "--cache-dir", recipe.cache_dir, "--speaker-encoder", recipe.speaker_encoder,
+                                 "--whisper", recipe.whisper, "--output-dir", str(folder),
+                                 "--steps", str(recipe.decoder_steps), *flags])
+        return folder
+
+    def run_row(self, row: Row) -> dict:
+        """Train and score `row`: its result (metrics, minutes per part, machine, commit)."""
+        minutes, started = {}, time.perf_counter()
+
+        def lap(name: str) -> None:
+            nonlocal started
+            minutes[name] = round((time.perf_counter() - started) / 60, 2)
+            started = time.perf_counter()
+
+        tokenizer = self.stage1(row)
+        lap("stage1")
+        decoder = None if row.tokenizer else self.decoder()  # it reads the shared stage 1's tokens only
+        lap("decoder")
+        model = self.work / row.name / "model"
+        if not (model / "config.json").is_file():
+            self.log(f"[{row.name}] stage 3 -> {model}")
+            train_dualspeechlm(stage3_recipe(row, self.recipe, tokenizer, model))
+        if not row.speaks_through_acoustic_gpt:
+            set_codec(model, decoder)
+        lap("stage3")
+        self.log(f"[{row.name}] evaluation")
+        recipe, limits = self.recipe, dict.fromkeys(DEFAULT_LIMITS, self.recipe.eval_limit)
+        evaluation = evaluate_model(model, recipe.corpus, recipe.cache_dir, recipe.whisper, limits,
+                                    self.work / row.name / "evaluation",
+                                    semantic_codec=decoder if row.speaks_through_acoustic_gpt else None)
+        lap("evaluation")
+        return {"metrics": row_metrics(evaluation), "minutes": minutes, "machine": describe_machine(),
+                "commit": current_commit()}
+
+    def run(self, rows: tuple[Row, ...]) -> None:
+        """Every row of `rows` not measured yet, those sharing a stage 1 one after another; the page is written
+        again after each."""
+        self.check_inputs()
+        measured = self.measured()
+        self.claim_work_folder()
+        for row in sorted(rows, key=lambda row: bool(row.tokenizer)):  # the shared stage 1's rows first
+            if row.name in measured:
+                self.log(f"[{row.name}] measured already ({self.results_file})")
+                continue
+            measured[row.name] = self.run_row(row)
+            self.write_page(measured)
+
+    def results(self, measured: dict) -> dict:
+        """The page's input (`ablation_page`) and ablations.json's content."""
+        main_job = Path(self.recipe.main_job) / "evaluation.json"
+        preset_share = understanding_share(preset_task_weights(self.recipe))
+        rows = {row.name: measured[row.name] for row in ROWS if row.name in measured}
+        return {
+            "command": self.command,
+            "machine": "; ".join(sorted({result["machine"] for result in rows.values()})) or describe_machine(),
+            "identity": self.recipe.identity(),
+            "recipe": recipe_lines(self.recipe, rows),
+            "rows": rows,
+            "descriptions": {row.name: row.description for row in ROWS},
+            "paper": {row.name: row.paper for row in ROWS if row.paper},
+            "paper_rows": {row.name: row.paper_row for row in ROWS if row.paper_row},
+            "mix": {row.name: (row.family, row.understanding_share or preset_share) for row in ROWS if row.family},
+            "main_job": row_metrics(json.loads(main_job.read_text())) if main_job.is_file() else None,
+        }
+
+    def write_page(self, measured: dict | None = None) -> Path:
+        """ABLATIONS.md, ablations.json and ablations.png of `measured` (default: the rows measured so far) in the
+        output folder; returns the page's path."""
+        results = self.results(self.measured() if measured is None else measured)
+        self.output.mkdir(parents=True, exist_ok=True)
+        self.results_file.write_text(json.dumps(results, indent=1) + "\n")
+        if results["rows"]:
+            plot_ablations(results, self.output / "ablations.png")
+        page = self.output / "ABLATIONS.md"
+        page.write_text(ablation_page(results))
+        return page
+
+
+def recipe_lines(recipe: AblationRecipe, rows: dict) -> list[str]:
+    """The recipe, in the words of the page."""
+    minutes = [sum(result["minutes"].values()) for result in rows.values()]
+    lines = [
+        f"corpus `{recipe.corpus}` ({json.dumps(corpus_identity(recipe.corpus)['corpus_sizes'])}), Whisper "
+        f"`{recipe.whisper}`, codec `{recipe.codec}`, speaker encoder `{recipe.speaker_encoder}`: the main job's",
+        f"stage 1: the tiny preset at {recipe.tokenizer_steps:,} steps (the main job: 4,000), from the main job's "
+        "text LLM; stage 3 starts from the LLM stage 1 trained along with the tokens, as in the main job",
+        f"stage 3: the tiny preset at {recipe.stage3_steps:,} steps (the main job: 9,000), AcousticGPT trained on "
+        "the codec's codes in the rows that speak through it",
+        f"the USToken-reading decoder: {recipe.decoder_steps:,} steps on the shared stage 1's tokens (the main job: "
+        "8,000)",
+        f"evaluation: the first {recipe.eval_limit} examples of every task on `test` (seen voices) and "
+        "`test_unseen_voice`; TTS is judged on the seen voices",
+        "seed 0 everywhere except the seed rows' stage 3",
+    ]
+    if recipe.tokenizer or recipe.stage3 or recipe.decoder:
+        lines.append(f"over the presets: stage 1 {recipe.tokenizer}, stage 3 {recipe.stage3}, decoder "
+                     f"{recipe.decoder}")
+    if minutes:
+        lines.append(f"a row took {min(minutes):.0f}-{max(minutes):.0f} min (its stage 1 and the decoder counted in "
+                     "the row that trained them)")
+    return lines
+
+
+def main(argv=None) -> None:
+    parser = recipe_parser(AblationRecipe, __doc__.split("\n\n")[0])
+    parser.add_argument("--rows", nargs="+", choices=ROW_NAMES, default=list(ROW_NAMES), help="default: every row")
+    parser.add_argument("--page-only", action="store_true", help="write the page from the rows measured so far")
+    args = vars(parser.parse_args(argv))
+    command = shlex.join(["dualspeechlm-ablate", *(sys.argv[1:] if argv is None else argv)])
+    chosen, page_only = args.pop("rows"), args.pop("page_only")
+    runner = AblationRunner(recipe_from_args(AblationRecipe, args), command)
+    if not page_only:
+        runner.run(tuple(row for row in ROWS if row.name in chosen))
+    print(f"wrote {runner.write_page()}")
+
+
+if __name__ == "__main__":
+    main()
