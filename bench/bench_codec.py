@@ -1,19 +1,61 @@
-"""Codec speed: seconds of audio encoded + decoded per second of compute, per vocoder.
+"""Codec speed: the real-time factor of encoding + decoding, per vocoder.
 
     python -m bench.bench_codec --codec models/mel-codec --corpus data/corpus
 
 Without --codec a randomly initialised default-size codec is timed (same compute as a trained one).
-Prints a Markdown table; the factor is (audio seconds) / (wall seconds), > 1 means faster than real time.
+Encoding and each vocoder's decoding are timed in one run, interleaved within each of `--repeats` rounds
+(`codec_speeds`, which the performance page runs too). Prints a Markdown table; the real-time factor is
+(compute seconds) / (audio seconds), < 1 means faster than real time.
 """
 
 import argparse
-import time
 
 import torch
 
+from bench.common import add_timing_arguments, best_times, significant, timing_clock
 from dualspeechlm.configuration_mel_codec import VOCODERS, MelCodecConfig
 from dualspeechlm.modeling_mel_codec import MelCodecModel
 from dualspeechlm.training.codec_training import corpus_waveforms
+
+
+@torch.no_grad()
+def codec_speeds(model: MelCodecModel, waveforms: list[torch.Tensor], batch_size: int, repeats: int, clock) -> dict:
+    """Encode and decode times of `waveforms` (`[samples]` each, at the codec's rate) in batches of `batch_size`.
+
+    Returns `utterances`, `audio_seconds`, `batch_size`, `encode_seconds` and per vocoder of `VOCODERS`
+    (`vocoders`): `decode_seconds` and the real-time factors (compute seconds / audio seconds) `encode_rtf`,
+    `decode_rtf`, `round_trip_rtf` (encode + decode). The codec's own vocoder setting is restored afterwards.
+    """
+    chunks = [waveforms[start : start + batch_size] for start in range(0, len(waveforms), batch_size)]
+    encoded = [model.encode(chunk) for chunk in chunks]  # warm-up (and k-means init for an untrained codec)
+    saved_vocoder = model.config.vocoder
+
+    def decode_all(vocoder: str) -> None:
+        model.config.vocoder = vocoder
+        for codes in encoded:
+            model.decode(codes.codes, codes.lengths)
+
+    timed = {"encode": lambda: [model.encode(chunk) for chunk in chunks],
+             **{vocoder: (lambda vocoder=vocoder: decode_all(vocoder)) for vocoder in VOCODERS}}
+    best = best_times(timed, repeats, clock)
+    model.config.vocoder = saved_vocoder
+    audio = sum(len(w) for w in waveforms) / model.sampling_rate
+    vocoders = {vocoder: {"decode_seconds": best[vocoder], "encode_rtf": best["encode"] / audio,
+                          "decode_rtf": best[vocoder] / audio,
+                          "round_trip_rtf": (best["encode"] + best[vocoder]) / audio} for vocoder in VOCODERS}
+    return {"utterances": len(waveforms), "audio_seconds": audio, "batch_size": batch_size,
+            "encode_seconds": best["encode"], "vocoders": vocoders}
+
+
+def codec_table(speeds: dict) -> str:
+    """Markdown of a `codec_speeds` result: one row per vocoder, its round trip beside the fastest one's."""
+    fastest = min(v["round_trip_rtf"] for v in speeds["vocoders"].values())
+    lines = ["| vocoder | encode real-time factor | decode real-time factor | encode + decode real-time factor | "
+             "vs the fastest |", "|---|---|---|---|---|"]
+    for vocoder, speed in speeds["vocoders"].items():
+        lines.append(f"| {vocoder} | {significant(speed['encode_rtf'])} | {significant(speed['decode_rtf'])} | "
+                     f"{significant(speed['round_trip_rtf'])} | {speed['round_trip_rtf'] / fastest:.1f}x |")
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -22,29 +64,15 @@ def main() -> None:
     parser.add_argument("--corpus", default="data/corpus")
     parser.add_argument("--utterances", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--threads", type=int, default=2)
+    add_timing_arguments(parser, repeats=2, threads=2, clock="wall")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    clock = timing_clock(args)
     model = (MelCodecModel.from_pretrained(args.codec) if args.codec else MelCodecModel(MelCodecConfig())).eval()
     waveforms, _, _ = corpus_waveforms(args.corpus, "test", args.utterances)
-    audio_seconds = sum(len(w) for w in waveforms) / model.sampling_rate
-    model.encode(waveforms[:2])  # warm-up (and k-means init for an untrained codec)
-    print(f"{len(waveforms)} utterances, {audio_seconds:.0f} s of audio, batch {args.batch_size}, "
-          f"{args.threads} threads\n")
-    print("| vocoder | encode x real time | decode x real time | encode+decode x real time |\n|---|---|---|---|")
-    for vocoder in VOCODERS:
-        model.config.vocoder = vocoder
-        encode_time = decode_time = 0.0
-        for start in range(0, len(waveforms), args.batch_size):
-            chunk = waveforms[start : start + args.batch_size]
-            began = time.perf_counter()
-            codes = model.encode(chunk)
-            encoded = time.perf_counter()
-            model.decode(codes.codes, codes.lengths)
-            encode_time += encoded - began
-            decode_time += time.perf_counter() - encoded
-        print(f"| {vocoder} | {audio_seconds / encode_time:.0f}x | {audio_seconds / decode_time:.0f}x | "
-              f"{audio_seconds / (encode_time + decode_time):.0f}x |")
+    speeds = codec_speeds(model, waveforms, args.batch_size, args.repeats, clock)
+    print(f"{speeds['utterances']} utterances, {speeds['audio_seconds']:.0f} s of audio, batch {args.batch_size}, "
+          f"{args.threads} threads, {args.clock} clock, best of {args.repeats}\n")
+    print(codec_table(speeds))
 
 
 if __name__ == "__main__":

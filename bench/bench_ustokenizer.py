@@ -3,7 +3,8 @@
     python -m bench.bench_ustokenizer --whisper models/whisper-tiny.en --threads 2
     python -m bench.bench_ustokenizer --threads 1 --clock cpu   # on a busy machine
 
-For 2 s, 5 s and 10 s clips (batch 8, espeak-ng speech), in one run with the same Whisper weights:
+For 2 s, 5 s and 10 s clips (batch 8, espeak-ng speech), in one run with the same Whisper weights
+(`ustokenizer_speeds`, which the performance page runs on the trained tokenizer):
 - transformers' `WhisperEncoder` on features padded to 30 s (3000 mel frames), as Whisper requires;
 - the bare `RealLengthWhisperEncoder` on the real number of mel frames;
 - the whole tokenizer `USTokenizerModel.encode` (encoder + downsample + conv encoder + VQ; tiny preset
@@ -30,6 +31,52 @@ from dualspeechlm.processing.corpus import TRAIN_VOICES, synthesize
 
 TEXT = ("the quiet horse slept behind the old bridge while seven green birds sang in the morning rain "
         "and anna saw the cat walk slowly across the garden wall ")
+SAMPLING_RATE = 16000
+
+
+@torch.inference_mode()
+def ustokenizer_speeds(tokenizer: USTokenizerModel, speech: np.ndarray, clip_seconds: list[float], batch_size: int,
+                       repeats: int, clock) -> dict:
+    """Tokenizing speed of `tokenizer` against transformers' `WhisperEncoder` (its encoder's weights, 30 s padding).
+
+    speech: 16 kHz mono `[samples]`, cut into `batch_size` clips of each length in `clip_seconds` (rolled, so the
+    clips differ). Returns `batch_size` and `clips`: per length, `seconds` and the speed (audio seconds per compute
+    second) of the `padded_encoder`, the `real_length_encoder` and the whole `ustokenizer`, their speed-ups over
+    the padded encoder (`encoder_speedup`, `ustokenizer_speedup`) and `kept` = ustokenizer_speedup / encoder_speedup.
+    """
+    padded_encoder = WhisperEncoder(tokenizer.config.encoder_config).eval()
+    padded_encoder.load_state_dict(tokenizer.encoder.state_dict())
+    padded_features, real_features = WhisperFeatureExtractor(), USTokenizerFeatureExtractor()
+    padded_encoder(torch.zeros(1, padded_features.feature_size, padded_features.nb_max_frames))  # warm-up
+    clips = []
+    for seconds in clip_seconds:
+        samples = int(seconds * SAMPLING_RATE)
+        audio = [np.resize(np.roll(speech, -i * 7919), samples) for i in range(batch_size)]
+        padded = padded_features(audio, sampling_rate=SAMPLING_RATE, return_tensors="pt").input_features
+        real = real_features(audio, sampling_rate=SAMPLING_RATE, return_tensors="pt")
+        tokenizer.encode(real.input_features, real.attention_mask)  # warm-up at this length
+        times = best_times({
+            "padded_encoder": lambda: padded_encoder(padded),
+            "real_length_encoder": lambda: tokenizer.encoder(real.input_features, real.attention_mask),
+            "ustokenizer": lambda: tokenizer.encode(real.input_features, real.attention_mask),
+        }, repeats, clock)
+        speed = {name: seconds * batch_size / time for name, time in times.items()}
+        encoder_gain = speed["real_length_encoder"] / speed["padded_encoder"]
+        tokenizer_gain = speed["ustokenizer"] / speed["padded_encoder"]
+        clips.append({"seconds": seconds, **speed, "encoder_speedup": encoder_gain,
+                      "ustokenizer_speedup": tokenizer_gain, "kept": tokenizer_gain / encoder_gain})
+    return {"batch_size": batch_size, "clips": clips}
+
+
+def ustokenizer_table(speeds: dict) -> str:
+    """Markdown of a `ustokenizer_speeds` result, one row per clip length ("x": audio seconds per compute second)."""
+    lines = ["| clip | Whisper, 30 s padding | real-length encoder | speed-up | USTokenizer encode | speed-up | "
+             "kept |", "|---|---|---|---|---|---|---|"]
+    for clip in speeds["clips"]:
+        lines.append(f"| {clip['seconds']:g} s | {clip['padded_encoder']:.1f}x | {clip['real_length_encoder']:.1f}x | "
+                     f"{clip['encoder_speedup']:.1f}x | {clip['ustokenizer']:.1f}x | "
+                     f"{clip['ustokenizer_speedup']:.1f}x | {clip['kept']:.0%} |")
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -42,32 +89,10 @@ def main() -> None:
     clock = timing_clock(args)
 
     tokenizer = USTokenizerModel.from_whisper(args.whisper, USTokenizerConfig.tiny()).eval()
-    padded_encoder = WhisperEncoder(tokenizer.config.encoder_config).eval()
-    padded_encoder.load_state_dict(tokenizer.encoder.state_dict())
     speech = np.concatenate([synthesize(TEXT, voice) for voice in TRAIN_VOICES])
-    padded_features, real_features = WhisperFeatureExtractor(), USTokenizerFeatureExtractor()
-
     print(f"{args.whisper}, batch {args.batch_size}, {args.threads} threads, {args.clock} clock, "
           f"best of {args.repeats}, load average before: {os.getloadavg()[0]:.1f}\n")
-    print("| clip | Whisper, 30 s padding | real-length encoder | speed-up | USTokenizer encode | speed-up | kept |")
-    print("|---|---|---|---|---|---|---|")
-    with torch.inference_mode():
-        padded_encoder(torch.zeros(1, 80, 3000))  # warm-up
-        for seconds in args.seconds:
-            samples = int(seconds * 16000)
-            clips = [np.resize(np.roll(speech, -i * 7919), samples) for i in range(args.batch_size)]
-            padded = torch.from_numpy(padded_features(clips, sampling_rate=16000, return_tensors="np").input_features)
-            real = real_features(clips, sampling_rate=16000, return_tensors="pt")
-            audio = seconds * args.batch_size
-            tokenizer.encode(real.input_features, real.attention_mask)  # warm-up at this length
-            times = best_times({
-                "padded": lambda: padded_encoder(padded),
-                "encoder": lambda: tokenizer.encoder(real.input_features, real.attention_mask),
-                "tokenizer": lambda: tokenizer.encode(real.input_features, real.attention_mask),
-            }, args.repeats, clock)
-            reference, encoder, whole = (audio / times[name] for name in ("padded", "encoder", "tokenizer"))
-            print(f"| {seconds:g} s | {reference:.1f}x | {encoder:.1f}x | {encoder / reference:.1f}x | {whole:.1f}x | "
-                  f"{whole / reference:.1f}x | {whole / encoder:.0%} |", flush=True)
+    print(ustokenizer_table(ustokenizer_speeds(tokenizer, speech, args.seconds, args.batch_size, args.repeats, clock)))
     print(f"\nload average after: {os.getloadavg()[0]:.1f}")
 
 

@@ -1,12 +1,16 @@
-"""The bench helpers the benchmarks share: timing flags, the clock they pick, and interleaved best-of-N timing.
+"""The bench helpers the benchmarks share: timing flags, the clock they pick, interleaved best-of-N timing, one
+training step with its FLOP count, and the number format of their tables.
 
-Scripts import from here and from the installed `dualspeechlm`, never from each other.
+The `bench_*.py` scripts import from here and from the installed `dualspeechlm`, never from each other; the
+performance page (`bench/performance.py`) gathers their measurement functions.
 """
 
 import argparse
+import math
 import time
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 
 def add_timing_arguments(parser: argparse.ArgumentParser, repeats: int = 3, threads: int = 1,
@@ -24,13 +28,41 @@ def timing_clock(args: argparse.Namespace):
     return time.perf_counter if args.clock == "wall" else time.process_time
 
 
-def best_times(functions: dict, repeats: int, clock) -> dict:
-    """Best time of each function over `repeats` rounds, the functions interleaved within a round
-    (so a change in machine load hits all of them alike)."""
+def best_times(functions: dict, repeats: int, clock, outputs: dict | None = None) -> dict:
+    """Best time (seconds) of each function over `repeats` rounds, the functions interleaved within a round
+    (so a change in machine load hits all of them alike). `outputs`, when given, receives each function's return
+    value of the last round, under the same key."""
     best = dict.fromkeys(functions, float("inf"))
     for _ in range(repeats):
         for name, function in functions.items():
             began = clock()
-            function()
+            returned = function()
             best[name] = min(best[name], clock() - began)
+            if outputs is not None:
+                outputs[name] = returned
     return best
+
+
+def training_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: dict) -> None:
+    """One update as the trainers make it: forward on the collated `batch` (the model's keyword arguments), backward
+    of `.loss`, the optimizer's step."""
+    model(**batch).loss.backward()
+    optimizer.step()
+    optimizer.zero_grad()
+
+
+def counted_flops(function) -> int:
+    """Floating-point operations of one call of `function()`, as `torch.utils.flop_counter` counts them: matrix
+    products, convolutions and attention, forward and backward (2 per multiply-add); element-wise work is free."""
+    with FlopCounterMode(display=False) as counter:
+        function()
+    return counter.get_total_flops()
+
+
+def significant(value: float, digits: int = 3) -> str:
+    """`value` to `digits` significant digits in plain notation, for tables: 123000, 1020, 13.3, 0.00702."""
+    if value == 0 or not math.isfinite(value):
+        return f"{value:g}"
+    rounded = float(f"{value:.{digits}g}")
+    decimals = max(0, digits - 1 - math.floor(math.log10(abs(rounded))))
+    return f"{rounded:.{decimals}f}"
