@@ -15,7 +15,7 @@ export HF_HUB_OFFLINE ?= 1
 export OMP_NUM_THREADS ?= 1
 
 .PHONY: setup quickstart stages corpus whisper baseline encoder-cache text-llm codec codec-decoder speaker-encoder \
-	ustokenizer dualspeechlm evaluation samples space-examples test test-slow clean
+	ustokenizer dualspeechlm evaluation samples space-examples ablations performance test test-slow clean
 
 setup: $(VENV)/.installed
 
@@ -108,8 +108,24 @@ samples: $(MODELS)/dualspeechlm/evaluation.json
 	$(BIN)/dualspeechlm-samples --model $(MODELS)/dualspeechlm --corpus $(CORPUS) --cache-dir $(CACHE) \
 		--whisper $(WHISPER) --output-dir docs/samples
 
+# The paper's baselines and ablations under one short recipe (training/presets/ablations_tiny.yaml), on the main
+# job's parts, one row at a time on both cores: docs/ABLATIONS.md. A stopped run continues where it stopped;
+# `ROWS="..."` picks rows.
+ablations: corpus whisper encoder-cache codec speaker-encoder text-llm
+	OMP_NUM_THREADS=2 $(BIN)/dualspeechlm-ablate --corpus $(CORPUS) --whisper $(WHISPER) --cache-dir $(CACHE) \
+		--codec $(MODELS)/mel-codec --speaker-encoder $(MODELS)/speaker-encoder \
+		--text-llm $(MODELS)/ustokenizer/text_llm --main-job $(MODELS)/dualspeechlm --work-dir $(MODELS)/ablations \
+		$(if $(ROWS),--rows $(ROWS))
+
 space-examples: corpus
 	$(BIN)/dualspeechlm-space-examples --corpus $(CORPUS) --output-dir spaces_demo/examples
+
+# After the main job: the performance page (docs/PERFORMANCE.md + docs/performance.json) on its folders, every figure
+# a ratio measured side by side on this machine. It makes none of them: a missing one stops it with the target to run.
+performance: setup
+	$(BIN)/python -m bench.performance --model $(MODELS)/dualspeechlm --corpus $(CORPUS) --cache-dir $(CACHE) \
+		--whisper $(WHISPER) --ustokenizer $(MODELS)/ustokenizer --codec $(MODELS)/mel-codec \
+		--speaker-encoder $(MODELS)/speaker-encoder
 
 test: setup
 	$(BIN)/python -m pytest -m "not slow" -q -rs
