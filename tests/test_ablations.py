@@ -125,6 +125,21 @@ def test_a_run_measures_its_rows_continues_where_it_stopped_and_writes_the_page(
         AblationRunner(dataclasses.replace(recipe, codec=str(tmp_path / "none"))).run(chosen)
 
 
+def test_runners_side_by_side_keep_each_others_rows(tiny_ablation, tmp_path, monkeypatch):
+    recipe = tiny_ablation(tmp_path / "work")
+    runner, beside = (AblationRunner(recipe, log=lambda message: None) for _ in range(2))
+    result = {"metrics": row_metrics(EVALUATION), "minutes": {"stage3": 1.0}, "machine": "test", "commit": None}
+
+    def run_row(row):  # the other runner finishes a row while this one trains its own
+        beside.write_page({**beside.measured(), "baseline-semantic": result})
+        return result
+
+    monkeypatch.setattr(runner, "run_row", run_row)
+    runner.run((ROW["dualspeechlm"], ROW["baseline-semantic"]))  # baseline-semantic is measured by then: skipped
+    saved = json.loads(runner.results_file.read_text())
+    assert saved["rows"].keys() == {"dualspeechlm", "baseline-semantic"}
+
+
 EVALUATION = {"splits": {
     "test": {"asr": {"wer": 0.1}, "s2tt": {"bleu": 12.5}, "ser": {"accuracy": 0.5},
              "tts": {"whisper_wer_generated": 0.9, "pocketsphinx_wer_generated": 0.95, "sim": 0.61,
@@ -177,6 +192,7 @@ def test_the_page_of_known_results(tmp_path):
     assert "| dualspeechlm | 35% | 10.0% | 90.0% |" in lines and "| dualspeechlm | 50% | 5.0% | 95.0% |" in lines
     assert any(line.startswith("Not measured yet: `no-understanding-loss`, ") for line in lines)
     assert "dualspeechlm 30.0%" in "\n".join(lines)  # the AcousticGPT row's USTokens through the decoder
+    assert "The main job's model was not at hand for this page" in "\n".join(lines)
     assert plot_ablations(results, tmp_path / "ablations.png").stat().st_size > 10_000
 
     without_full = dict(results, rows={"baseline-semantic": results["rows"]["baseline-semantic"]})

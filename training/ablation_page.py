@@ -129,8 +129,11 @@ def ablation_page(results: dict) -> str:
                  for key in BETTER]
         lines.append(f"| {name} | {description} | " + " | ".join(cells) + " |")
     if main_job := results.get("main_job"):
-        lines.append("| main job (full length) | the main job's model: semantic-only, 4x the stage-1 and 6x the "
-                     "stage-3 steps | " + " | ".join(shown(key, main_job.get(key)) for key in BETTER) + " |")
+        lines.append("| main job (full length) | the main job's model at its own recipe's length (recipe above) | "
+                     + " | ".join(shown(key, main_job.get(key)) for key in BETTER) + " |")
+    else:
+        lines += ["", "The main job's model was not at hand for this page: its last full-length figures are in "
+                  "[RESULTS.md](RESULTS.md)."]
     if missing := [name for name in results["descriptions"] if name not in rows]:
         lines += ["", "Not measured yet: " + ", ".join(f"`{name}`" for name in missing) + "."]
     if semantic := {name: r["metrics"]["tts_semantic_whisper_wer"] for name, r in rows.items()

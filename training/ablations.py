@@ -12,10 +12,13 @@ The rows (`ROWS`) share the main job's corpus, Whisper, codec, speaker encoder, 
     3. stage 3: the tiny preset at `stage3_steps`, AcousticGPT trained on the codec's codes unless the row speaks
        through the decoder;
     4. the evaluation of the first `eval_limit` examples of every task on both test splits.
-After each row the page is written again (`--output-dir`, training/ablation_page.py): ABLATIONS.md for people,
-ablations.png, and ablations.json, which holds every row's results and the recipe they were measured under. A row
-found there is not run again and a stopped stage 3 resumes from its last checkpoint, so the same command continues a
-stopped run, also from a fresh clone holding the page; results or models of another recipe are refused.
+Two runners of one recipe may run side by side on different rows (on 2 cores, two runs on one thread each finish
+sooner than one on two) once the shared stage 1 and the decoder exist: each reads ablations.json again before it
+writes it. After each row the page is written again (`--output-dir`, training/ablation_page.py): ABLATIONS.md for
+people, ablations.png, and ablations.json, which holds every row's results and the recipe they were measured
+under. A row found there is not run again and a stopped stage 3 resumes from its last checkpoint, so the same
+command continues a stopped run, also from a fresh clone holding the page; results or models of another recipe are
+refused.
 """
 
 from __future__ import annotations
@@ -266,14 +269,14 @@ class AblationRunner:
         """Every row of `rows` not measured yet, those sharing a stage 1 one after another; the page is written
         again after each."""
         self.check_inputs()
-        measured = self.measured()
+        self.measured()  # refuses another recipe's results before anything is trained
         self.claim_work_folder()
         for row in sorted(rows, key=lambda row: bool(row.tokenizer)):  # the shared stage 1's rows first
-            if row.name in measured:
+            if row.name in self.measured():
                 self.log(f"[{row.name}] measured already ({self.results_file})")
                 continue
-            measured[row.name] = self.run_row(row)
-            self.write_page(measured)
+            result = self.run_row(row)
+            self.write_page({**self.measured(), row.name: result})  # read again: a runner beside this one adds rows
 
     def results(self, measured: dict) -> dict:
         """The page's input (`ablation_page`) and ablations.json's content."""
