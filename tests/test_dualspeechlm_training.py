@@ -306,7 +306,7 @@ def test_recipe_model_config_sets_other_config_fields_and_refuses_unknown_or_dou
     recipe = DualSpeechLMRecipe.tiny(model_config={"coc_modes": ["both"], "semantic_supervision": False})
     settings = training_settings(recipe)
     assert settings == {"coc_modes": ["both"], "semantic_supervision": False,
-                        "acoustic_loss_weight": recipe.acoustic_loss_weight}
+                        **training_settings(DualSpeechLMRecipe.tiny())}
     config = DualSpeechLMConfig.tiny(**settings)
     assert (config.coc_modes, config.semantic_supervision) == (("both",), False)
     with pytest.raises(ValueError, match=r"\['no_such_field'\] are not DualSpeechLMConfig fields"):
