@@ -1,5 +1,6 @@
 """Stage 3: the task sequences, the collator, and the recipe end to end on the tiny corpus with tiny parts."""
 
+import copy
 import dataclasses
 import json
 import re
@@ -296,6 +297,16 @@ def test_recipe_can_leave_acousticgpt_untrained(tiny_recipe, tmp_path, monkeypat
     assert spared["audio_ustokens"] == trained["audio_ustokens"]
     # speaker embeddings of a padded batch differ from one-by-one ones only in float rounding
     np.testing.assert_allclose(spared["audio_speaker"], trained["audio_speaker"], atol=1e-4)
+    # another tokenizer's tokens get a folder of their own: switching back reads the first tokenizer's again
+    other = copy.deepcopy(parts[0])
+    with torch.no_grad():
+        for name, weight in other.named_parameters():
+            if not name.startswith("encoder."):  # the frozen Whisper encoder (and its cache) stays the same
+                weight.add_(0.5)
+    cached_splits(recipe, "validation", (other, *parts[1:]))
+    assert len(list((Path(recipe.cache_dir) / "tokens").iterdir())) == 2
+    monkeypatch.setattr(token_cache, "ustokens", lambda *a, **k: pytest.fail("the first tokenizer's cache was lost"))
+    assert cached_splits(recipe, "validation", parts)["speech"]["audio_ustokens"] == spared["audio_ustokens"]
     with pytest.raises(SystemExit):  # the flag exists (and --print-config exits after printing the recipe)
         main(["--acoustic-loss-weight", "0", "--print-config"])
 

@@ -248,6 +248,26 @@ def test_encoder_cache_matches_the_encoder_and_is_reused(tiny_corpus, whisper_di
     assert again["num_frames"] == cached["num_frames"]
 
 
+def test_cache_folders_land_whole_and_a_copy_renamed_in_meanwhile_wins(tmp_path, monkeypatch):
+    path = tmp_path / "speech-test"
+    encoder_cache.write_cache(path, datasets.Dataset.from_dict({"x": [1, 2]}), {"version": 1})
+    assert encoder_cache.read_cache(path, {"version": 1})["x"] == [1, 2]
+    encoder_cache.write_cache(path, datasets.Dataset.from_dict({"x": [3]}), {"version": 2})  # other inputs: replaced
+    assert encoder_cache.read_cache(path, {"version": 1}) is None
+    assert encoder_cache.read_cache(path, {"version": 2})["x"] == [3]
+
+    save = datasets.Dataset.save_to_disk
+
+    def another_process_finishes_first(dataset, target, **kwargs):
+        save(datasets.Dataset.from_dict({"x": [9]}), str(path))
+        (path / encoder_cache.CACHE_INFO).write_text(json.dumps({"version": 3}))
+        save(dataset, target, **kwargs)
+
+    monkeypatch.setattr(datasets.Dataset, "save_to_disk", another_process_finishes_first)
+    assert encoder_cache.write_cache(path, datasets.Dataset.from_dict({"x": [4]}), {"version": 3})["x"] == [9]
+    assert [item.name for item in tmp_path.iterdir()] == ["speech-test"]  # no half-written copy left beside it
+
+
 def test_encode_sorted_keeps_the_order_and_the_values_of_one_item_alone(whisper_dir):
     encoder = RealLengthWhisperEncoder.from_whisper(whisper_dir).eval()
     extractor = USTokenizerFeatureExtractor()

@@ -11,8 +11,11 @@ manifest and the encoder weights are unchanged. The stages fill it as they need 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
+import os
+import shutil
 from pathlib import Path
 
 import datasets
@@ -50,18 +53,31 @@ def corpus_identity(corpus_dir: str | Path) -> dict:
             "corpus_sizes": manifest.get("sizes")}
 
 
+def built_from(path: Path, info: dict) -> bool:
+    """Whether the cache at `path` was built from the same `info` (JSON-comparable)."""
+    info_file = path / CACHE_INFO
+    return info_file.is_file() and json.loads(info_file.read_text()) == json.loads(json.dumps(info))
+
+
 def read_cache(path: Path, info: dict) -> datasets.Dataset | None:
-    """The dataset saved at `path` when it was built from the same `info` (JSON-comparable), else None."""
-    if (path / CACHE_INFO).is_file() and json.loads((path / CACHE_INFO).read_text()) == json.loads(json.dumps(info)):
-        return datasets.load_from_disk(str(path))
-    return None
+    """The dataset saved at `path` when it was built from the same `info`, else None."""
+    return datasets.load_from_disk(str(path)) if built_from(path, info) else None
 
 
 def write_cache(path: Path, dataset: datasets.Dataset, info: dict) -> datasets.Dataset:
-    """Save `dataset` at `path` with the `info` that `read_cache` checks; returns it memory-mapped from disk."""
+    """Save `dataset` at `path` with the `info` that `read_cache` checks; returns it memory-mapped from disk.
+
+    The folder is written beside `path` and renamed into place, so processes that fill one cache side by side never
+    read a half-written folder: the first to finish wins and the others read its copy."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    dataset.save_to_disk(str(path))
-    (path / CACHE_INFO).write_text(json.dumps(info, indent=2))
+    staging = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    dataset.save_to_disk(str(staging))
+    (staging / CACHE_INFO).write_text(json.dumps(info, indent=2))
+    if not built_from(path, info):
+        shutil.rmtree(path, ignore_errors=True)  # a cache of other inputs
+        with contextlib.suppress(OSError):  # another process renamed its copy into place meanwhile
+            staging.rename(path)
+    shutil.rmtree(staging, ignore_errors=True)
     return datasets.load_from_disk(str(path))
 
 
@@ -149,4 +165,4 @@ def main(argv=None) -> None:
 
 
 __all__ = ["cached_encoder_outputs", "codes_fingerprint", "encode_batch", "encode_sorted", "weights_fingerprint",
-           "corpus_identity", "read_cache", "write_cache"]
+           "corpus_identity", "built_from", "read_cache", "write_cache"]

@@ -76,9 +76,11 @@ def cached_tokens(corpus_dir: str | Path, config: str, split: str, ustokenizer: 
                   cache_dir: str | Path) -> datasets.Dataset:
     """The corpus `config`/`split` with its audio replaced by USTokens, speaker embeddings and, unless `codec` is
     None, codes (module docstring), read from `cache_dir` when the corpus, the tokenizer, the speaker encoder and
-    the codec's encoding modules are unchanged (a codec with a new decoder, same codes, reads the same cache)."""
-    path = Path(cache_dir) / "tokens" / f"{config}-{split}{'' if codec is not None else '-without-codes'}"
-    info = {**corpus_identity(corpus_dir), "ustokenizer": weights_fingerprint(ustokenizer),
+    the codec's encoding modules are unchanged (a codec with a new decoder, same codes, reads the same cache). Each
+    tokenizer has a folder of its own, so models trained on different tokenizers keep their caches side by side."""
+    tokenizer = weights_fingerprint(ustokenizer)
+    path = Path(cache_dir) / "tokens" / tokenizer / f"{config}-{split}{'' if codec is not None else '-without-codes'}"
+    info = {**corpus_identity(corpus_dir), "ustokenizer": tokenizer,
             "codec_codes": None if codec is None else codes_fingerprint(codec),
             "speaker_encoder": weights_fingerprint(speaker_encoder)}
     if (cached := read_cache(path, info)) is not None:
