@@ -12,7 +12,7 @@ import argparse
 
 import torch
 
-from bench.common import add_timing_arguments, best_times, significant, timing_clock
+from bench.common import add_folder_arguments, add_timing_arguments, best_times, significant, timing_clock
 from dualspeechlm.configuration_mel_codec import VOCODERS, MelCodecConfig
 from dualspeechlm.modeling_mel_codec import MelCodecModel
 from dualspeechlm.training.codec_training import corpus_waveforms
@@ -61,7 +61,7 @@ def codec_table(speeds: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--codec", default=None)
-    parser.add_argument("--corpus", default="data/corpus")
+    add_folder_arguments(parser, "corpus")
     parser.add_argument("--utterances", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=16)
     add_timing_arguments(parser, repeats=2, threads=2, clock="wall")

@@ -15,7 +15,7 @@ import argparse
 
 import torch
 
-from bench.common import add_timing_arguments, best_times, timing_clock, training_step
+from bench.common import add_folder_arguments, add_timing_arguments, best_times, timing_clock, training_step
 from dualspeechlm.training.multitask import DualSpeechLMCollator, TaskBatchSampler, TaskExamples
 from dualspeechlm.training.train_dualspeechlm import DualSpeechLMRecipe, build_model, cached_splits, load_parts
 
@@ -38,11 +38,7 @@ def stage3_training(recipe: DualSpeechLMRecipe, batch_size: int):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--corpus", default="data/corpus")
-    parser.add_argument("--cache-dir", default="data/encoder_cache")
-    parser.add_argument("--ustokenizer", default="models/ustokenizer")
-    parser.add_argument("--codec", default="models/mel-codec")
-    parser.add_argument("--speaker-encoder", default="models/speaker-encoder")
+    add_folder_arguments(parser, "corpus", "cache-dir", "ustokenizer", "codec", "speaker-encoder")
     parser.add_argument("--batch-size", type=int, default=16)
     add_timing_arguments(parser)
     args = parser.parse_args()

@@ -23,7 +23,7 @@ import torch
 from transformers import WhisperFeatureExtractor
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
-from bench.common import add_timing_arguments, best_times, timing_clock
+from bench.common import add_folder_arguments, add_timing_arguments, best_times, timing_clock
 from dualspeechlm.configuration_ustokenizer import USTokenizerConfig
 from dualspeechlm.feature_extraction_ustokenizer import USTokenizerFeatureExtractor
 from dualspeechlm.modeling_ustokenizer import USTokenizerModel
@@ -81,7 +81,7 @@ def ustokenizer_table(speeds: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--whisper", default="models/whisper-tiny.en")
+    add_folder_arguments(parser, "whisper")
     parser.add_argument("--seconds", type=float, nargs="+", default=[2.0, 5.0, 10.0])
     parser.add_argument("--batch-size", type=int, default=8)
     add_timing_arguments(parser, threads=2, clock="wall")

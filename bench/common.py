@@ -1,5 +1,5 @@
-"""The bench helpers the benchmarks share: timing flags, the clock they pick, interleaved best-of-N timing, one
-training step with its FLOP count, and the number format of their tables.
+"""The bench helpers the benchmarks share: folder and timing flags, the clock they pick, interleaved best-of-N
+timing, one training step with its FLOP count, and the number format of their tables.
 
 The `bench_*.py` scripts import from here and from the installed `dualspeechlm`, never from each other; the
 performance page (`bench/performance.py`) gathers their measurement functions.
@@ -11,6 +11,17 @@ import time
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
+
+# The main job's folders (`make quickstart`), the defaults of the benchmarks' folder flags
+FOLDERS = {"model": "models/dualspeechlm", "corpus": "data/corpus", "cache-dir": "data/encoder_cache",
+           "whisper": "models/whisper-tiny.en", "ustokenizer": "models/ustokenizer", "codec": "models/mel-codec",
+           "speaker-encoder": "models/speaker-encoder"}
+
+
+def add_folder_arguments(parser: argparse.ArgumentParser, *names: str) -> None:
+    """`--<name>` for each of `names` (keys of `FOLDERS`), defaulting to the main job's folder."""
+    for name in names:
+        parser.add_argument(f"--{name}", default=FOLDERS[name])
 
 
 def add_timing_arguments(parser: argparse.ArgumentParser, repeats: int = 3, threads: int = 1,

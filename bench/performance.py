@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from bench.common import add_timing_arguments, timing_clock
+from bench.common import add_folder_arguments, add_timing_arguments, timing_clock
 from bench.performance_page import SECTION_TITLES, performance_page, section_markdown
 from bench.performance_speech import (
     SPLIT,
@@ -97,13 +97,7 @@ def write(results: dict, output_dir: Path) -> None:
 
 def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="models/dualspeechlm")
-    parser.add_argument("--corpus", default="data/corpus")
-    parser.add_argument("--cache-dir", default="data/encoder_cache")
-    parser.add_argument("--whisper", default="models/whisper-tiny.en")
-    parser.add_argument("--ustokenizer", default="models/ustokenizer")
-    parser.add_argument("--codec", default="models/mel-codec")
-    parser.add_argument("--speaker-encoder", default="models/speaker-encoder")
+    add_folder_arguments(parser, "model", "corpus", "cache-dir", "whisper", "ustokenizer", "codec", "speaker-encoder")
     parser.add_argument("--limit", type=int, default=32, help=f"test items of each speech section (split {SPLIT})")
     parser.add_argument("--sections", nargs="+", choices=list(SECTION_TITLES), default=list(SECTION_TITLES),
                         help="the sections to measure (default: all); the files written hold only these")
