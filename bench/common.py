@@ -13,15 +13,15 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 # The main job's folders (`make quickstart`), the defaults of the benchmarks' folder flags
-FOLDERS = {"model": "models/dualspeechlm", "corpus": "data/corpus", "cache-dir": "data/encoder_cache",
-           "whisper": "models/whisper-tiny.en", "ustokenizer": "models/ustokenizer", "codec": "models/mel-codec",
-           "speaker-encoder": "models/speaker-encoder"}
+MAIN_JOB_FOLDERS = {"model": "models/dualspeechlm", "corpus": "data/corpus", "cache-dir": "data/encoder_cache",
+                    "whisper": "models/whisper-tiny.en", "ustokenizer": "models/ustokenizer",
+                    "codec": "models/mel-codec", "speaker-encoder": "models/speaker-encoder"}
 
 
 def add_folder_arguments(parser: argparse.ArgumentParser, *names: str) -> None:
-    """`--<name>` for each of `names` (keys of `FOLDERS`), defaulting to the main job's folder."""
+    """`--<name>` for each of `names` (keys of `MAIN_JOB_FOLDERS`), defaulting to the main job's folder."""
     for name in names:
-        parser.add_argument(f"--{name}", default=FOLDERS[name])
+        parser.add_argument(f"--{name}", default=MAIN_JOB_FOLDERS[name])
 
 
 def add_timing_arguments(parser: argparse.ArgumentParser, repeats: int = 3, threads: int = 1,
