@@ -62,6 +62,12 @@ def test_task_mixes_move_the_understanding_share_and_keep_each_sides_proportions
         "a": 1, "b": 2, "config": {"x": 1, "y": 3}}
 
 
+def test_the_page_names_the_command_of_the_whole_table_whatever_rows_a_run_took():
+    assert ablations.page_command(["--rows", "dualspeechlm", "no-coc", "--stage3-steps", "500"]) == (
+        "dualspeechlm-ablate --stage3-steps 500")
+    assert ablations.page_command(["--work-dir", "w", "--page-only"]) == "dualspeechlm-ablate --work-dir w"
+
+
 def test_every_row_builds_and_trains_a_step_on_tiny_parts(tiny_ablation, tmp_path):
     """Each row's stage 1 and stage 3 recipes carry its switch into the trained folders."""
     recipe = tiny_ablation(tmp_path / "work")

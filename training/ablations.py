@@ -334,12 +334,26 @@ def recipe_lines(recipe: AblationRecipe, rows: dict) -> list[str]:
     return lines
 
 
+def page_command(argv: list[str]) -> str:
+    """The command line that writes the whole page: `dualspeechlm-ablate` with `argv`'s recipe and folder flags, less
+    the choice of rows (`--rows`, `--page-only`), which differs between the runs that fill one page."""
+    kept, in_rows = [], False
+    for arg in argv:
+        if arg.startswith("--"):
+            in_rows = arg == "--rows"
+            if arg in ("--rows", "--page-only"):
+                continue
+        if not in_rows:
+            kept.append(arg)
+    return shlex.join(["dualspeechlm-ablate", *kept])
+
+
 def main(argv=None) -> None:
     parser = recipe_parser(AblationRecipe, __doc__.split("\n\n")[0])
     parser.add_argument("--rows", nargs="+", choices=ROW_NAMES, default=list(ROW_NAMES), help="default: every row")
     parser.add_argument("--page-only", action="store_true", help="write the page from the rows measured so far")
     args = vars(parser.parse_args(argv))
-    command = shlex.join(["dualspeechlm-ablate", *(sys.argv[1:] if argv is None else argv)])
+    command = page_command(sys.argv[1:] if argv is None else argv)
     chosen, page_only = args.pop("rows"), args.pop("page_only")
     runner = AblationRunner(recipe_from_args(AblationRecipe, args), command)
     if not page_only:
