@@ -192,6 +192,8 @@ def plot_ablations(results: dict, path: str | Path) -> Path:
     rows, paper = results["rows"], results["paper"]
     names = [name for name in results["descriptions"] if name in rows]
     mixed = mix_rows(rows, results.get("mix", {}))
+    if len({share for _, share, _ in mixed}) < 2:  # a curve needs a second mix
+        mixed = []
     panels = [("asr_wer", "ASR WER"), ("tts_whisper_wer", "TTS WER (Whisper)")]
     figure, axes = plt.subplots(1, len(panels) + bool(mixed), figsize=(5 * (len(panels) + bool(mixed)), 4),
                                 squeeze=False)
