@@ -70,7 +70,7 @@ def seed_spreads(rows: dict) -> dict:
 
 def verdict(key: str, paper: tuple[float, float], here: tuple[float, float], spread: float | None) -> str:
     """"held", "reversed" or "within noise": whether the row moved the metric the paper's way from the full row.
-    `paper` / `here`: (full row, ablated row); `spread`: the seed spread of the metric (None: not measured)."""
+    `paper` / `here`: (full row, ablated row); `spread`: the recipe's seed spread of the metric (None: unmeasured)."""
     if spread is not None and abs(here[1] - here[0]) <= spread:
         return "within noise"
     return "held" if worse(key, here[1], here[0]) == worse(key, paper[1], paper[0]) else "reversed"
@@ -82,7 +82,10 @@ def claims(rows: dict, paper: dict) -> list[dict]:
     if FULL_ROW not in rows:
         return []
     full = rows[FULL_ROW]["metrics"]
-    spread = seed_spreads(rows).get(FULL_ROW, {})
+    spread = {}  # the noise of the recipe: per metric, the largest spread of any row measured under two seeds
+    for row_spread in seed_spreads(rows).values():
+        for key, value in row_spread.items():
+            spread[key] = max(spread.get(key, 0.0), value)
     found = []
     for name, figures in paper.items():
         if name == FULL_ROW or name not in rows:
@@ -156,7 +159,7 @@ def ablation_page(results: dict) -> str:
             row = claim["row"] + (f" (paper: {paper_row})" if paper_row else "")
             lines.append(f"| {row} | {TITLES[claim['metric']]} | {change(claim['metric'], claim['paper'])} | "
                          f"{change(claim['metric'], claim['here'])} | {claim['verdict']} |")
-        lines += ["", "\"within noise\": the change here is no larger than the spread between two seeds of the full "
+        lines += ["", "\"within noise\": the change here is no larger than the largest spread between two seeds of a "
                   "row (below); without a second seed every direction is read as measured."]
     else:
         lines.append(f"None yet: the claims compare rows with `{FULL_ROW}`, which is not measured yet.")
