@@ -117,8 +117,9 @@ ablations: corpus whisper encoder-cache codec speaker-encoder text-llm
 		--text-llm $(MODELS)/ustokenizer/text_llm --main-job $(MODELS)/dualspeechlm --work-dir $(MODELS)/ablations \
 		$(if $(ROWS),--rows $(ROWS))
 
+# The Space's examples, with a few items of the samples page (docs/samples, `make samples`) beside its TTS and VC tabs.
 space-examples: corpus
-	$(BIN)/dualspeechlm-space-examples --corpus $(CORPUS) --output-dir spaces_demo/examples
+	$(BIN)/dualspeechlm-space-examples --corpus $(CORPUS) --output-dir spaces_demo/examples --samples docs/samples
 
 # After the main job: the performance page (docs/PERFORMANCE.md + docs/performance.json) on its folders, every figure
 # a ratio measured side by side on this machine. It makes none of them: a missing one stops it with the target to run.

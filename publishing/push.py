@@ -13,7 +13,8 @@ Each repo is first staged as the exact folder that will be uploaded:
   loads from the repo id.
 - Space `<repo-id>-demo`, from `spaces_demo/` (app, README with the Space YAML, requirements); the staging adds
   `model_id.txt` naming the model repo, `models`/`datasets` in the YAML and, from the corpus, the clickable examples
-  (`examples/`, `publishing/space_examples.py`).
+  (`examples/`, `publishing/space_examples.py`), with a few items of the model's samples page (`--samples`, by
+  default `docs/samples` where `make samples` wrote it).
 
 Uploads go through `huggingface_hub` (`HF_ENDPOINT`, `HF_TOKEN` or `hf auth login` apply). The
 source folders are only read: a refused token or a network failure mid-upload raises
@@ -70,12 +71,12 @@ def stage_dataset(corpus_dir: Path, out: Path, repo_id: str) -> StagedRepo:
 
 
 def stage_space(out: Path, repo_id: str, model_id: str, dataset_id: str | None,
-                corpus_dir: Path | None = None) -> StagedRepo:
+                corpus_dir: Path | None = None, samples_dir: Path | None = None) -> StagedRepo:
     shutil.copytree(SPACE_DIR, out, ignore=shutil.ignore_patterns("__init__.py", "__pycache__", "model_id.txt",
                                                                  "examples"))
     (out / "model_id.txt").write_text(model_id + "\n")
     if corpus_dir is not None:
-        write_space_examples(corpus_dir, out / "examples")
+        write_space_examples(corpus_dir, out / "examples", samples_dir=samples_dir)
     card = RepoCard.load(out / "README.md")
     card.data.models = [model_id]
     card.data.datasets = [dataset_id] if dataset_id else None
@@ -84,16 +85,18 @@ def stage_space(out: Path, repo_id: str, model_id: str, dataset_id: str | None,
 
 
 def stage_all(out: Path, model_dir: Path, repo_id: str, corpus_dir: Path | None, dataset_id: str | None,
-              space_id: str | None) -> list[StagedRepo]:
+              space_id: str | None, samples_dir: Path | None = None) -> list[StagedRepo]:
     """The repo folders under `out` (`model/`, `dataset/`, `space/`); `None` ids skip a repo. The corpus, where there
-    is one, also gives the card what the model knows and the Space its examples."""
+    is one, also gives the card what the model knows and the Space its examples; the samples page, where there is
+    one, a few of its items beside the Space's TTS and VC tabs."""
     out.mkdir(parents=True, exist_ok=True)
     built = corpus_dir if corpus_dir is not None and (corpus_dir / "manifest.json").is_file() else None
     staged = [stage_model(model_dir, out / "model", repo_id, dataset_id, built)]
     if dataset_id:
         staged.append(stage_dataset(corpus_dir, out / "dataset", dataset_id))
     if space_id:
-        staged.append(stage_space(out / "space", space_id, repo_id, dataset_id, built))
+        samples = samples_dir if samples_dir is not None and (samples_dir / "samples.json").is_file() else None
+        staged.append(stage_space(out / "space", space_id, repo_id, dataset_id, built, samples))
     return staged
 
 
@@ -127,10 +130,12 @@ def upload(staged: list[StagedRepo], token: str | None = None, endpoint: str | N
 
 def publish(model_dir: str | Path, repo_id: str, corpus_dir: str | Path | None = None, dataset_id: str | None = None,
             space_id: str | None = None, output_dir: str | Path | None = None, token: str | None = None,
-            endpoint: str | None = None, private: bool = False) -> list[StagedRepo] | list[str]:
+            endpoint: str | None = None, private: bool = False,
+            samples_dir: str | Path | None = None) -> list[StagedRepo] | list[str]:
     """Stage the repos; then write them to `output_dir` (returns the staged repos) or push them
     (returns the commit URLs)."""
-    args = (Path(model_dir), repo_id, Path(corpus_dir) if corpus_dir else None, dataset_id, space_id)
+    args = (Path(model_dir), repo_id, Path(corpus_dir) if corpus_dir else None, dataset_id, space_id,
+            Path(samples_dir) if samples_dir else None)
     if output_dir is not None:
         return stage_all(Path(output_dir), *args)
     with tempfile.TemporaryDirectory(prefix="dualspeechlm-push-") as staging:
@@ -142,6 +147,8 @@ def main(argv=None) -> None:
     parser.add_argument("--repo-id", required=True, help="the model repo, e.g. you/dualspeechlm-tiny")
     parser.add_argument("--model", default="models/dualspeechlm", help="the trained model folder")
     parser.add_argument("--corpus", default="data/corpus", help="the corpus folder (dualspeechlm-data build)")
+    parser.add_argument("--samples", default="docs/samples",
+                        help="the model's samples page (dualspeechlm-samples), shown in the Space where it exists")
     parser.add_argument("--dataset-repo-id", help="default: <repo-id>-corpus")
     parser.add_argument("--space-repo-id", help="default: <repo-id>-demo")
     parser.add_argument("--no-dataset", action="store_true", help="do not publish the corpus")
@@ -154,7 +161,7 @@ def main(argv=None) -> None:
     space_id = None if args.no_space else args.space_repo_id or f"{args.repo_id}-demo"
     try:
         done = publish(args.model, args.repo_id, args.corpus, dataset_id, space_id, args.output_dir, args.token,
-                       private=args.private)
+                       private=args.private, samples_dir=args.samples)
     except (PublishError, FileNotFoundError) as error:
         raise SystemExit(f"dualspeechlm-push: {error}") from error
     for line in ([f"{r.repo_type}: {r.folder}" for r in done] if args.output_dir else done):

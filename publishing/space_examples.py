@@ -7,7 +7,11 @@ voices and in the voice it never heard) and `examples.json`: per tab of the Spac
 `translate`) the input values of each example, file names relative to the folder, under `training` what the
 corpus manifest says the model learnt from (hours, voices, languages, vocabulary size, a few training sentences),
 and `note`: those facts in plain words (`what_the_model_knows`), which the Space shows so that a visitor knows what
-it will and will not understand, as the model card does. `dualspeechlm-push` stages the folder with the Space.
+it will and will not understand, as the model card does. With `--samples` (a samples page of the model,
+`dualspeechlm-samples`) it also copies, for the TTS and VC tabs, the first item of each test split of that page
+under `heard`: the log-mel picture, the generated and the reference speech and a caption, which the Space shows
+beside the tab so that a visitor hears and sees how the model speaks on its own test set.
+`dualspeechlm-push` stages the folder with the Space.
 """
 
 from __future__ import annotations
@@ -20,9 +24,12 @@ from pathlib import Path
 import soundfile
 
 from dualspeechlm.processing.corpus import load_corpus
+from dualspeechlm.training.samples import SPLIT_TITLES
 
 EXAMPLES_FILE = "examples.json"
 LANGUAGE_NAMES = {"es": "Spanish", "fr": "French"}  # the corpus' translation targets
+HEARD_TABS = ("tts", "vc")  # the Space's tabs shown beside a samples page's items of the same task
+HEARD_FILES = ("log_mel", "generated", "reference")
 
 
 def training_facts(corpus: str | Path) -> dict:
@@ -50,9 +57,34 @@ def what_the_model_knows(training: dict) -> str:
             "microphone's noise or words outside that grammar get nonsense back.")
 
 
-def write_space_examples(corpus: str | Path, output_dir: str | Path, per_tab: int = 2) -> dict:
-    """Write the clips and `examples.json` into `output_dir` (emptied first); returns the JSON's content."""
+def heard_samples(samples_dir: str | Path, output_dir: Path) -> dict:
+    """Per tab of `HEARD_TABS`, the first item of each split of the samples page in `samples_dir`: its files copied
+    into `output_dir` (`log_mel`, `generated` where speech was written, `reference`: their names) and `caption`."""
+    samples_dir = Path(samples_dir)
+    samples = json.loads((samples_dir / "samples.json").read_text())
+    heard = {}
+    for tab in HEARD_TABS:
+        for split, tasks in samples["splits"].items():
+            item = tasks[tab][0]
+            files = {role: item["files"][role] for role in HEARD_FILES if role in item["files"]}
+            for name in files.values():
+                shutil.copyfile(samples_dir / name, output_dir / name)
+            sim = "no speech written" if item.get("sim") is None else f"SIM {item['sim']:.2f} to the reference voice"
+            whisper = item.get("transcripts", {}).get("whisper", {})
+            caption = (f"{SPLIT_TITLES.get(split, split).capitalize()} (voice `{item['voice']}`): "
+                       f"*{item['reference']}*. {sim}"
+                       + (f"; Whisper heard *{whisper.get('generated', '')}*" if whisper else "") + ".")
+            heard.setdefault(tab, []).append({"caption": caption, **files})
+    return heard
+
+
+def write_space_examples(corpus: str | Path, output_dir: str | Path, per_tab: int = 2,
+                         samples_dir: str | Path | None = None) -> dict:
+    """Write the clips and `examples.json` into `output_dir` (emptied first), with `heard` from the samples page in
+    `samples_dir` where one is given; returns the JSON's content."""
     output_dir = Path(output_dir)
+    if samples_dir is not None and not (Path(samples_dir) / "samples.json").is_file():
+        raise FileNotFoundError(f"no samples.json in {samples_dir}: `dualspeechlm-samples` (make samples) writes it")
     if output_dir.exists():
         shutil.rmtree(output_dir)
     output_dir.mkdir(parents=True)
@@ -76,6 +108,8 @@ def write_space_examples(corpus: str | Path, output_dir: str | Path, per_tab: in
         examples["translate"].append([clip(translation["audio"], f"translate-{i}"), translation["language"]])
     training = training_facts(corpus)
     content = {"examples": examples, "training": training, "note": what_the_model_knows(training)}
+    if samples_dir is not None:
+        content["heard"] = heard_samples(samples_dir, output_dir)
     (output_dir / EXAMPLES_FILE).write_text(json.dumps(content, indent=1) + "\n")
     return content
 
@@ -85,8 +119,13 @@ def main(argv=None) -> None:
     parser.add_argument("--corpus", default="data/corpus")
     parser.add_argument("--output-dir", default="spaces_demo/examples")
     parser.add_argument("--per-tab", type=int, default=2, help="test items per tab")
+    parser.add_argument("--samples", help="a samples page of the model (dualspeechlm-samples) to show beside the "
+                        "TTS and VC tabs")
     args = parser.parse_args(argv)
-    content = write_space_examples(args.corpus, args.output_dir, args.per_tab)
+    try:
+        content = write_space_examples(args.corpus, args.output_dir, args.per_tab, args.samples)
+    except FileNotFoundError as error:
+        raise SystemExit(f"dualspeechlm-space-examples: {error}") from error
     print(f"{sum(len(rows) for rows in content['examples'].values())} examples written to {args.output_dir}/")
 
 

@@ -9,7 +9,8 @@ transformers with `trust_remote_code=True`: the folder carries its own code, so 
 Every tab calls one function with an `api_name` (`/asr`, `/tts`, `/vc`, `/qa`, `/translate`), so
 `gradio_client.Client(url).predict(..., api_name="/asr")` works too. With `examples/examples.json` beside this file
 (`dualspeechlm-space-examples`: clips and texts of the corpus' test splits) every tab gets clickable examples, and
-the page says what the model was trained on and so what it will and will not understand.
+the page says what the model was trained on and so what it will and will not understand; where the examples carry
+items of the model's samples page, the TTS and VC tabs show them (log-mel picture, generated and reference speech).
 """
 
 from __future__ import annotations
@@ -71,6 +72,9 @@ def load_examples(folder: Path = EXAMPLES_DIR) -> dict | None:
     content = json.loads(path.read_text())
     content["examples"] = {tab: [[str(folder / value) if str(value).endswith(".wav") else value for value in row]
                                  for row in rows] for tab, rows in content["examples"].items()}
+    content["heard"] = {tab: [{role: value if role == "caption" else str(folder / value)
+                               for role, value in item.items()} for item in items]
+                        for tab, items in content.get("heard", {}).items()}
     return content
 
 
@@ -188,6 +192,24 @@ def examples_of(examples: dict | None, tab: str, inputs: list) -> None:
                     elem_id=f"{tab}-examples")
 
 
+def heard_on_test_set(examples: dict | None, tab: str) -> None:
+    """The samples page's items of a tab (`examples["heard"]`): how the model speaks on its own test set, as a
+    log-mel picture (generated above reference) and the two recordings, in a closed accordion."""
+    if not (examples and examples["heard"].get(tab)):
+        return
+    with gr.Accordion("How it speaks on its test set", open=False, elem_id=f"{tab}-heard"):
+        for item in examples["heard"][tab]:
+            gr.Markdown(item["caption"])
+            with gr.Row():
+                if "log_mel" in item:
+                    gr.Image(item["log_mel"], label="log-mel: generated (top), reference (bottom)",
+                             interactive=False)
+                with gr.Column():
+                    if "generated" in item:
+                        gr.Audio(item["generated"], label="generated", interactive=False)
+                    gr.Audio(item["reference"], label="reference recording", interactive=False)
+
+
 def speech_tabs(speech: SpeechDemo, examples: dict | None = None) -> None:
     """The five tabs, each a button calling one SpeechDemo function under its `api_name`, with `examples`
     (`load_examples()`) under its inputs."""
@@ -208,12 +230,14 @@ def speech_tabs(speech: SpeechDemo, examples: dict | None = None) -> None:
         spoken = gr.Audio(label="Speech", type="numpy", interactive=False, elem_id="tts-output")
         button.click(speech.synthesize, [text, voice], spoken, api_name="tts")
         examples_of(examples, "tts", [text, voice])
+        heard_on_test_set(examples, "tts")
     with gr.Tab("Voice conversion"):
         source, voice = audio_input("Source speech"), audio_input("Target voice")
         button = gr.Button("Convert", variant="primary")
         converted = gr.Audio(label="Converted speech", type="numpy", interactive=False)
         button.click(speech.convert, [source, voice], converted, api_name="vc")
         examples_of(examples, "vc", [source, voice])
+        heard_on_test_set(examples, "vc")
     with gr.Tab("Spoken QA"):
         audio = audio_input("Speech")
         question = gr.Textbox(label="Question about the speech", max_length=MAX_TEXT_CHARS)

@@ -3,7 +3,6 @@
 import copy
 import dataclasses
 import json
-import re
 import shutil
 from pathlib import Path
 
@@ -25,6 +24,8 @@ from dualspeechlm.processing_dualspeechlm import DualSpeechLMProcessor
 from dualspeechlm.tasks import build_inputs
 from dualspeechlm.training.multitask import DualSpeechLMCollator
 from dualspeechlm.training.train_dualspeechlm import DualSpeechLMRecipe, train_dualspeechlm
+
+from chromium import check_samples_page, markdown_links
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -449,29 +450,8 @@ def test_samples_page_of_a_trained_folder_plays_in_chromium(tiny_recipe, tiny_co
         assert set(tasks["sc"][0]["files"]) >= {"input", "question", "reference"}
     readme = (out / "README.md").read_text()
     assert "np.str_" not in readme and "voices heard in training" in readme
-    linked = set(re.findall(r"\]\(([^)]+)\)", readme))
+    linked = markdown_links(out / "README.md")
     assert linked and all((out / name).is_file() for name in linked)
     assert sum(name.endswith(".png") for name in linked) == 8  # a picture per generation item
     assert sum(path.stat().st_size for path in out.iterdir()) < 5e6
-
-    chromium = Path("/usr/bin/chromium")
-    if not chromium.is_file():
-        pytest.fail(f"{chromium} is required for the browser check but is missing; install it with `make setup`")
-    from playwright.sync_api import sync_playwright
-
-    from test_spaces_browser import CHROMIUM_ARGS
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS)
-        page = browser.new_page()
-        page.goto((out / "index.html").as_uri())
-        players = page.locator("audio")
-        assert players.count() == sum(name.endswith(".wav") for name in linked)
-        page.wait_for_function("[...document.querySelectorAll('audio')].every(a => a.readyState >= 1 || a.error)",
-                               timeout=60_000)
-        states = page.evaluate("[...document.querySelectorAll('audio')].map(a => [a.error && a.error.code, "
-                               "a.duration])")
-        assert all(error is None and duration > 0 for error, duration in states), states
-        images = page.evaluate("[...document.images].map(i => i.complete && i.naturalWidth > 0)")
-        assert len(images) == 8 and all(images)
-        browser.close()
+    assert check_samples_page(out)[1] == 8

@@ -19,6 +19,8 @@ from dualspeechlm.publishing.model_card import render_model_card
 from dualspeechlm.publishing.push import PublishError, publish
 from dualspeechlm.testing_utils import tiny_random_model_and_processor
 
+from test_space_examples import samples_page
+
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 EVALUATION = {"splits": {
@@ -75,10 +77,11 @@ def test_model_card_takes_every_number_from_the_evaluation(model_folder):
 
 def test_output_dir_holds_the_exact_repo_folders(model_folder, tiny_corpus, tmp_path):
     before = tree_digest(model_folder)
-    staged = publish(model_folder, "me/tiny", tiny_corpus, "me/tiny-corpus", "me/tiny-demo", output_dir=tmp_path)
+    staged = publish(model_folder, "me/tiny", tiny_corpus, "me/tiny-corpus", "me/tiny-demo",
+                     output_dir=tmp_path / "out", samples_dir=samples_page(tmp_path / "samples"))
     assert [(r.repo_id, r.repo_type) for r in staged] == [
         ("me/tiny", "model"), ("me/tiny-corpus", "dataset"), ("me/tiny-demo", "space")]
-    model, dataset, space = (tmp_path / name for name in ("model", "dataset", "space"))
+    model, dataset, space = (tmp_path / "out" / name for name in ("model", "dataset", "space"))
     assert not (model / "checkpoints").exists() and (model / "model.safetensors").is_file()
     card = ModelCard.load(model / "README.md")
     assert card.data.eval_results
@@ -100,6 +103,9 @@ def test_output_dir_holds_the_exact_repo_folders(model_folder, tiny_corpus, tmp_
              if value.endswith(".wav")]
     assert clips and all((space / "examples" / clip).is_file() for clip in clips)
     assert examples["training"]["vocabulary_size"] > 0 and examples["training"]["sentences"]
+    heard = [item[role] for items in examples["heard"].values() for item in items for role in item
+             if role != "caption"]
+    assert set(examples["heard"]) == {"tts", "vc"} and all((space / "examples" / name).is_file() for name in heard)
     assert tree_digest(model_folder) == before
 
 

@@ -1,5 +1,6 @@
 """The Gradio Space in a real browser (Debian's Chromium driven by playwright): synthesize speech, transcribe an
-upload, click an example of the test set (`dualspeechlm-space-examples` on the tiny corpus) and speak it.
+upload, click an example of the test set (`dualspeechlm-space-examples` on the tiny corpus) and speak it, and open
+the samples page's items beside the TTS tab.
 
 Runs on a tiny random model folder, or on the model named by DUALSPEECHLM_MODEL when set. With
 DUALSPEECHLM_SCREENSHOT=path a screenshot of the page is saved there (docs/space.png is made this way).
@@ -8,7 +9,6 @@ DUALSPEECHLM_SCREENSHOT=path a screenshot of the page is saved there (docs/space
 import io
 import os
 import re
-from pathlib import Path
 
 import pytest
 import soundfile
@@ -16,31 +16,23 @@ import soundfile
 from dualspeechlm.processing.corpus import TRAIN_VOICES, synthesize
 from dualspeechlm.publishing.space_examples import write_space_examples
 
+from chromium import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS, require_chromium
 from test_processing_dualspeechlm import TEXTS
+from test_space_examples import samples_page
 from test_spaces_demo import launch, load_app, tiny_model_folder
 
 pytestmark = [pytest.mark.usefixtures("one_thread"),
               pytest.mark.filterwarnings("ignore:'future.no_silent_downcasting'", "ignore:The copy keyword")]
 
-CHROMIUM = Path("/usr/bin/chromium")
-# without the background-networking flags Chromium's own connections are refused here, and it stalls
-CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-TIMEOUT_MS = 60_000
-
 
 def test_synthesize_transcribe_and_click_an_example_in_chromium(espeak, tiny_corpus, tmp_path):
-    if not CHROMIUM.is_file():
-        pytest.fail(f"{CHROMIUM} is required for the browser test but is missing; install it (and the playwright "
-                    "package) with `make setup`")
-    try:
-        from playwright.sync_api import expect, sync_playwright
-    except ImportError:
-        pytest.fail("the playwright package is required for the browser test; install it with `make setup`")
+    sync_playwright = require_chromium()
+    from playwright.sync_api import expect
 
     wav = tmp_path / "speech.wav"
     soundfile.write(wav, synthesize(TEXTS[0], TRAIN_VOICES[0]), 16000)
-    examples = write_space_examples(tiny_corpus, tmp_path / "examples", per_tab=1)
+    examples = write_space_examples(tiny_corpus, tmp_path / "examples", per_tab=1,
+                                    samples_dir=samples_page(tmp_path / "samples"))
     demo = load_app().build_demo(os.environ.get("DUALSPEECHLM_MODEL") or tiny_model_folder(tmp_path / "model"),
                                  examples_dir=tmp_path / "examples")
     url = launch(demo)
@@ -76,6 +68,15 @@ def test_synthesize_transcribe_and_click_an_example_in_chromium(espeak, tiny_cor
             page.get_by_role("button", name="Synthesize").click()
             expect(link).to_have_attribute("href", re.compile(r"\.wav$"))
             expect(page.locator(".toast-body")).to_have_count(0)
+
+            # how it speaks on its test set: the samples page's pictures and recordings, in a closed accordion
+            page.locator("#tts-heard").get_by_text("How it speaks on its test set").click()
+            pictures = page.locator("#tts-heard img")
+            expect(pictures).to_have_count(len(examples["heard"]["tts"]))
+            page.wait_for_function("[...document.querySelectorAll('#tts-heard img')].every(i => i.complete && "
+                                   "i.naturalWidth > 0)")
+            words = examples["heard"]["tts"][0]["caption"].split("*")[1]  # the caption's sentence, in italics
+            expect(page.locator("#tts-heard").get_by_text(words).first).to_be_visible()
 
             if screenshot := os.environ.get("DUALSPEECHLM_SCREENSHOT"):
                 page.screenshot(path=screenshot, full_page=True)
