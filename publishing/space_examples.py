@@ -71,7 +71,7 @@ def heard_samples(samples_dir: str | Path, output_dir: Path) -> dict:
                 shutil.copyfile(samples_dir / name, output_dir / name)
             sim = "no speech written" if item.get("sim") is None else f"SIM {item['sim']:.2f} to the reference voice"
             whisper = item.get("transcripts", {}).get("whisper", {})
-            caption = (f"{SPLIT_TITLES.get(split, split).capitalize()} (voice `{item['voice']}`): "
+            caption = (f"Test split of {SPLIT_TITLES.get(split, split)}, spoken in voice `{item['voice']}`: "
                        f"*{item['reference']}*. {sim}"
                        + (f"; Whisper heard *{whisper.get('generated', '')}*" if whisper else "") + ".")
             heard.setdefault(tab, []).append({"caption": caption, **files})

@@ -48,9 +48,10 @@ def test_heard_items_come_from_the_samples_page(tiny_corpus, tmp_path):
     seen, unseen = content["heard"]["vc"]
     assert set(seen) == {"caption", "log_mel", "generated", "reference"} and set(unseen) == {"caption", "log_mel",
                                                                                              "reference"}
-    assert seen["caption"] == ("Voices heard in training (voice `kal`): *anna saw the vc*. SIM 0.83 to the reference "
-                               "voice; Whisper heard *anna saw a cat*.")
-    assert unseen["caption"].startswith("A voice never heard in training") and "no speech written" in unseen["caption"]
+    assert seen["caption"] == ("Test split of voices heard in training, spoken in voice `kal`: *anna saw the vc*. "
+                               "SIM 0.83 to the reference voice; Whisper heard *anna saw a cat*.")
+    assert unseen["caption"].startswith("Test split of a voice never heard in training")
+    assert "no speech written" in unseen["caption"]
     for items in content["heard"].values():
         for item in items:
             for role in item.keys() - {"caption"}:
