@@ -132,7 +132,8 @@ def ablation_page(results: dict) -> str:
                  for key in BETTER]
         lines.append(f"| {name} | {description} | " + " | ".join(cells) + " |")
     if main_job := results.get("main_job"):
-        lines.append("| main job (full length) | the main job's model at its own recipe's length (recipe above) | "
+        lines.append("| main job (full length) | the main job's model (`make quickstart`): Baseline-Semantic's path "
+                     "at full length, scored on the evaluation's default item counts (e.g. ASR 100, TTS 60) | "
                      + " | ".join(shown(key, main_job.get(key)) for key in BETTER) + " |")
     else:
         lines += ["", "The main job's model was not at hand for this page: its last full-length figures are in "
