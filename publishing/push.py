@@ -37,7 +37,7 @@ from dualspeechlm.processing.corpus.builder import CARD_DATASET_PATH
 from dualspeechlm.spaces_demo import SPACE_DIR
 
 from .model_card import render_model_card
-from .space_examples import training_facts, what_the_model_knows, write_space_examples
+from .space_examples import has_samples_page, training_facts, what_the_model_knows, write_space_examples
 
 
 class PublishError(RuntimeError):
@@ -95,8 +95,8 @@ def stage_all(out: Path, model_dir: Path, repo_id: str, corpus_dir: Path | None,
     if dataset_id:
         staged.append(stage_dataset(corpus_dir, out / "dataset", dataset_id))
     if space_id:
-        samples = samples_dir if samples_dir is not None and (samples_dir / "samples.json").is_file() else None
-        staged.append(stage_space(out / "space", space_id, repo_id, dataset_id, built, samples))
+        staged.append(stage_space(out / "space", space_id, repo_id, dataset_id, built,
+                                  samples_dir if has_samples_page(samples_dir) else None))
     return staged
 
 

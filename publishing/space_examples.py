@@ -57,6 +57,11 @@ def what_the_model_knows(training: dict) -> str:
             "microphone's noise or words outside that grammar get nonsense back.")
 
 
+def has_samples_page(folder: str | Path | None) -> bool:
+    """Whether `folder` holds a samples page (`dualspeechlm-samples`' samples.json)."""
+    return folder is not None and (Path(folder) / "samples.json").is_file()
+
+
 def heard_samples(samples_dir: str | Path, output_dir: Path) -> dict:
     """Per tab of `HEARD_TABS`, the first item of each split of the samples page in `samples_dir`: its files copied
     into `output_dir` (`log_mel`, `generated` where speech was written, `reference`: their names) and `caption`."""
@@ -83,7 +88,7 @@ def write_space_examples(corpus: str | Path, output_dir: str | Path, per_tab: in
     """Write the clips and `examples.json` into `output_dir` (emptied first), with `heard` from the samples page in
     `samples_dir` where one is given; returns the JSON's content."""
     output_dir = Path(output_dir)
-    if samples_dir is not None and not (Path(samples_dir) / "samples.json").is_file():
+    if samples_dir is not None and not has_samples_page(samples_dir):
         raise FileNotFoundError(f"no samples.json in {samples_dir}: `dualspeechlm-samples` (make samples) writes it")
     if output_dir.exists():
         shutil.rmtree(output_dir)

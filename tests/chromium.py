@@ -31,7 +31,7 @@ def markdown_links(readme: Path) -> set[str]:
 
 def check_samples_page(folder: Path) -> tuple[int, int]:
     """Open `folder`/index.html (a `dualspeechlm-samples` page) in Chromium and assert that every `<audio>` player
-    loads its file (no error, a positive duration), that there is one player per WAV file README.md links, and
+    loads its file (no error, a positive duration), that there is exactly one player per WAV file README.md links, and
     that every picture shows. Returns (players, pictures)."""
     sync_playwright = require_chromium()
     wavs = {name for name in markdown_links(folder / "README.md") if name.endswith(".wav")}
@@ -40,7 +40,7 @@ def check_samples_page(folder: Path) -> tuple[int, int]:
         page = browser.new_page()
         page.goto((folder / "index.html").as_uri())
         sources = page.evaluate("[...document.querySelectorAll('audio')].map(a => a.getAttribute('src'))")
-        assert sources and set(sources) == wavs, set(sources) ^ wavs
+        assert sources and sorted(sources) == sorted(wavs), sorted(sources)
         page.wait_for_function("[...document.querySelectorAll('audio')].every(a => a.readyState >= 1 || a.error)",
                                timeout=TIMEOUT_MS)
         states = page.evaluate("[...document.querySelectorAll('audio')].map(a => [a.getAttribute('src'), "
