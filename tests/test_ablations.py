@@ -146,6 +146,19 @@ def test_runners_side_by_side_keep_each_others_rows(tiny_ablation, tmp_path, mon
     assert saved["rows"].keys() == {"dualspeechlm", "baseline-semantic"}
 
 
+def test_the_main_jobs_row_stays_on_a_page_written_without_its_folder(tiny_ablation, tmp_path):
+    main_job = tmp_path / "main-job"
+    runner = AblationRunner(tiny_ablation(tmp_path / "work", main_job=str(main_job)), log=lambda message: None)
+    assert "The main job's model was not at hand" in runner.write_page().read_text()
+    main_job.mkdir()
+    (main_job / "evaluation.json").write_text(json.dumps(EVALUATION))
+    runner.write_page()
+    (main_job / "evaluation.json").unlink()  # a fresh clone: the page and its ablations.json only
+    page = runner.write_page().read_text()
+    assert json.loads(runner.results_file.read_text())["main_job"] == row_metrics(EVALUATION)
+    assert "| main job (full length) | " in page and "not at hand" not in page
+
+
 EVALUATION = {"splits": {
     "test": {"asr": {"wer": 0.1}, "s2tt": {"bleu": 12.5}, "ser": {"accuracy": 0.5},
              "tts": {"whisper_wer_generated": 0.9, "pocketsphinx_wer_generated": 0.95, "sim": 0.61,

@@ -278,9 +278,18 @@ class AblationRunner:
             result = self.run_row(row)
             self.write_page({**self.measured(), row.name: result})  # read again: a runner beside this one adds rows
 
+    def main_job_metrics(self) -> dict | None:
+        """The main job's full-length scores: from its evaluation where the folder is at hand, else those recorded
+        in ablations.json (a fresh clone holding the page keeps them), else None."""
+        evaluation = Path(self.recipe.main_job) / "evaluation.json"
+        if evaluation.is_file():
+            return row_metrics(json.loads(evaluation.read_text()))
+        if self.results_file.is_file():
+            return json.loads(self.results_file.read_text()).get("main_job")
+        return None
+
     def results(self, measured: dict) -> dict:
         """The page's input (`ablation_page`) and ablations.json's content."""
-        main_job = Path(self.recipe.main_job) / "evaluation.json"
         preset_share = understanding_share(preset_task_weights(self.recipe))
         rows = {row.name: measured[row.name] for row in ROWS if row.name in measured}
         return {
@@ -293,7 +302,7 @@ class AblationRunner:
             "paper": {row.name: row.paper for row in ROWS if row.paper},
             "paper_rows": {row.name: row.paper_row for row in ROWS if row.paper_row},
             "mix": {row.name: (row.family, row.understanding_share or preset_share) for row in ROWS if row.family},
-            "main_job": row_metrics(json.loads(main_job.read_text())) if main_job.is_file() else None,
+            "main_job": self.main_job_metrics(),
         }
 
     def write_page(self, measured: dict | None = None) -> Path:
