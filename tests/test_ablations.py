@@ -221,6 +221,14 @@ def test_the_page_of_known_results(tmp_path):
     assert ("| no-reconstruction-loss | ASR WER (seen voices) | 4.2% -> 4.7% (worse) | 10.0% -> 11.0% (worse) | "
             "within noise |") in ablation_page(dict(results, rows=rows)).splitlines()
 
+    assert "Where the rows were measured" not in ablation_page(results)  # one machine (here: none recorded)
+    two_machines = {name: dict(result, machine="CPU A" if name == "dualspeechlm" else "CPU B")
+                    for name, result in results["rows"].items()}
+    text = ablation_page(dict(results, rows=two_machines))
+    assert "- CPU A: `dualspeechlm`\n" in text
+    assert ("- CPU B: `baseline-semantic`, `no-reconstruction-loss`, `dualspeechlm-seed-1`, "
+            "`dualspeechlm-understanding-50`\n") in text
+
     without_full = dict(results, rows={"baseline-semantic": results["rows"]["baseline-semantic"]})
     assert "None yet: the claims compare rows with `dualspeechlm`" in ablation_page(without_full)
 

@@ -113,6 +113,22 @@ def mix_rows(rows: dict, families: dict) -> list[tuple[str, float, dict]]:
     return sorted(found, key=lambda item: (item[0], item[1]))
 
 
+def measured_where(rows: dict, order) -> list[str]:
+    """Page lines naming the rows each machine measured, where they came from more than one (each machine trains
+    the main job's parts anew, so a comparison across machines carries that rebuild too); none otherwise."""
+    by_machine = {}
+    for name in order:
+        if name in rows and "machine" in rows[name]:
+            by_machine.setdefault(rows[name]["machine"], []).append(name)
+    if len(by_machine) < 2:
+        return []
+    return ["", "Where the rows were measured: each machine built the main job's parts (codec, speaker encoder, text "
+            "LLM, the shared stage 1 and the decoder) anew by the same commands and seeds, and the codec's training "
+            "is not bit-reproducible, so a difference between rows of two machines carries that rebuild as well "
+            "as the row's change.", "",
+            *(f"- {machine}: " + ", ".join(f"`{name}`" for name in names) for machine, names in by_machine.items())]
+
+
 def ablation_page(results: dict) -> str:
     """The Markdown page of `results`: {"command", "machine", "recipe": [lines], "rows": {name: result},
     "descriptions": {name: text}, "paper": {name: {metric: figure}}, "paper_rows": {name: the paper's row name},
@@ -138,6 +154,7 @@ def ablation_page(results: dict) -> str:
     else:
         lines += ["", "The main job's model was not at hand for this page: its last full-length figures are in "
                   "[RESULTS.md](RESULTS.md)."]
+    lines += measured_where(rows, results["descriptions"])
     if missing := [name for name in results["descriptions"] if name not in rows]:
         lines += ["", "Not measured yet: " + ", ".join(f"`{name}`" for name in missing) + "."]
     if semantic := {name: r["metrics"]["tts_semantic_whisper_wer"] for name, r in rows.items()
