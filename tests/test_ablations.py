@@ -68,6 +68,17 @@ def test_the_page_names_the_command_of_the_whole_table_whatever_rows_a_run_took(
     assert ablations.page_command(["--work-dir", "w", "--page-only"]) == "dualspeechlm-ablate --work-dir w"
 
 
+def test_rows_run_in_the_order_given_those_of_the_shared_stage1_first(monkeypatch):
+    order = []
+    monkeypatch.setattr(AblationRunner, "check_inputs", lambda self: None)
+    monkeypatch.setattr(AblationRunner, "measured", lambda self: {})
+    monkeypatch.setattr(AblationRunner, "claim_work_folder", lambda self: None)
+    monkeypatch.setattr(AblationRunner, "run_row", lambda self, row: order.append(row.name))
+    monkeypatch.setattr(AblationRunner, "write_page", lambda self, measured=None: "page")
+    ablations.main(["--rows", "no-reconstruction-loss", "dualspeechlm-seed-1", "no-coc", "dualspeechlm-seed-1"])
+    assert order == ["dualspeechlm-seed-1", "no-coc", "no-reconstruction-loss"]
+
+
 def test_every_row_builds_and_trains_a_step_on_tiny_parts(tiny_ablation, tmp_path):
     """Each row's stage 1 and stage 3 recipes carry its switch into the trained folders."""
     recipe = tiny_ablation(tmp_path / "work")

@@ -359,14 +359,16 @@ def page_command(argv: list[str]) -> str:
 
 def main(argv=None) -> None:
     parser = recipe_parser(AblationRecipe, __doc__.split("\n\n")[0])
-    parser.add_argument("--rows", nargs="+", choices=ROW_NAMES, default=list(ROW_NAMES), help="default: every row")
+    parser.add_argument("--rows", nargs="+", choices=ROW_NAMES, default=list(ROW_NAMES),
+                        help="in this order, those sharing the shared stage 1 first (default: every row)")
     parser.add_argument("--page-only", action="store_true", help="write the page from the rows measured so far")
     args = vars(parser.parse_args(argv))
     command = page_command(sys.argv[1:] if argv is None else argv)
     chosen, page_only = args.pop("rows"), args.pop("page_only")
     runner = AblationRunner(recipe_from_args(AblationRecipe, args), command)
     if not page_only:
-        runner.run(tuple(row for row in ROWS if row.name in chosen))
+        by_name = {row.name: row for row in ROWS}
+        runner.run(tuple(by_name[name] for name in dict.fromkeys(chosen)))
     print(f"wrote {runner.write_page()}")
 
 
