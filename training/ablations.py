@@ -193,12 +193,15 @@ class AblationRunner:
         if missing := [f"{path} (make {target})" for path, target in needed.items() if not Path(path).exists()]:
             raise FileNotFoundError("the rows train on the main job's parts; missing: " + ", ".join(missing))
 
+    def saved(self) -> dict | None:
+        """ablations.json's content, None before the first page."""
+        return json.loads(self.results_file.read_text()) if self.results_file.is_file() else None
+
     def measured(self) -> dict:
         """{row: result} of the rows measured so far under this recipe (ablations.json); ValueError when the file
         holds another recipe's."""
-        if not self.results_file.is_file():
+        if (saved := self.saved()) is None:
             return {}
-        saved = json.loads(self.results_file.read_text())
         if saved["identity"] != self.recipe.identity():
             raise ValueError(f"{self.results_file} holds rows of another recipe: give another --output-dir, or remove "
                              "it (and the --work-dir) to measure every row again under this one")
@@ -284,9 +287,7 @@ class AblationRunner:
         evaluation = Path(self.recipe.main_job) / "evaluation.json"
         if evaluation.is_file():
             return row_metrics(json.loads(evaluation.read_text()))
-        if self.results_file.is_file():
-            return json.loads(self.results_file.read_text()).get("main_job")
-        return None
+        return (self.saved() or {}).get("main_job")
 
     def results(self, measured: dict) -> dict:
         """The page's input (`ablation_page`) and ablations.json's content."""
@@ -360,7 +361,7 @@ def page_command(argv: list[str]) -> str:
 def main(argv=None) -> None:
     parser = recipe_parser(AblationRecipe, __doc__.split("\n\n")[0])
     parser.add_argument("--rows", nargs="+", choices=ROW_NAMES, default=list(ROW_NAMES),
-                        help="in this order, those sharing the shared stage 1 first (default: every row)")
+                        help="run in this order, rows of the shared stage 1 first (default: every row)")
     parser.add_argument("--page-only", action="store_true", help="write the page from the rows measured so far")
     args = vars(parser.parse_args(argv))
     command = page_command(sys.argv[1:] if argv is None else argv)
