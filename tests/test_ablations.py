@@ -66,6 +66,7 @@ def test_the_page_names_the_command_of_the_whole_table_whatever_rows_a_run_took(
     assert ablations.page_command(["--rows", "dualspeechlm", "no-coc", "--stage3-steps", "500"]) == (
         "dualspeechlm-ablate --stage3-steps 500")
     assert ablations.page_command(["--work-dir", "w", "--page-only"]) == "dualspeechlm-ablate --work-dir w"
+    assert ablations.page_command(["--rows", "dualspeechlm", "--again"]) == "dualspeechlm-ablate"
 
 
 def test_rows_run_in_the_order_given_those_of_the_shared_stage1_first(monkeypatch):
@@ -74,7 +75,8 @@ def test_rows_run_in_the_order_given_those_of_the_shared_stage1_first(monkeypatc
     monkeypatch.setattr(AblationRunner, "measured", lambda self: {})
     monkeypatch.setattr(AblationRunner, "claim_work_folder", lambda self: None)
     monkeypatch.setattr(AblationRunner, "run_row", lambda self, row: order.append(row.name))
-    monkeypatch.setattr(AblationRunner, "write_page", lambda self, measured=None: "page")
+    monkeypatch.setattr(AblationRunner, "record", lambda self, name, result: None)
+    monkeypatch.setattr(AblationRunner, "write_page", lambda self: "page")
     ablations.main(["--rows", "no-reconstruction-loss", "dualspeechlm-seed-1", "no-coc", "dualspeechlm-seed-1"])
     assert order == ["dualspeechlm-seed-1", "no-coc", "no-reconstruction-loss"]
 
@@ -155,6 +157,40 @@ def test_runners_side_by_side_keep_each_others_rows(tiny_ablation, tmp_path, mon
     runner.run((ROW["dualspeechlm"], ROW["baseline-semantic"]))  # baseline-semantic is measured by then: skipped
     saved = json.loads(runner.results_file.read_text())
     assert saved["rows"].keys() == {"dualspeechlm", "baseline-semantic"}
+
+
+def test_a_row_measured_again_here_keeps_the_other_machines_result(tiny_ablation, tmp_path, monkeypatch):
+    runner = AblationRunner(tiny_ablation(tmp_path / "work"), log=lambda message: None)
+
+    def result(machine, asr_wer):
+        return {"metrics": {**row_metrics(EVALUATION), "asr_wer": asr_wer}, "minutes": {"stage3": 1.0},
+                "machine": machine, "commit": None}
+
+    runner.write_page({"dualspeechlm": result("CPU B", 0.3), "dualspeechlm-seed-1": result("CPU B", 0.35),
+                       "no-reconstruction-loss": result("CPU A", 0.2)})
+    claim = "| no-reconstruction-loss{} | ASR WER (seen voices) | 4.2% -> 4.7% (worse) | {} |"
+    assert claim.format(" (against the full row of another machine)", "30.0% -> 20.0% (better) | reversed") in (
+        runner.write_page().read_text())
+
+    ran = []
+    monkeypatch.setattr(ablations, "describe_machine", lambda: "CPU A")
+    monkeypatch.setattr(runner, "run_row", lambda row: ran.append(row.name) or result("CPU A", 0.1))
+    chosen = (ROW["dualspeechlm"], ROW["no-reconstruction-loss"])
+    runner.run(chosen)
+    assert ran == []  # both measured, wherever
+    runner.run(chosen, again=True)
+    runner.run(chosen, again=True)
+    assert ran == ["dualspeechlm"]  # measured on this machine once, then found here
+
+    saved = runner.saved()
+    assert saved["rows"]["dualspeechlm"]["machine"] == "CPU A"
+    assert [other["machine"] for other in saved["other_machines"]["dualspeechlm"]] == ["CPU B"]
+    assert saved["machine"] == "CPU A; CPU B"
+    page = (runner.output / "ABLATIONS.md").read_text()
+    assert "| dualspeechlm, another machine | the same row, measured on CPU B | 30.0% | " in page
+    assert claim.format("", "10.0% -> 20.0% (worse) | held") in page  # its own machine's full row
+    assert "| dualspeechlm (seed 0 vs 1) | 5.0 pts | " in page  # seed 1 against seed 0 of the same machine
+    assert "- CPU B: `dualspeechlm`, `dualspeechlm-seed-1`\n" in page
 
 
 def test_the_main_jobs_row_stays_on_a_page_written_without_its_folder(tiny_ablation, tmp_path):

@@ -58,12 +58,23 @@ def worse(key: str, value: float, reference: float) -> bool:
     return value > reference if BETTER[key] == "lower" else value < reference
 
 
-def seed_spreads(rows: dict) -> dict:
-    """{row: {metric: |seed 0 - seed 1|}} of each row measured under a second seed (`<row>-seed-1`)."""
+def on_machine(name: str, machine: str | None, rows: dict, other_machines: dict) -> dict | None:
+    """Row `name`'s result measured on `machine` where one was, else its latest (None: not measured).
+    `other_machines`: {row: [results]} of rows measured again elsewhere (ablations.json's "other_machines")."""
+    for result in ([rows[name]] if name in rows else []) + other_machines.get(name, []):
+        if machine is not None and result.get("machine") == machine:
+            return result
+    return rows.get(name)
+
+
+def seed_spreads(rows: dict, other_machines: dict | None = None) -> dict:
+    """{row: {metric: |seed 0 - seed 1|}} of each row measured under a second seed (`<row>-seed-1`), against the seed-0
+    result of the same machine where there is one."""
     spreads = {}
     for name, result in rows.items():
-        if name.endswith("-seed-1") and (base := name.removesuffix("-seed-1")) in rows:
-            first, second = rows[base]["metrics"], result["metrics"]
+        base = name.removesuffix("-seed-1")
+        if name != base and (first_result := on_machine(base, result.get("machine"), rows, other_machines or {})):
+            first, second = first_result["metrics"], result["metrics"]
             spreads[base] = {key: abs(first[key] - second[key]) for key in BETTER if key in first and key in second}
     return spreads
 
@@ -76,20 +87,26 @@ def verdict(key: str, paper: tuple[float, float], here: tuple[float, float], spr
     return "held" if worse(key, here[1], here[0]) == worse(key, paper[1], paper[0]) else "reversed"
 
 
-def claims(rows: dict, paper: dict) -> list[dict]:
+def claims(rows: dict, paper: dict, other_machines: dict | None = None) -> list[dict]:
     """Every metric the paper reports for both the full row and another measured row: the paper's change, ours and
-    the verdict. `rows`: {name: result with "metrics"}; `paper`: {name: {metric: the paper's figure}}."""
+    the verdict. `rows`: {name: result with "metrics"}; `paper`: {name: {metric: the paper's figure}};
+    `other_machines`: {name: [results]} of rows measured again elsewhere. Each row is compared with the full row of
+    its own machine where one was measured there ("across_machines": False)."""
     if FULL_ROW not in rows:
         return []
-    full = rows[FULL_ROW]["metrics"]
+    other_machines = other_machines or {}
     spread = {}  # the noise of the recipe: per metric, the largest spread of any row measured under two seeds
-    for row_spread in seed_spreads(rows).values():
+    for row_spread in seed_spreads(rows, other_machines).values():
         for key, value in row_spread.items():
             spread[key] = max(spread.get(key, 0.0), value)
     found = []
     for name, figures in paper.items():
         if name == FULL_ROW or name not in rows:
             continue
+        machine = rows[name].get("machine")
+        full_result = on_machine(FULL_ROW, machine, rows, other_machines)
+        full = full_result["metrics"]
+        across = machine is not None and full_result.get("machine") not in (None, machine)
         for key in BETTER:
             if key in figures and key in paper[FULL_ROW] and key in rows[name]["metrics"]:
                 pair_paper = (paper[FULL_ROW][key], figures[key])
@@ -97,7 +114,8 @@ def claims(rows: dict, paper: dict) -> list[dict]:
                 if any(math.isnan(value) for value in pair_here):  # SIM of a row whose clips were all too short
                     continue
                 found.append({"row": name, "metric": key, "paper": pair_paper, "here": pair_here,
-                              "verdict": verdict(key, pair_paper, pair_here, spread.get(key))})
+                              "verdict": verdict(key, pair_paper, pair_here, spread.get(key)),
+                              "across_machines": across})
     return found
 
 
@@ -113,27 +131,30 @@ def mix_rows(rows: dict, families: dict) -> list[tuple[str, float, dict]]:
     return sorted(found, key=lambda item: (item[0], item[1]))
 
 
-def measured_where(rows: dict, order) -> list[str]:
+def measured_where(rows: dict, order, other_machines: dict | None = None) -> list[str]:
     """Page lines naming the rows each machine measured, where they came from more than one (each machine trains
     the main job's parts anew, so a comparison across machines carries that rebuild too); none otherwise."""
     by_machine = {}
     for name in order:
-        if name in rows and "machine" in rows[name]:
-            by_machine.setdefault(rows[name]["machine"], []).append(name)
+        for result in ([rows[name]] if name in rows else []) + (other_machines or {}).get(name, []):
+            if "machine" in result:
+                by_machine.setdefault(result["machine"], []).append(name)
     if len(by_machine) < 2:
         return []
     return ["", "Where the rows were measured: each machine built the main job's parts (codec, speaker encoder, text "
             "LLM, the shared stage 1 and the decoder) anew by the same commands and seeds, and the codec's training "
             "is not bit-reproducible, so a difference between rows of two machines carries that rebuild as well "
             "as the row's change.", "",
-            *(f"- {machine}: " + ", ".join(f"`{name}`" for name in names) for machine, names in by_machine.items())]
+            *(f"- {machine}: " + ", ".join(f"`{name}`" for name in names) for machine, names in by_machine.items()),
+            "", "Each row's claims compare it with the full row of its own machine where that machine measured one."]
 
 
 def ablation_page(results: dict) -> str:
     """The Markdown page of `results`: {"command", "machine", "recipe": [lines], "rows": {name: result},
     "descriptions": {name: text}, "paper": {name: {metric: figure}}, "paper_rows": {name: the paper's row name},
-    "mix": {name: (family, understanding share)}, "main_job": metrics or None}."""
-    rows, paper = results["rows"], results["paper"]
+    "mix": {name: (family, understanding share)}, "main_job": metrics or None, "other_machines": {name: [results]}
+    (optional: rows measured again on another machine, each such result shown below its row)}."""
+    rows, paper, other_machines = results["rows"], results["paper"], results.get("other_machines", {})
     lines = ["# The paper's claims at this project's scale", "",
              f"Written by `{results['command']}` on {results['machine']}. Each row is trained and scored by the same "
              "short recipe; a cell shows the score here and, in brackets, the paper's figure for the same row.", "",
@@ -147,6 +168,9 @@ def ablation_page(results: dict) -> str:
         cells = [shown(key, measured.get(key)) + (f" ({shown(key, figures[key])})" if key in figures else "")
                  for key in BETTER]
         lines.append(f"| {name} | {description} | " + " | ".join(cells) + " |")
+        for other in other_machines.get(name, []):
+            lines.append(f"| {name}, another machine | the same row, measured on {other['machine']} | "
+                         + " | ".join(shown(key, other["metrics"].get(key)) for key in BETTER) + " |")
     if main_job := results.get("main_job"):
         lines.append("| main job (full length) | the main job's model (`make quickstart`): Baseline-Semantic's path "
                      "at full length, scored on the evaluation's default item counts (e.g. ASR 100, TTS 60) | "
@@ -154,7 +178,7 @@ def ablation_page(results: dict) -> str:
     else:
         lines += ["", "The main job's model was not at hand for this page: its last full-length figures are in "
                   "[RESULTS.md](RESULTS.md)."]
-    lines += measured_where(rows, results["descriptions"])
+    lines += measured_where(rows, results["descriptions"], other_machines)
     if missing := [name for name in results["descriptions"] if name not in rows]:
         lines += ["", "Not measured yet: " + ", ".join(f"`{name}`" for name in missing) + "."]
     if semantic := {name: r["metrics"]["tts_semantic_whisper_wer"] for name, r in rows.items()
@@ -169,12 +193,13 @@ def ablation_page(results: dict) -> str:
                   f"{shown('asr_wer', reference['tts_pocketsphinx_wer_reference'])}."]
 
     lines += ["", "## The paper's claims", ""]
-    if found := claims(rows, paper):
+    if found := claims(rows, paper, other_machines):
         lines += ["| row | metric | paper (full -> row) | here (full -> row) | the paper's direction |",
                   "|---|---|---|---|---|"]
         for claim in found:
             paper_row = results.get("paper_rows", {}).get(claim["row"])
-            row = claim["row"] + (f" (paper: {paper_row})" if paper_row else "")
+            row = claim["row"] + (f" (paper: {paper_row})" if paper_row else "") + (
+                " (against the full row of another machine)" if claim["across_machines"] else "")
             lines.append(f"| {row} | {TITLES[claim['metric']]} | {change(claim['metric'], claim['paper'])} | "
                          f"{change(claim['metric'], claim['here'])} | {claim['verdict']} |")
         lines += ["", "\"within noise\": the change here is no larger than the largest spread between two seeds of a "
@@ -182,7 +207,7 @@ def ablation_page(results: dict) -> str:
     else:
         lines.append(f"None yet: the claims compare rows with `{FULL_ROW}`, which is not measured yet.")
 
-    if spreads := seed_spreads(rows):
+    if spreads := seed_spreads(rows, other_machines):
         lines += ["", "## Seed spread", "", "| row | " + " | ".join(TITLES[key] for key in BETTER) + " |",
                   "|---|" + "---|" * len(BETTER)]
         for name, spread in spreads.items():

@@ -3,6 +3,7 @@
     dualspeechlm-ablate                                   # every row not measured yet, then the page
     dualspeechlm-ablate --rows dualspeechlm baseline-semantic
     dualspeechlm-ablate --page-only                       # the page from the rows measured so far
+    dualspeechlm-ablate --rows dualspeechlm --again       # measure a row again here, keeping another machine's
 
 The rows (`ROWS`) share the main job's corpus, Whisper, codec, speaker encoder, stage 1's text LLM and encoder cache
 (`make corpus whisper codec speaker-encoder text-llm encoder-cache`). Each row runs, in `--work-dir`:
@@ -18,7 +19,9 @@ writes it. After each row the page is written again (`--output-dir`, training/ab
 people, ablations.png, and ablations.json, which holds every row's results and the recipe they were measured
 under. A row found there is not run again and a stopped stage 3 resumes from its last checkpoint, so the same
 command continues a stopped run, also from a fresh clone holding the page; results or models of another recipe are
-refused.
+refused. Each machine rebuilds the main job's parts, so rows are best compared with the full row of their own
+machine: `--again` measures the given rows on this machine where ablations.json holds them from another one, and
+keeps that machine's result beside the new one ("other_machines") for the rows it measured.
 """
 
 from __future__ import annotations
@@ -207,6 +210,10 @@ class AblationRunner:
                              "it (and the --work-dir) to measure every row again under this one")
         return saved["rows"]
 
+    def other_machines(self) -> dict:
+        """{row: [results]}: the rows measured again elsewhere (`--again`), as the machines before measured them."""
+        return (self.saved() or {}).get("other_machines", {})
+
     def claim_work_folder(self) -> None:
         """Record the recipe in the work folder, or refuse a folder whose models were trained under another one."""
         self.work.mkdir(parents=True, exist_ok=True)
@@ -268,18 +275,27 @@ class AblationRunner:
         return {"metrics": row_metrics(evaluation), "minutes": minutes, "machine": describe_machine(),
                 "commit": current_commit()}
 
-    def run(self, rows: tuple[Row, ...]) -> None:
-        """Every row of `rows` not measured yet, those sharing a stage 1 one after another; the page is written
-        again after each."""
+    def run(self, rows: tuple[Row, ...], again: bool = False) -> None:
+        """Every row of `rows` not measured yet (`again`: not measured on this machine yet), those sharing a stage 1
+        one after another; the page is written again after each."""
         self.check_inputs()
         self.measured()  # refuses another recipe's results before anything is trained
         self.claim_work_folder()
+        here = describe_machine()
         for row in sorted(rows, key=lambda row: bool(row.tokenizer)):  # the shared stage 1's rows first
-            if row.name in self.measured():
+            if (done := self.measured().get(row.name)) and not (again and done.get("machine") != here):
                 self.log(f"[{row.name}] measured already ({self.results_file})")
                 continue
-            result = self.run_row(row)
-            self.write_page({**self.measured(), row.name: result})  # read again: a runner beside this one adds rows
+            self.record(row.name, self.run_row(row))
+
+    def record(self, name: str, result: dict) -> None:
+        """Writes the page with `result` as row `name`'s, keeping the row's results from other machines. Reads
+        ablations.json again first: a runner beside this one adds rows."""
+        rows, other_machines = self.measured(), self.other_machines()
+        earlier = other_machines.get(name, []) + ([rows[name]] if name in rows else [])
+        if kept := [other for other in earlier if other.get("machine") != result.get("machine")]:
+            other_machines = {**other_machines, name: kept}
+        self.write_page({**rows, name: result}, other_machines)
 
     def main_job_metrics(self) -> dict | None:
         """The main job's full-length scores: from its evaluation where the folder is at hand, else those recorded
@@ -289,13 +305,15 @@ class AblationRunner:
             return row_metrics(json.loads(evaluation.read_text()))
         return (self.saved() or {}).get("main_job")
 
-    def results(self, measured: dict) -> dict:
+    def results(self, measured: dict, other_machines: dict) -> dict:
         """The page's input (`ablation_page`) and ablations.json's content."""
         preset_share = understanding_share(preset_task_weights(self.recipe))
         rows = {row.name: measured[row.name] for row in ROWS if row.name in measured}
+        others = {row.name: other_machines[row.name] for row in ROWS if row.name in other_machines}
+        machines = {result["machine"] for result in [*rows.values(), *sum(others.values(), [])]}
         return {
             "command": self.command,
-            "machine": "; ".join(sorted({result["machine"] for result in rows.values()})) or describe_machine(),
+            "machine": "; ".join(sorted(machines)) or describe_machine(),
             "identity": self.recipe.identity(),
             "recipe": recipe_lines(self.recipe, rows),
             "rows": rows,
@@ -304,12 +322,14 @@ class AblationRunner:
             "paper_rows": {row.name: row.paper_row for row in ROWS if row.paper_row},
             "mix": {row.name: (row.family, row.understanding_share or preset_share) for row in ROWS if row.family},
             "main_job": self.main_job_metrics(),
+            "other_machines": others,
         }
 
-    def write_page(self, measured: dict | None = None) -> Path:
-        """ABLATIONS.md, ablations.json and ablations.png of `measured` (default: the rows measured so far) in the
-        output folder; returns the page's path."""
-        results = self.results(self.measured() if measured is None else measured)
+    def write_page(self, measured: dict | None = None, other_machines: dict | None = None) -> Path:
+        """ABLATIONS.md, ablations.json and ablations.png of `measured` and `other_machines` (default: those of
+        ablations.json) in the output folder; returns the page's path."""
+        results = self.results(self.measured() if measured is None else measured,
+                               self.other_machines() if other_machines is None else other_machines)
         self.output.mkdir(parents=True, exist_ok=True)
         self.results_file.write_text(json.dumps(results, indent=1) + "\n")
         if results["rows"]:
@@ -346,12 +366,12 @@ def recipe_lines(recipe: AblationRecipe, rows: dict) -> list[str]:
 
 def page_command(argv: list[str]) -> str:
     """The command line that writes the whole page: `dualspeechlm-ablate` with `argv`'s recipe and folder flags, less
-    the choice of rows (`--rows`, `--page-only`), which differs between the runs that fill one page."""
+    the choice of rows (`--rows`, `--page-only`, `--again`), which differs between the runs that fill one page."""
     kept, in_rows = [], False
     for arg in argv:
         if arg.startswith("--"):
             in_rows = arg == "--rows"
-            if arg in ("--rows", "--page-only"):
+            if arg in ("--rows", "--page-only", "--again"):
                 continue
         if not in_rows:
             kept.append(arg)
@@ -363,13 +383,15 @@ def main(argv=None) -> None:
     parser.add_argument("--rows", nargs="+", choices=ROW_NAMES, default=list(ROW_NAMES),
                         help="run in this order, rows of the shared stage 1 first (default: every row)")
     parser.add_argument("--page-only", action="store_true", help="write the page from the rows measured so far")
+    parser.add_argument("--again", action="store_true",
+                        help="measure the rows on this machine also where another one measured them (both kept)")
     args = vars(parser.parse_args(argv))
     command = page_command(sys.argv[1:] if argv is None else argv)
-    chosen, page_only = args.pop("rows"), args.pop("page_only")
+    chosen, page_only, again = args.pop("rows"), args.pop("page_only"), args.pop("again")
     runner = AblationRunner(recipe_from_args(AblationRecipe, args), command)
     if not page_only:
         by_name = {row.name: row for row in ROWS}
-        runner.run(tuple(by_name[name] for name in dict.fromkeys(chosen)))
+        runner.run(tuple(by_name[name] for name in dict.fromkeys(chosen)), again)
     print(f"wrote {runner.write_page()}")
 
 
