@@ -78,6 +78,21 @@ def test_whisper_removes_the_voicing_and_keeps_the_length():
     assert torch.equal(whispered(waveform), whispered(waveform))  # the same clip whispers the same way
 
 
+def test_a_whisper_is_the_same_whatever_the_thread_count():
+    """The corpus is the same bytes on every machine: no float sum in the whisper may depend on torch's threads."""
+    clips = [torch.from_numpy(np.random.default_rng(length).standard_normal(length).astype(np.float32) / 10)
+             for length in range(48_000, 48_012)]  # torch's parallel mean rounds differently on some of these
+    threads = torch.get_num_threads()
+    try:
+        whispers = {}
+        for count in (1, 2, 3):
+            torch.set_num_threads(count)
+            whispers[count] = [whispered(clip) for clip in clips]
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(one, other) for count in (2, 3) for one, other in zip(whispers[1], whispers[count]))
+
+
 def test_batches_keep_the_order_of_the_jobs():
     texts = ["anna saw the red cat", "the dog ran", "please open the door"]
     jobs = [(text, VOICES[engine]) for text in texts for engine in ("festival", "flite")]

@@ -162,7 +162,14 @@ def whispered(waveform: torch.Tensor, n_fft: int = 512, hop: int = 128, lifter: 
     generator = torch.Generator().manual_seed(int(waveform.numel()))  # same input, same whisper
     phase = torch.rand(envelope.shape, generator=generator) * 2 * torch.pi
     noise = torch.istft(torch.polar(envelope, phase), n_fft, hop, window=window, length=waveform.numel())
-    return noise * (waveform.pow(2).mean().sqrt() / noise.pow(2).mean().sqrt().clamp_min(1e-8) / 3)
+    return noise * (root_mean_square(waveform) / max(root_mean_square(noise), 1e-8) / 3)
+
+
+def root_mean_square(waveform: torch.Tensor) -> float:
+    """The RMS of `waveform` [samples], summed by numpy in float64: torch's parallel sums round differently with the
+    number of threads, and the corpus must be the same bytes whatever the machine's thread count."""
+    samples = waveform.numpy().astype(np.float64)
+    return float(np.sqrt(np.mean(samples * samples)))
 
 
 def read_wav(data: bytes) -> tuple[np.ndarray, int]:
