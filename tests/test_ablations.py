@@ -169,8 +169,10 @@ def test_a_row_measured_again_here_keeps_the_other_machines_result(tiny_ablation
     runner.write_page({"dualspeechlm": result("CPU B", 0.3), "dualspeechlm-seed-1": result("CPU B", 0.35),
                        "no-reconstruction-loss": result("CPU A", 0.2)})
     claim = "| no-reconstruction-loss{} | ASR WER (seen voices) | 4.2% -> 4.7% (worse) | {} |"
-    assert claim.format(" (against the full row of another machine)", "30.0% -> 20.0% (better) | reversed") in (
-        runner.write_page().read_text())
+    page = runner.write_page().read_text()
+    assert claim.format(" (against the full row of another machine)", "30.0% -> 20.0% (better) | reversed") in page
+    runner.write_page({**runner.measured(), "dualspeechlm-seed-1": result("CPU A", 0.35)})
+    assert "## Seed spread" not in runner.write_page().read_text()  # seeds 0 and 1 from two machines: no spread
 
     ran = []
     monkeypatch.setattr(ablations, "describe_machine", lambda: "CPU A")
@@ -181,6 +183,7 @@ def test_a_row_measured_again_here_keeps_the_other_machines_result(tiny_ablation
     runner.run(chosen, again=True)
     runner.run(chosen, again=True)
     assert ran == ["dualspeechlm"]  # measured on this machine once, then found here
+    runner.write_page({**runner.measured(), "dualspeechlm-seed-1": result("CPU B", 0.35)})
 
     saved = runner.saved()
     assert saved["rows"]["dualspeechlm"]["machine"] == "CPU A"

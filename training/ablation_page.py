@@ -68,12 +68,13 @@ def on_machine(name: str, machine: str | None, rows: dict, other_machines: dict)
 
 
 def seed_spreads(rows: dict, other_machines: dict | None = None) -> dict:
-    """{row: {metric: |seed 0 - seed 1|}} of each row measured under a second seed (`<row>-seed-1`), against the seed-0
-    result of the same machine where there is one."""
+    """{row: {metric: |seed 0 - seed 1|}} of each row measured under a second seed (`<row>-seed-1`) and under seed 0 on
+    the same machine (a pair from two machines would count their rebuild of the parts as noise)."""
     spreads = {}
     for name, result in rows.items():
         base = name.removesuffix("-seed-1")
-        if name != base and (first_result := on_machine(base, result.get("machine"), rows, other_machines or {})):
+        first_result = on_machine(base, result.get("machine"), rows, other_machines or {})
+        if name != base and first_result and first_result.get("machine") == result.get("machine"):
             first, second = first_result["metrics"], result["metrics"]
             spreads[base] = {key: abs(first[key] - second[key]) for key in BETTER if key in first and key in second}
     return spreads
