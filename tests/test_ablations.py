@@ -260,6 +260,7 @@ def test_the_page_of_known_results(tmp_path):
     assert "| dualspeechlm (seed 0 vs 1) | 2.0 pts | 0.0 pts | 0.0 | 0.0 pts | 0.0 pts | 0.0 pts | 0.00 |" in lines
     assert "| dualspeechlm | 35% | 10.0% | 90.0% |" in lines and "| dualspeechlm | 50% | 5.0% | 95.0% |" in lines
     assert any(line.startswith("Not measured yet: `no-understanding-loss`, ") for line in lines)
+    assert any(line.startswith("Not among the rows: the paper's Baseline-Acoustic") for line in lines)
     assert "dualspeechlm 30.0%" in "\n".join(lines)  # the AcousticGPT row's USTokens through the decoder
     assert "The main job's model was not at hand for this page" in "\n".join(lines)
     assert plot_ablations(results, tmp_path / "ablations.png").stat().st_size > 10_000
