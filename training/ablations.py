@@ -211,7 +211,7 @@ class AblationRunner:
         return saved["rows"]
 
     def other_machines(self) -> dict:
-        """{row: [results]}: the rows measured again elsewhere (`--again`), as the machines before measured them."""
+        """{row: [results]}: other machines' results of the rows measured again on a later one (`--again`)."""
         return (self.saved() or {}).get("other_machines", {})
 
     def claim_work_folder(self) -> None:
@@ -310,7 +310,8 @@ class AblationRunner:
         preset_share = understanding_share(preset_task_weights(self.recipe))
         rows = {row.name: measured[row.name] for row in ROWS if row.name in measured}
         others = {row.name: other_machines[row.name] for row in ROWS if row.name in other_machines}
-        machines = {result["machine"] for result in [*rows.values(), *sum(others.values(), [])]}
+        machines = {result["machine"] for result in rows.values()} | {
+            other["machine"] for results in others.values() for other in results}
         return {
             "command": self.command,
             "machine": "; ".join(sorted(machines)) or describe_machine(),
