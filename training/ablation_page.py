@@ -58,22 +58,27 @@ def worse(key: str, value: float, reference: float) -> bool:
     return value > reference if BETTER[key] == "lower" else value < reference
 
 
+def every_result(name: str, rows: dict, other_machines: dict) -> list[dict]:
+    """Row `name`'s results, its latest first. `other_machines`: {row: [results]} of rows measured again elsewhere
+    (ablations.json's "other_machines")."""
+    return ([rows[name]] if name in rows else []) + other_machines.get(name, [])
+
+
 def on_machine(name: str, machine: str | None, rows: dict, other_machines: dict) -> dict | None:
-    """Row `name`'s result measured on `machine` where one was, else its latest (None: not measured).
-    `other_machines`: {row: [results]} of rows measured again elsewhere (ablations.json's "other_machines")."""
-    for result in ([rows[name]] if name in rows else []) + other_machines.get(name, []):
+    """Row `name`'s result measured on `machine` where one was, else its latest (None: not measured)."""
+    for result in every_result(name, rows, other_machines):
         if machine is not None and result.get("machine") == machine:
             return result
     return rows.get(name)
 
 
-def seed_spreads(rows: dict, other_machines: dict | None = None) -> dict:
+def seed_spreads(rows: dict, other_machines: dict) -> dict:
     """{row: {metric: |seed 0 - seed 1|}} of each row measured under a second seed (`<row>-seed-1`) and under seed 0 on
     the same machine (a pair from two machines would count their rebuild of the parts as noise)."""
     spreads = {}
     for name, result in rows.items():
         base = name.removesuffix("-seed-1")
-        first_result = on_machine(base, result.get("machine"), rows, other_machines or {})
+        first_result = on_machine(base, result.get("machine"), rows, other_machines)
         if name != base and first_result and first_result.get("machine") == result.get("machine"):
             first, second = first_result["metrics"], result["metrics"]
             spreads[base] = {key: abs(first[key] - second[key]) for key in BETTER if key in first and key in second}
@@ -88,14 +93,13 @@ def verdict(key: str, paper: tuple[float, float], here: tuple[float, float], spr
     return "held" if worse(key, here[1], here[0]) == worse(key, paper[1], paper[0]) else "reversed"
 
 
-def claims(rows: dict, paper: dict, other_machines: dict | None = None) -> list[dict]:
+def claims(rows: dict, paper: dict, other_machines: dict) -> list[dict]:
     """Every metric the paper reports for both the full row and another measured row: the paper's change, ours and
     the verdict. `rows`: {name: result with "metrics"}; `paper`: {name: {metric: the paper's figure}};
     `other_machines`: {name: [results]} of rows measured again elsewhere. Each row is compared with the full row of
     its own machine where one was measured there ("across_machines": False)."""
     if FULL_ROW not in rows:
         return []
-    other_machines = other_machines or {}
     spread = {}  # the noise of the recipe: per metric, the largest spread of any row measured under two seeds
     for row_spread in seed_spreads(rows, other_machines).values():
         for key, value in row_spread.items():
@@ -132,12 +136,12 @@ def mix_rows(rows: dict, families: dict) -> list[tuple[str, float, dict]]:
     return sorted(found, key=lambda item: (item[0], item[1]))
 
 
-def measured_where(rows: dict, order, other_machines: dict | None = None) -> list[str]:
+def measured_where(rows: dict, order, other_machines: dict) -> list[str]:
     """Page lines naming the rows each machine measured, where they came from more than one (each machine trains
     the main job's parts anew, so a comparison across machines carries that rebuild too); none otherwise."""
     by_machine = {}
     for name in order:
-        for result in ([rows[name]] if name in rows else []) + (other_machines or {}).get(name, []):
+        for result in every_result(name, rows, other_machines):
             if "machine" in result:
                 by_machine.setdefault(result["machine"], []).append(name)
     if len(by_machine) < 2:
