@@ -130,6 +130,21 @@ class SpeechCodecMixin:
         return CodecEncoderOutput(codes=codes * mask[:, None], lengths=frame_lengths)
 
     @torch.no_grad()
+    def encode_each(self, waveforms: list, sampling_rate: int | None = None,
+                    batch_size: int = 16) -> list[torch.LongTensor]:
+        """Codes `[num_codebooks, frames]` of each of many 1-D waveforms, encoded in batches of like length (little
+        padding; longest first, so that each batch's buffers fit in the freed ones of the batch before)."""
+        codes = [None] * len(waveforms)
+        order = sorted(range(len(waveforms)), key=lambda i: len(waveforms[i]), reverse=True)
+        for start in range(0, len(order), batch_size):
+            picked = order[start : start + batch_size]
+            out = self.encode([torch.as_tensor(waveforms[i], dtype=torch.float32) for i in picked],
+                              sampling_rate=sampling_rate)
+            for i, row, length in zip(picked, out.codes.cpu(), out.lengths.tolist()):
+                codes[i] = row[:, :length]
+        return codes
+
+    @torch.no_grad()
     def decode(self, codes, lengths=None, ustokens=None, ustoken_lengths=None,
                speaker_embeddings=None) -> CodecDecoderOutput:
         """codes `[batch, num_codebooks, frames]` (or `[num_codebooks, frames]`) -> waveforms. A codec with

@@ -90,21 +90,26 @@ class USTokenizerFeatureExtractor(WhisperFeatureExtractor):
                 f"it into chunks of at most {limit} s and tokenize each, e.g. "
                 f"[audio[i:i + n] for i in range(0, len(audio), n)] with n = int({limit} * sampling_rate)")
 
+    def waveforms(self, raw_speech, sampling_rate: int | None) -> list[torch.Tensor]:
+        """raw_speech: one mono clip or a list of them at `sampling_rate` -> checked 1-D float32 waveforms at
+        `self.sampling_rate` (the module docstring's rules), the audio a tokenizer of waveforms reads."""
+        if sampling_rate is None:
+            raise ValueError(f"sampling_rate is required: pass the rate raw_speech was recorded at "
+                             f"(any rate; {type(self).__name__} resamples to {self.sampling_rate} Hz)")
+        items = self._as_items(raw_speech)
+        for index, item in enumerate(items):
+            self._check(index, item, sampling_rate)
+        if sampling_rate == self.sampling_rate:
+            return items
+        return [torchaudio.functional.resample(item, sampling_rate, self.sampling_rate) for item in items]
+
     def __call__(self, raw_speech, sampling_rate: int | None = None, return_tensors: str | None = None,
                  device: str = "cpu", **kwargs) -> BatchFeature:
         """raw_speech: one mono clip or a list of them (np / torch / list of floats) at `sampling_rate`
         -> `input_features` [batch, 80, frames] and `attention_mask` [batch, frames] (int32), frames =
         the longest item's samples // 160 at 16 kHz."""
-        if sampling_rate is None:
-            raise ValueError(f"sampling_rate is required: pass the rate raw_speech was recorded at "
-                             f"(any rate; {type(self).__name__} resamples to {self.sampling_rate} Hz)")
-        items = self._as_items(raw_speech)
-        features = []
-        for index, item in enumerate(items):
-            self._check(index, item, sampling_rate)
-            if sampling_rate != self.sampling_rate:
-                item = torchaudio.functional.resample(item, sampling_rate, self.sampling_rate)
-            features.append(self._torch_extract_fbank_features(item[None].numpy(), device)[0])
+        features = [self._torch_extract_fbank_features(item[None].numpy(), device)[0]
+                    for item in self.waveforms(raw_speech, sampling_rate)]
         frames = max(feature.shape[-1] for feature in features)
         input_features = np.full((len(features), self.feature_size, frames), self.padding_value, dtype=np.float32)
         attention_mask = np.zeros((len(features), frames), dtype=np.int32)

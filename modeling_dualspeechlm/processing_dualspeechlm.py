@@ -1,6 +1,7 @@
 """DualSpeechLMProcessor: raw audio and text in, model inputs out; generated ids back to text.
 
     audio ──USTokenizerFeatureExtractor──> log-mel ──USTokenizerModel.encode──> USToken ids (25 Hz)
+          (or, for the paper's Baseline-Acoustic, checked audio ──CodecTokensModel.tokenize──> codec token ids)
     ids + text fields ──build_inputs (tasks.build_inputs: the eight prompts)──> input_ids, condition_mask, ...
     generated text ids ──tokenizer──> text
     reference audio ──speaker encoder──> speaker embedding (the target voice)
@@ -28,7 +29,7 @@ from transformers.utils import PROCESSOR_NAME, cached_file
 
 from .configuration_dualspeechlm import DualSpeechLMConfig, speech_token_strings
 from .feature_extraction_ustokenizer import USTokenizerFeatureExtractor
-from .modeling_ustokenizer import USTokenizerModel
+from .modeling_codec_tokens import load_speech_tokenizer
 from .registration import register_processor
 from .speaker_encoder import SpeakerEncoderModel
 from .tasks import build_inputs, get_task
@@ -61,7 +62,8 @@ class DualSpeechLMProcessor(ProcessorMixin):
         feature_extractor ([`USTokenizerFeatureExtractor`]): raw audio -> log-mel.
         tokenizer (`PreTrainedTokenizerBase`): the text tokenizer holding `<audio>`, `</audio>`, `<a_0>`..`<a_{K-1}>`
             (what `DualSpeechLMForConditionalGeneration.from_text_model` adds), K = the USTokenizer's codebook size.
-        ustokenizer ([`USTokenizerModel`]): log-mel -> USToken ids.
+        ustokenizer ([`USTokenizerModel`] or [`CodecTokensModel`]): log-mel -> USToken ids, or audio -> codec token
+            ids (a model that `reads_waveforms`).
         speaker_encoder ([`SpeakerEncoderModel`], optional): reference audio -> speaker embedding.
     """
 
@@ -113,7 +115,7 @@ class DualSpeechLMProcessor(ProcessorMixin):
         loaders = {
             "tokenizer": lambda: AutoTokenizer.from_pretrained(path, **hub),
             "feature_extractor": lambda: USTokenizerFeatureExtractor.from_pretrained(path, **ustokenizer_at),
-            "ustokenizer": lambda: USTokenizerModel.from_pretrained(path, **ustokenizer_at),
+            "ustokenizer": lambda: load_speech_tokenizer(path, **ustokenizer_at),
             "speaker_encoder": lambda: SpeakerEncoderModel.from_pretrained(path, subfolder="speaker_encoder", **hub),
         }
         for name, load in loaders.items():
@@ -160,7 +162,10 @@ class DualSpeechLMProcessor(ProcessorMixin):
         return BatchFeature(batch)
 
     def speech_ids(self, audio, sampling_rate: int | None) -> list[list[int]]:
-        """USToken ids (25 per second) of one mono clip or a list of clips (arrays / tensors / lists of floats)."""
+        """USToken ids (25 per second) of one mono clip or a list of clips (arrays / tensors / lists of floats); the
+        codec's token ids where the speech tokenizer `reads_waveforms`."""
+        if getattr(self.ustokenizer, "reads_waveforms", False):
+            return self.ustokenizer.tokenize(self.feature_extractor.waveforms(audio, sampling_rate))
         features = self.feature_extractor(audio, sampling_rate=sampling_rate, return_tensors="pt")
         model = self.ustokenizer
         encoded = model.encode(features["input_features"].to(model.device, model.dtype),

@@ -7,8 +7,12 @@ import math
 import pytest
 import torch
 
+from dualspeechlm.configuration_codec_tokens import CodecTokensConfig
 from dualspeechlm.configuration_dualspeechlm import DualSpeechLMConfig
+from dualspeechlm.configuration_mel_codec import MelCodecConfig
 from dualspeechlm.configuration_ustokenizer import USTokenizerConfig
+from dualspeechlm.modeling_codec_tokens import CodecTokensModel
+from dualspeechlm.processing_dualspeechlm import DualSpeechLMProcessor
 from dualspeechlm.tasks import UNDERSTANDING_TASKS
 from dualspeechlm.training import ablations
 from dualspeechlm.training.ablation_page import ablation_page, plot_ablations, row_metrics
@@ -87,14 +91,19 @@ def test_every_row_builds_and_trains_a_step_on_tiny_parts(tiny_ablation, tmp_pat
     runner = AblationRunner(recipe, log=lambda message: None)
     for row in ROWS:
         tokenizer = runner.stage1(row)
-        tokens = USTokenizerConfig.from_pretrained(tokenizer)
         expected_tokens = {"no-understanding-loss": ("understanding_weight", 0.0),
                            "no-reconstruction-loss": ("reconstruction_weight", 0.0),
                            "kmeans-tokens": ("kmeans_tokens", True)}
-        if row.name in expected_tokens:
+        if row.codec_tokens:  # the codec's first codebook, at its frame rate
+            tokens = CodecTokensConfig.from_pretrained(tokenizer)
+            assert tokenizer.name == row.name and (tokens.codebook, tokens.codebook_size) == (0, 16)
+            assert tokens.tokens_per_second == 50.0
+        elif row.name in expected_tokens:
+            tokens = USTokenizerConfig.from_pretrained(tokenizer)
             name, value = expected_tokens[row.name]
             assert tokenizer.name == row.name and getattr(tokens, name) == value, row.name
         else:
+            tokens = USTokenizerConfig.from_pretrained(tokenizer)
             assert tokenizer.name == "shared" and (tokens.understanding_weight, tokens.kmeans_tokens) == (5.0, False)
 
         stage3 = stage3_recipe(row, recipe, tokenizer, tmp_path / row.name)
@@ -103,6 +112,7 @@ def test_every_row_builds_and_trains_a_step_on_tiny_parts(tiny_ablation, tmp_pat
         train_dualspeechlm(stage3)
         config = DualSpeechLMConfig.from_pretrained(tmp_path / row.name)
         assert (config.acoustic_loss_weight > 0) == row.speaks_through_acoustic_gpt, row.name
+        assert config.num_speech_tokens == (16 if row.codec_tokens else 32), row.name
         assert config.semantic_supervision == (row.name != "no-semantic-supervision")
         assert config.coc_modes == (("both",) if row.name == "no-coc" else ("prompt", "target", "both"))
         log = json.loads((tmp_path / row.name / "training_log.json").read_text())
@@ -142,6 +152,19 @@ def test_a_run_measures_its_rows_continues_where_it_stopped_and_writes_the_page(
         AblationRunner(dataclasses.replace(recipe, stage3_steps=2, output_dir=str(tmp_path / "other"))).run(chosen)
     with pytest.raises(FileNotFoundError, match=r"make codec"):
         AblationRunner(dataclasses.replace(recipe, codec=str(tmp_path / "none"))).run(chosen)
+
+
+def test_baseline_acoustic_reads_writes_and_speaks_the_codecs_tokens(tiny_ablation, tmp_path):
+    runner = AblationRunner(tiny_ablation(tmp_path / "work"), log=lambda message: None)
+    result = runner.run_row(ROW["baseline-acoustic"])
+    assert 0 <= result["metrics"]["asr_wer"] and "tts_whisper_wer" in result["metrics"]
+    folder = tmp_path / "work" / "baseline-acoustic"
+    # the model's processor tokenizes audio with the codec, and the model speaks through a decoder of those tokens
+    processor = DualSpeechLMProcessor.from_pretrained(folder / "model")
+    assert isinstance(processor.ustokenizer, CodecTokensModel) and processor.num_speech_tokens == 16
+    decoder = MelCodecConfig.from_pretrained(folder / "decoder")
+    assert (decoder.ustoken_vocab_size, decoder.frames_per_ustoken, decoder.ustoken_decode_codebooks) == (16, 1, 0)
+    assert DualSpeechLMConfig.from_pretrained(folder / "model").codec_config.ustoken_vocab_size == 16
 
 
 def test_runners_side_by_side_keep_each_others_rows(tiny_ablation, tmp_path, monkeypatch):
@@ -260,7 +283,6 @@ def test_the_page_of_known_results(tmp_path):
     assert "| dualspeechlm (seed 0 vs 1) | 2.0 pts | 0.0 pts | 0.0 | 0.0 pts | 0.0 pts | 0.0 pts | 0.00 |" in lines
     assert "| dualspeechlm | 35% | 10.0% | 90.0% |" in lines and "| dualspeechlm | 50% | 5.0% | 95.0% |" in lines
     assert any(line.startswith("Not measured yet: `no-understanding-loss`, ") for line in lines)
-    assert any(line.startswith("Not among the rows: the paper's Baseline-Acoustic") for line in lines)
     assert "dualspeechlm 30.0%" in "\n".join(lines)  # the AcousticGPT row's USTokens through the decoder
     assert "The main job's model was not at hand for this page" in "\n".join(lines)
     assert plot_ablations(results, tmp_path / "ablations.png").stat().st_size > 10_000

@@ -274,10 +274,12 @@ def test_codec_codes_keep_the_order_and_equal_one_by_one():
     waveforms = [0.1 * np.random.default_rng(n).standard_normal(n).astype(np.float32)
                  for n in (900, 4000, 320, 2500, 641)]
     codec.encode(torch.from_numpy(waveforms[1]))  # k-means init
-    codes, frames = codec_codes(codec, waveforms, batch_size=2)
-    for waveform, item, count in zip(waveforms, codes, frames):
+    batched = codec.encode_each(waveforms, batch_size=2)  # batches of like length, longest first
+    codes, frames = codec_codes(codec, waveforms)
+    for waveform, each, item, count in zip(waveforms, batched, codes, frames):
         alone = codec.encode(torch.from_numpy(waveform))
-        assert count == alone.lengths.item() and np.array_equal(item, alone.codes[0].flatten().numpy())
+        assert torch.equal(each, alone.codes[0]) and count == alone.lengths.item()
+        assert np.array_equal(item, alone.codes[0].flatten().numpy())
 
 
 def test_recipe_can_leave_acousticgpt_untrained(tiny_recipe, tmp_path, monkeypatch):

@@ -186,10 +186,6 @@ def ablation_page(results: dict) -> str:
     lines += measured_where(rows, results["descriptions"], other_machines)
     if missing := [name for name in results["descriptions"] if name not in rows]:
         lines += ["", "Not measured yet: " + ", ".join(f"`{name}`" for name in missing) + "."]
-    lines += ["", "Not among the rows: the paper's Baseline-Acoustic (codec tokens in and out, no USTokenizer). The "
-              "LLM here reads speech only as tokens of the Whisper encoder's features (USTokens, or the k-means "
-              "row's), so that row needs the codec as a token source of its own: a stage-3 cache of codec codes in "
-              "place of the encoder's, and speech decoded by the codec from the codes the LLM writes."]
     if semantic := {name: r["metrics"]["tts_semantic_whisper_wer"] for name, r in rows.items()
                     if "tts_semantic_whisper_wer" in r["metrics"]}:
         lines += ["", "The USTokens the AcousticGPT rows wrote, rendered instead by the USToken-reading decoder "

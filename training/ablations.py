@@ -7,9 +7,11 @@
 
 The rows (`ROWS`) share the main job's corpus, Whisper, codec, speaker encoder, stage 1's text LLM and encoder cache
 (`make corpus whisper codec speaker-encoder text-llm encoder-cache`). Each row runs, in `--work-dir`:
-    1. its stage 1: the tiny preset at `tokenizer_steps` (the rows that change nothing there share one);
+    1. its stage 1: the tiny preset at `tokenizer_steps` (the rows that change nothing there share one), or, for
+       Baseline-Acoustic, no training: the codec's first codebook as its speech tokens (`CodecTokensModel`);
     2. once, the USToken-reading decoder of the shared stage 1 (`decoder_steps`): the semantic-only rows speak
        through it, and it renders the USTokens the AcousticGPT rows write as a second reading of their speech;
+       Baseline-Acoustic speaks through one of its own, the codec's decoder taught the same way to read its tokens;
     3. stage 3: the tiny preset at `stage3_steps`, AcousticGPT trained on the codec's codes unless the row speaks
        through the decoder;
     4. the evaluation of the first `eval_limit` examples of every task on both test splits.
@@ -35,6 +37,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dualspeechlm.codecs import load_codec
+from dualspeechlm.feature_extraction_ustokenizer import USTokenizerFeatureExtractor
+from dualspeechlm.modeling_codec_tokens import CodecTokensModel
 from dualspeechlm.tasks import UNDERSTANDING_TASKS
 
 from .ablation_page import ablation_page, plot_ablations, row_metrics
@@ -60,6 +65,7 @@ class Row:
     description: str
     stage3: dict  # DualSpeechLMRecipe fields over the short recipe's
     tokenizer: dict = field(default_factory=dict)  # USTokenizerRecipe fields of its own stage 1 ({}: the shared one)
+    codec_tokens: bool = False  # the LLM reads and writes the codec's first codebook instead of USTokens
     understanding_share: float | None = None  # the understanding tasks' share of the batches (None: the preset's)
     family: str | None = None  # the model the task-mix rows vary
     paper: dict = field(default_factory=dict)  # the paper's figures for the row
@@ -68,6 +74,11 @@ class Row:
     @property
     def speaks_through_acoustic_gpt(self) -> bool:
         return self.stage3["acoustic_loss_weight"] > 0
+
+    @property
+    def own_stage1(self) -> bool:
+        """Whether the row's tokens are its own, not the shared stage 1's."""
+        return bool(self.tokenizer) or self.codec_tokens
 
 
 ROWS = (
@@ -79,6 +90,10 @@ ROWS = (
         family="baseline-semantic",
         paper={"asr_wer": 0.0570, "s2tt_bleu": 11.13, "ser_accuracy": 0.5191, "tts_whisper_wer": 0.2172,
                "tts_sim": 0.80}),
+    Row("baseline-acoustic", "codec tokens in and out (the codec's first codebook), spoken by the codec's decoder "
+        "taught to read them", SEMANTIC, codec_tokens=True,
+        paper={"asr_wer": 0.3652, "s2tt_bleu": 1.91, "ser_accuracy": 0.5490, "tts_whisper_wer": 0.2211,
+               "tts_sim": 0.88}),
     Row("no-understanding-loss", "stage 1 without the understanding loss", ACOUSTIC,
         tokenizer={"tokenizer_config": {"understanding_weight": 0.0}},
         paper={"asr_wer": 0.0481, "tts_whisper_wer": 0.0859}),
@@ -224,20 +239,26 @@ class AblationRunner:
         stamp.write_text(json.dumps(identity, indent=1) + "\n")
 
     def stage1(self, row: Row) -> Path:
-        """The row's stage-1 folder, trained when missing (the shared one for rows that change nothing there)."""
-        folder = self.work / "tokenizers" / (row.name if row.tokenizer else "shared")
+        """The row's stage-1 folder, trained when missing (the shared one for rows that change nothing there; the
+        codec's tokens, untrained, with the text LLM beside them, for a `codec_tokens` row)."""
+        folder = self.work / "tokenizers" / (row.name if row.own_stage1 else "shared")
         if not (folder / "config.json").is_file():
             self.log(f"[{row.name}] stage 1 -> {folder}")
             shutil.copytree(self.recipe.text_llm, folder / TEXT_LLM, dirs_exist_ok=True)
-            train_ustokenizer(stage1_recipe(row, self.recipe, folder))
+            if row.codec_tokens:
+                USTokenizerFeatureExtractor().save_pretrained(folder)  # the processor's checks of input audio
+                CodecTokensModel.from_codec(load_codec(self.recipe.codec)).save_pretrained(folder)
+            else:
+                train_ustokenizer(stage1_recipe(row, self.recipe, folder))
         return folder
 
-    def decoder(self) -> Path:
-        """The USToken-reading decoder of the shared stage 1, trained when missing."""
-        folder = self.work / "decoder"
+    def decoder(self, row: Row = ROWS[0]) -> Path:
+        """The codec decoder that reads `row`'s tokens (the shared stage 1's, unless the row has `codec_tokens`),
+        trained when missing."""
+        folder = self.work / row.name / "decoder" if row.codec_tokens else self.work / "decoder"
         if not (folder / "config.json").is_file():
-            tokenizer = self.stage1(ROWS[0])
-            self.log(f"USToken-reading decoder -> {folder}")
+            tokenizer = self.stage1(row)
+            self.log(f"[{row.name}] decoder of its tokens -> {folder}")
             recipe = self.recipe
             flags = [item for name, value in recipe.decoder.items() for item in (f"--{name}", str(value))]
             train_codec_decoder(["--codec", recipe.codec, "--ustokenizer", str(tokenizer), "--corpus", recipe.corpus,
@@ -257,7 +278,7 @@ class AblationRunner:
 
         tokenizer = self.stage1(row)
         lap("stage1")
-        decoder = None if row.tokenizer else self.decoder()  # it reads the shared stage 1's tokens only
+        decoder = None if row.tokenizer else self.decoder(row)  # none reads the tokenizer ablations' tokens
         lap("decoder")
         model = self.work / row.name / "model"
         if not (model / "config.json").is_file():
@@ -282,7 +303,7 @@ class AblationRunner:
         self.measured()  # refuses another recipe's results before anything is trained
         self.claim_work_folder()
         here = describe_machine()
-        for row in sorted(rows, key=lambda row: bool(row.tokenizer)):  # the shared stage 1's rows first
+        for row in sorted(rows, key=lambda row: row.own_stage1):  # the shared stage 1's rows first
             if (done := self.measured().get(row.name)) and not (again and done.get("machine") != here):
                 self.log(f"[{row.name}] measured already ({self.results_file})")
                 continue
@@ -351,7 +372,7 @@ def recipe_lines(recipe: AblationRecipe, rows: dict) -> list[str]:
         f"stage 3: the tiny preset at {recipe.stage3_steps:,} steps (the main job: 9,000), AcousticGPT trained on "
         "the codec's codes in the rows that speak through it",
         f"the USToken-reading decoder: {recipe.decoder_steps:,} steps on the shared stage 1's tokens (the main job: "
-        "8,000)",
+        "8,000); Baseline-Acoustic's decoder as many on its codec tokens",
         f"evaluation: the first {recipe.eval_limit} examples of every task on `test` (seen voices) and "
         "`test_unseen_voice`; TTS is judged on the seen voices",
         "seed 0 everywhere except the seed rows' stage 3",

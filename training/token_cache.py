@@ -2,10 +2,11 @@
 and speaker embeddings of every audio a generation task must write.
 
 A cached split is the corpus split's text columns plus, per audio column `c`:
-`c_ustokens` (USToken ids, 25 per second) and, where `c` is a generation target (TTS `audio`, SC
-`answer_audio`, T2ST `translation_audio`, VC `target_audio`), `c_speaker` (the speaker encoder's embedding)
-and, when a codec is given, `c_codes` (`[num_codebooks * frames]` row-major) + `c_frames`: AcousticGPT's
-targets, which only a recipe that trains it reads (they were 90% of the cache's time). The Whisper encoder
+`c_ustokens` (USToken ids, 25 per second; or, from a `CodecTokensModel`, codec tokens read from the audio) and,
+where `c` is a generation target (TTS `audio`, SC `answer_audio`, T2ST `translation_audio`, VC `target_audio`),
+`c_speaker` (the speaker encoder's embedding) and, when a codec is given, `c_codes` (`[num_codebooks * frames]`
+row-major) + `c_frames`: AcousticGPT's targets, which only a recipe that trains it reads (they were 90% of the
+cache's time). The Whisper encoder
 outputs come from `encoder_cache` (shared with stage 1), so USTokens cost only the small convs.
 """
 
@@ -19,6 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from dualspeechlm.feature_extraction_ustokenizer import USTokenizerFeatureExtractor
+from dualspeechlm.modeling_codec_tokens import CodecTokensModel
 from dualspeechlm.modeling_ustokenizer import USTokenizerModel
 from dualspeechlm.processing.corpus import load_corpus
 from dualspeechlm.processing.corpus.builder import AUDIO_COLUMNS
@@ -55,25 +57,15 @@ def ustokens(ustokenizer: USTokenizerModel, cached: datasets.Dataset, batch_size
     return ids
 
 
-@torch.no_grad()
-def codec_codes(codec, waveforms: list[np.ndarray], batch_size: int = 16) -> tuple[list[np.ndarray], list[int]]:
+def codec_codes(codec, waveforms: list[np.ndarray]) -> tuple[list[np.ndarray], list[int]]:
     """-> (codes `[num_codebooks * frames]` int16 per item, frames per item)."""
-    codes, frames = [None] * len(waveforms), [0] * len(waveforms)
-    # little padding per batch; longest first, so that each batch's buffers fit in the freed ones of the batch before
-    # (ascending sizes grew the heap by about 1 MB per item)
-    order = sorted(range(len(waveforms)), key=lambda i: len(waveforms[i]), reverse=True)
-    for start in range(0, len(order), batch_size):
-        picked = order[start : start + batch_size]
-        out = codec.encode([torch.from_numpy(np.asarray(waveforms[i], dtype=np.float32)) for i in picked],
-                           sampling_rate=codec.sampling_rate)
-        for i, row, n in zip(picked, out.codes, out.lengths.tolist()):
-            codes[i], frames[i] = row[:, :n].to(torch.int16).flatten().numpy(), n
-    return codes, frames
+    codes = codec.encode_each(waveforms, sampling_rate=codec.sampling_rate)
+    return [row.to(torch.int16).flatten().numpy() for row in codes], [row.shape[-1] for row in codes]
 
 
-def cached_tokens(corpus_dir: str | Path, config: str, split: str, ustokenizer: USTokenizerModel,
-                  feature_extractor: USTokenizerFeatureExtractor, codec, speaker_encoder,
-                  cache_dir: str | Path) -> datasets.Dataset:
+def cached_tokens(corpus_dir: str | Path, config: str, split: str,
+                  ustokenizer: USTokenizerModel | CodecTokensModel, feature_extractor: USTokenizerFeatureExtractor,
+                  codec, speaker_encoder, cache_dir: str | Path) -> datasets.Dataset:
     """The corpus `config`/`split` with its audio replaced by USTokens, speaker embeddings and, unless `codec` is
     None, codes (module docstring), read from `cache_dir` when the corpus, the tokenizer, the speaker encoder and
     the codec's encoding modules are unchanged (a codec with a new decoder, same codes, reads the same cache). Each
@@ -89,16 +81,24 @@ def cached_tokens(corpus_dir: str | Path, config: str, split: str, ustokenizer: 
     source = load_corpus(corpus_dir, config)[split]
     dataset = source.remove_columns(list(AUDIO_COLUMNS[config]))
     ustokenizer.eval()
+
+    def waveform_chunks(column: str):
+        """The column's audio, a chunk of decoded rows at a time: bounded memory."""
+        audio = source.select_columns([column])
+        for start in range(0, len(audio), DECODED_ROWS):
+            yield [np.asarray(item["array"], dtype=np.float32)
+                   for item in audio.select(range(start, min(start + DECODED_ROWS, len(audio))))[column]]
+
     for column in tqdm(AUDIO_COLUMNS[config], desc=f"tokens {config}/{split}", unit="column"):
-        states = cached_encoder_outputs(corpus_dir, config, split, ustokenizer.encoder, feature_extractor,
-                                        cache_dir, column=column)
-        dataset = dataset.add_column(f"{column}_ustokens", ustokens(ustokenizer, states))
+        if getattr(ustokenizer, "reads_waveforms", False):  # codec tokens (the paper's Baseline-Acoustic)
+            tokens = [ids for chunk in waveform_chunks(column) for ids in ustokenizer.tokenize(chunk)]
+        else:
+            tokens = ustokens(ustokenizer, cached_encoder_outputs(corpus_dir, config, split, ustokenizer.encoder,
+                                                                  feature_extractor, cache_dir, column=column))
+        dataset = dataset.add_column(f"{column}_ustokens", tokens)
         if column in GENERATION_TARGETS.get(config, ()):
             speakers, codes, frames = [], [], []
-            audio = source.select_columns([column])
-            for start in range(0, len(audio), DECODED_ROWS):  # a chunk of decoded audio at a time: bounded memory
-                waveforms = [np.asarray(item["array"], dtype=np.float32)
-                             for item in audio.select(range(start, min(start + DECODED_ROWS, len(audio))))[column]]
+            for waveforms in waveform_chunks(column):
                 speakers.extend(speaker_encoder.embed(waveforms, sampling_rate=16000).float().numpy())
                 if codec is not None:
                     chunk_codes, chunk_frames = codec_codes(codec, waveforms)

@@ -38,9 +38,9 @@ from tqdm.auto import tqdm
 from dualspeechlm.codecs import load_codec
 from dualspeechlm.configuration_mel_codec import VOCODERS, MelCodecConfig
 from dualspeechlm.feature_extraction_ustokenizer import USTokenizerFeatureExtractor
+from dualspeechlm.modeling_codec_tokens import load_speech_tokenizer
 from dualspeechlm.modeling_dualspeechlm import DualSpeechLMForConditionalGeneration
 from dualspeechlm.modeling_mel_codec import MelCodecModel
-from dualspeechlm.modeling_ustokenizer import USTokenizerModel
 from dualspeechlm.speaker_encoder import SpeakerEncoderModel
 
 from .codec_training import add_run_arguments, corpus_waveforms, optimizer_step
@@ -229,7 +229,7 @@ def main(argv=None) -> None:
 
     torch.manual_seed(args.seed)
     generator = torch.Generator().manual_seed(args.seed)
-    ustokenizer = USTokenizerModel.from_pretrained(args.ustokenizer).eval()
+    ustokenizer = load_speech_tokenizer(args.ustokenizer)
     extractor = USTokenizerFeatureExtractor.from_pretrained(args.ustokenizer)
     config = MelCodecConfig.from_pretrained(args.codec)
     config.ustoken_vocab_size = ustokenizer.config.codebook_size
@@ -241,12 +241,17 @@ def main(argv=None) -> None:
     codec = MelCodecModel.from_pretrained(args.codec, config=config)
 
     def split_items(split: str, limit: int | None):
-        states = cached_encoder_outputs(args.corpus, "speech", split, ustokenizer.encoder, extractor, args.cache_dir)
-        if limit is not None:
-            states = states.select(range(min(limit, len(states))))
         waveforms, texts, _ = corpus_waveforms(args.corpus, split, limit)
+        if getattr(ustokenizer, "reads_waveforms", False):  # codec tokens (the paper's Baseline-Acoustic)
+            tokens = ustokenizer.tokenize(waveforms)
+        else:
+            states = cached_encoder_outputs(args.corpus, "speech", split, ustokenizer.encoder, extractor,
+                                            args.cache_dir)
+            if limit is not None:
+                states = states.select(range(min(limit, len(states))))
+            tokens = ustokens(ustokenizer, states)
         speakers = speaker_encoder.embed(waveforms, sampling_rate=codec.sampling_rate)
-        return decoder_items(codec, waveforms, ustokens(ustokenizer, states), speakers), texts
+        return decoder_items(codec, waveforms, tokens, speakers), texts
 
     started = time.perf_counter()
     items, _ = split_items("train", args.train_limit)

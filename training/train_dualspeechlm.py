@@ -30,8 +30,8 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, Traini
 from dualspeechlm.codecs import load_codec
 from dualspeechlm.configuration_dualspeechlm import DualSpeechLMConfig
 from dualspeechlm.feature_extraction_ustokenizer import USTokenizerFeatureExtractor
+from dualspeechlm.modeling_codec_tokens import load_speech_tokenizer
 from dualspeechlm.modeling_dualspeechlm import DualSpeechLMForConditionalGeneration
-from dualspeechlm.modeling_ustokenizer import USTokenizerModel
 from dualspeechlm.pipelines_dualspeechlm import save_for_pipelines
 from dualspeechlm.processing_dualspeechlm import DualSpeechLMProcessor
 from dualspeechlm.speaker_encoder import SpeakerEncoderModel
@@ -137,7 +137,7 @@ def load_parts(recipe: DualSpeechLMRecipe, fine_tuned: DualSpeechLMForConditiona
                  else (fine_tuned or model_to_fine_tune(recipe)).codec_model)
         return (processor.ustokenizer.eval(), processor.feature_extractor, codec.eval(),
                 processor.speaker_encoder.eval())
-    ustokenizer = USTokenizerModel.from_pretrained(recipe.ustokenizer).eval()
+    ustokenizer = load_speech_tokenizer(recipe.ustokenizer)
     extractor = USTokenizerFeatureExtractor.from_pretrained(recipe.ustokenizer)
     codec = load_codec(recipe.codec).eval()
     speaker_encoder = SpeakerEncoderModel.from_pretrained(recipe.speaker_encoder).eval()
