@@ -139,7 +139,7 @@ def test_a_run_measures_its_rows_continues_where_it_stopped_and_writes_the_page(
     assert f"Written by `{command}`" in text
     assert "| dualspeechlm | USTokens in; USTokens, then AcousticGPT's codec codes out | " in text
     assert "| baseline-semantic | ASR WER (seen voices) | 4.2% -> 5.7% (worse) | " in text
-    assert "Not measured yet: `no-understanding-loss`" in text
+    assert "Not measured yet: `baseline-acoustic`, `no-understanding-loss`" in text
     assert (runner.output / "ablations.png").stat().st_size > 0
 
     # measured rows are not trained again, also by a run with another work folder (a fresh clone holding the page)
@@ -282,7 +282,7 @@ def test_the_page_of_known_results(tmp_path):
             "reversed |") in lines
     assert "| dualspeechlm (seed 0 vs 1) | 2.0 pts | 0.0 pts | 0.0 | 0.0 pts | 0.0 pts | 0.0 pts | 0.00 |" in lines
     assert "| dualspeechlm | 35% | 10.0% | 90.0% |" in lines and "| dualspeechlm | 50% | 5.0% | 95.0% |" in lines
-    assert any(line.startswith("Not measured yet: `no-understanding-loss`, ") for line in lines)
+    assert any(line.startswith("Not measured yet: `baseline-acoustic`, `no-understanding-loss`, ") for line in lines)
     assert "dualspeechlm 30.0%" in "\n".join(lines)  # the AcousticGPT row's USTokens through the decoder
     assert "The main job's model was not at hand for this page" in "\n".join(lines)
     assert plot_ablations(results, tmp_path / "ablations.png").stat().st_size > 10_000
