@@ -6,8 +6,8 @@ A cached split is the corpus split's text columns plus, per audio column `c`:
 where `c` is a generation target (TTS `audio`, SC `answer_audio`, T2ST `translation_audio`, VC `target_audio`),
 `c_speaker` (the speaker encoder's embedding) and, when a codec is given, `c_codes` (`[num_codebooks * frames]`
 row-major) + `c_frames`: AcousticGPT's targets, which only a recipe that trains it reads (they were 90% of the
-cache's time). The Whisper encoder
-outputs come from `encoder_cache` (shared with stage 1), so USTokens cost only the small convs.
+cache's time). The Whisper encoder outputs come from `encoder_cache` (shared with stage 1), so USTokens cost only
+the small convs.
 """
 
 from __future__ import annotations
