@@ -76,9 +76,7 @@ class CodecTokensModel(PreTrainedModel):
 def load_speech_tokenizer(path: str | os.PathLike, **kwargs) -> USTokenizerModel | CodecTokensModel:
     """The speech tokenizer saved in `path` (a folder or Hub repo; `kwargs` go to `from_pretrained`): a USTokenizer or
     codec tokens, whichever its config names, in eval mode."""
-    config_kwargs = {key: kwargs[key] for key in ("subfolder", "cache_dir", "revision", "token", "local_files_only")
-                     if key in kwargs}
-    config_dict, _ = PretrainedConfig.get_config_dict(path, **config_kwargs)
+    config_dict, _ = PretrainedConfig.get_config_dict(path, **kwargs)  # it reads the kwargs it knows, no others
     kinds = {USTokenizerConfig.model_type: USTokenizerModel, CodecTokensConfig.model_type: CodecTokensModel}
     if (model_class := kinds.get(config_dict.get("model_type"))) is None:
         raise ValueError(f"{path} holds a {config_dict.get('model_type')!r} model, not a speech tokenizer "

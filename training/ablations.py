@@ -252,7 +252,7 @@ class AblationRunner:
                 train_ustokenizer(stage1_recipe(row, self.recipe, folder))
         return folder
 
-    def decoder(self, row: Row = ROWS[0]) -> Path:
+    def decoder(self, row: Row) -> Path:
         """The codec decoder that reads `row`'s tokens (the shared stage 1's, unless the row has `codec_tokens`),
         trained when missing."""
         folder = self.work / row.name / "decoder" if row.codec_tokens else self.work / "decoder"

@@ -57,6 +57,19 @@ def ustokens(ustokenizer: USTokenizerModel, cached: datasets.Dataset, batch_size
     return ids
 
 
+def column_tokens(ustokenizer: USTokenizerModel | CodecTokensModel, feature_extractor: USTokenizerFeatureExtractor,
+                  corpus_dir: str | Path, config: str, split: str, column: str, cache_dir: str | Path,
+                  waveform_chunks, limit: int | None = None) -> list[list[int]]:
+    """Speech token ids of the first `limit` rows (None: all) of corpus column `config`/`split`/`column`: the codec
+    tokens of its audio for a tokenizer that `reads_waveforms` (`waveform_chunks`: those rows' waveforms, lists in
+    order; read only then), else the USTokens of its cached Whisper encoder outputs (see encoder_cache)."""
+    if getattr(ustokenizer, "reads_waveforms", False):  # codec tokens (the paper's Baseline-Acoustic)
+        return [ids for chunk in waveform_chunks for ids in ustokenizer.tokenize(chunk)]
+    states = cached_encoder_outputs(corpus_dir, config, split, ustokenizer.encoder, feature_extractor, cache_dir,
+                                    column=column)
+    return ustokens(ustokenizer, states if limit is None else states.select(range(min(limit, len(states)))))
+
+
 def codec_codes(codec, waveforms: list[np.ndarray]) -> tuple[list[np.ndarray], list[int]]:
     """-> (codes `[num_codebooks * frames]` int16 per item, frames per item)."""
     codes = codec.encode_each(waveforms, sampling_rate=codec.sampling_rate)
@@ -90,11 +103,8 @@ def cached_tokens(corpus_dir: str | Path, config: str, split: str,
                    for item in audio.select(range(start, min(start + DECODED_ROWS, len(audio))))[column]]
 
     for column in tqdm(AUDIO_COLUMNS[config], desc=f"tokens {config}/{split}", unit="column"):
-        if getattr(ustokenizer, "reads_waveforms", False):  # codec tokens (the paper's Baseline-Acoustic)
-            tokens = [ids for chunk in waveform_chunks(column) for ids in ustokenizer.tokenize(chunk)]
-        else:
-            tokens = ustokens(ustokenizer, cached_encoder_outputs(corpus_dir, config, split, ustokenizer.encoder,
-                                                                  feature_extractor, cache_dir, column=column))
+        tokens = column_tokens(ustokenizer, feature_extractor, corpus_dir, config, split, column, cache_dir,
+                               waveform_chunks(column))
         dataset = dataset.add_column(f"{column}_ustokens", tokens)
         if column in GENERATION_TARGETS.get(config, ()):
             speakers, codes, frames = [], [], []
@@ -112,4 +122,4 @@ def cached_tokens(corpus_dir: str | Path, config: str, split: str,
     return write_cache(path, dataset, info)
 
 
-__all__ = ["cached_tokens", "GENERATION_TARGETS", "ustokens", "codec_codes"]
+__all__ = ["cached_tokens", "column_tokens", "GENERATION_TARGETS", "ustokens", "codec_codes"]

@@ -44,9 +44,9 @@ from dualspeechlm.modeling_mel_codec import MelCodecModel
 from dualspeechlm.speaker_encoder import SpeakerEncoderModel
 
 from .codec_training import add_run_arguments, corpus_waveforms, optimizer_step
-from .encoder_cache import cached_encoder_outputs, codes_fingerprint
+from .encoder_cache import codes_fingerprint
 from .judge import judge, speech_judges
-from .token_cache import ustokens
+from .token_cache import column_tokens
 
 
 class DecoderItem(NamedTuple):
@@ -242,14 +242,8 @@ def main(argv=None) -> None:
 
     def split_items(split: str, limit: int | None):
         waveforms, texts, _ = corpus_waveforms(args.corpus, split, limit)
-        if getattr(ustokenizer, "reads_waveforms", False):  # codec tokens (the paper's Baseline-Acoustic)
-            tokens = ustokenizer.tokenize(waveforms)
-        else:
-            states = cached_encoder_outputs(args.corpus, "speech", split, ustokenizer.encoder, extractor,
-                                            args.cache_dir)
-            if limit is not None:
-                states = states.select(range(min(limit, len(states))))
-            tokens = ustokens(ustokenizer, states)
+        tokens = column_tokens(ustokenizer, extractor, args.corpus, "speech", split, "audio", args.cache_dir,
+                               [waveforms], limit)
         speakers = speaker_encoder.embed(waveforms, sampling_rate=codec.sampling_rate)
         return decoder_items(codec, waveforms, tokens, speakers), texts
 
